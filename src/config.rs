@@ -1,0 +1,37 @@
+//! Configuration directories: vendor (`/usr/lib/orbit`), system (`/etc/orbit`) and user
+//! (`~/.config/orbit`); later ones win when they disagree.
+
+use std::path::PathBuf;
+
+/// The three configuration directories orbit reads, in increasing precedence.
+#[derive(Debug, Clone)]
+pub struct ConfigDirs {
+    /// Vendor defaults, `/usr/lib/orbit`.
+    pub vendor: PathBuf,
+    /// System configuration, `/etc/orbit`; `orbit trust` writes here by default.
+    pub system: PathBuf,
+    /// Per-user configuration, `~/.config/orbit`.
+    pub user: PathBuf,
+}
+
+impl ConfigDirs {
+    /// All directories, lowest precedence first.
+    pub fn all(&self) -> [&PathBuf; 3] {
+        [&self.vendor, &self.system, &self.user]
+    }
+}
+
+impl Default for ConfigDirs {
+    fn default() -> Self {
+        let user = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .unwrap_or_else(|| PathBuf::from("/root/.config"))
+            .join("orbit");
+        ConfigDirs {
+            vendor: PathBuf::from("/usr/lib/orbit"),
+            system: PathBuf::from("/etc/orbit"),
+            user,
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The image store: an OCI image layout of verified blobs plus a store of unpacked layers.
+
+pub mod unpack;

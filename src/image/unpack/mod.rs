@@ -1,0 +1,1 @@
+//! Safe unpacking of (possibly hostile) layer tar archives.

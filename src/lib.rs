@@ -1,0 +1,8 @@
+//! orbit — a daemonless, rkt-style container runtime with pluggable isolation stages.
+//!
+//! This crate is stage0: the image store, trust, and (later) pods. The `orbit` binary in
+//! `src/main.rs` is a thin CLI over it.
+
+pub mod config;
+pub mod image;
+pub mod trust;

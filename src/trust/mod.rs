@@ -1,0 +1,1 @@
+//! Signatures and trust: cosign-compatible simple signing, keys and the trusted-key store.
