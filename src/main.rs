@@ -1,1 +1,7 @@
-fn main() {}
+//! The `orbit` binary: stage0's command line.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

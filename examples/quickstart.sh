@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's first command: installs what it needs, builds orbit, builds and signs the
+# example image, trusts the DEMO key for example.com/busybox, and fetches the image
+# (signature verified, layers unpacked) into the store (ORBIT_DIR, default /var/lib/orbit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh busybox-static ca-certificates
+cargo build --release --workspace --quiet
+export PATH=$PWD/target/release:$PATH
+layout=$(images/build-example.sh build/example)
+orbit trust --prefix example.com/busybox examples/demo-key.pub
+orbit fetch "oci:$layout"
+orbit image list

@@ -1,0 +1,169 @@
+//! The `orbit` command line: argument definitions (clap) and dispatch. Man pages and shell
+//! completions are generated from these same definitions.
+
+mod images;
+mod output;
+mod trust;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use orbit::config::ConfigDirs;
+use orbit::image::store::Store;
+
+pub use output::Format;
+
+/// Exit status for orbit's own failures (usage errors exit 2, as clap does).
+pub const EXIT_FAILURE: u8 = 125;
+
+/// orbit — a daemonless, rkt-style container runtime with pluggable isolation stages.
+#[derive(Parser, Debug)]
+#[command(name = "orbit", version, about, long_about = None, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Store directory (images, layers, pods).
+    #[arg(long, global = true, env = "ORBIT_DIR", default_value = "/var/lib/orbit", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print debugging output (timings, full error chains) to stderr.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Security checks to skip: `image` (signature verification). Loud on purpose.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "OPTS")]
+    pub insecure_options: Vec<InsecureOption>,
+    /// Vendor configuration directory.
+    #[arg(long, global = true, env = "ORBIT_SYSTEM_CONFIG", default_value = "/usr/lib/orbit", value_name = "DIR", hide_short_help = true)]
+    pub system_config: PathBuf,
+    /// System configuration directory (trusted keys are added here by default).
+    #[arg(long, global = true, env = "ORBIT_LOCAL_CONFIG", default_value = "/etc/orbit", value_name = "DIR", hide_short_help = true)]
+    pub local_config: PathBuf,
+    /// User configuration directory (default: ~/.config/orbit).
+    #[arg(long, global = true, env = "ORBIT_USER_CONFIG", value_name = "DIR", hide_short_help = true)]
+    pub user_config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Checks `--insecure-options` can turn off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InsecureOption {
+    /// Nothing.
+    None,
+    /// Image signature verification.
+    Image,
+    /// Everything listed above.
+    All,
+}
+
+/// The top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import images into the store, verifying their signatures.
+    Fetch(FetchArgs),
+    /// Work with images in the store.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// Trust a public key for an image name prefix (or all images), list and remove trusted keys.
+    Trust(trust::TrustArgs),
+    /// Print the version.
+    Version(FormatArgs),
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for orbit and every subcommand into a directory.
+    Man {
+        /// Output directory (created if missing).
+        #[arg(default_value = "man")]
+        dir: PathBuf,
+    },
+}
+
+/// Arguments of `orbit fetch`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// Sources: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF].
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// Store the image under this name (NAME[:TAG]) instead of the one the source gives.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Layers unpacked in parallel (0 = one per CPU).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Never show progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print only the digest of each fetched image.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// A `--format` flag.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct FormatArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// What every command gets: the store, config dirs and global flags.
+pub struct Context {
+    /// The store.
+    pub store: Store,
+    /// Configuration directories.
+    pub config: ConfigDirs,
+    /// `--debug`.
+    pub debug: bool,
+    /// Signature verification is off.
+    pub insecure_image: bool,
+}
+
+impl Cli {
+    fn context(&self) -> Context {
+        let mut config = ConfigDirs { vendor: self.system_config.clone(), system: self.local_config.clone(), ..ConfigDirs::default() };
+        if let Some(u) = &self.user_config {
+            config.user = u.clone();
+        }
+        let insecure_image = self.insecure_options.iter().any(|o| matches!(o, InsecureOption::Image | InsecureOption::All));
+        Context { store: Store::new(&self.dir), config, debug: self.debug, insecure_image }
+    }
+}
+
+/// Parses the command line, runs the command and maps failures to exit status 125.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = cli.context();
+    let result = match cli.command {
+        Command::Fetch(args) => images::fetch(&ctx, args),
+        Command::Image(cmd) => images::run(&ctx, cmd),
+        Command::Trust(args) => trust::run(&ctx, args),
+        Command::Version(f) => output::version(f.format),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "orbit", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => write_man_pages(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if ctx.debug {
+                eprintln!("orbit: error: {e:?}");
+            } else {
+                eprintln!("orbit: error: {e:#}");
+            }
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd, dir).with_context(|| format!("cannot write man pages to {}", dir.display()))?;
+    println!("man pages written to {}", dir.display());
+    Ok(())
+}

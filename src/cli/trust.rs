@@ -1,0 +1,130 @@
+//! `orbit trust`: trust a key for an image-name prefix or for all images; list; remove.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use orbit::trust::{PublicKey, TrustScope, TrustStore};
+
+use super::output::{self, Format};
+use super::{Context, FormatArgs};
+
+/// Arguments of `orbit trust`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TrustArgs {
+    /// Trust the key for images whose name starts with this prefix (e.g. example.com/busybox).
+    #[arg(long, conflicts_with = "root")]
+    prefix: Option<String>,
+    /// Trust the key for every image.
+    #[arg(long)]
+    root: bool,
+    /// Store the key in the user configuration instead of the system one.
+    #[arg(long)]
+    user: bool,
+    /// Public key file (PEM SubjectPublicKeyInfo, as `orbit image keygen` and cosign write).
+    #[arg(value_name = "KEYFILE")]
+    keyfile: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<TrustCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TrustCommand {
+    /// List trusted keys.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        format: FormatArgs,
+        /// Omit the header line.
+        #[arg(long)]
+        no_legend: bool,
+    },
+    /// Stop trusting a key (by fingerprint or unambiguous prefix of it).
+    Rm {
+        /// Fingerprint.
+        fingerprint: String,
+        /// Only remove the key's trust for this prefix.
+        #[arg(long, conflicts_with = "root")]
+        prefix: Option<String>,
+        /// Only remove the key's root trust.
+        #[arg(long)]
+        root: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct Row {
+    scope: String,
+    prefix: Option<String>,
+    fingerprint: String,
+    algorithm: String,
+    path: String,
+}
+
+/// Runs `orbit trust …`.
+pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<()> {
+    let store = TrustStore::new(ctx.config.clone());
+    match args.command {
+        Some(TrustCommand::List { format, no_legend }) => list(&store, format.format, no_legend),
+        Some(TrustCommand::Rm { fingerprint, prefix, root }) => {
+            let scope = scope_of(prefix, root);
+            let removed = store.remove(&fingerprint, scope.as_ref())?;
+            for k in removed {
+                println!("removed {} ({}) from {}", k.fingerprint, k.scope, k.path.display());
+            }
+            Ok(())
+        }
+        None => {
+            let Some(keyfile) = args.keyfile else { bail!("give a KEYFILE to trust, or use `orbit trust list` / `orbit trust rm`") };
+            let Some(scope) = scope_of(args.prefix, args.root) else {
+                bail!("say what the key is trusted for: --prefix NAME (images under NAME) or --root (every image)");
+            };
+            let pem = std::fs::read_to_string(&keyfile).with_context(|| format!("cannot read {}", keyfile.display()))?;
+            let key = PublicKey::from_pem(&pem).with_context(|| format!("{} is not a usable public key", keyfile.display()))?;
+            let into = if args.user { ctx.config.user.clone() } else { ctx.config.system.clone() };
+            let k = store.add(scope, &key, &into)?;
+            println!("trusting {} ({}) for {}: {}", k.fingerprint, k.algorithm.name(), k.scope, k.path.display());
+            Ok(())
+        }
+    }
+}
+
+fn scope_of(prefix: Option<String>, root: bool) -> Option<TrustScope> {
+    match (prefix, root) {
+        (Some(p), _) => Some(TrustScope::Prefix(p)),
+        (None, true) => Some(TrustScope::Root),
+        (None, false) => None,
+    }
+}
+
+fn list(store: &TrustStore, format: Format, no_legend: bool) -> anyhow::Result<()> {
+    let rows: Vec<Row> = store
+        .list()?
+        .into_iter()
+        .map(|k| Row {
+            scope: match &k.scope {
+                TrustScope::Root => "root".into(),
+                TrustScope::Prefix(_) => "prefix".into(),
+            },
+            prefix: match &k.scope {
+                TrustScope::Prefix(p) => Some(p.clone()),
+                TrustScope::Root => None,
+            },
+            fingerprint: k.fingerprint.clone(),
+            algorithm: k.algorithm.name().to_string(),
+            path: k.path.display().to_string(),
+        })
+        .collect();
+    if format == Format::Json {
+        return output::json(&rows);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| vec![r.prefix.clone().unwrap_or_else(|| "*".into()), r.fingerprint.clone(), r.algorithm.clone(), r.path.clone()])
+        .collect();
+    output::table(&["PREFIX", "FINGERPRINT", "ALGORITHM", "FILE"], &table, !no_legend);
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The image store's error type: every variant names what failed and hints at what to do.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::digest::BadDigest;
+use super::media::MediaTypeError;
+
+/// Errors of the image store, sources and fetch.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A source file or directory does not exist.
+    #[error("{what} not found: {path}")]
+    NotFound { what: String, path: PathBuf },
+    /// The store's filesystem is mounted read-only.
+    #[error("cannot write {path}: the filesystem is read-only; use a writable store with --dir or ORBIT_DIR")]
+    ReadOnlyStore { path: PathBuf },
+    /// The disk is full.
+    #[error("cannot write {path}: no space left on the device; free some space (`orbit image gc`) or use another store with --dir")]
+    DiskFull { path: PathBuf },
+    /// Any other I/O failure.
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    /// An archive ended early.
+    #[error("{what} is truncated (it ends in the middle of an entry); re-create or re-download it")]
+    Truncated { what: String },
+    /// An archive is not a tar file.
+    #[error("{what} is not a readable tar archive: {detail}")]
+    UnreadableArchive { what: String, detail: String },
+    /// A JSON document does not parse or lacks required fields.
+    #[error("{what} is malformed: {detail}")]
+    Malformed { what: String, detail: String },
+    /// A descriptor has a media type orbit does not handle.
+    #[error("{what}: {source}")]
+    MediaType { what: String, source: MediaTypeError },
+    /// A manifest/index media type orbit does not read.
+    #[error("{what} has unsupported media type '{media_type}'")]
+    UnsupportedManifest { what: String, media_type: String },
+    /// Content does not hash to the digest it is named by.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}; the source is corrupt or was tampered with")]
+    DigestMismatch { what: String, expected: String, actual: String },
+    /// A blob is larger or smaller than its descriptor says.
+    #[error("size mismatch for {what}: descriptor says {expected} bytes, read {actual}")]
+    SizeMismatch { what: String, expected: u64, actual: u64 },
+    /// A malformed digest string.
+    #[error(transparent)]
+    BadDigest(#[from] BadDigest),
+    /// No image matches a reference.
+    #[error("image '{0}' is not in the store (see `orbit image list`, or fetch it with `orbit fetch`)")]
+    UnknownImage(String),
+    /// A reference matches several images.
+    #[error("'{reference}' is ambiguous: it matches {}; use more digits or the full name", .candidates.join(", "))]
+    Ambiguous { reference: String, candidates: Vec<String> },
+    /// A source reference that orbit cannot parse.
+    #[error("unsupported image source '{0}': use NAME[:TAG], a digest, oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE")]
+    BadSource(String),
+    /// A source holds several images and no reference picked one.
+    #[error("{source_name} holds several images ({}); pick one with {source_name}:REF", .refs.join(", "))]
+    SourceAmbiguous { source_name: String, refs: Vec<String> },
+    /// A source reference names no image in the source.
+    #[error("{source_name} has no image named '{reference}' (it has: {})", .refs.join(", "))]
+    NoSuchRef { source_name: String, reference: String, refs: Vec<String> },
+    /// An image with no usable name.
+    #[error("{0} does not name its image; give it a name with --name NAME[:TAG]")]
+    Unnamed(String),
+    /// An invalid image name.
+    #[error("'{0}' is not a valid image name (expected e.g. example.com/app:1.0)")]
+    BadName(String),
+    /// A layer failed to unpack.
+    #[error("layer {layer}: {source}")]
+    Unpack { layer: String, source: crate::image::unpack::UnpackError },
+    /// Signature verification failed.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
+    /// A detached signature file is unreadable.
+    #[error(transparent)]
+    SigFile(#[from] crate::trust::SigFileError),
+    /// Platform selection found nothing.
+    #[error("{0} has no manifest for this platform (linux/amd64)")]
+    NoPlatform(String),
+}
+
+impl ImageError {
+    /// Wraps an I/O error about `path`, turning a full disk or read-only store into the
+    /// dedicated, actionable variants.
+    pub fn io(context: impl Into<String>, path: &Path, err: io::Error) -> ImageError {
+        match err.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => ImageError::DiskFull { path: path.to_path_buf() },
+            Some(code) if code == rustix::io::Errno::ROFS.raw_os_error() => ImageError::ReadOnlyStore { path: path.to_path_buf() },
+            _ => ImageError::Io { context: format!("{} ({})", context.into(), path.display()), source: err },
+        }
+    }
+
+    /// A closure for `map_err` that wraps an I/O error about `path`.
+    pub fn io_at<'a>(context: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> ImageError + 'a {
+        move |e| ImageError::io(context, path, e)
+    }
+
+    /// A malformed-JSON error.
+    pub fn malformed(what: impl Into<String>, detail: impl ToString) -> ImageError {
+        ImageError::Malformed { what: what.into(), detail: detail.to_string() }
+    }
+}
+
+/// Result alias for the image store.
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;

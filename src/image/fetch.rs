@@ -1,0 +1,328 @@
+//! Importing an image into the store: verify the signature over the manifest digest first,
+//! then stream every layer once — hashing the compressed bytes, copying them into a temp
+//! blob and unpacking them into a temp layer directory in the same pass — and move blobs,
+//! layers and the name into place only when everything checked out. An error at any point
+//! leaves the store as it was.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use oci_spec::image::ImageManifest;
+use tempfile::{NamedTempFile, TempDir};
+
+use super::config::ImageConfig;
+use super::digest::{Digest, HashingReader};
+use super::error::{ImageError, Result};
+use super::media::{self, Compression};
+use super::reference;
+use super::signatures;
+use super::source::{SourceImage, SourceRef};
+use super::store::{self, Store};
+use super::unpack::{self, UnpackOptions, WhiteoutMode};
+use crate::trust::{self, TrustStore};
+
+/// What the user asked of a fetch.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// Name to store the image under, overriding the source's.
+    pub name: Option<String>,
+    /// Skip signature verification (`--insecure-options=image`).
+    pub insecure_skip_verify: bool,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Layers unpacked in parallel (0: one per CPU).
+    pub jobs: usize,
+}
+
+/// How an image was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// By a signature from a trusted key.
+    Key { fingerprint: String },
+    /// Not at all: `--insecure-options=image`.
+    Insecure,
+}
+
+impl Verification {
+    /// The annotation value recorded in the store.
+    pub fn annotation(&self) -> String {
+        match self {
+            Verification::Key { fingerprint } => format!("key {fingerprint}"),
+            Verification::Insecure => "insecure".into(),
+        }
+    }
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone)]
+pub struct FetchOutcome {
+    /// The name the image is stored under.
+    pub name: String,
+    /// Its manifest digest.
+    pub digest: Digest,
+    /// How it was verified.
+    pub verification: Verification,
+    /// Layers that were unpacked now.
+    pub layers_unpacked: usize,
+    /// Layers already present in the store.
+    pub layers_reused: usize,
+}
+
+/// Imports the image at `source` into `store`.
+pub fn fetch(store: &Store, trust_store: &TrustStore, source: &SourceRef, opts: &FetchOptions) -> Result<FetchOutcome> {
+    let image = source.open()?;
+    let name = match (&opts.name, &image.name) {
+        (Some(n), _) | (None, Some(n)) => reference::normalize_name(n)?,
+        (None, None) => return Err(ImageError::Unnamed(image.display.clone())),
+    };
+    let verification = verify(trust_store, &image, &name, opts.insecure_skip_verify)?;
+
+    let what = format!("manifest of {}", image.display);
+    let manifest: ImageManifest = serde_json::from_slice(&image.manifest).map_err(|e| ImageError::malformed(&what, e))?;
+    let layers = plan_layers(&manifest, &image.display)?;
+    store.init()?;
+    let _lock = store.lock_shared()?;
+    let config_digest: Digest = manifest.config().digest().to_string().parse()?;
+    let config_bytes = image.read_blob(&config_digest, &format!("config of {}", image.display))?;
+    let config = ImageConfig::parse(&config_bytes, &format!("config of {}", image.display))?;
+    let diff_ids = config.diff_ids()?;
+    if diff_ids.len() != layers.len() {
+        return Err(ImageError::malformed(
+            &image.display,
+            format!("the manifest has {} layers but the config lists {} diff_ids", layers.len(), diff_ids.len()),
+        ));
+    }
+    let jobs: Vec<LayerJob> = layers.into_iter().zip(diff_ids).map(|(l, diff_id)| LayerJob { diff_id, ..l }).collect();
+    let staged = stage_layers(store, &image, &jobs, opts)?;
+    let (unpacked, reused) = (staged.iter().filter(|s| s.layer.is_some()).count(), staged.iter().filter(|s| s.is_empty()).count());
+    for (job, s) in jobs.iter().zip(staged) {
+        s.commit(store, job)?;
+    }
+    store.put_blob(&config_bytes)?;
+    store.put_blob(&image.manifest)?;
+    if !image.signatures.is_empty() {
+        signatures::store_signatures(store, &image.manifest_digest, &image.signatures)?;
+    }
+    let mut ann = BTreeMap::new();
+    ann.insert(store::SOURCE_ANNOTATION.to_string(), image.display.clone());
+    ann.insert(store::FETCHED_ANNOTATION.to_string(), now_rfc3339());
+    ann.insert(store::VERIFIED_ANNOTATION.to_string(), verification.annotation());
+    store.set_ref(&name, &image.manifest_digest, image.manifest.len() as u64, ann)?;
+    Ok(FetchOutcome { name, digest: image.manifest_digest, verification, layers_unpacked: unpacked, layers_reused: reused })
+}
+
+/// Checks the image's signatures against the trusted keys for `name`.
+pub fn verify(trust_store: &TrustStore, image: &SourceImage, name: &str, insecure: bool) -> Result<Verification> {
+    if insecure {
+        return Ok(Verification::Insecure);
+    }
+    let mut first_error = None;
+    for d in &image.signable_digests {
+        match trust::verify_image(trust_store, name, d.as_str(), &image.signatures) {
+            Ok(v) => return Ok(Verification::Key { fingerprint: v.key.fingerprint.clone() }),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.expect("an image has at least one signable digest").into())
+}
+
+/// The current time, RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+struct LayerJob {
+    blob: Digest,
+    size: u64,
+    compression: Compression,
+    diff_id: Digest,
+}
+
+fn plan_layers(manifest: &ImageManifest, display: &str) -> Result<Vec<LayerJob>> {
+    manifest
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let media_type = l.media_type().to_string();
+            let compression = media::layer_compression(&media_type)
+                .map_err(|source| ImageError::MediaType { what: format!("layer {} of {display}", i + 1), source })?;
+            Ok(LayerJob { blob: l.digest().to_string().parse()?, size: l.size(), compression, diff_id: Digest::of(b"") })
+        })
+        .collect()
+}
+
+/// A layer's work in progress: a temp blob and/or temp layer dir, removed on drop.
+#[derive(Default)]
+struct Staged {
+    blob: Option<NamedTempFile>,
+    layer: Option<TempDir>,
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.blob.is_none() && self.layer.is_none()
+    }
+
+    /// Moves the staged blob and layer into place. A layer that appeared meanwhile (a
+    /// concurrent fetch of an image sharing it) wins; ours is discarded.
+    fn commit(self, store: &Store, job: &LayerJob) -> Result<()> {
+        if let Some(tmp) = self.blob {
+            let path = store.blob_path(&job.blob);
+            tmp.persist(&path).map_err(|e| ImageError::io("cannot move blob into place", &path, e.error))?;
+        }
+        if let Some(tmp) = self.layer {
+            let path = store.layer_dir(&job.diff_id);
+            if !path.exists() {
+                let staged = tmp.keep();
+                if let Err(e) = fs::rename(&staged, &path) {
+                    let _ = fs::remove_dir_all(&staged);
+                    if !path.exists() {
+                        return Err(ImageError::io("cannot move layer into place", &path, e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stage_layers(store: &Store, image: &SourceImage, jobs: &[LayerJob], opts: &FetchOptions) -> Result<Vec<Staged>> {
+    let workers = match opts.jobs {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+    .min(jobs.len().max(1));
+    let progress = opts.progress.then(indicatif::MultiProgress::new);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Staged>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= jobs.len() {
+                    break;
+                }
+                let bar = progress.as_ref().map(|mp| layer_bar(mp, &jobs[i]));
+                let r = stage_layer(store, image, &jobs[i], bar.as_ref());
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                let failed = r.is_err();
+                results.lock().expect("no worker panics holding the lock")[i] = Some(r);
+                if failed {
+                    next.store(jobs.len(), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().expect("no worker panicked");
+    let mut staged = Vec::with_capacity(jobs.len());
+    for r in results {
+        match r {
+            Some(Ok(s)) => staged.push(s),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(staged)
+}
+
+fn layer_bar(mp: &indicatif::MultiProgress, job: &LayerJob) -> indicatif::ProgressBar {
+    let bar = mp.add(indicatif::ProgressBar::new(job.size));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(job.blob.short().to_string());
+    bar
+}
+
+fn stage_layer(store: &Store, image: &SourceImage, job: &LayerJob, bar: Option<&indicatif::ProgressBar>) -> Result<Staged> {
+    let have_blob = store.blob_path(&job.blob).is_file();
+    let have_layer = store.layer_dir(&job.diff_id).is_dir();
+    if have_blob && have_layer {
+        return Ok(Staged::default());
+    }
+    let what = format!("layer {} of {}", job.blob, image.display);
+    let (source, size): (Box<dyn Read + Send + '_>, u64) = if have_blob {
+        let path = store.blob_path(&job.blob);
+        let f = fs::File::open(&path).map_err(ImageError::io_at("cannot open blob", &path))?;
+        (Box::new(f), job.size)
+    } else {
+        image.open_blob(&job.blob)?
+    };
+    if size != job.size {
+        return Err(ImageError::SizeMismatch { what, expected: job.size, actual: size });
+    }
+    let source: Box<dyn Read + Send + '_> = match bar {
+        Some(b) => Box::new(b.wrap_read(source)),
+        None => source,
+    };
+    let tmp_dir = store.tmp_dir();
+    let mut staged = Staged::default();
+    let tee: Box<dyn Write> = if have_blob {
+        Box::new(io::sink())
+    } else {
+        let tmp = tempfile::Builder::new().prefix("blob-").tempfile_in(&tmp_dir).map_err(ImageError::io_at("cannot create temp blob", &tmp_dir))?;
+        let file = tmp.reopen().map_err(ImageError::io_at("cannot open temp blob", tmp.path()))?;
+        staged.blob = Some(tmp);
+        Box::new(BufWriter::with_capacity(1 << 20, file))
+    };
+    let mut compressed = HashingReader::with_tee(source, tee);
+    if !have_layer {
+        let tmp = tempfile::Builder::new().prefix("layer-").tempdir_in(&tmp_dir).map_err(ImageError::io_at("cannot create temp layer", &tmp_dir))?;
+        let rootfs = tmp.path().join("rootfs");
+        fs::create_dir(&rootfs).map_err(ImageError::io_at("cannot create", &rootfs))?;
+        let read_err = |e: io::Error| ImageError::Io { context: format!("cannot read {what}"), source: e };
+        let decompressed = media::decompress(job.compression, &mut compressed).map_err(read_err)?;
+        let mut diff = HashingReader::new(decompressed);
+        let opts = UnpackOptions { whiteouts: WhiteoutMode::Overlay, record_manifest: true, ..UnpackOptions::default() };
+        let report = unpack::unpack_layer(&mut diff, &rootfs, &opts)
+            .map_err(|source| unpack_error(&what, &rootfs, source))?;
+        diff.drain().map_err(|e| decompress_error(&what, e))?;
+        let (diff_id, _) = diff.finish();
+        if diff_id != job.diff_id {
+            return Err(ImageError::DigestMismatch { what: format!("uncompressed {what} (diff-ID)"), expected: job.diff_id.to_string(), actual: diff_id.to_string() });
+        }
+        let mtree = serde_json::to_vec(&report.manifest).map_err(|e| ImageError::malformed("layer manifest", e))?;
+        let mtree_path = tmp.path().join("mtree.json");
+        fs::write(&mtree_path, mtree).map_err(ImageError::io_at("cannot write", &mtree_path))?;
+        staged.layer = Some(tmp);
+    }
+    compressed.drain().map_err(|e| ImageError::Io { context: format!("cannot read {what}"), source: e })?;
+    let actual_size = compressed.len();
+    let (digest, mut tee) = compressed.finish();
+    tee.flush().map_err(|e| ImageError::io("cannot write blob", &tmp_dir, e))?;
+    if actual_size != job.size {
+        return Err(ImageError::SizeMismatch { what, expected: job.size, actual: actual_size });
+    }
+    if digest != job.blob {
+        return Err(ImageError::DigestMismatch { what, expected: job.blob.to_string(), actual: digest.to_string() });
+    }
+    Ok(staged)
+}
+
+fn unpack_error(what: &str, rootfs: &std::path::Path, e: unpack::UnpackError) -> ImageError {
+    if let Some(io) = e.io_error() {
+        if let Some(code) = io.raw_os_error() {
+            if code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::ROFS.raw_os_error() {
+                return ImageError::io(what, rootfs, io::Error::from_raw_os_error(code));
+            }
+        }
+    }
+    ImageError::Unpack { layer: what.to_string(), source: e }
+}
+
+fn decompress_error(what: &str, e: io::Error) -> ImageError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => ImageError::Truncated { what: what.to_string() },
+        _ => ImageError::Io { context: format!("cannot decompress {what}"), source: e },
+    }
+}

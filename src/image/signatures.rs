@@ -1,0 +1,119 @@
+//! Signatures kept the way cosign keeps them in an OCI layout: a manifest tagged
+//! `sha256-<hex>.sig` whose layers are simple-signing payloads, each carrying its
+//! base64 signature in the `dev.cosignproject.cosign/signature` annotation. Used for the
+//! store itself and for signing a user's OCI layout in place.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use oci_spec::image::{Descriptor, ImageIndex};
+
+use super::digest::Digest;
+use super::error::{ImageError, Result};
+use super::layout::{self, DirFs};
+use super::media;
+use super::source::{cosign_signature_tag, read_cosign_signatures};
+use super::store::{descriptor, Store};
+use crate::trust::Signature;
+
+/// The blobs of a signature manifest (payloads and the empty config) and the manifest itself.
+struct SignatureManifest {
+    blobs: Vec<Vec<u8>>,
+    manifest: Vec<u8>,
+}
+
+const EMPTY_CONFIG: &[u8] = b"{}";
+
+fn build(sigs: &[Signature]) -> SignatureManifest {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let layers: Vec<serde_json::Value> = sigs
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "mediaType": media::COSIGN_SIMPLESIGNING,
+                "digest": Digest::of(&s.payload).as_str(),
+                "size": s.payload.len(),
+                "annotations": {media::COSIGN_SIGNATURE_ANNOTATION: b64.encode(&s.signature)},
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": media::OCI_CONFIG, "digest": Digest::of(EMPTY_CONFIG).as_str(), "size": EMPTY_CONFIG.len()},
+        "layers": layers,
+    });
+    let mut blobs: Vec<Vec<u8>> = sigs.iter().map(|s| s.payload.clone()).collect();
+    blobs.push(EMPTY_CONFIG.to_vec());
+    SignatureManifest { blobs, manifest: serde_json::to_vec(&manifest).expect("JSON serializes") }
+}
+
+/// Adds signatures to those already stored for `digest`, dropping exact duplicates.
+fn merged(existing: Vec<Signature>, new: &[Signature]) -> Vec<Signature> {
+    let mut all = existing;
+    for s in new {
+        if !all.iter().any(|e| e.payload == s.payload && e.signature == s.signature) {
+            all.push(s.clone());
+        }
+    }
+    all
+}
+
+/// The signatures stored in the store for the image `digest`.
+pub fn stored_signatures(store: &Store, digest: &Digest) -> Result<Vec<Signature>> {
+    if !store.exists() {
+        return Ok(Vec::new());
+    }
+    let fs = DirFs::new(store.images_dir());
+    let index = layout::read_index(&fs)?;
+    read_cosign_signatures(&fs, &index, digest)
+}
+
+/// Stores signatures for the image `digest` in the store.
+pub fn store_signatures(store: &Store, digest: &Digest, sigs: &[Signature]) -> Result<()> {
+    let all = merged(stored_signatures(store, digest)?, sigs);
+    let built = build(&all);
+    for blob in &built.blobs {
+        store.put_blob(blob)?;
+    }
+    let d = store.put_blob(&built.manifest)?;
+    store.set_ref(&cosign_signature_tag(digest), &d, built.manifest.len() as u64, Default::default())
+}
+
+/// Adds signatures for `digest` to a user's OCI layout directory, as cosign would.
+pub fn add_to_layout(dir: &Path, digest: &Digest, sigs: &[Signature]) -> Result<()> {
+    let fs = DirFs::new(dir);
+    let index = layout::read_index(&fs)?;
+    let all = merged(read_cosign_signatures(&fs, &index, digest)?, sigs);
+    let built = build(&all);
+    for blob in built.blobs.iter().chain([&built.manifest]) {
+        let d = Digest::of(blob);
+        let path = dir.join(layout::blob_rel(&d));
+        if !path.exists() {
+            write_atomic_in(dir, &path, blob)?;
+        }
+    }
+    let tag = cosign_signature_tag(digest);
+    let mut ann = HashMap::new();
+    ann.insert(media::REF_NAME_ANNOTATION.to_string(), tag.clone());
+    let desc = descriptor(media::OCI_MANIFEST, &Digest::of(&built.manifest), built.manifest.len() as u64, Some(ann));
+    let mut manifests: Vec<Descriptor> = index.manifests().clone();
+    manifests.retain(|d| layout::ref_name(d) != Some(tag.as_str()));
+    manifests.push(desc);
+    let mut index: ImageIndex = index;
+    index.set_manifests(manifests);
+    let bytes = serde_json::to_vec_pretty(&index).map_err(|e| ImageError::malformed("index.json", e))?;
+    write_atomic_in(dir, &dir.join("index.json"), &bytes)
+}
+
+fn write_atomic_in(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = path.parent().unwrap_or(dir);
+    fs::create_dir_all(parent).map_err(ImageError::io_at("cannot create", parent))?;
+    let mut tmp = tempfile::Builder::new().prefix(".orbit-").tempfile_in(parent).map_err(ImageError::io_at("cannot create temp file", parent))?;
+    tmp.write_all(bytes).map_err(ImageError::io_at("cannot write", path))?;
+    tmp.persist(path).map_err(|e| ImageError::io("cannot rename into place", path, e.error))?;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Local image sources: `oci:DIR[:REF]`, `oci-archive:FILE[:REF]` and `docker-archive:FILE[:REF]`.
+//! Opening a source yields its manifest (hashed, not yet trusted), its signatures and a
+//! way to stream its blobs; nothing is parsed beyond what is needed to find the manifest
+//! until the signature has been checked.
+
+pub mod archive;
+mod docker;
+mod oci;
+
+pub use oci::{cosign_signature_tag, is_cosign_tag};
+pub(crate) use oci::read_cosign_signatures;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::digest::Digest;
+use super::error::{ImageError, Result};
+use super::layout::{self, LayoutFs};
+use crate::trust::Signature;
+
+/// A parsed source reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRef {
+    /// An OCI layout directory.
+    Oci { dir: PathBuf, reference: Option<String> },
+    /// A tar archive of an OCI layout.
+    OciArchive { file: PathBuf, reference: Option<String> },
+    /// What `docker save` / `podman save` writes.
+    DockerArchive { file: PathBuf, reference: Option<String> },
+}
+
+impl SourceRef {
+    /// Parses `TRANSPORT:PATH[:REF]`; `None` when `s` has no known transport prefix.
+    pub fn parse(s: &str) -> Option<Result<SourceRef>> {
+        let (transport, rest) = s.split_once(':')?;
+        let (path, reference) = match rest.split_once(':') {
+            Some((p, r)) => (PathBuf::from(p), Some(r.to_string()).filter(|r| !r.is_empty())),
+            None => (PathBuf::from(rest), None),
+        };
+        if path.as_os_str().is_empty() {
+            return Some(Err(ImageError::BadSource(s.to_string())));
+        }
+        Some(Ok(match transport {
+            "oci" => SourceRef::Oci { dir: path, reference },
+            "oci-archive" => SourceRef::OciArchive { file: path, reference },
+            "docker-archive" => SourceRef::DockerArchive { file: path, reference },
+            _ => return None,
+        }))
+    }
+
+    /// The path of the layout or archive.
+    pub fn path(&self) -> &Path {
+        match self {
+            SourceRef::Oci { dir, .. } => dir,
+            SourceRef::OciArchive { file, .. } | SourceRef::DockerArchive { file, .. } => file,
+        }
+    }
+
+    /// Where a detached signature for this source lives: `<path>.sig`.
+    pub fn detached_signature_path(&self) -> PathBuf {
+        let p = self.path();
+        let trimmed = p.to_string_lossy().trim_end_matches('/').to_string();
+        PathBuf::from(format!("{trimmed}.sig"))
+    }
+
+    /// Opens the source and finds its image manifest.
+    pub fn open(&self) -> Result<SourceImage> {
+        let mut image = match self {
+            SourceRef::Oci { dir, reference } => {
+                if !dir.exists() {
+                    return Err(ImageError::NotFound { what: "OCI layout directory".into(), path: dir.clone() });
+                }
+                oci::open(Box::new(layout::DirFs::new(dir)), &self.to_string(), reference.as_deref(), dir)?
+            }
+            SourceRef::OciArchive { file, reference } => {
+                let fs = archive::TarFs::open(file)?;
+                oci::open(Box::new(fs), &self.to_string(), reference.as_deref(), file)?
+            }
+            SourceRef::DockerArchive { file, reference } => docker::open(file, &self.to_string(), reference.as_deref())?,
+        };
+        let sig_path = self.detached_signature_path();
+        if sig_path.exists() {
+            let detached = crate::trust::read_sig_file(&sig_path)?;
+            image.signatures.extend(detached);
+        }
+        Ok(image)
+    }
+}
+
+impl std::fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (t, p, r) = match self {
+            SourceRef::Oci { dir, reference } => ("oci", dir, reference),
+            SourceRef::OciArchive { file, reference } => ("oci-archive", file, reference),
+            SourceRef::DockerArchive { file, reference } => ("docker-archive", file, reference),
+        };
+        write!(f, "{t}:{}", p.display())?;
+        if let Some(r) = r {
+            write!(f, ":{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An image found in a source: its manifest bytes and digest, the name it gives itself,
+/// its signatures, and access to its blobs. Nothing in it is trusted yet.
+pub struct SourceImage {
+    /// The source as the user wrote it.
+    pub display: String,
+    /// The name the source gives the image, if any.
+    pub name: Option<String>,
+    /// The manifest, byte for byte.
+    pub manifest: Vec<u8>,
+    /// The manifest's digest (computed here, not taken from the source).
+    pub manifest_digest: Digest,
+    /// Digests a signature may name for this image: the manifest's and, when the source
+    /// pointed at an index, the index's.
+    pub signable_digests: Vec<Digest>,
+    /// Signatures found in and beside the source.
+    pub signatures: Vec<Signature>,
+    fs: Box<dyn LayoutFs>,
+    /// Blob paths that are not `blobs/sha256/<hex>` (docker archives).
+    blob_paths: HashMap<Digest, String>,
+}
+
+impl SourceImage {
+    /// Opens a blob of the image for streaming.
+    pub fn open_blob(&self, d: &Digest) -> Result<(Box<dyn Read + Send + '_>, u64)> {
+        let rel = self.blob_paths.get(d).cloned().unwrap_or_else(|| layout::blob_rel(d));
+        self.fs.open(&rel)?.ok_or_else(|| ImageError::NotFound {
+            what: format!("blob {d} of {}", self.display),
+            path: PathBuf::from(format!("{}/{rel}", self.fs.describe())),
+        })
+    }
+
+    /// Reads a small blob (config) and verifies its digest.
+    pub fn read_blob(&self, d: &Digest, what: &str) -> Result<Vec<u8>> {
+        let (r, len) = self.open_blob(d)?;
+        if len > layout::MAX_JSON_BYTES {
+            return Err(ImageError::malformed(what, format!("{len} bytes is too large")));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        r.take(layout::MAX_JSON_BYTES).read_to_end(&mut buf).map_err(|e| ImageError::Io {
+            context: format!("cannot read {what} from {}", self.display),
+            source: e,
+        })?;
+        let actual = Digest::of(&buf);
+        if &actual != d {
+            return Err(ImageError::DigestMismatch { what: what.into(), expected: d.to_string(), actual: actual.to_string() });
+        }
+        Ok(buf)
+    }
+}

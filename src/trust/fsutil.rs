@@ -1,0 +1,24 @@
+//! Small filesystem helpers shared by the signature file and key store code.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Atomically replaces `path` with `contents`: writes a temporary file in the same directory,
+/// sets `mode`, syncs it and renames it over `path`, so readers never see a partial file.
+/// The parent directory must exist.
+pub(crate) fn atomic_write(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".orbit-tmp-")
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
