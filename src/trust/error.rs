@@ -204,7 +204,7 @@ pub enum StoreError {
     /// A fingerprint selector is not a (prefix of a) hex fingerprint.
     #[error(
         "invalid key fingerprint {selector:?}: expected hex digits of a SHA-256 fingerprint, \
-         optionally prefixed with `sha256:` (see `orbit trust --list`)"
+         optionally prefixed with `sha256:` (see `orbit trust list`)"
     )]
     InvalidSelector {
         /// The rejected selector.
@@ -212,7 +212,10 @@ pub enum StoreError {
     },
 
     /// No trusted key matched a selector.
-    #[error("no trusted key matches {selector:?}{}; see `orbit trust --list`", scope_note(scope))]
+    #[error(
+        "no trusted key matches {selector:?}{}; see `orbit trust list`",
+        scope_note(scope)
+    )]
     NoMatch {
         /// The selector that matched nothing.
         selector: String,
@@ -234,7 +237,10 @@ pub enum StoreError {
 }
 
 fn scope_note(scope: &Option<String>) -> String {
-    scope.as_ref().map(|s| format!(" in {s}")).unwrap_or_default()
+    scope
+        .as_ref()
+        .map(|s| format!(" in {s}"))
+        .unwrap_or_default()
 }
 
 /// Why an image could not be verified, plus wrappers for the other trust errors so callers can

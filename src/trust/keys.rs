@@ -9,7 +9,7 @@ use std::fmt;
 
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
-use spki::der::asn1::{AnyRef, BitStringRef, ObjectIdentifier};
+use spki::der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
 use spki::der::{Encode, Reader, SliceReader, TagMode, TagNumber};
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 
@@ -111,10 +111,13 @@ impl PublicKey {
             detail: e.to_string(),
         })?;
         let algorithm = algorithm_of(&spki.algorithm)?;
-        let raw = spki.subject_public_key.as_bytes().ok_or(KeyError::Rejected {
-            algorithm,
-            reason: "the public key bit string has unused bits".into(),
-        })?;
+        let raw = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or(KeyError::Rejected {
+                algorithm,
+                reason: "the public key bit string has unused bits".into(),
+            })?;
         Self::from_raw(algorithm, raw)
     }
 
@@ -241,10 +244,7 @@ impl PrivateKey {
     /// is ignored. Encrypted keys are rejected with [`KeyError::Encrypted`].
     pub fn from_pem(pem_text: &str) -> Result<Self, KeyError> {
         let blocks = pem::parse_many(pem_text).map_err(KeyError::Pem)?;
-        if let Some(enc) = blocks
-            .iter()
-            .find(|b| ENCRYPTED_TAGS.contains(&b.tag()))
-        {
+        if let Some(enc) = blocks.iter().find(|b| ENCRYPTED_TAGS.contains(&b.tag())) {
             return Err(KeyError::Encrypted {
                 tag: enc.tag().to_string(),
             });
@@ -293,7 +293,7 @@ impl PrivateKey {
 
     /// Parses an unencrypted PKCS#8 `PrivateKeyInfo` (DER).
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
-        let algorithm = pkcs8_algorithm(der)?;
+        let (algorithm, private_key) = parse_pkcs8(der)?;
         let rejected = |e: ring::error::KeyRejected| KeyError::Rejected {
             algorithm,
             reason: match e.to_string().as_str() {
@@ -310,7 +310,7 @@ impl PrivateKey {
                 other => format!("rejected by ring ({other})"),
             },
         };
-        let (inner, raw_public) = match algorithm {
+        let (inner, raw_public, pkcs8) = match algorithm {
             KeyAlgorithm::EcdsaP256 => {
                 let kp = EcdsaKeyPair::from_pkcs8(
                     &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
@@ -319,24 +319,25 @@ impl PrivateKey {
                 )
                 .map_err(rejected)?;
                 let public = kp.public_key().as_ref().to_vec();
-                (Signer::Ecdsa(kp), public)
+                (Signer::Ecdsa(kp), public, der.to_vec())
             }
             KeyAlgorithm::Ed25519 => {
                 // openssl writes PKCS#8 v1 (no embedded public key); ring's checked parser
                 // insists on v2, so use the variant that derives the public key itself.
                 let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(rejected)?;
                 let public = kp.public_key().as_ref().to_vec();
-                (Signer::Ed25519(kp), public)
+                (Signer::Ed25519(kp), public, ed25519_pkcs8_v1(private_key))
             }
         };
         Ok(PrivateKey {
             inner,
-            pkcs8: der.to_vec(),
+            pkcs8,
             public: PublicKey::from_raw(algorithm, &raw_public)?,
         })
     }
 
-    /// Serializes the key as an unencrypted PKCS#8 PEM `PRIVATE KEY` block.
+    /// Serializes the key as an unencrypted PKCS#8 PEM `PRIVATE KEY` block (PKCS#8 v1, the
+    /// form OpenSSL and cosign write and read).
     pub fn to_pem(&self) -> String {
         pem::encode_config(
             &pem::Pem::new("PRIVATE KEY", self.pkcs8.clone()),
@@ -390,8 +391,7 @@ fn algorithm_of(alg: &AlgorithmIdentifierRef<'_>) -> Result<KeyAlgorithm, KeyErr
         if alg.parameters.is_some() {
             return Err(KeyError::Rejected {
                 algorithm: KeyAlgorithm::Ed25519,
-                reason: "Ed25519 algorithm identifiers must not have parameters (RFC 8410)"
-                    .into(),
+                reason: "Ed25519 algorithm identifiers must not have parameters (RFC 8410)".into(),
             });
         }
         return Ok(KeyAlgorithm::Ed25519);
@@ -448,27 +448,42 @@ fn encode_spki(algorithm: KeyAlgorithm, raw: &[u8]) -> Result<Vec<u8>, spki::der
     .to_der()
 }
 
-/// Reads the algorithm of a PKCS#8 `PrivateKeyInfo` / `OneAsymmetricKey` (RFC 5958):
-/// `SEQUENCE { version INTEGER, privateKeyAlgorithm AlgorithmIdentifier, privateKey OCTET
-/// STRING, [0] attributes OPTIONAL, [1] publicKey OPTIONAL }`. ring validates the rest.
-fn pkcs8_algorithm(der: &[u8]) -> Result<KeyAlgorithm, KeyError> {
+/// Reads the algorithm and the `privateKey` OCTET STRING contents of a PKCS#8
+/// `PrivateKeyInfo` / `OneAsymmetricKey` (RFC 5958): `SEQUENCE { version INTEGER,
+/// privateKeyAlgorithm AlgorithmIdentifier, privateKey OCTET STRING, [0] attributes OPTIONAL,
+/// [1] publicKey OPTIONAL }`. ring validates the key material itself.
+fn parse_pkcs8(der: &[u8]) -> Result<(KeyAlgorithm, &[u8]), KeyError> {
     let malformed = |e: spki::der::Error| KeyError::Der {
         what: "PKCS#8 private key",
         detail: e.to_string(),
     };
     let mut reader = SliceReader::new(der).map_err(malformed)?;
-    let alg = reader
+    let (alg, private_key) = reader
         .sequence(|r| {
             let _version: u8 = r.decode()?;
             let alg: AlgorithmIdentifierRef<'_> = r.decode()?;
-            // Skip the key itself and optional fields; ring parses them.
+            let private_key: OctetStringRef<'_> = r.decode()?;
+            // Skip the optional attributes and public key; ring parses them.
             let rest = r.remaining_len();
             r.read_slice(rest)?;
-            Ok(alg)
+            Ok((alg, private_key.as_bytes()))
         })
         .map_err(malformed)?;
     reader.finish(()).map_err(malformed)?;
-    algorithm_of(&alg)
+    Ok((algorithm_of(&alg)?, private_key))
+}
+
+/// Re-encodes an Ed25519 key as PKCS#8 v1 (RFC 8410 section 7: version 0, no public key).
+///
+/// ring generates PKCS#8 v2 (with the public key), which OpenSSL 3.0 — Debian bookworm's —
+/// cannot read; v1 is what `openssl genpkey` and Go's `x509.MarshalPKCS8PrivateKey` (cosign)
+/// write, and ring reads it with `from_pkcs8_maybe_unchecked`. `curve_private_key` is the
+/// `privateKey` OCTET STRING contents (itself an OCTET STRING holding the 32-byte seed).
+fn ed25519_pkcs8_v1(curve_private_key: &[u8]) -> Vec<u8> {
+    let mut body = der_tlv(0x02, &[0]); // version 0 (v1)
+    body.extend(der_tlv(0x30, &der_tlv(0x06, OID_ED25519.as_bytes())));
+    body.extend(der_tlv(0x04, curve_private_key));
+    der_tlv(0x30, &body)
 }
 
 /// Wraps a SEC1 `ECPrivateKey` (RFC 5915, `-----BEGIN EC PRIVATE KEY-----`) into PKCS#8.
@@ -497,7 +512,7 @@ fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, KeyError> {
     let (curve, has_public) = reader
         .sequence(|r| {
             let _version: u8 = r.decode()?;
-            let _private: spki::der::asn1::OctetStringRef<'_> = r.decode()?;
+            let _private: OctetStringRef<'_> = r.decode()?;
             let curve: Option<ObjectIdentifier> =
                 r.context_specific(TagNumber::N0, TagMode::Explicit)?;
             let public: Option<BitStringRef<'_>> =

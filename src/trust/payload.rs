@@ -174,7 +174,9 @@ mod tests {
             .collect::<String>()
             .replace("cosign container image signature", "something else");
         let err = SimpleSigningPayload::parse(json.as_bytes()).unwrap_err();
-        assert!(matches!(err, PayloadError::UnsupportedType { ref found } if found == "something else"));
+        assert!(
+            matches!(err, PayloadError::UnsupportedType { ref found } if found == "something else")
+        );
         assert!(err.to_string().contains("something else"));
 
         assert!(matches!(
@@ -182,14 +184,19 @@ mod tests {
             Err(PayloadError::Json(_))
         ));
         assert!(matches!(
-            SimpleSigningPayload::parse(br#"{"critical":{"type":"cosign container image signature"}}"#),
+            SimpleSigningPayload::parse(
+                br#"{"critical":{"type":"cosign container image signature"}}"#
+            ),
             Err(PayloadError::Json(_))
         ));
     }
 
     #[test]
     fn repository_of_strips_tag_and_digest() {
-        assert_eq!(repository_of("example.com/busybox:latest"), "example.com/busybox");
+        assert_eq!(
+            repository_of("example.com/busybox:latest"),
+            "example.com/busybox"
+        );
         assert_eq!(repository_of("example.com/busybox"), "example.com/busybox");
         assert_eq!(repository_of("busybox:1.36"), "busybox");
         assert_eq!(repository_of("localhost:5000/x:tag"), "localhost:5000/x");

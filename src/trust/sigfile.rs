@@ -2,7 +2,7 @@
 //!
 //! The file is JSON. orbit writes an array,
 //! `[{"payload": BASE64, "signature": BASE64, "keyid": "sha256:…"}]`, where `payload` holds the
-//! exact signed bytes (a [`SimpleSigningPayload`](super::SimpleSigningPayload)), `signature`
+//! exact signed bytes (a [`SimpleSigningPayload`]), `signature`
 //! the raw signature (DER for ECDSA, as cosign's `--output-signature` after base64 decoding)
 //! and `keyid` (optional, informational) the signer's key fingerprint. A single object is
 //! accepted when reading too.
@@ -248,7 +248,14 @@ mod tests {
         std::fs::write(&bad, r#"[{"payload":"cA==","signature":"not base64!"}]"#).unwrap();
         let err = read_sig_file(&bad).unwrap_err();
         assert!(
-            matches!(err, SigFileError::Base64 { index: 0, field: "signature", .. }),
+            matches!(
+                err,
+                SigFileError::Base64 {
+                    index: 0,
+                    field: "signature",
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }

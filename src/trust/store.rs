@@ -122,11 +122,9 @@ impl TrustStore {
             path: dir.to_path_buf(),
             source,
         })?;
-        atomic_write(&path, key.to_pem().as_bytes(), 0o644).map_err(|source| {
-            StoreError::Io {
-                path: path.clone(),
-                source,
-            }
+        atomic_write(&path, key.to_pem().as_bytes(), 0o644).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
         })?;
         Ok(trusted)
     }
@@ -166,10 +164,11 @@ impl TrustStore {
         let candidates: Vec<TrustedKey> = self
             .list()?
             .into_iter()
-            .filter(|k| scope.map_or(true, |s| *s == k.scope))
+            .filter(|k| scope.is_none() || scope == Some(&k.scope))
             .filter(|k| fingerprint_hex(&k.fingerprint).starts_with(&wanted))
             .collect();
-        let mut fingerprints: Vec<&str> = candidates.iter().map(|k| k.fingerprint.as_str()).collect();
+        let mut fingerprints: Vec<&str> =
+            candidates.iter().map(|k| k.fingerprint.as_str()).collect();
         fingerprints.sort_unstable();
         fingerprints.dedup();
         match fingerprints.len() {
@@ -429,8 +428,14 @@ mod tests {
     #[test]
     fn prefix_boundaries() {
         assert!(prefix_matches("example.com/busybox", "example.com/busybox"));
-        assert!(prefix_matches("example.com/busybox", "example.com/busybox/x"));
-        assert!(!prefix_matches("example.com/busybox", "example.com/busyboxer"));
+        assert!(prefix_matches(
+            "example.com/busybox",
+            "example.com/busybox/x"
+        ));
+        assert!(!prefix_matches(
+            "example.com/busybox",
+            "example.com/busyboxer"
+        ));
         assert!(!prefix_matches("example.com/busybox", "example.com"));
         assert!(prefix_matches("example.com", "example.com/busybox"));
         assert!(!prefix_matches("example.com", "example.community/busybox"));
@@ -441,7 +446,12 @@ mod tests {
 
     #[test]
     fn prefix_validation() {
-        for ok in ["example.com/busybox", "localhost:5000", "localhost:5000/x", "a/"] {
+        for ok in [
+            "example.com/busybox",
+            "localhost:5000",
+            "localhost:5000/x",
+            "a/",
+        ] {
             validate_prefix(ok).unwrap();
         }
         for bad in [

@@ -11,7 +11,8 @@ use super::*;
 use crate::config::ConfigDirs;
 
 const DIGEST: &str = "sha256:9d1fd6b4c2a0e8f3b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4";
-const OTHER_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+const OTHER_DIGEST: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000001";
 const REPO: &str = "example.com/busybox";
 const IMAGE: &str = "example.com/busybox:latest";
 
@@ -112,11 +113,17 @@ fn keygen_sign_verify_both_algorithms() {
 
         let mut tampered_msg = msg.clone();
         tampered_msg[10] ^= 1;
-        assert!(!public.verify(&tampered_msg, &sig), "{alg}: tampered message");
+        assert!(
+            !public.verify(&tampered_msg, &sig),
+            "{alg}: tampered message"
+        );
         let mut tampered_sig = sig.clone();
         let last = tampered_sig.len() - 1;
         tampered_sig[last] ^= 1;
-        assert!(!public.verify(&msg, &tampered_sig), "{alg}: tampered signature");
+        assert!(
+            !public.verify(&msg, &tampered_sig),
+            "{alg}: tampered signature"
+        );
         let other = PrivateKey::generate(alg).unwrap().public_key();
         assert!(!other.verify(&msg, &sig), "{alg}: other key");
         assert!(!public.verify(&msg, &[]), "{alg}: empty signature");
@@ -150,7 +157,13 @@ fn pem_round_trips_and_stable_fingerprints() {
             fp[7..],
             hex::encode(ring::digest::digest(&ring::digest::SHA256, public.to_der()))
         );
-        assert_ne!(fp, PrivateKey::generate(alg).unwrap().public_key().fingerprint());
+        assert_ne!(
+            fp,
+            PrivateKey::generate(alg)
+                .unwrap()
+                .public_key()
+                .fingerprint()
+        );
         // CRLF and surrounding text do not change the key.
         let crlf = format!("my key:\r\n{}", pem.replace('\n', "\r\n"));
         assert_eq!(PublicKey::from_pem(&crlf).unwrap().fingerprint(), fp);
@@ -161,15 +174,34 @@ fn pem_round_trips_and_stable_fingerprints() {
 fn fingerprint_matches_openssl_der_digest() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "k.pem"]);
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "k.pem",
+        ],
+    );
     openssl(d, &["ec", "-in", "k.pem", "-pubout", "-out", "pub.pem"]);
-    openssl(d, &["pkey", "-pubin", "-in", "pub.pem", "-outform", "DER", "-out", "pub.der"]);
+    openssl(
+        d,
+        &[
+            "pkey", "-pubin", "-in", "pub.pem", "-outform", "DER", "-out", "pub.der",
+        ],
+    );
     let der = std::fs::read(d.join("pub.der")).unwrap();
     let key = PublicKey::from_pem(&read(d, "pub.pem")).unwrap();
     assert_eq!(key.to_der(), der.as_slice());
     assert_eq!(
         key.fingerprint(),
-        format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, &der)))
+        format!(
+            "sha256:{}",
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, &der))
+        )
     );
     // Byte-identical PEM to openssl's.
     assert_eq!(key.to_pem(), read(d, "pub.pem"));
@@ -182,49 +214,129 @@ fn public_key_parse_errors() {
     assert!(matches!(err, KeyError::UnexpectedPem { .. }), "{err:?}");
     assert!(err.to_string().contains("-pubout"), "{err}");
 
-    assert!(matches!(PublicKey::from_pem("hello"), Err(KeyError::UnexpectedPem { .. })));
+    assert!(matches!(
+        PublicKey::from_pem("hello"),
+        Err(KeyError::UnexpectedPem { .. })
+    ));
     let two = format!("{}{}", key.public_key().to_pem(), key.public_key().to_pem());
     assert!(matches!(
         PublicKey::from_pem(&two),
         Err(KeyError::MultiplePem { count: 2, .. })
     ));
     let garbage = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
-    assert!(matches!(PublicKey::from_pem(garbage), Err(KeyError::Der { .. })));
+    assert!(matches!(
+        PublicKey::from_pem(garbage),
+        Err(KeyError::Der { .. })
+    ));
 }
 
 #[test]
 fn unsupported_keys_are_rejected_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    openssl(d, &["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "p384.pem"]);
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "p384.pem",
+        ],
+    );
     openssl(d, &["ec", "-in", "p384.pem", "-pubout", "-out", "p384.pub"]);
-    openssl(d, &["pkcs8", "-topk8", "-nocrypt", "-in", "p384.pem", "-out", "p384-8.pem"]);
+    openssl(
+        d,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            "p384.pem",
+            "-out",
+            "p384-8.pem",
+        ],
+    );
     for file in ["p384.pem", "p384-8.pem"] {
         let err = PrivateKey::from_pem(&read(d, file)).unwrap_err();
-        assert!(matches!(err, KeyError::UnsupportedAlgorithm { .. }), "{file}: {err:?}");
+        assert!(
+            matches!(err, KeyError::UnsupportedAlgorithm { .. }),
+            "{file}: {err:?}"
+        );
         assert!(err.to_string().contains("secp384r1"), "{err}");
     }
     let err = PublicKey::from_pem(&read(d, "p384.pub")).unwrap_err();
     assert!(err.to_string().contains("secp384r1"), "{err}");
     assert!(err.to_string().contains("ECDSA P-256"), "{err}");
 
-    openssl(d, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", "rsa.pem"]);
+    openssl(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+            "-out",
+            "rsa.pem",
+        ],
+    );
     openssl(d, &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub"]);
     let err = PublicKey::from_pem(&read(d, "rsa.pub")).unwrap_err();
     assert!(err.to_string().contains("RSA"), "{err}");
     let err = PrivateKey::from_pem(&read(d, "rsa.pem")).unwrap_err();
-    assert!(matches!(err, KeyError::UnsupportedAlgorithm { .. }), "{err:?}");
+    assert!(
+        matches!(err, KeyError::UnsupportedAlgorithm { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn encrypted_private_keys_are_rejected_with_advice() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "k.pem"]);
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "k.pem",
+        ],
+    );
     // PKCS#8 encrypted.
-    openssl(d, &["pkcs8", "-topk8", "-in", "k.pem", "-passout", "pass:secret", "-out", "enc8.pem"]);
+    openssl(
+        d,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "k.pem",
+            "-passout",
+            "pass:secret",
+            "-out",
+            "enc8.pem",
+        ],
+    );
     // Legacy OpenSSL encryption: `EC PRIVATE KEY` with Proc-Type/DEK-Info headers.
-    openssl(d, &["ec", "-in", "k.pem", "-aes256", "-passout", "pass:secret", "-out", "legacy.pem"]);
+    openssl(
+        d,
+        &[
+            "ec",
+            "-in",
+            "k.pem",
+            "-aes256",
+            "-passout",
+            "pass:secret",
+            "-out",
+            "legacy.pem",
+        ],
+    );
     let cosign = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n\
                   eyJrZGYiOnsibmFtZSI6InNjcnlwdCJ9fQ==\n\
                   -----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n";
@@ -252,12 +364,34 @@ fn openssl_ecdsa_interop() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::write(d.join("payload"), payload_bytes()).unwrap();
-    openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "k.pem"]);
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "k.pem",
+        ],
+    );
     openssl(d, &["ec", "-in", "k.pem", "-pubout", "-out", "pub.pem"]);
     assert!(read(d, "k.pem").contains("BEGIN EC PRIVATE KEY"));
 
     // openssl signs, orbit verifies.
-    openssl(d, &["dgst", "-sha256", "-sign", "k.pem", "-out", "openssl.sig", "payload"]);
+    openssl(
+        d,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "k.pem",
+            "-out",
+            "openssl.sig",
+            "payload",
+        ],
+    );
     let public = PublicKey::from_pem(&read(d, "pub.pem")).unwrap();
     assert_eq!(public.algorithm(), KeyAlgorithm::EcdsaP256);
     let sig = std::fs::read(d.join("openssl.sig")).unwrap();
@@ -265,10 +399,35 @@ fn openssl_ecdsa_interop() {
     assert!(!public.verify(b"other payload", &sig));
 
     // PKCS#8 conversions of the same key, and an `EC PARAMETERS` + SEC1 file.
-    openssl(d, &["pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-out", "k8.pem"]);
-    openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-out", "withparams.pem"]);
+    openssl(
+        d,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-out", "k8.pem",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-out",
+            "withparams.pem",
+        ],
+    );
     assert!(read(d, "withparams.pem").contains("BEGIN EC PARAMETERS"));
-    openssl(d, &["ec", "-in", "withparams.pem", "-pubout", "-out", "withparams.pub"]);
+    openssl(
+        d,
+        &[
+            "ec",
+            "-in",
+            "withparams.pem",
+            "-pubout",
+            "-out",
+            "withparams.pub",
+        ],
+    );
 
     for (private, public_file) in [
         ("k.pem", "pub.pem"),
@@ -286,14 +445,30 @@ fn openssl_ecdsa_interop() {
         std::fs::write(d.join("orbit.sig"), key.sign(&payload_bytes())).unwrap();
         let out = openssl(
             d,
-            &["dgst", "-sha256", "-verify", public_file, "-signature", "orbit.sig", "payload"],
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                public_file,
+                "-signature",
+                "orbit.sig",
+                "payload",
+            ],
         );
         assert!(out.contains("Verified OK"), "{private}: {out}");
         // And openssl rejects it for a different message (the check can fail).
         std::fs::write(d.join("other"), b"other").unwrap();
         assert!(!openssl_ok(
             d,
-            &["dgst", "-sha256", "-verify", public_file, "-signature", "orbit.sig", "other"]
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                public_file,
+                "-signature",
+                "orbit.sig",
+                "other"
+            ]
         ));
     }
 
@@ -306,7 +481,15 @@ fn openssl_ecdsa_interop() {
     // `openssl genpkey` EC keys (PKCS#8 directly).
     openssl(
         d,
-        &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "g.pem"],
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "g.pem",
+        ],
     );
     let key = PrivateKey::from_pem(&read(d, "g.pem")).unwrap();
     let pub_out = openssl(d, &["pkey", "-in", "g.pem", "-pubout"]);
@@ -324,7 +507,17 @@ fn openssl_ed25519_interop() {
     // openssl signs, orbit verifies.
     openssl(
         d,
-        &["pkeyutl", "-sign", "-rawin", "-inkey", "ed.pem", "-in", "payload", "-out", "openssl.sig"],
+        &[
+            "pkeyutl",
+            "-sign",
+            "-rawin",
+            "-inkey",
+            "ed.pem",
+            "-in",
+            "payload",
+            "-out",
+            "openssl.sig",
+        ],
     );
     let public = PublicKey::from_pem(&read(d, "pub.pem")).unwrap();
     assert_eq!(public.algorithm(), KeyAlgorithm::Ed25519);
@@ -335,15 +528,31 @@ fn openssl_ed25519_interop() {
     // openssl's PKCS#8 v1 private key loads; orbit's signatures verify with openssl.
     let key = PrivateKey::from_pem(&read(d, "ed.pem")).unwrap();
     assert_eq!(key.public_key(), public);
+    assert_eq!(
+        key.to_pem(),
+        read(d, "ed.pem"),
+        "written back exactly as openssl wrote it"
+    );
     let ours = key.sign(&payload_bytes());
-    assert_eq!(ours, sig, "Ed25519 is deterministic: same key, same message, same signature");
+    assert_eq!(
+        ours, sig,
+        "Ed25519 is deterministic: same key, same message, same signature"
+    );
     std::fs::write(d.join("orbit.sig"), &ours).unwrap();
     let verify = |file: &str| {
         openssl_ok(
             d,
             &[
-                "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", file,
-                "-sigfile", "orbit.sig",
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                "pub.pem",
+                "-rawin",
+                "-in",
+                file,
+                "-sigfile",
+                "orbit.sig",
             ],
         )
     };
@@ -351,7 +560,7 @@ fn openssl_ed25519_interop() {
     std::fs::write(d.join("other"), b"other").unwrap();
     assert!(!verify("other"));
 
-    // A key generated by orbit (PKCS#8 v2) is readable by openssl.
+    // A key generated by orbit is readable by openssl (OpenSSL 3.0 cannot read PKCS#8 v2).
     let generated = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
     std::fs::write(d.join("gen.pem"), generated.to_pem()).unwrap();
     let pub_out = openssl(d, &["pkey", "-in", "gen.pem", "-pubout"]);
@@ -366,8 +575,16 @@ fn orbit_generated_ecdsa_key_works_with_openssl() {
     std::fs::write(d.join("k.pem"), key.to_pem()).unwrap();
     std::fs::write(d.join("pub.pem"), key.public_key().to_pem()).unwrap();
     std::fs::write(d.join("payload"), payload_bytes()).unwrap();
-    assert_eq!(openssl(d, &["pkey", "-in", "k.pem", "-pubout"]), read(d, "pub.pem"));
-    openssl(d, &["dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "payload"]);
+    assert_eq!(
+        openssl(d, &["pkey", "-in", "k.pem", "-pubout"]),
+        read(d, "pub.pem")
+    );
+    openssl(
+        d,
+        &[
+            "dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "payload",
+        ],
+    );
     let sig = std::fs::read(d.join("sig")).unwrap();
     assert!(key.public_key().verify(&payload_bytes(), &sig));
 }
@@ -378,8 +595,13 @@ fn orbit_generated_ecdsa_key_works_with_openssl() {
 #[test]
 fn store_add_list_remove() {
     let env = env();
-    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap().public_key();
-    assert!(env.store.list().unwrap().is_empty(), "missing directories are an empty store");
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+        .unwrap()
+        .public_key();
+    assert!(
+        env.store.list().unwrap().is_empty(),
+        "missing directories are an empty store"
+    );
 
     let added = env.store.add(prefix(REPO), &key, &env.dirs.system).unwrap();
     let expected_path = env
@@ -392,8 +614,15 @@ fn store_add_list_remove() {
     assert_eq!(added.fingerprint, key.fingerprint());
     assert_eq!(added.algorithm, KeyAlgorithm::EcdsaP256);
     assert_eq!(added.config_dir, env.dirs.system);
-    assert_eq!(std::fs::read_to_string(&expected_path).unwrap(), key.to_pem());
-    let mode = std::fs::metadata(&expected_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        std::fs::read_to_string(&expected_path).unwrap(),
+        key.to_pem()
+    );
+    let mode = std::fs::metadata(&expected_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o644);
 
     // Idempotent.
@@ -405,8 +634,13 @@ fn store_add_list_remove() {
         .collect();
     assert_eq!(files.len(), 1, "no temporary files left behind");
 
-    let root_key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap().public_key();
-    let root = env.store.add(TrustScope::Root, &root_key, &env.dirs.system).unwrap();
+    let root_key = PrivateKey::generate(KeyAlgorithm::Ed25519)
+        .unwrap()
+        .public_key();
+    let root = env
+        .store
+        .add(TrustScope::Root, &root_key, &env.dirs.system)
+        .unwrap();
     assert_eq!(
         root.path,
         env.dirs
@@ -423,7 +657,10 @@ fn store_add_list_remove() {
         .unwrap();
     assert_eq!(removed, vec![added.clone()]);
     assert!(!expected_path.exists());
-    assert!(!expected_path.parent().unwrap().exists(), "empty prefix directory removed");
+    assert!(
+        !expected_path.parent().unwrap().exists(),
+        "empty prefix directory removed"
+    );
     assert_eq!(env.store.list().unwrap(), vec![root.clone()]);
 
     // Removing again: no match.
@@ -443,10 +680,19 @@ fn store_add_list_remove() {
 #[test]
 fn store_escaping_on_disk() {
     let env = env();
-    let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap().public_key();
+    let key = PrivateKey::generate(KeyAlgorithm::Ed25519)
+        .unwrap()
+        .public_key();
     for p in ["localhost:5000/team/app", "example.com/", "100%.org/x_y-z"] {
         let added = env.store.add(prefix(p), &key, &env.dirs.user).unwrap();
-        let dir_name = added.path.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        let dir_name = added
+            .path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert_eq!(dir_name, store::escape_prefix(p));
         assert!(!dir_name.contains('/'));
         assert_eq!(
@@ -454,25 +700,54 @@ fn store_escaping_on_disk() {
             env.dirs.user.join("trustedkeys/prefix.d")
         );
     }
-    assert!(env.dirs.user.join("trustedkeys/prefix.d/localhost%3A5000%2Fteam%2Fapp").is_dir());
-    assert!(env.dirs.user.join("trustedkeys/prefix.d/100%25.org%2Fx_y-z").is_dir());
-    let mut scopes: Vec<TrustScope> = env.store.list().unwrap().into_iter().map(|k| k.scope).collect();
+    assert!(env
+        .dirs
+        .user
+        .join("trustedkeys/prefix.d/localhost%3A5000%2Fteam%2Fapp")
+        .is_dir());
+    assert!(env
+        .dirs
+        .user
+        .join("trustedkeys/prefix.d/100%25.org%2Fx_y-z")
+        .is_dir());
+    let mut scopes: Vec<TrustScope> = env
+        .store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.scope)
+        .collect();
     scopes.sort();
     assert_eq!(
         scopes,
-        vec![prefix("100%.org/x_y-z"), prefix("example.com/"), prefix("localhost:5000/team/app")]
+        vec![
+            prefix("100%.org/x_y-z"),
+            prefix("example.com/"),
+            prefix("localhost:5000/team/app")
+        ]
     );
 }
 
 #[test]
 fn store_rejects_invalid_prefixes_and_bad_files() {
     let env = env();
-    let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap().public_key();
+    let key = PrivateKey::generate(KeyAlgorithm::Ed25519)
+        .unwrap()
+        .public_key();
     for bad in ["", "has space", "tab\there", "example.com/busybox:latest"] {
-        let err = env.store.add(prefix(bad), &key, &env.dirs.system).unwrap_err();
-        assert!(matches!(err, StoreError::InvalidPrefix { .. }), "{bad:?}: {err:?}");
+        let err = env
+            .store
+            .add(prefix(bad), &key, &env.dirs.system)
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidPrefix { .. }),
+            "{bad:?}: {err:?}"
+        );
     }
-    assert!(!env.dirs.system.exists(), "nothing written for invalid prefixes");
+    assert!(
+        !env.dirs.system.exists(),
+        "nothing written for invalid prefixes"
+    );
 
     // A malformed key file is reported with its path.
     let root_d = env.dirs.vendor.join("trustedkeys/root.d");
@@ -496,11 +771,21 @@ fn store_rejects_invalid_prefixes_and_bad_files() {
 #[test]
 fn store_lists_all_three_dirs_in_precedence_order() {
     let env = env();
-    let shared = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap().public_key();
-    let system_only = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap().public_key();
-    env.store.add(prefix(REPO), &shared, &env.dirs.user).unwrap();
-    env.store.add(prefix(REPO), &system_only, &env.dirs.system).unwrap();
-    env.store.add(prefix(REPO), &shared, &env.dirs.vendor).unwrap();
+    let shared = PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+        .unwrap()
+        .public_key();
+    let system_only = PrivateKey::generate(KeyAlgorithm::Ed25519)
+        .unwrap()
+        .public_key();
+    env.store
+        .add(prefix(REPO), &shared, &env.dirs.user)
+        .unwrap();
+    env.store
+        .add(prefix(REPO), &system_only, &env.dirs.system)
+        .unwrap();
+    env.store
+        .add(prefix(REPO), &shared, &env.dirs.vendor)
+        .unwrap();
 
     let listed = env.store.list().unwrap();
     let summary: Vec<(&Path, &str)> = listed
@@ -511,7 +796,10 @@ fn store_lists_all_three_dirs_in_precedence_order() {
         summary,
         vec![
             (env.dirs.vendor.as_path(), shared.fingerprint().as_str()),
-            (env.dirs.system.as_path(), system_only.fingerprint().as_str()),
+            (
+                env.dirs.system.as_path(),
+                system_only.fingerprint().as_str()
+            ),
             (env.dirs.user.as_path(), shared.fingerprint().as_str()),
         ]
     );
@@ -533,7 +821,9 @@ fn store_remove_ambiguous_unknown_and_scoped() {
     // Find two keys whose fingerprints share the first hex digit.
     let mut keys: Vec<PublicKey> = Vec::new();
     let (a, b) = loop {
-        let k = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap().public_key();
+        let k = PrivateKey::generate(KeyAlgorithm::Ed25519)
+            .unwrap()
+            .public_key();
         if let Some(other) = keys
             .iter()
             .find(|o| o.fingerprint_hex()[..1] == k.fingerprint_hex()[..1])
@@ -544,7 +834,9 @@ fn store_remove_ambiguous_unknown_and_scoped() {
     };
     env.store.add(prefix(REPO), &a, &env.dirs.system).unwrap();
     env.store.add(prefix(REPO), &b, &env.dirs.system).unwrap();
-    env.store.add(TrustScope::Root, &a, &env.dirs.system).unwrap();
+    env.store
+        .add(TrustScope::Root, &a, &env.dirs.system)
+        .unwrap();
 
     let shared = &a.fingerprint_hex()[..1];
     let err = env.store.remove(shared, None).unwrap_err();
@@ -573,10 +865,16 @@ fn store_remove_ambiguous_unknown_and_scoped() {
     }
 
     // Restricted to a scope: only that entry goes.
-    let removed = env.store.remove(&a.fingerprint(), Some(&TrustScope::Root)).unwrap();
+    let removed = env
+        .store
+        .remove(&a.fingerprint(), Some(&TrustScope::Root))
+        .unwrap();
     assert_eq!(removed.len(), 1);
     assert_eq!(removed[0].scope, TrustScope::Root);
-    let removed = env.store.remove(&a.fingerprint(), Some(&prefix(REPO))).unwrap();
+    let removed = env
+        .store
+        .remove(&a.fingerprint(), Some(&prefix(REPO)))
+        .unwrap();
     assert_eq!(removed.len(), 1);
     assert_eq!(removed[0].scope, prefix(REPO));
     let err = env
@@ -590,13 +888,27 @@ fn store_remove_ambiguous_unknown_and_scoped() {
 #[test]
 fn keys_for_matches_on_segment_boundaries() {
     let env = env();
-    let mk = || PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap().public_key();
+    let mk = || {
+        PrivateKey::generate(KeyAlgorithm::Ed25519)
+            .unwrap()
+            .public_key()
+    };
     let (busybox, below_registry, other, root, port) = (mk(), mk(), mk(), mk(), mk());
-    env.store.add(prefix(REPO), &busybox, &env.dirs.system).unwrap();
-    env.store.add(prefix("example.com/"), &below_registry, &env.dirs.system).unwrap();
-    env.store.add(prefix("other.org/x"), &other, &env.dirs.system).unwrap();
-    env.store.add(TrustScope::Root, &root, &env.dirs.user).unwrap();
-    env.store.add(prefix("localhost:5000"), &port, &env.dirs.user).unwrap();
+    env.store
+        .add(prefix(REPO), &busybox, &env.dirs.system)
+        .unwrap();
+    env.store
+        .add(prefix("example.com/"), &below_registry, &env.dirs.system)
+        .unwrap();
+    env.store
+        .add(prefix("other.org/x"), &other, &env.dirs.system)
+        .unwrap();
+    env.store
+        .add(TrustScope::Root, &root, &env.dirs.user)
+        .unwrap();
+    env.store
+        .add(prefix("localhost:5000"), &port, &env.dirs.user)
+        .unwrap();
 
     let fps = |image: &str| {
         let mut v: Vec<String> = env
@@ -620,7 +932,10 @@ fn keys_for_matches_on_segment_boundaries() {
         fps(&format!("{REPO}/sub@{DIGEST}")),
         set(&[&busybox, &below_registry, &root])
     );
-    assert_eq!(fps("example.com/busyboxer:1"), set(&[&below_registry, &root]));
+    assert_eq!(
+        fps("example.com/busyboxer:1"),
+        set(&[&below_registry, &root])
+    );
     assert_eq!(fps("example.community/busybox"), set(&[&root]));
     assert_eq!(fps("other.org/x:tag"), set(&[&other, &root]));
     assert_eq!(fps("other.org/xy"), set(&[&root]));
@@ -634,11 +949,16 @@ fn keys_for_matches_on_segment_boundaries() {
 fn sign_write_read_verify_end_to_end() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    env.store.add(prefix(REPO), &key.public_key(), &env.dirs.system).unwrap();
+    env.store
+        .add(prefix(REPO), &key.public_key(), &env.dirs.system)
+        .unwrap();
 
     let source = env.dirs.user.parent().unwrap().join("busybox.oci.tar");
     let sig_path = sig_path_for(&source);
-    assert!(matches!(read_sig_file(&sig_path), Err(SigFileError::NotFound { .. })));
+    assert!(matches!(
+        read_sig_file(&sig_path),
+        Err(SigFileError::NotFound { .. })
+    ));
     let mut sigs = Vec::new();
     merge(&mut sigs, sign(&key, REPO, DIGEST));
     write_sig_file(&sig_path, &sigs).unwrap();
@@ -660,7 +980,9 @@ fn verify_accepts_the_good_signature_among_bad_ones() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
     let stranger = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    env.store.add(prefix("example.com"), &key.public_key(), &env.dirs.user).unwrap();
+    env.store
+        .add(prefix("example.com"), &key.public_key(), &env.dirs.user)
+        .unwrap();
     let sigs = vec![
         sign(&stranger, REPO, DIGEST),
         sign(&key, REPO, OTHER_DIGEST),
@@ -675,7 +997,9 @@ fn verify_accepts_the_good_signature_among_bad_ones() {
 fn verify_accepts_full_name_identity_and_atomic_payloads() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    env.store.add(prefix(REPO), &key.public_key(), &env.dirs.system).unwrap();
+    env.store
+        .add(prefix(REPO), &key.public_key(), &env.dirs.system)
+        .unwrap();
     // docker-reference with the tag, as containers/image writes it.
     let with_tag = sign(&key, IMAGE, DIGEST);
     verify_image(&env.store, IMAGE, DIGEST, &[with_tag]).unwrap();
@@ -695,10 +1019,13 @@ fn verify_accepts_full_name_identity_and_atomic_payloads() {
 fn verify_root_key_is_accepted_for_any_image() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    env.store.add(TrustScope::Root, &key.public_key(), &env.dirs.vendor).unwrap();
+    env.store
+        .add(TrustScope::Root, &key.public_key(), &env.dirs.vendor)
+        .unwrap();
     for image in [IMAGE, "quay.io/other/thing:1", "localhost:5000/x"] {
         let repo = repository_of(image);
-        let verified = verify_image(&env.store, image, DIGEST, &[sign(&key, repo, DIGEST)]).unwrap();
+        let verified =
+            verify_image(&env.store, image, DIGEST, &[sign(&key, repo, DIGEST)]).unwrap();
         assert_eq!(verified.key.scope, TrustScope::Root);
     }
 }
@@ -707,7 +1034,9 @@ fn verify_root_key_is_accepted_for_any_image() {
 fn verify_no_signatures() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    env.store.add(prefix(REPO), &key.public_key(), &env.dirs.system).unwrap();
+    env.store
+        .add(prefix(REPO), &key.public_key(), &env.dirs.system)
+        .unwrap();
     let err = verify_image(&env.store, IMAGE, DIGEST, &[]).unwrap_err();
     assert!(matches!(err, TrustError::NoSignature { .. }), "{err:?}");
     let msg = err.to_string();
@@ -721,8 +1050,16 @@ fn verify_no_trusted_key_for_repository() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
     // Trusted, but for another prefix only (and for a prefix that is not a segment match).
-    env.store.add(prefix("other.org/x"), &key.public_key(), &env.dirs.system).unwrap();
-    env.store.add(prefix("example.com/busy"), &key.public_key(), &env.dirs.system).unwrap();
+    env.store
+        .add(prefix("other.org/x"), &key.public_key(), &env.dirs.system)
+        .unwrap();
+    env.store
+        .add(
+            prefix("example.com/busy"),
+            &key.public_key(),
+            &env.dirs.system,
+        )
+        .unwrap();
     let err = verify_image(&env.store, IMAGE, DIGEST, &[sign(&key, REPO, DIGEST)]).unwrap_err();
     match &err {
         TrustError::NoTrustedKey { image, repository } => {
@@ -732,19 +1069,30 @@ fn verify_no_trusted_key_for_repository() {
         other => panic!("expected NoTrustedKey, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains(&format!("orbit trust --prefix {REPO} KEY.pub")), "{msg}");
+    assert!(
+        msg.contains(&format!("orbit trust --prefix {REPO} KEY.pub")),
+        "{msg}"
+    );
 }
 
 #[test]
 fn verify_wrong_digest() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    env.store.add(prefix(REPO), &key.public_key(), &env.dirs.system).unwrap();
-    let err = verify_image(&env.store, IMAGE, DIGEST, &[sign(&key, REPO, OTHER_DIGEST)]).unwrap_err();
+    env.store
+        .add(prefix(REPO), &key.public_key(), &env.dirs.system)
+        .unwrap();
+    let err =
+        verify_image(&env.store, IMAGE, DIGEST, &[sign(&key, REPO, OTHER_DIGEST)]).unwrap_err();
     let (msg, expected, details) = untrusted(err);
     assert_eq!(expected, vec![key.public_key().fingerprint()]);
     assert_eq!(details.len(), 1);
-    assert!(details[0].contains(OTHER_DIGEST) && details[0].contains(DIGEST), "{}", details[0]);
+    assert!(
+        details[0].contains(&format!("signs manifest digest {OTHER_DIGEST}"))
+            && details[0].contains(&format!("this image's manifest digest is {DIGEST}")),
+        "{}",
+        details[0]
+    );
     assert!(msg.contains(IMAGE), "{msg}");
     assert!(msg.contains(REPO), "{msg}");
     assert!(msg.contains(&key.public_key().fingerprint()), "{msg}");
@@ -755,11 +1103,24 @@ fn verify_wrong_digest() {
 fn verify_wrong_identity() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    env.store.add(TrustScope::Root, &key.public_key(), &env.dirs.system).unwrap();
-    for wrong in ["example.com/other", "example.com/busyboxer", "example.com/busybox:other-tag"] {
-        let err = verify_image(&env.store, IMAGE, DIGEST, &[sign(&key, wrong, DIGEST)]).unwrap_err();
+    env.store
+        .add(TrustScope::Root, &key.public_key(), &env.dirs.system)
+        .unwrap();
+    for wrong in [
+        "example.com/other",
+        "example.com/busyboxer",
+        "example.com/busybox:other-tag",
+    ] {
+        let err =
+            verify_image(&env.store, IMAGE, DIGEST, &[sign(&key, wrong, DIGEST)]).unwrap_err();
         let (msg, _, details) = untrusted(err);
-        assert!(details[0].contains(&format!("for image {wrong}, not for {REPO}")), "{}", details[0]);
+        assert!(
+            details[0].contains(&format!(
+                "signs the identity {wrong}, but this image is {REPO}"
+            )),
+            "{}",
+            details[0]
+        );
         assert!(msg.contains(wrong), "{msg}");
     }
 }
@@ -769,16 +1130,31 @@ fn verify_key_trusted_for_another_prefix() {
     let env = env();
     let trusted = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
     let elsewhere = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    env.store.add(prefix(REPO), &trusted.public_key(), &env.dirs.system).unwrap();
-    env.store.add(prefix("other.org/x"), &elsewhere.public_key(), &env.dirs.user).unwrap();
+    env.store
+        .add(prefix(REPO), &trusted.public_key(), &env.dirs.system)
+        .unwrap();
+    env.store
+        .add(
+            prefix("other.org/x"),
+            &elsewhere.public_key(),
+            &env.dirs.user,
+        )
+        .unwrap();
     let mut sig = sign(&elsewhere, REPO, DIGEST);
     sig.key_id = None; // found by trying the store's keys, not by the hint
     let err = verify_image(&env.store, IMAGE, DIGEST, &[sig]).unwrap_err();
     let (msg, expected, details) = untrusted(err);
     assert_eq!(expected, vec![trusted.public_key().fingerprint()]);
-    assert!(details[0].contains(&elsewhere.public_key().fingerprint()), "{}", details[0]);
+    assert!(
+        details[0].contains(&elsewhere.public_key().fingerprint()),
+        "{}",
+        details[0]
+    );
     assert!(details[0].contains("prefix other.org/x"), "{}", details[0]);
-    assert!(msg.contains(&format!("orbit trust --prefix {REPO} KEY.pub")), "{msg}");
+    assert!(
+        msg.contains(&format!("orbit trust --prefix {REPO} KEY.pub")),
+        "{msg}"
+    );
     assert!(msg.contains(&trusted.public_key().fingerprint()), "{msg}");
 }
 
@@ -787,10 +1163,17 @@ fn verify_unknown_key_names_its_key_id() {
     let env = env();
     let trusted = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
     let stranger = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    env.store.add(prefix(REPO), &trusted.public_key(), &env.dirs.system).unwrap();
-    let err = verify_image(&env.store, IMAGE, DIGEST, &[sign(&stranger, REPO, DIGEST)]).unwrap_err();
+    env.store
+        .add(prefix(REPO), &trusted.public_key(), &env.dirs.system)
+        .unwrap();
+    let err =
+        verify_image(&env.store, IMAGE, DIGEST, &[sign(&stranger, REPO, DIGEST)]).unwrap_err();
     let (_, _, details) = untrusted(err);
-    assert!(details[0].contains(&stranger.public_key().fingerprint()), "{}", details[0]);
+    assert!(
+        details[0].contains(&stranger.public_key().fingerprint()),
+        "{}",
+        details[0]
+    );
     assert!(details[0].contains("not trusted"), "{}", details[0]);
 
     // A lying key id does not make a signature trusted.
@@ -806,7 +1189,9 @@ fn verify_tampered_payload_and_signature() {
     let env = env();
     for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519] {
         let key = PrivateKey::generate(alg).unwrap();
-        env.store.add(prefix(REPO), &key.public_key(), &env.dirs.system).unwrap();
+        env.store
+            .add(prefix(REPO), &key.public_key(), &env.dirs.system)
+            .unwrap();
         let good = sign(&key, REPO, DIGEST);
 
         // Payload rewritten to claim a different digest: must not verify.
@@ -832,7 +1217,9 @@ fn verify_tampered_payload_and_signature() {
 fn verify_signed_but_unusable_payload() {
     let env = env();
     let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    env.store.add(prefix(REPO), &key.public_key(), &env.dirs.system).unwrap();
+    env.store
+        .add(prefix(REPO), &key.public_key(), &env.dirs.system)
+        .unwrap();
     let payload = String::from_utf8(SimpleSigningPayload::new(REPO, DIGEST).to_bytes())
         .unwrap()
         .replace("cosign container image signature", "a different thing");
@@ -854,11 +1241,29 @@ fn verify_openssl_signature_from_sig_file() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::write(d.join("payload"), payload_bytes()).unwrap();
-    openssl(d, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "k.pem"]);
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "k.pem",
+        ],
+    );
     openssl(d, &["ec", "-in", "k.pem", "-pubout", "-out", "pub.pem"]);
-    openssl(d, &["dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "payload"]);
+    openssl(
+        d,
+        &[
+            "dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "payload",
+        ],
+    );
     let public = PublicKey::from_pem(&read(d, "pub.pem")).unwrap();
-    env.store.add(prefix(REPO), &public, &env.dirs.system).unwrap();
+    env.store
+        .add(prefix(REPO), &public, &env.dirs.system)
+        .unwrap();
     let sig_path = d.join("image.oci.sig");
     write_sig_file(
         &sig_path,

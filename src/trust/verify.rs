@@ -90,7 +90,8 @@ pub fn verify_image(
         };
         if payload.digest() != manifest_digest {
             details.push(format!(
-                "signature {n} (key {}) is for manifest {}, not for this image's manifest {}",
+                "signature {n} (key {}) signs manifest digest {}, but this image's manifest \
+                 digest is {}",
                 key.fingerprint,
                 payload.digest(),
                 manifest_digest
@@ -99,7 +100,7 @@ pub fn verify_image(
         }
         if payload.reference() != repository && payload.reference() != image_name {
             details.push(format!(
-                "signature {n} (key {}) is for image {}, not for {}",
+                "signature {n} (key {}) signs the identity {}, but this image is {}",
                 key.fingerprint,
                 payload.reference(),
                 repository
@@ -147,9 +148,9 @@ fn explain_bad_signature(
     all: &[TrustedKey],
     repository: &str,
 ) -> String {
-    let claim = match SimpleSigningPayload::parse(&sig.payload) {
-        Ok(p) => format!(" (it claims to be for {}@{})", p.reference(), p.digest()),
-        Err(_) => String::new(),
+    let subject = match SimpleSigningPayload::parse(&sig.payload) {
+        Ok(p) => format!("signature {n} (for {}@{})", p.reference(), p.digest()),
+        Err(_) => format!("signature {n}"),
     };
     let elsewhere: Vec<&TrustedKey> = all
         .iter()
@@ -159,24 +160,23 @@ fn explain_bad_signature(
     if let Some(first) = elsewhere.first() {
         let scopes: Vec<String> = elsewhere.iter().map(|k| k.scope.to_string()).collect();
         return format!(
-            "signature {n} was made by key {}, which is trusted only for {}, not for \
-             {repository}{claim}",
+            "{subject} was made by key {}, which is trusted only for {}, not for {repository}",
             first.fingerprint,
             scopes.join(" and ")
         );
     }
     match hinted {
         Some(id) if tried.iter().any(|k| k.fingerprint == id) => format!(
-            "signature {n} is bad: it does not verify with key {id}, which it names and which \
-             is trusted, so the payload or signature was modified{claim}"
+            "{subject} is bad: it names trusted key {id} but does not verify with it, so the \
+             payload or signature was modified"
         ),
         Some(id) => format!(
-            "signature {n} was made by key {id}, which is not trusted for {repository} \
-             (or the signature is bad){claim}"
+            "{subject} was made by key {id}, which is not trusted for {repository}, or the \
+             signature is bad"
         ),
         None => format!(
-            "signature {n} does not verify with any key trusted for {repository}: it was made \
-             by an unknown key, or the payload or signature was modified{claim}"
+            "{subject} does not verify with any key trusted for {repository}: it was made by \
+             an unknown key, or the payload or signature was modified"
         ),
     }
 }

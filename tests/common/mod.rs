@@ -1,0 +1,157 @@
+//! Shared helpers for orbit's integration tests: an isolated store and config per test,
+//! running the real `orbit` binary, and building images with `orbit-images`.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use orbit_images::{tar_dir, write_image, Compression, Layer, RunConfig};
+
+/// The orbit binary under test.
+pub fn orbit_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orbit"))
+}
+
+/// An isolated orbit world: its own store, config dirs and scratch space, removed on drop.
+pub struct World {
+    pub tmp: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        let tmp = tempfile::Builder::new().prefix("orbit-test-").tempdir().expect("tempdir");
+        World { tmp }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// `orbit ARGS` with this world's store and config directories.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(orbit_bin());
+        c.args(args)
+            .env("ORBIT_DIR", self.store())
+            .env("ORBIT_SYSTEM_CONFIG", self.path("config/vendor"))
+            .env("ORBIT_LOCAL_CONFIG", self.path("config/system"))
+            .env("ORBIT_USER_CONFIG", self.path("config/user"))
+            .env_remove("RUST_BACKTRACE");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("orbit runs")
+    }
+
+    /// Runs orbit and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "orbit {args:?} failed ({}):\nstdout: {}\nstderr: {}", out.status, text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// Runs orbit and asserts it fails with status 125; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(125), "orbit {args:?} should fail with 125:\nstdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+        text(&out.stderr)
+    }
+
+    /// Generates a key pair PREFIX.key / PREFIX.pub with orbit.
+    pub fn keygen(&self, name: &str) -> (PathBuf, PathBuf) {
+        let prefix = self.path(name);
+        self.ok(&["image", "keygen", prefix.to_str().unwrap()]);
+        (self.path(&format!("{name}.key")), self.path(&format!("{name}.pub")))
+    }
+
+    /// Trusts a key for a prefix.
+    pub fn trust(&self, prefix: &str, pubkey: &Path) {
+        self.ok(&["trust", "--prefix", prefix, pubkey.to_str().unwrap()]);
+    }
+
+    /// Signs a source with a key.
+    pub fn sign(&self, source: &str, key: &Path) {
+        self.ok(&["image", "sign", "--key", key.to_str().unwrap(), source]);
+    }
+
+    /// Asserts the store holds no blob, layer, temp file or name: what a failed first fetch
+    /// must leave behind.
+    pub fn assert_store_empty(&self) {
+        let store = self.store();
+        for dir in ["images/blobs/sha256", "layers/sha256", "tmp"] {
+            let p = store.join(dir);
+            let entries: Vec<_> = fs::read_dir(&p).map(|it| it.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+            assert!(entries.is_empty(), "{} should be empty, has {entries:?}", p.display());
+        }
+        if let Ok(index) = fs::read_to_string(store.join("images/index.json")) {
+            let v: serde_json::Value = serde_json::from_str(&index).unwrap();
+            assert_eq!(v["manifests"].as_array().map(|a| a.len()), Some(0), "index.json should list nothing: {index}");
+        }
+    }
+
+    pub fn count(&self, rel: &str) -> usize {
+        fs::read_dir(self.store().join(rel)).map(|it| it.count()).unwrap_or(0)
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Writes files (path → contents) into a new directory and returns it.
+pub fn tree(root: &Path, files: &[(&str, &str)]) -> PathBuf {
+    fs::create_dir_all(root).unwrap();
+    for (p, content) in files {
+        let full = root.join(p);
+        fs::create_dir_all(full.parent().unwrap()).unwrap();
+        fs::write(full, content).unwrap();
+    }
+    root.to_path_buf()
+}
+
+/// A small two-layer image (gzip + zstd) in an OCI layout; returns the layout dir.
+pub fn simple_image(world: &World, layout: &str, name: &str) -> PathBuf {
+    let base = tree(&world.path(&format!("{layout}-src/base")), &[("bin/hello", "#!/bin/sh\necho hello\n"), ("etc/os-release", "ID=test\n")]);
+    let top = tree(&world.path(&format!("{layout}-src/top")), &[("etc/motd", "hi there\n")]);
+    let out = world.path(layout);
+    write_image(
+        &out,
+        name,
+        &[
+            Layer { tar: tar_dir(&base).unwrap(), compression: Compression::Gzip },
+            Layer { tar: tar_dir(&top).unwrap(), compression: Compression::Zstd },
+        ],
+        &RunConfig { cmd: Some(vec!["/bin/hello".into()]), env: vec!["PATH=/bin".into()], ..Default::default() },
+    )
+    .unwrap();
+    out
+}
+
+/// An image whose single layer is `tar` (uncompressed), for hostile-archive tests.
+pub fn raw_image(world: &World, layout: &str, name: &str, tar: Vec<u8>, c: Compression) -> PathBuf {
+    let out = world.path(layout);
+    write_image(&out, name, &[Layer { tar, compression: c }], &RunConfig::default()).unwrap();
+    out
+}
+
+/// A path inside a source, as an `oci:` reference.
+pub fn oci(p: &Path) -> String {
+    format!("oci:{}", p.display())
+}
+
+/// The manifest digest a layout's index names for `name`.
+pub fn layout_digest(layout: &Path, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .expect("name in index")
+}
