@@ -46,7 +46,10 @@ impl Compression {
 
 /// `sha256:<hex>` of bytes.
 pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes)))
+    format!(
+        "sha256:{}",
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+    )
 }
 
 /// Compresses a tar.
@@ -179,7 +182,12 @@ pub fn config_json(diff_ids: &[String], run: &RunConfig) -> Value {
 
 /// Writes an image into the OCI layout at `layout` (created if needed) and names it
 /// `name` in `index.json` (added to any images already there).
-pub fn write_image(layout: &Path, name: &str, layers: &[Layer], run: &RunConfig) -> io::Result<Written> {
+pub fn write_image(
+    layout: &Path,
+    name: &str,
+    layers: &[Layer],
+    run: &RunConfig,
+) -> io::Result<Written> {
     let mut blobs = Vec::new();
     let mut diff_ids = Vec::new();
     let mut descs = Vec::new();
@@ -187,7 +195,9 @@ pub fn write_image(layout: &Path, name: &str, layers: &[Layer], run: &RunConfig)
         diff_ids.push(sha256(&l.tar));
         let blob = compress(&l.tar, l.compression)?;
         let d = write_blob(layout, &blob)?;
-        descs.push(json!({"mediaType": l.compression.media_type(), "digest": d, "size": blob.len()}));
+        descs.push(
+            json!({"mediaType": l.compression.media_type(), "digest": d, "size": blob.len()}),
+        );
         blobs.push(d);
     }
     let config = serde_json::to_vec(&config_json(&diff_ids, run))?;
@@ -201,7 +211,13 @@ pub fn write_image(layout: &Path, name: &str, layers: &[Layer], run: &RunConfig)
 }
 
 /// Writes a manifest with the given config and layer descriptors and names it in `index.json`.
-pub fn write_manifest(layout: &Path, name: &str, config_digest: &str, config_size: usize, layers: Vec<Value>) -> io::Result<String> {
+pub fn write_manifest(
+    layout: &Path,
+    name: &str,
+    config_digest: &str,
+    config_size: usize,
+    layers: Vec<Value>,
+) -> io::Result<String> {
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -216,13 +232,20 @@ pub fn write_manifest(layout: &Path, name: &str, config_digest: &str, config_siz
 /// Adds (or replaces) a named manifest in a layout's `index.json`.
 pub fn add_to_index(layout: &Path, name: &str, digest: &str, size: usize) -> io::Result<()> {
     fs::create_dir_all(layout)?;
-    fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     let index_path = layout.join("index.json");
     let mut index: Value = match fs::read(&index_path) {
         Ok(b) => serde_json::from_slice(&b)?,
-        Err(_) => json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}),
+        Err(_) => {
+            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
+        }
     };
-    let manifests = index["manifests"].as_array_mut().expect("manifests is an array");
+    let manifests = index["manifests"]
+        .as_array_mut()
+        .expect("manifests is an array");
     manifests.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != json!(name));
     manifests.push(json!({
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -41,8 +41,11 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let mut layers = Vec::new();
     for spec in &a.layers {
-        let Some((c, dir)) = spec.split_once(':') else { bail!("--layer {spec}: expected COMPRESSION:DIR") };
-        let compression = Compression::parse(c).with_context(|| format!("--layer {spec}: unknown compression {c}"))?;
+        let Some((c, dir)) = spec.split_once(':') else {
+            bail!("--layer {spec}: expected COMPRESSION:DIR")
+        };
+        let compression = Compression::parse(c)
+            .with_context(|| format!("--layer {spec}: unknown compression {c}"))?;
         let tar = tar_dir(dir.as_ref()).with_context(|| format!("cannot tar {dir}"))?;
         layers.push(Layer { tar, compression });
     }
@@ -53,7 +56,8 @@ fn main() -> anyhow::Result<()> {
         working_dir: a.workdir,
         ..RunConfig::default()
     };
-    let w = write_image(&a.out, &a.name, &layers, &run).with_context(|| format!("cannot write {}", a.out.display()))?;
+    let w = write_image(&a.out, &a.name, &layers, &run)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
     println!("{}", w.manifest);
     Ok(())
 }

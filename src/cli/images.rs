@@ -54,14 +54,16 @@ pub enum ImageCommand {
         /// Image.
         image: String,
         /// Target directory.
-        dir: PathBuf,
+        #[arg(value_name = "DIR")]
+        target_dir: PathBuf,
     },
     /// Write an image as a stage1 sees it: DIR/rootfs, DIR/manifest.json, DIR/config.json.
     Render {
         /// Image.
         image: String,
         /// Target directory.
-        dir: PathBuf,
+        #[arg(value_name = "DIR")]
+        target_dir: PathBuf,
     },
     /// Re-hash every blob and check every unpacked layer of images (default: all).
     Verify {
@@ -142,16 +144,22 @@ pub fn fetch(ctx: &Context, args: FetchArgs) -> anyhow::Result<()> {
             jobs: args.jobs,
         };
         let started = Instant::now();
-        let out = fetch::fetch(&ctx.store, &trust_store(ctx), &source, &opts).with_context(|| format!("cannot fetch {s}"))?;
+        let out = fetch::fetch(&ctx.store, &trust_store(ctx), &source, &opts)
+            .with_context(|| format!("cannot fetch {s}"))?;
         if ctx.debug {
-            eprintln!("orbit: fetched {s} in {:.3}s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "orbit: fetched {s} in {:.3}s",
+                started.elapsed().as_secs_f64()
+            );
         }
         if args.quiet {
             println!("{}", out.digest);
             continue;
         }
         let how = match &out.verification {
-            Verification::Key { fingerprint } => format!("signature verified with key {fingerprint}"),
+            Verification::Key { fingerprint } => {
+                format!("signature verified with key {fingerprint}")
+            }
             Verification::Insecure => "NOT verified".into(),
         };
         eprintln!(
@@ -178,7 +186,10 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Rm { images } => {
             let mut failed = 0;
             for i in &images {
-                match catalog::resolve(store, i).map_err(anyhow::Error::from).and_then(|img| Ok(gc::remove(store, &img)?)) {
+                match catalog::resolve(store, i)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|img| Ok(gc::remove(store, &img)?))
+                {
                     Ok(names) => names.iter().for_each(|n| println!("removed {n}")),
                     Err(e) => {
                         eprintln!("orbit: error: cannot remove {i}: {e:#}");
@@ -191,7 +202,11 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Export { image, file, overwrite } => {
+        ImageCommand::Export {
+            image,
+            file,
+            overwrite,
+        } => {
             if file.exists() && !overwrite {
                 bail!("{} exists; pass --overwrite to replace it", file.display());
             }
@@ -200,13 +215,15 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
             eprintln!("exported {image} to {}", file.display());
             Ok(())
         }
-        ImageCommand::Extract { image, dir } => {
+        ImageCommand::Extract { image, target_dir } => {
             let img = catalog::resolve(store, &image)?;
-            extract::extract(store, &img, &dir).with_context(|| format!("cannot extract {image}"))
+            extract::extract(store, &img, &target_dir)
+                .with_context(|| format!("cannot extract {image}"))
         }
-        ImageCommand::Render { image, dir } => {
+        ImageCommand::Render { image, target_dir } => {
             let img = catalog::resolve(store, &image)?;
-            extract::render(store, &img, &dir).with_context(|| format!("cannot render {image}"))
+            extract::render(store, &img, &target_dir)
+                .with_context(|| format!("cannot render {image}"))
         }
         ImageCommand::Verify { images, format } => verify_images(ctx, images, format.format),
         ImageCommand::Gc => {
@@ -221,7 +238,12 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::Keygen { prefix, algorithm } => keygen(&prefix, algorithm),
-        ImageCommand::Sign { image, key, identity, output } => sign(ctx, &image, &key, identity, output),
+        ImageCommand::Sign {
+            image,
+            key,
+            identity,
+            output,
+        } => sign(ctx, &image, &key, identity, output),
     }
 }
 
@@ -233,11 +255,29 @@ fn list(ctx: &Context, a: ListArgs) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = images
         .iter()
         .map(|i| {
-            let id = if a.full { i.digest.clone() } else { i.digest.trim_start_matches("sha256:").chars().take(12).collect() };
-            vec![i.name.clone(), id, human_size(i.size), i.fetched.clone(), i.verified.clone()]
+            let id = if a.full {
+                i.digest.clone()
+            } else {
+                i.digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect()
+            };
+            vec![
+                i.name.clone(),
+                id,
+                human_size(i.size),
+                i.fetched.clone(),
+                i.verified.clone(),
+            ]
         })
         .collect();
-    output::table(&["NAME", "ID", "SIZE", "FETCHED", "VERIFIED"], &rows, !a.no_legend);
+    output::table(
+        &["NAME", "ID", "SIZE", "FETCHED", "VERIFIED"],
+        &rows,
+        !a.no_legend,
+    );
     Ok(())
 }
 
@@ -253,7 +293,10 @@ fn inspect(ctx: &Context, image: &str, format: Format) -> anyhow::Result<()> {
     println!("Platform:   {}/{}", d.config.os, d.config.architecture);
     println!("Source:     {}", d.source);
     println!("Fetched:    {}", d.fetched);
-    println!("Verified:   {} ({} signature(s) stored)", d.verified, d.signatures);
+    println!(
+        "Verified:   {} ({} signature(s) stored)",
+        d.verified, d.signatures
+    );
     if let Some(c) = &d.config.config {
         if let Some(e) = &c.entrypoint {
             println!("Entrypoint: {}", e.join(" "));
@@ -273,8 +316,17 @@ fn inspect(ctx: &Context, image: &str, format: Format) -> anyhow::Result<()> {
     }
     println!("Layers:");
     for l in &d.layers {
-        let state = if l.unpacked { "unpacked" } else { "NOT unpacked" };
-        println!("  {}  {:>10}  {}  {state}", l.digest, human_size(l.size), l.media_type);
+        let state = if l.unpacked {
+            "unpacked"
+        } else {
+            "NOT unpacked"
+        };
+        println!(
+            "  {}  {:>10}  {}  {state}",
+            l.digest,
+            human_size(l.size),
+            l.media_type
+        );
     }
     Ok(())
 }
@@ -297,7 +349,11 @@ fn verify_images(ctx: &Context, images: Vec<String>, format: Format) -> anyhow::
         let problems = verify::verify(&ctx.store, &img)?;
         report.push(serde_json::json!({"image": img.names.first().cloned().unwrap_or_else(|| img.digest.to_string()), "digest": img.digest.as_str(), "problems": problems}));
         if format == Format::Table {
-            let label = img.names.first().cloned().unwrap_or_else(|| img.digest.to_string());
+            let label = img
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| img.digest.to_string());
             if problems.is_empty() {
                 println!("{label}: ok");
             } else {
@@ -310,7 +366,10 @@ fn verify_images(ctx: &Context, images: Vec<String>, format: Format) -> anyhow::
     if format == Format::Json {
         output::json(&report)?;
     }
-    let bad: usize = report.iter().filter(|r| r["problems"].as_array().is_some_and(|p| !p.is_empty())).count();
+    let bad: usize = report
+        .iter()
+        .filter(|r| r["problems"].as_array().is_some_and(|p| !p.is_empty()))
+        .count();
     if bad > 0 {
         bail!("{bad} image(s) are corrupt; remove and fetch them again (`orbit image rm`, `orbit fetch`)");
     }
@@ -339,43 +398,77 @@ fn keygen(prefix: &std::path::Path, algorithm: Algorithm) -> anyhow::Result<()> 
         .open(&key_path)
         .with_context(|| format!("cannot create {}", key_path.display()))?;
     f.write_all(key.to_pem().as_bytes())?;
-    std::fs::write(&pub_path, key.public_key().to_pem()).with_context(|| format!("cannot write {}", pub_path.display()))?;
+    std::fs::write(&pub_path, key.public_key().to_pem())
+        .with_context(|| format!("cannot write {}", pub_path.display()))?;
     println!("private key: {} (keep it secret)", key_path.display());
-    println!("public key:  {} ({})", pub_path.display(), key.public_key().fingerprint());
+    println!(
+        "public key:  {} ({})",
+        pub_path.display(),
+        key.public_key().fingerprint()
+    );
     Ok(())
 }
 
-fn sign(ctx: &Context, image: &str, key: &std::path::Path, identity: Option<String>, output: Option<PathBuf>) -> anyhow::Result<()> {
-    let pem = std::fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
-    let key = PrivateKey::from_pem(&pem).with_context(|| format!("cannot load key {}", key.display()))?;
+fn sign(
+    ctx: &Context,
+    image: &str,
+    key: &std::path::Path,
+    identity: Option<String>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(key)
+        .with_context(|| format!("cannot read key {}", key.display()))?;
+    let key =
+        PrivateKey::from_pem(&pem).with_context(|| format!("cannot load key {}", key.display()))?;
     if let Some(source) = SourceRef::parse(image) {
         let source = source?;
         let img = source.open()?;
-        let name = identity.or(img.name.clone()).with_context(|| format!("{image} does not name its image; pass --identity NAME"))?;
+        let name = identity
+            .or(img.name.clone())
+            .with_context(|| format!("{image} does not name its image; pass --identity NAME"))?;
         let name = orbit::image::reference::normalize_name(&name)?;
-        let payload = SimpleSigningPayload::new(trust::repository_of(&name), img.manifest_digest.as_str());
+        let payload =
+            SimpleSigningPayload::new(trust::repository_of(&name), img.manifest_digest.as_str());
         let sig = trust::Signature::sign(&key, &payload);
         match (&source, output) {
             (SourceRef::Oci { dir, .. }, None) => {
                 signatures::add_to_layout(dir, &img.manifest_digest, &[sig])?;
-                println!("signed {name} ({}) inside {}", img.manifest_digest, dir.display());
+                println!(
+                    "signed {name} ({}) inside {}",
+                    img.manifest_digest,
+                    dir.display()
+                );
             }
             (_, out) => {
                 let path = out.unwrap_or_else(|| source.detached_signature_path());
-                let mut all = if path.exists() { trust::read_sig_file(&path)? } else { Vec::new() };
+                let mut all = if path.exists() {
+                    trust::read_sig_file(&path)?
+                } else {
+                    Vec::new()
+                };
                 trust::merge(&mut all, sig);
                 trust::write_sig_file(&path, &all)?;
-                println!("signed {name} ({}) into {}", img.manifest_digest, path.display());
+                println!(
+                    "signed {name} ({}) into {}",
+                    img.manifest_digest,
+                    path.display()
+                );
             }
         }
         return Ok(());
     }
     let img = catalog::resolve(&ctx.store, image)?;
-    let name = identity.or(img.by_name.clone()).or(img.names.first().cloned()).context("the image has no name; pass --identity NAME")?;
+    let name = identity
+        .or(img.by_name.clone())
+        .or(img.names.first().cloned())
+        .context("the image has no name; pass --identity NAME")?;
     let payload = SimpleSigningPayload::new(trust::repository_of(&name), img.digest.as_str());
     let sig = trust::Signature::sign(&key, &payload);
     ctx.store.init()?;
     signatures::store_signatures(&ctx.store, &img.digest, &[sig])?;
-    println!("signed {name} ({}) in the store; `orbit image export` carries the signature", img.digest);
+    println!(
+        "signed {name} ({}) in the store; `orbit image export` carries the signature",
+        img.digest
+    );
     Ok(())
 }

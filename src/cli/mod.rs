@@ -23,7 +23,13 @@ pub const EXIT_FAILURE: u8 = 125;
 #[command(name = "orbit", version, about, long_about = None, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Store directory (images, layers, pods).
-    #[arg(long, global = true, env = "ORBIT_DIR", default_value = "/var/lib/orbit", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "ORBIT_DIR",
+        default_value = "/var/lib/orbit",
+        value_name = "DIR"
+    )]
     pub dir: PathBuf,
     /// Print debugging output (timings, full error chains) to stderr.
     #[arg(long, global = true)]
@@ -32,13 +38,33 @@ pub struct Cli {
     #[arg(long, global = true, value_delimiter = ',', value_name = "OPTS")]
     pub insecure_options: Vec<InsecureOption>,
     /// Vendor configuration directory.
-    #[arg(long, global = true, env = "ORBIT_SYSTEM_CONFIG", default_value = "/usr/lib/orbit", value_name = "DIR", hide_short_help = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "ORBIT_SYSTEM_CONFIG",
+        default_value = "/usr/lib/orbit",
+        value_name = "DIR",
+        hide_short_help = true
+    )]
     pub system_config: PathBuf,
     /// System configuration directory (trusted keys are added here by default).
-    #[arg(long, global = true, env = "ORBIT_LOCAL_CONFIG", default_value = "/etc/orbit", value_name = "DIR", hide_short_help = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "ORBIT_LOCAL_CONFIG",
+        default_value = "/etc/orbit",
+        value_name = "DIR",
+        hide_short_help = true
+    )]
     pub local_config: PathBuf,
     /// User configuration directory (default: ~/.config/orbit).
-    #[arg(long, global = true, env = "ORBIT_USER_CONFIG", value_name = "DIR", hide_short_help = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "ORBIT_USER_CONFIG",
+        value_name = "DIR",
+        hide_short_help = true
+    )]
     pub user_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -75,8 +101,8 @@ pub enum Command {
     /// Write man pages for orbit and every subcommand into a directory.
     Man {
         /// Output directory (created if missing).
-        #[arg(default_value = "man")]
-        dir: PathBuf,
+        #[arg(default_value = "man", value_name = "DIR")]
+        out_dir: PathBuf,
     },
 }
 
@@ -122,12 +148,24 @@ pub struct Context {
 
 impl Cli {
     fn context(&self) -> Context {
-        let mut config = ConfigDirs { vendor: self.system_config.clone(), system: self.local_config.clone(), ..ConfigDirs::default() };
+        let mut config = ConfigDirs {
+            vendor: self.system_config.clone(),
+            system: self.local_config.clone(),
+            ..ConfigDirs::default()
+        };
         if let Some(u) = &self.user_config {
             config.user = u.clone();
         }
-        let insecure_image = self.insecure_options.iter().any(|o| matches!(o, InsecureOption::Image | InsecureOption::All));
-        Context { store: Store::new(&self.dir), config, debug: self.debug, insecure_image }
+        let insecure_image = self
+            .insecure_options
+            .iter()
+            .any(|o| matches!(o, InsecureOption::Image | InsecureOption::All));
+        Context {
+            store: Store::new(&self.dir),
+            config,
+            debug: self.debug,
+            insecure_image,
+        }
     }
 }
 
@@ -144,7 +182,7 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "orbit", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man { dir } => write_man_pages(&dir),
+        Command::Man { out_dir } => write_man_pages(&out_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,7 +201,8 @@ fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context as _;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let cmd = Cli::command();
-    clap_mangen::generate_to(cmd, dir).with_context(|| format!("cannot write man pages to {}", dir.display()))?;
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("cannot write man pages to {}", dir.display()))?;
     println!("man pages written to {}", dir.display());
     Ok(())
 }

@@ -69,24 +69,47 @@ pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<()> {
     let store = TrustStore::new(ctx.config.clone());
     match args.command {
         Some(TrustCommand::List { format, no_legend }) => list(&store, format.format, no_legend),
-        Some(TrustCommand::Rm { fingerprint, prefix, root }) => {
+        Some(TrustCommand::Rm {
+            fingerprint,
+            prefix,
+            root,
+        }) => {
             let scope = scope_of(prefix, root);
             let removed = store.remove(&fingerprint, scope.as_ref())?;
             for k in removed {
-                println!("removed {} ({}) from {}", k.fingerprint, k.scope, k.path.display());
+                println!(
+                    "removed {} ({}) from {}",
+                    k.fingerprint,
+                    k.scope,
+                    k.path.display()
+                );
             }
             Ok(())
         }
         None => {
-            let Some(keyfile) = args.keyfile else { bail!("give a KEYFILE to trust, or use `orbit trust list` / `orbit trust rm`") };
+            let Some(keyfile) = args.keyfile else {
+                bail!("give a KEYFILE to trust, or use `orbit trust list` / `orbit trust rm`")
+            };
             let Some(scope) = scope_of(args.prefix, args.root) else {
                 bail!("say what the key is trusted for: --prefix NAME (images under NAME) or --root (every image)");
             };
-            let pem = std::fs::read_to_string(&keyfile).with_context(|| format!("cannot read {}", keyfile.display()))?;
-            let key = PublicKey::from_pem(&pem).with_context(|| format!("{} is not a usable public key", keyfile.display()))?;
-            let into = if args.user { ctx.config.user.clone() } else { ctx.config.system.clone() };
+            let pem = std::fs::read_to_string(&keyfile)
+                .with_context(|| format!("cannot read {}", keyfile.display()))?;
+            let key = PublicKey::from_pem(&pem)
+                .with_context(|| format!("{} is not a usable public key", keyfile.display()))?;
+            let into = if args.user {
+                ctx.config.user.clone()
+            } else {
+                ctx.config.system.clone()
+            };
             let k = store.add(scope, &key, &into)?;
-            println!("trusting {} ({}) for {}: {}", k.fingerprint, k.algorithm.name(), k.scope, k.path.display());
+            println!(
+                "trusting {} ({}) for {}: {}",
+                k.fingerprint,
+                k.algorithm.name(),
+                k.scope,
+                k.path.display()
+            );
             Ok(())
         }
     }
@@ -123,8 +146,19 @@ fn list(store: &TrustStore, format: Format, no_legend: bool) -> anyhow::Result<(
     }
     let table: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| vec![r.prefix.clone().unwrap_or_else(|| "*".into()), r.fingerprint.clone(), r.algorithm.clone(), r.path.clone()])
+        .map(|r| {
+            vec![
+                r.prefix.clone().unwrap_or_else(|| "*".into()),
+                r.fingerprint.clone(),
+                r.algorithm.clone(),
+                r.path.clone(),
+            ]
+        })
         .collect();
-    output::table(&["PREFIX", "FINGERPRINT", "ALGORITHM", "FILE"], &table, !no_legend);
+    output::table(
+        &["PREFIX", "FINGERPRINT", "ALGORITHM", "FILE"],
+        &table,
+        !no_legend,
+    );
     Ok(())
 }

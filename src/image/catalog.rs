@@ -26,12 +26,25 @@ pub struct StoredImage {
 
 /// How a reference matched.
 fn group(entries: &[IndexEntry], digest: &Digest, by_name: Option<String>) -> StoredImage {
-    let entries: Vec<IndexEntry> = entries.iter().filter(|e| &e.digest == digest).cloned().collect();
-    StoredImage { digest: digest.clone(), names: entries.iter().filter_map(|e| e.name.clone()).collect(), entries, by_name }
+    let entries: Vec<IndexEntry> = entries
+        .iter()
+        .filter(|e| &e.digest == digest)
+        .cloned()
+        .collect();
+    StoredImage {
+        digest: digest.clone(),
+        names: entries.iter().filter_map(|e| e.name.clone()).collect(),
+        entries,
+        by_name,
+    }
 }
 
-fn looks_like_hex(s: &str) -> bool {
-    s.len() >= 4 && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+/// A digest prefix: at least 4 hex digits bare (shorter could be a name), any with `sha256:`.
+fn looks_like_hex(s: &str, min_len: usize) -> bool {
+    s.len() >= min_len
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Resolves a user's image reference against the store.
@@ -45,15 +58,28 @@ pub fn resolve(store: &Store, reference_str: &str) -> Result<StoredImage> {
         return Err(ImageError::UnknownImage(reference_str.to_string()));
     }
     // Exact name, then name with :latest.
-    for candidate in [reference_str.to_string(), format!("{reference_str}:{}", reference::DEFAULT_TAG)] {
-        if let Some(e) = entries.iter().find(|e| e.name.as_deref() == Some(candidate.as_str())) {
+    for candidate in [
+        reference_str.to_string(),
+        format!("{reference_str}:{}", reference::DEFAULT_TAG),
+    ] {
+        if let Some(e) = entries
+            .iter()
+            .find(|e| e.name.as_deref() == Some(candidate.as_str()))
+        {
             return Ok(group(&entries, &e.digest, Some(candidate)));
         }
     }
     // Digest or digest prefix.
-    let hex = reference_str.strip_prefix("sha256:").unwrap_or(reference_str);
-    if looks_like_hex(hex) {
-        let mut digests: Vec<&Digest> = entries.iter().map(|e| &e.digest).filter(|d| d.hex().starts_with(hex)).collect();
+    let (hex, min_len) = match reference_str.strip_prefix("sha256:") {
+        Some(h) => (h, 1),
+        None => (reference_str, 4),
+    };
+    if looks_like_hex(hex, min_len) {
+        let mut digests: Vec<&Digest> = entries
+            .iter()
+            .map(|e| &e.digest)
+            .filter(|d| d.hex().starts_with(hex))
+            .collect();
         digests.sort();
         digests.dedup();
         match digests.as_slice() {
@@ -74,7 +100,10 @@ pub fn resolve(store: &Store, reference_str: &str) -> Result<StoredImage> {
         reference_str.to_string()
     };
     let suffix = format!("/{wanted}");
-    let mut matches: Vec<&IndexEntry> = entries.iter().filter(|e| e.name.as_deref().is_some_and(|n| n.ends_with(&suffix))).collect();
+    let mut matches: Vec<&IndexEntry> = entries
+        .iter()
+        .filter(|e| e.name.as_deref().is_some_and(|n| n.ends_with(&suffix)))
+        .collect();
     matches.dedup_by(|a, b| a.name == b.name);
     match matches.as_slice() {
         [one] => Ok(group(&entries, &one.digest, one.name.clone())),
@@ -115,9 +144,18 @@ pub fn list(store: &Store) -> Result<Vec<ImageSummary>> {
             name: e.name.clone().unwrap_or_default(),
             digest: e.digest.to_string(),
             size,
-            fetched: e.annotation(store::FETCHED_ANNOTATION).unwrap_or("").to_string(),
-            verified: e.annotation(store::VERIFIED_ANNOTATION).unwrap_or("").to_string(),
-            source: e.annotation(store::SOURCE_ANNOTATION).unwrap_or("").to_string(),
+            fetched: e
+                .annotation(store::FETCHED_ANNOTATION)
+                .unwrap_or("")
+                .to_string(),
+            verified: e
+                .annotation(store::VERIFIED_ANNOTATION)
+                .unwrap_or("")
+                .to_string(),
+            source: e
+                .annotation(store::SOURCE_ANNOTATION)
+                .unwrap_or("")
+                .to_string(),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -165,7 +203,10 @@ pub struct ImageDetails {
 }
 
 /// Reads the manifest and config of an image.
-pub fn load(store: &Store, image: &StoredImage) -> Result<(oci_spec::image::ImageManifest, ImageConfig)> {
+pub fn load(
+    store: &Store,
+    image: &StoredImage,
+) -> Result<(oci_spec::image::ImageManifest, ImageConfig)> {
     let (_, manifest) = store.manifest(&image.digest)?;
     let config_digest: Digest = manifest.config().digest().to_string().parse()?;
     let what = format!("config of {}", image.digest);
@@ -190,11 +231,20 @@ pub fn inspect(store: &Store, image: &StoredImage) -> Result<ImageDetails> {
         })
         .collect();
     let first = image.entries.first();
-    let ann = |k| first.and_then(|e| e.annotation(k)).unwrap_or("").to_string();
+    let ann = |k| {
+        first
+            .and_then(|e| e.annotation(k))
+            .unwrap_or("")
+            .to_string()
+    };
     Ok(ImageDetails {
         names: image.names.clone(),
         digest: image.digest.to_string(),
-        media_type: manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        media_type: manifest
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
         size: layers.iter().map(|l| l.size).sum::<u64>() + manifest.config().size(),
         layers,
         config,

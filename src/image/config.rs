@@ -70,15 +70,23 @@ pub struct RootFs {
 impl ImageConfig {
     /// Parses a config blob.
     pub fn parse(bytes: &[u8], what: &str) -> Result<ImageConfig> {
-        let c: ImageConfig = serde_json::from_slice(bytes).map_err(|e| ImageError::malformed(what, e))?;
+        let c: ImageConfig =
+            serde_json::from_slice(bytes).map_err(|e| ImageError::malformed(what, e))?;
         if c.rootfs.kind != "layers" {
-            return Err(ImageError::malformed(what, format!("rootfs.type is '{}', expected 'layers'", c.rootfs.kind)));
+            return Err(ImageError::malformed(
+                what,
+                format!("rootfs.type is '{}', expected 'layers'", c.rootfs.kind),
+            ));
         }
         Ok(c)
     }
 
     /// The validated diff-IDs.
     pub fn diff_ids(&self) -> Result<Vec<Digest>> {
-        self.rootfs.diff_ids.iter().map(|d| Ok(d.parse::<Digest>()?)).collect()
+        self.rootfs
+            .diff_ids
+            .iter()
+            .map(|d| Ok(d.parse::<Digest>()?))
+            .collect()
     }
 }

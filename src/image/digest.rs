@@ -44,8 +44,13 @@ impl Digest {
 impl FromStr for Digest {
     type Err = BadDigest;
     fn from_str(s: &str) -> Result<Self, BadDigest> {
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| BadDigest(s.to_string()))?;
-        let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| BadDigest(s.to_string()))?;
+        let valid = hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if valid {
             Ok(Digest(s.to_string()))
         } else {
@@ -68,7 +73,10 @@ pub struct Hasher {
 
 impl Default for Hasher {
     fn default() -> Self {
-        Hasher { ctx: Context::new(&SHA256), len: 0 }
+        Hasher {
+            ctx: Context::new(&SHA256),
+            len: 0,
+        }
     }
 }
 
@@ -106,14 +114,22 @@ pub struct HashingReader<R, W = io::Sink> {
 impl<R: Read> HashingReader<R, io::Sink> {
     /// Hashes what is read from `inner`.
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Hasher::default(), tee: io::sink() }
+        HashingReader {
+            inner,
+            hasher: Hasher::default(),
+            tee: io::sink(),
+        }
     }
 }
 
 impl<R: Read, W: Write> HashingReader<R, W> {
     /// Hashes what is read from `inner` and writes a copy of it to `tee`.
     pub fn with_tee(inner: R, tee: W) -> Self {
-        HashingReader { inner, hasher: Hasher::default(), tee }
+        HashingReader {
+            inner,
+            hasher: Hasher::default(),
+            tee,
+        }
     }
 
     /// Reads and hashes whatever is left in the stream.
@@ -161,9 +177,21 @@ mod tests {
     #[test]
     fn parse_rejects_bad_digests() {
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Digest>().is_err());
-        assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse::<Digest>().is_err());
-        assert!("sha256:../../../../etc/passwd000000000000000000000000000000000000000000".parse::<Digest>().is_err());
+        assert!(
+            "md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(
+            "sha256:../../../../etc/passwd000000000000000000000000000000000000000000"
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -19,10 +19,12 @@ pub enum ImageError {
     #[error("cannot write {path}: no space left on the device; free some space (`orbit image gc`) or use another store with --dir")]
     DiskFull { path: PathBuf },
     /// Any other I/O failure.
-    #[error("{context}: {source}")]
-    Io { context: String, source: io::Error },
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
     /// An archive ended early.
-    #[error("{what} is truncated (it ends in the middle of an entry); re-create or re-download it")]
+    #[error(
+        "{what} is truncated (it ends in the middle of an entry); re-create or re-download it"
+    )]
     Truncated { what: String },
     /// An archive is not a tar file.
     #[error("{what} is not a readable tar archive: {detail}")]
@@ -31,35 +33,55 @@ pub enum ImageError {
     #[error("{what} is malformed: {detail}")]
     Malformed { what: String, detail: String },
     /// A descriptor has a media type orbit does not handle.
-    #[error("{what}: {source}")]
-    MediaType { what: String, source: MediaTypeError },
+    #[error("{what}: {error}")]
+    MediaType { what: String, error: MediaTypeError },
     /// A manifest/index media type orbit does not read.
     #[error("{what} has unsupported media type '{media_type}'")]
     UnsupportedManifest { what: String, media_type: String },
     /// Content does not hash to the digest it is named by.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}; the source is corrupt or was tampered with")]
-    DigestMismatch { what: String, expected: String, actual: String },
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     /// A blob is larger or smaller than its descriptor says.
     #[error("size mismatch for {what}: descriptor says {expected} bytes, read {actual}")]
-    SizeMismatch { what: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
     /// A malformed digest string.
     #[error(transparent)]
     BadDigest(#[from] BadDigest),
     /// No image matches a reference.
-    #[error("image '{0}' is not in the store (see `orbit image list`, or fetch it with `orbit fetch`)")]
+    #[error(
+        "image '{0}' is not in the store (see `orbit image list`, or fetch it with `orbit fetch`)"
+    )]
     UnknownImage(String),
     /// A reference matches several images.
     #[error("'{reference}' is ambiguous: it matches {}; use more digits or the full name", .candidates.join(", "))]
-    Ambiguous { reference: String, candidates: Vec<String> },
+    Ambiguous {
+        reference: String,
+        candidates: Vec<String>,
+    },
     /// A source reference that orbit cannot parse.
     #[error("unsupported image source '{0}': use NAME[:TAG], a digest, oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE")]
     BadSource(String),
     /// A source holds several images and no reference picked one.
     #[error("{source_name} holds several images ({}); pick one with {source_name}:REF", .refs.join(", "))]
-    SourceAmbiguous { source_name: String, refs: Vec<String> },
+    SourceAmbiguous {
+        source_name: String,
+        refs: Vec<String>,
+    },
     /// A source reference names no image in the source.
     #[error("{source_name} has no image named '{reference}' (it has: {})", .refs.join(", "))]
-    NoSuchRef { source_name: String, reference: String, refs: Vec<String> },
+    NoSuchRef {
+        source_name: String,
+        reference: String,
+        refs: Vec<String>,
+    },
     /// An image with no usable name.
     #[error("{0} does not name its image; give it a name with --name NAME[:TAG]")]
     Unnamed(String),
@@ -67,8 +89,11 @@ pub enum ImageError {
     #[error("'{0}' is not a valid image name (expected e.g. example.com/app:1.0)")]
     BadName(String),
     /// A layer failed to unpack.
-    #[error("layer {layer}: {source}")]
-    Unpack { layer: String, source: crate::image::unpack::UnpackError },
+    #[error("{layer}: {error}")]
+    Unpack {
+        layer: String,
+        error: crate::image::unpack::UnpackError,
+    },
     /// Signature verification failed.
     #[error(transparent)]
     Trust(#[from] crate::trust::TrustError),
@@ -85,20 +110,35 @@ impl ImageError {
     /// dedicated, actionable variants.
     pub fn io(context: impl Into<String>, path: &Path, err: io::Error) -> ImageError {
         match err.raw_os_error() {
-            Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => ImageError::DiskFull { path: path.to_path_buf() },
-            Some(code) if code == rustix::io::Errno::ROFS.raw_os_error() => ImageError::ReadOnlyStore { path: path.to_path_buf() },
-            _ => ImageError::Io { context: format!("{} ({})", context.into(), path.display()), source: err },
+            Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => ImageError::DiskFull {
+                path: path.to_path_buf(),
+            },
+            Some(code) if code == rustix::io::Errno::ROFS.raw_os_error() => {
+                ImageError::ReadOnlyStore {
+                    path: path.to_path_buf(),
+                }
+            }
+            _ => ImageError::Io {
+                context: format!("{} ({})", context.into(), path.display()),
+                error: err,
+            },
         }
     }
 
     /// A closure for `map_err` that wraps an I/O error about `path`.
-    pub fn io_at<'a>(context: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> ImageError + 'a {
+    pub fn io_at<'a>(
+        context: &'a str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> ImageError + 'a {
         move |e| ImageError::io(context, path, e)
     }
 
     /// A malformed-JSON error.
     pub fn malformed(what: impl Into<String>, detail: impl ToString) -> ImageError {
-        ImageError::Malformed { what: what.into(), detail: detail.to_string() }
+        ImageError::Malformed {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
     }
 }
 

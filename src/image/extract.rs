@@ -20,19 +20,43 @@ pub fn extract(store: &Store, image: &StoredImage, dir: &Path) -> Result<()> {
     for (layer, diff_id) in manifest.layers().iter().zip(config.diff_ids()?) {
         let blob: Digest = layer.digest().to_string().parse()?;
         let what = format!("layer {blob}");
-        let compression = media::layer_compression(&layer.media_type().to_string())
-            .map_err(|source| ImageError::MediaType { what: what.clone(), source })?;
+        let compression =
+            media::layer_compression(layer.media_type().as_ref()).map_err(|error| {
+                ImageError::MediaType {
+                    what: what.clone(),
+                    error,
+                }
+            })?;
         let path = store.blob_path(&blob);
         let f = File::open(&path).map_err(ImageError::io_at("cannot open blob", &path))?;
-        let reader = media::decompress(compression, BufReader::with_capacity(1 << 20, f))
-            .map_err(|e| ImageError::Io { context: format!("cannot read {what}"), source: e })?;
+        let reader =
+            media::decompress(compression, BufReader::with_capacity(1 << 20, f)).map_err(|e| {
+                ImageError::Io {
+                    context: format!("cannot read {what}"),
+                    error: e,
+                }
+            })?;
         let mut diff = HashingReader::new(reader);
-        let opts = UnpackOptions { whiteouts: WhiteoutMode::Apply, record_manifest: false, ..UnpackOptions::default() };
-        unpack::unpack_layer(&mut diff, dir, &opts).map_err(|source| ImageError::Unpack { layer: what.clone(), source })?;
-        diff.drain().map_err(|e| ImageError::Io { context: format!("cannot read {what}"), source: e })?;
+        let opts = UnpackOptions {
+            whiteouts: WhiteoutMode::Apply,
+            record_manifest: false,
+            ..UnpackOptions::default()
+        };
+        unpack::unpack_layer(&mut diff, dir, &opts).map_err(|error| ImageError::Unpack {
+            layer: what.clone(),
+            error,
+        })?;
+        diff.drain().map_err(|e| ImageError::Io {
+            context: format!("cannot read {what}"),
+            error: e,
+        })?;
         let actual = diff.finish().0;
         if actual != diff_id {
-            return Err(ImageError::DigestMismatch { what: format!("{what} (diff-ID)"), expected: diff_id.to_string(), actual: actual.to_string() });
+            return Err(ImageError::DigestMismatch {
+                what: format!("{what} (diff-ID)"),
+                expected: diff_id.to_string(),
+                actual: actual.to_string(),
+            });
         }
     }
     Ok(())
@@ -59,12 +83,17 @@ fn prepare_empty_dir(dir: &Path) -> Result<()> {
             if it.next().is_some() {
                 return Err(ImageError::Io {
                     context: format!("{} is not empty", dir.display()),
-                    source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "choose an empty or new directory"),
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "choose an empty or new directory",
+                    ),
                 });
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(dir).map_err(ImageError::io_at("cannot create", dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(ImageError::io_at("cannot create", dir))
+        }
         Err(e) => Err(ImageError::io("cannot read", dir, e)),
     }
 }

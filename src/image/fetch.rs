@@ -72,7 +72,12 @@ pub struct FetchOutcome {
 }
 
 /// Imports the image at `source` into `store`.
-pub fn fetch(store: &Store, trust_store: &TrustStore, source: &SourceRef, opts: &FetchOptions) -> Result<FetchOutcome> {
+pub fn fetch(
+    store: &Store,
+    trust_store: &TrustStore,
+    source: &SourceRef,
+    opts: &FetchOptions,
+) -> Result<FetchOutcome> {
     let image = source.open()?;
     let name = match (&opts.name, &image.name) {
         (Some(n), _) | (None, Some(n)) => reference::normalize_name(n)?,
@@ -81,7 +86,8 @@ pub fn fetch(store: &Store, trust_store: &TrustStore, source: &SourceRef, opts: 
     let verification = verify(trust_store, &image, &name, opts.insecure_skip_verify)?;
 
     let what = format!("manifest of {}", image.display);
-    let manifest: ImageManifest = serde_json::from_slice(&image.manifest).map_err(|e| ImageError::malformed(&what, e))?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&image.manifest).map_err(|e| ImageError::malformed(&what, e))?;
     let layers = plan_layers(&manifest, &image.display)?;
     store.init()?;
     let _lock = store.lock_shared()?;
@@ -92,12 +98,23 @@ pub fn fetch(store: &Store, trust_store: &TrustStore, source: &SourceRef, opts: 
     if diff_ids.len() != layers.len() {
         return Err(ImageError::malformed(
             &image.display,
-            format!("the manifest has {} layers but the config lists {} diff_ids", layers.len(), diff_ids.len()),
+            format!(
+                "the manifest has {} layers but the config lists {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            ),
         ));
     }
-    let jobs: Vec<LayerJob> = layers.into_iter().zip(diff_ids).map(|(l, diff_id)| LayerJob { diff_id, ..l }).collect();
+    let jobs: Vec<LayerJob> = layers
+        .into_iter()
+        .zip(diff_ids)
+        .map(|(l, diff_id)| LayerJob { diff_id, ..l })
+        .collect();
     let staged = stage_layers(store, &image, &jobs, opts)?;
-    let (unpacked, reused) = (staged.iter().filter(|s| s.layer.is_some()).count(), staged.iter().filter(|s| s.is_empty()).count());
+    let (unpacked, reused) = (
+        staged.iter().filter(|s| s.layer.is_some()).count(),
+        staged.iter().filter(|s| s.is_empty()).count(),
+    );
     for (job, s) in jobs.iter().zip(staged) {
         s.commit(store, job)?;
     }
@@ -109,31 +126,58 @@ pub fn fetch(store: &Store, trust_store: &TrustStore, source: &SourceRef, opts: 
     let mut ann = BTreeMap::new();
     ann.insert(store::SOURCE_ANNOTATION.to_string(), image.display.clone());
     ann.insert(store::FETCHED_ANNOTATION.to_string(), now_rfc3339());
-    ann.insert(store::VERIFIED_ANNOTATION.to_string(), verification.annotation());
-    store.set_ref(&name, &image.manifest_digest, image.manifest.len() as u64, ann)?;
-    Ok(FetchOutcome { name, digest: image.manifest_digest, verification, layers_unpacked: unpacked, layers_reused: reused })
+    ann.insert(
+        store::VERIFIED_ANNOTATION.to_string(),
+        verification.annotation(),
+    );
+    store.set_ref(
+        &name,
+        &image.manifest_digest,
+        image.manifest.len() as u64,
+        ann,
+    )?;
+    Ok(FetchOutcome {
+        name,
+        digest: image.manifest_digest,
+        verification,
+        layers_unpacked: unpacked,
+        layers_reused: reused,
+    })
 }
 
 /// Checks the image's signatures against the trusted keys for `name`.
-pub fn verify(trust_store: &TrustStore, image: &SourceImage, name: &str, insecure: bool) -> Result<Verification> {
+pub fn verify(
+    trust_store: &TrustStore,
+    image: &SourceImage,
+    name: &str,
+    insecure: bool,
+) -> Result<Verification> {
     if insecure {
         return Ok(Verification::Insecure);
     }
     let mut first_error = None;
     for d in &image.signable_digests {
         match trust::verify_image(trust_store, name, d.as_str(), &image.signatures) {
-            Ok(v) => return Ok(Verification::Key { fingerprint: v.key.fingerprint.clone() }),
+            Ok(v) => {
+                return Ok(Verification::Key {
+                    fingerprint: v.key.fingerprint.clone(),
+                })
+            }
             Err(e) => {
                 first_error.get_or_insert(e);
             }
         }
     }
-    Err(first_error.expect("an image has at least one signable digest").into())
+    Err(first_error
+        .expect("an image has at least one signable digest")
+        .into())
 }
 
 /// The current time, RFC 3339.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 struct LayerJob {
@@ -150,9 +194,17 @@ fn plan_layers(manifest: &ImageManifest, display: &str) -> Result<Vec<LayerJob>>
         .enumerate()
         .map(|(i, l)| {
             let media_type = l.media_type().to_string();
-            let compression = media::layer_compression(&media_type)
-                .map_err(|source| ImageError::MediaType { what: format!("layer {} of {display}", i + 1), source })?;
-            Ok(LayerJob { blob: l.digest().to_string().parse()?, size: l.size(), compression, diff_id: Digest::of(b"") })
+            let compression =
+                media::layer_compression(&media_type).map_err(|error| ImageError::MediaType {
+                    what: format!("layer {} of {display}", i + 1),
+                    error,
+                })?;
+            Ok(LayerJob {
+                blob: l.digest().to_string().parse()?,
+                size: l.size(),
+                compression,
+                diff_id: Digest::of(b""),
+            })
         })
         .collect()
 }
@@ -174,7 +226,8 @@ impl Staged {
     fn commit(self, store: &Store, job: &LayerJob) -> Result<()> {
         if let Some(tmp) = self.blob {
             let path = store.blob_path(&job.blob);
-            tmp.persist(&path).map_err(|e| ImageError::io("cannot move blob into place", &path, e.error))?;
+            tmp.persist(&path)
+                .map_err(|e| ImageError::io("cannot move blob into place", &path, e.error))?;
         }
         if let Some(tmp) = self.layer {
             let path = store.layer_dir(&job.diff_id);
@@ -192,7 +245,12 @@ impl Staged {
     }
 }
 
-fn stage_layers(store: &Store, image: &SourceImage, jobs: &[LayerJob], opts: &FetchOptions) -> Result<Vec<Staged>> {
+fn stage_layers(
+    store: &Store,
+    image: &SourceImage,
+    jobs: &[LayerJob],
+    opts: &FetchOptions,
+) -> Result<Vec<Staged>> {
     let workers = match opts.jobs {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -200,7 +258,8 @@ fn stage_layers(store: &Store, image: &SourceImage, jobs: &[LayerJob], opts: &Fe
     .min(jobs.len().max(1));
     let progress = opts.progress.then(indicatif::MultiProgress::new);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Staged>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<Staged>>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -236,15 +295,22 @@ fn stage_layers(store: &Store, image: &SourceImage, jobs: &[LayerJob], opts: &Fe
 fn layer_bar(mp: &indicatif::MultiProgress, job: &LayerJob) -> indicatif::ProgressBar {
     let bar = mp.add(indicatif::ProgressBar::new(job.size));
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(job.blob.short().to_string());
     bar
 }
 
-fn stage_layer(store: &Store, image: &SourceImage, job: &LayerJob, bar: Option<&indicatif::ProgressBar>) -> Result<Staged> {
+fn stage_layer(
+    store: &Store,
+    image: &SourceImage,
+    job: &LayerJob,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<Staged> {
     let have_blob = store.blob_path(&job.blob).is_file();
     let have_layer = store.layer_dir(&job.diff_id).is_dir();
     if have_blob && have_layer {
@@ -259,7 +325,11 @@ fn stage_layer(store: &Store, image: &SourceImage, job: &LayerJob, bar: Option<&
         image.open_blob(&job.blob)?
     };
     if size != job.size {
-        return Err(ImageError::SizeMismatch { what, expected: job.size, actual: size });
+        return Err(ImageError::SizeMismatch {
+            what,
+            expected: job.size,
+            actual: size,
+        });
     }
     let source: Box<dyn Read + Send + '_> = match bar {
         Some(b) => Box::new(b.wrap_read(source)),
@@ -270,59 +340,116 @@ fn stage_layer(store: &Store, image: &SourceImage, job: &LayerJob, bar: Option<&
     let tee: Box<dyn Write> = if have_blob {
         Box::new(io::sink())
     } else {
-        let tmp = tempfile::Builder::new().prefix("blob-").tempfile_in(&tmp_dir).map_err(ImageError::io_at("cannot create temp blob", &tmp_dir))?;
-        let file = tmp.reopen().map_err(ImageError::io_at("cannot open temp blob", tmp.path()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&tmp_dir)
+            .map_err(ImageError::io_at("cannot create temp blob", &tmp_dir))?;
+        let file = tmp
+            .reopen()
+            .map_err(ImageError::io_at("cannot open temp blob", tmp.path()))?;
         staged.blob = Some(tmp);
         Box::new(BufWriter::with_capacity(1 << 20, file))
     };
     let mut compressed = HashingReader::with_tee(source, tee);
-    if !have_layer {
-        let tmp = tempfile::Builder::new().prefix("layer-").tempdir_in(&tmp_dir).map_err(ImageError::io_at("cannot create temp layer", &tmp_dir))?;
-        let rootfs = tmp.path().join("rootfs");
-        fs::create_dir(&rootfs).map_err(ImageError::io_at("cannot create", &rootfs))?;
-        let read_err = |e: io::Error| ImageError::Io { context: format!("cannot read {what}"), source: e };
-        let decompressed = media::decompress(job.compression, &mut compressed).map_err(read_err)?;
-        let mut diff = HashingReader::new(decompressed);
-        let opts = UnpackOptions { whiteouts: WhiteoutMode::Overlay, record_manifest: true, ..UnpackOptions::default() };
-        let report = unpack::unpack_layer(&mut diff, &rootfs, &opts)
-            .map_err(|source| unpack_error(&what, &rootfs, source))?;
-        diff.drain().map_err(|e| decompress_error(&what, e))?;
-        let (diff_id, _) = diff.finish();
-        if diff_id != job.diff_id {
-            return Err(ImageError::DigestMismatch { what: format!("uncompressed {what} (diff-ID)"), expected: job.diff_id.to_string(), actual: diff_id.to_string() });
-        }
-        let mtree = serde_json::to_vec(&report.manifest).map_err(|e| ImageError::malformed("layer manifest", e))?;
-        let mtree_path = tmp.path().join("mtree.json");
-        fs::write(&mtree_path, mtree).map_err(ImageError::io_at("cannot write", &mtree_path))?;
-        staged.layer = Some(tmp);
-    }
-    compressed.drain().map_err(|e| ImageError::Io { context: format!("cannot read {what}"), source: e })?;
+    let unpacked = if have_layer {
+        Ok(None)
+    } else {
+        unpack_staged(&tmp_dir, job, &mut compressed, &what).map(Some)
+    };
+    // Hash the rest of the blob even when unpacking failed: a corrupt or tampered blob is
+    // reported as a digest mismatch, the real cause, rather than as whatever the
+    // decompressor or tar reader tripped over.
+    let drained = compressed.drain();
     let actual_size = compressed.len();
     let (digest, mut tee) = compressed.finish();
-    tee.flush().map_err(|e| ImageError::io("cannot write blob", &tmp_dir, e))?;
-    if actual_size != job.size {
-        return Err(ImageError::SizeMismatch { what, expected: job.size, actual: actual_size });
+    if drained.is_ok() && digest != job.blob {
+        return Err(ImageError::DigestMismatch {
+            what,
+            expected: job.blob.to_string(),
+            actual: digest.to_string(),
+        });
     }
-    if digest != job.blob {
-        return Err(ImageError::DigestMismatch { what, expected: job.blob.to_string(), actual: digest.to_string() });
+    staged.layer = unpacked?;
+    drained.map_err(|e| ImageError::Io {
+        context: format!("cannot read {what}"),
+        error: e,
+    })?;
+    tee.flush()
+        .map_err(|e| ImageError::io("cannot write blob", &tmp_dir, e))?;
+    if actual_size != job.size {
+        return Err(ImageError::SizeMismatch {
+            what,
+            expected: job.size,
+            actual: actual_size,
+        });
     }
     Ok(staged)
+}
+
+/// Unpacks a layer stream into a new temp directory (`rootfs/` plus `mtree.json`) and checks
+/// its diff-ID.
+fn unpack_staged(
+    tmp_dir: &std::path::Path,
+    job: &LayerJob,
+    compressed: &mut dyn Read,
+    what: &str,
+) -> Result<TempDir> {
+    let tmp = tempfile::Builder::new()
+        .prefix("layer-")
+        .tempdir_in(tmp_dir)
+        .map_err(ImageError::io_at("cannot create temp layer", tmp_dir))?;
+    let rootfs = tmp.path().join("rootfs");
+    fs::create_dir(&rootfs).map_err(ImageError::io_at("cannot create", &rootfs))?;
+    let decompressed =
+        media::decompress(job.compression, compressed).map_err(|e| decompress_error(what, e))?;
+    let mut diff = HashingReader::new(decompressed);
+    let opts = UnpackOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        record_manifest: true,
+        ..UnpackOptions::default()
+    };
+    let report = unpack::unpack_layer(&mut diff, &rootfs, &opts)
+        .map_err(|e| unpack_error(what, &rootfs, e))?;
+    diff.drain().map_err(|e| decompress_error(what, e))?;
+    let (diff_id, _) = diff.finish();
+    if diff_id != job.diff_id {
+        return Err(ImageError::DigestMismatch {
+            what: format!("uncompressed {what} (diff-ID)"),
+            expected: job.diff_id.to_string(),
+            actual: diff_id.to_string(),
+        });
+    }
+    let mtree = serde_json::to_vec(&report.manifest)
+        .map_err(|e| ImageError::malformed("layer manifest", e))?;
+    let mtree_path = tmp.path().join("mtree.json");
+    fs::write(&mtree_path, mtree).map_err(ImageError::io_at("cannot write", &mtree_path))?;
+    Ok(tmp)
 }
 
 fn unpack_error(what: &str, rootfs: &std::path::Path, e: unpack::UnpackError) -> ImageError {
     if let Some(io) = e.io_error() {
         if let Some(code) = io.raw_os_error() {
-            if code == rustix::io::Errno::NOSPC.raw_os_error() || code == rustix::io::Errno::ROFS.raw_os_error() {
+            if code == rustix::io::Errno::NOSPC.raw_os_error()
+                || code == rustix::io::Errno::ROFS.raw_os_error()
+            {
                 return ImageError::io(what, rootfs, io::Error::from_raw_os_error(code));
             }
         }
     }
-    ImageError::Unpack { layer: what.to_string(), source: e }
+    ImageError::Unpack {
+        layer: what.to_string(),
+        error: e,
+    }
 }
 
 fn decompress_error(what: &str, e: io::Error) -> ImageError {
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => ImageError::Truncated { what: what.to_string() },
-        _ => ImageError::Io { context: format!("cannot decompress {what}"), source: e },
+        io::ErrorKind::UnexpectedEof => ImageError::Truncated {
+            what: what.to_string(),
+        },
+        _ => ImageError::Io {
+            context: format!("cannot decompress {what}"),
+            error: e,
+        },
     }
 }

@@ -40,7 +40,9 @@ pub fn remove(store: &Store, image: &StoredImage) -> Result<Vec<String>> {
         m.retain(|d| {
             let name = layout::ref_name(d);
             let same = d.digest().to_string() == image.digest.as_str();
-            !(same && name.is_some_and(|n| removed.iter().any(|r| r == n))) && !(remaining == 0 && name == Some(sig_tag.as_str()))
+            let removed_name = same && name.is_some_and(|n| removed.iter().any(|r| r == n));
+            let orphaned_signature = remaining == 0 && name == Some(sig_tag.as_str());
+            !removed_name && !orphaned_signature
         })
     })?;
     collect(store)?;
@@ -84,7 +86,9 @@ fn collect(store: &Store) -> Result<GcReport> {
 
 fn read_dir(dir: &std::path::Path) -> Result<Vec<fs::DirEntry>> {
     match fs::read_dir(dir) {
-        Ok(it) => it.collect::<std::io::Result<Vec<_>>>().map_err(ImageError::io_at("cannot list", dir)),
+        Ok(it) => it
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(ImageError::io_at("cannot list", dir)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(ImageError::io("cannot list", dir, e)),
     }
@@ -92,7 +96,11 @@ fn read_dir(dir: &std::path::Path) -> Result<Vec<fs::DirEntry>> {
 
 fn remove_path(p: &std::path::Path) -> Result<()> {
     let meta = fs::symlink_metadata(p).map_err(ImageError::io_at("cannot stat", p))?;
-    let r = if meta.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+    let r = if meta.is_dir() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    };
     r.map_err(ImageError::io_at("cannot remove", p))
 }
 
@@ -102,18 +110,30 @@ fn referenced(store: &Store) -> Result<(HashSet<String>, HashSet<String>)> {
     let mut layers = HashSet::new();
     for entry in store.index()? {
         blobs.insert(entry.digest.hex().to_string());
-        let Ok((_, manifest)) = store.manifest(&entry.digest) else { continue };
+        let Ok((_, manifest)) = store.manifest(&entry.digest) else {
+            continue;
+        };
         let config: Digest = manifest.config().digest().to_string().parse()?;
         blobs.insert(config.hex().to_string());
         for l in manifest.layers() {
-            blobs.insert(l.digest().to_string().trim_start_matches("sha256:").to_string());
+            blobs.insert(
+                l.digest()
+                    .to_string()
+                    .trim_start_matches("sha256:")
+                    .to_string(),
+            );
         }
         if entry.is_cosign_artifact() {
             continue;
         }
         if let Ok(bytes) = store.read_blob(&config, "config") {
             if let Ok(c) = ImageConfig::parse(&bytes, "config") {
-                layers.extend(c.rootfs.diff_ids.iter().map(|d| d.trim_start_matches("sha256:").to_string()));
+                layers.extend(
+                    c.rootfs
+                        .diff_ids
+                        .iter()
+                        .map(|d| d.trim_start_matches("sha256:").to_string()),
+                );
             }
         }
     }

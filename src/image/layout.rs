@@ -38,7 +38,10 @@ impl LayoutFs for DirFs {
         let path = self.root.join(rel);
         match File::open(&path) {
             Ok(f) => {
-                let len = f.metadata().map_err(ImageError::io_at("cannot stat", &path))?.len();
+                let len = f
+                    .metadata()
+                    .map_err(ImageError::io_at("cannot stat", &path))?
+                    .len();
                 Ok(Some((Box::new(f), len)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -53,14 +56,22 @@ impl LayoutFs for DirFs {
 
 /// Reads a whole small file of a layout, refusing absurd sizes.
 pub fn read_small(fs: &dyn LayoutFs, rel: &str, what: &str) -> Result<Option<Vec<u8>>> {
-    let Some((r, len)) = fs.open(rel)? else { return Ok(None) };
+    let Some((r, len)) = fs.open(rel)? else {
+        return Ok(None);
+    };
     if len > MAX_JSON_BYTES {
-        return Err(ImageError::malformed(what, format!("{len} bytes is too large for a JSON document")));
+        return Err(ImageError::malformed(
+            what,
+            format!("{len} bytes is too large for a JSON document"),
+        ));
     }
     let mut buf = Vec::with_capacity(len as usize);
     r.take(MAX_JSON_BYTES + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| ImageError::Io { context: format!("cannot read {what}"), source: e })?;
+        .map_err(|e| ImageError::Io {
+            context: format!("cannot read {what}"),
+            error: e,
+        })?;
     Ok(Some(buf))
 }
 
@@ -77,7 +88,11 @@ pub fn read_verified_blob(fs: &dyn LayoutFs, d: &Digest, what: &str) -> Result<V
     })?;
     let actual = Digest::of(&bytes);
     if &actual != d {
-        return Err(ImageError::DigestMismatch { what: what.to_string(), expected: d.to_string(), actual: actual.to_string() });
+        return Err(ImageError::DigestMismatch {
+            what: what.to_string(),
+            expected: d.to_string(),
+            actual: actual.to_string(),
+        });
     }
     Ok(bytes)
 }
@@ -85,15 +100,27 @@ pub fn read_verified_blob(fs: &dyn LayoutFs, d: &Digest, what: &str) -> Result<V
 /// Reads and parses `index.json`, checking `oci-layout` first.
 pub fn read_index(fs: &dyn LayoutFs) -> Result<ImageIndex> {
     let what = format!("{} (oci-layout)", fs.describe());
-    let layout = read_small(fs, "oci-layout", &what)?
-        .ok_or_else(|| ImageError::malformed(fs.describe(), "not an OCI image layout: it has no 'oci-layout' file"))?;
-    let v: serde_json::Value = serde_json::from_slice(&layout).map_err(|e| ImageError::malformed(&what, e))?;
-    if v.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
+    let layout = read_small(fs, "oci-layout", &what)?.ok_or_else(|| {
+        ImageError::malformed(
+            fs.describe(),
+            "not an OCI image layout: it has no 'oci-layout' file",
+        )
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&layout).map_err(|e| ImageError::malformed(&what, e))?;
+    if v.get("imageLayoutVersion")
+        .and_then(|v| v.as_str())
+        .is_none()
+    {
         return Err(ImageError::malformed(&what, "missing imageLayoutVersion"));
     }
     let what = format!("{}/index.json", fs.describe());
-    let bytes = read_small(fs, "index.json", &what)?
-        .ok_or_else(|| ImageError::malformed(fs.describe(), "not an OCI image layout: it has no index.json"))?;
+    let bytes = read_small(fs, "index.json", &what)?.ok_or_else(|| {
+        ImageError::malformed(
+            fs.describe(),
+            "not an OCI image layout: it has no index.json",
+        )
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(what, e))
 }
 
@@ -104,7 +131,10 @@ pub fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
 
 /// The `org.opencontainers.image.ref.name` of a descriptor.
 pub fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations().as_ref()?.get(super::media::REF_NAME_ANNOTATION).map(String::as_str)
+    d.annotations()
+        .as_ref()?
+        .get(super::media::REF_NAME_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// True for a layout path that exists as a directory.

@@ -51,15 +51,25 @@ pub enum MediaTypeError {
 
 /// The compression a layer media type implies.
 pub fn layer_compression(media_type: &str) -> Result<Compression, MediaTypeError> {
-    let base = media_type
-        .replace(".nondistributable", "")
-        .replace("application/vnd.docker.image.rootfs.foreign.diff.tar", "application/vnd.docker.image.rootfs.diff.tar");
+    let base = media_type.replace(".nondistributable", "").replace(
+        "application/vnd.docker.image.rootfs.foreign.diff.tar",
+        "application/vnd.docker.image.rootfs.diff.tar",
+    );
     match base.as_str() {
         OCI_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),
-        OCI_LAYER_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Ok(Compression::Gzip),
-        OCI_LAYER_ZSTD | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Ok(Compression::Zstd),
-        other if other.starts_with(OCI_LAYER_TAR) || other.starts_with("application/vnd.docker.image.rootfs.diff.tar") => {
-            Err(MediaTypeError::UnsupportedCompression(media_type.to_string()))
+        OCI_LAYER_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            Ok(Compression::Gzip)
+        }
+        OCI_LAYER_ZSTD | "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            Ok(Compression::Zstd)
+        }
+        other
+            if other.starts_with(OCI_LAYER_TAR)
+                || other.starts_with("application/vnd.docker.image.rootfs.diff.tar") =>
+        {
+            Err(MediaTypeError::UnsupportedCompression(
+                media_type.to_string(),
+            ))
         }
         _ => Err(MediaTypeError::Unknown(media_type.to_string())),
     }
@@ -78,7 +88,9 @@ pub fn oci_layer_media_type(c: Compression) -> &'static str {
 pub fn decompress<'a, R: Read + 'a>(c: Compression, r: R) -> std::io::Result<Box<dyn Read + 'a>> {
     Ok(match c {
         Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(256 * 1024, r))),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+            std::io::BufReader::with_capacity(256 * 1024, r),
+        )),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
     })
 }
@@ -100,10 +112,22 @@ mod tests {
     #[test]
     fn layer_types_map_to_compressions() {
         assert_eq!(layer_compression(OCI_LAYER_GZIP), Ok(Compression::Gzip));
-        assert_eq!(layer_compression("application/vnd.docker.image.rootfs.diff.tar.gzip"), Ok(Compression::Gzip));
-        assert_eq!(layer_compression("application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"), Ok(Compression::Zstd));
+        assert_eq!(
+            layer_compression("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Ok(Compression::Gzip)
+        );
+        assert_eq!(
+            layer_compression("application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"),
+            Ok(Compression::Zstd)
+        );
         assert_eq!(layer_compression(OCI_LAYER_TAR), Ok(Compression::None));
-        assert!(matches!(layer_compression("application/vnd.oci.image.layer.v1.tar+bzip2"), Err(MediaTypeError::UnsupportedCompression(_))));
-        assert!(matches!(layer_compression("text/plain"), Err(MediaTypeError::Unknown(_))));
+        assert!(matches!(
+            layer_compression("application/vnd.oci.image.layer.v1.tar+bzip2"),
+            Err(MediaTypeError::UnsupportedCompression(_))
+        ));
+        assert!(matches!(
+            layer_compression("text/plain"),
+            Err(MediaTypeError::Unknown(_))
+        ));
     }
 }

@@ -48,14 +48,20 @@ fn build(sigs: &[Signature]) -> SignatureManifest {
     });
     let mut blobs: Vec<Vec<u8>> = sigs.iter().map(|s| s.payload.clone()).collect();
     blobs.push(EMPTY_CONFIG.to_vec());
-    SignatureManifest { blobs, manifest: serde_json::to_vec(&manifest).expect("JSON serializes") }
+    SignatureManifest {
+        blobs,
+        manifest: serde_json::to_vec(&manifest).expect("JSON serializes"),
+    }
 }
 
 /// Adds signatures to those already stored for `digest`, dropping exact duplicates.
 fn merged(existing: Vec<Signature>, new: &[Signature]) -> Vec<Signature> {
     let mut all = existing;
     for s in new {
-        if !all.iter().any(|e| e.payload == s.payload && e.signature == s.signature) {
+        if !all
+            .iter()
+            .any(|e| e.payload == s.payload && e.signature == s.signature)
+        {
             all.push(s.clone());
         }
     }
@@ -80,7 +86,12 @@ pub fn store_signatures(store: &Store, digest: &Digest, sigs: &[Signature]) -> R
         store.put_blob(blob)?;
     }
     let d = store.put_blob(&built.manifest)?;
-    store.set_ref(&cosign_signature_tag(digest), &d, built.manifest.len() as u64, Default::default())
+    store.set_ref(
+        &cosign_signature_tag(digest),
+        &d,
+        built.manifest.len() as u64,
+        Default::default(),
+    )
 }
 
 /// Adds signatures for `digest` to a user's OCI layout directory, as cosign would.
@@ -99,21 +110,32 @@ pub fn add_to_layout(dir: &Path, digest: &Digest, sigs: &[Signature]) -> Result<
     let tag = cosign_signature_tag(digest);
     let mut ann = HashMap::new();
     ann.insert(media::REF_NAME_ANNOTATION.to_string(), tag.clone());
-    let desc = descriptor(media::OCI_MANIFEST, &Digest::of(&built.manifest), built.manifest.len() as u64, Some(ann));
+    let desc = descriptor(
+        media::OCI_MANIFEST,
+        &Digest::of(&built.manifest),
+        built.manifest.len() as u64,
+        Some(ann),
+    );
     let mut manifests: Vec<Descriptor> = index.manifests().clone();
     manifests.retain(|d| layout::ref_name(d) != Some(tag.as_str()));
     manifests.push(desc);
     let mut index: ImageIndex = index;
     index.set_manifests(manifests);
-    let bytes = serde_json::to_vec_pretty(&index).map_err(|e| ImageError::malformed("index.json", e))?;
+    let bytes =
+        serde_json::to_vec_pretty(&index).map_err(|e| ImageError::malformed("index.json", e))?;
     write_atomic_in(dir, &dir.join("index.json"), &bytes)
 }
 
 fn write_atomic_in(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let parent = path.parent().unwrap_or(dir);
     fs::create_dir_all(parent).map_err(ImageError::io_at("cannot create", parent))?;
-    let mut tmp = tempfile::Builder::new().prefix(".orbit-").tempfile_in(parent).map_err(ImageError::io_at("cannot create temp file", parent))?;
-    tmp.write_all(bytes).map_err(ImageError::io_at("cannot write", path))?;
-    tmp.persist(path).map_err(|e| ImageError::io("cannot rename into place", path, e.error))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".orbit-")
+        .tempfile_in(parent)
+        .map_err(ImageError::io_at("cannot create temp file", parent))?;
+    tmp.write_all(bytes)
+        .map_err(ImageError::io_at("cannot write", path))?;
+    tmp.persist(path)
+        .map_err(|e| ImageError::io("cannot rename into place", path, e.error))?;
     Ok(())
 }

@@ -46,12 +46,18 @@ pub struct IndexEntry {
 impl IndexEntry {
     /// An annotation of the entry.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.descriptor.annotations().as_ref()?.get(key).map(String::as_str)
+        self.descriptor
+            .annotations()
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
     }
 
     /// True for cosign signature/attestation entries rather than images.
     pub fn is_cosign_artifact(&self) -> bool {
-        self.name.as_deref().is_some_and(super::source::is_cosign_tag)
+        self.name
+            .as_deref()
+            .is_some_and(super::source::is_cosign_tag)
     }
 }
 
@@ -108,8 +114,14 @@ impl Store {
 
     /// Creates the store's directories and an empty OCI layout when missing.
     pub fn init(&self) -> Result<()> {
-        for dir in [self.blobs_dir(), self.layers_dir(), self.tmp_dir(), self.root.join("locks")] {
-            fs::create_dir_all(&dir).map_err(ImageError::io_at("cannot create store directory", &dir))?;
+        for dir in [
+            self.blobs_dir(),
+            self.layers_dir(),
+            self.tmp_dir(),
+            self.root.join("locks"),
+        ] {
+            fs::create_dir_all(&dir)
+                .map_err(ImageError::io_at("cannot create store directory", &dir))?;
         }
         let oci_layout = self.images_dir().join("oci-layout");
         if !oci_layout.exists() {
@@ -131,7 +143,11 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(ImageError::io_at("cannot open lock", &path))?;
-        let op = if exclusive { rustix::fs::FlockOperation::LockExclusive } else { rustix::fs::FlockOperation::LockShared };
+        let op = if exclusive {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::LockShared
+        };
         rustix::fs::flock(&file, op).map_err(|e| ImageError::io("cannot lock", &path, e.into()))?;
         Ok(LockGuard { _file: file })
     }
@@ -149,13 +165,16 @@ impl Store {
     /// Writes `bytes` to `path` through a temp file and a rename.
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let tmp_dir = self.tmp_dir();
-        fs::create_dir_all(&tmp_dir).map_err(ImageError::io_at("cannot create store directory", &tmp_dir))?;
+        fs::create_dir_all(&tmp_dir)
+            .map_err(ImageError::io_at("cannot create store directory", &tmp_dir))?;
         let mut tmp = tempfile::Builder::new()
             .prefix("write-")
             .tempfile_in(&tmp_dir)
             .map_err(ImageError::io_at("cannot create temp file", &tmp_dir))?;
-        tmp.write_all(bytes).map_err(ImageError::io_at("cannot write", path))?;
-        tmp.persist(path).map_err(|e| ImageError::io("cannot rename into place", path, e.error))?;
+        tmp.write_all(bytes)
+            .map_err(ImageError::io_at("cannot write", path))?;
+        tmp.persist(path)
+            .map_err(|e| ImageError::io("cannot rename into place", path, e.error))?;
         Ok(())
     }
 
@@ -184,14 +203,22 @@ impl Store {
             .manifests()
             .iter()
             .map(|d| {
-                Ok(IndexEntry { digest: layout::descriptor_digest(d)?, name: layout::ref_name(d).map(String::from), descriptor: d.clone() })
+                Ok(IndexEntry {
+                    digest: layout::descriptor_digest(d)?,
+                    name: layout::ref_name(d).map(String::from),
+                    descriptor: d.clone(),
+                })
             })
             .collect()
     }
 
     /// Image entries only (no cosign artifacts).
     pub fn images(&self) -> Result<Vec<IndexEntry>> {
-        Ok(self.index()?.into_iter().filter(|e| !e.is_cosign_artifact()).collect())
+        Ok(self
+            .index()?
+            .into_iter()
+            .filter(|e| !e.is_cosign_artifact())
+            .collect())
     }
 
     /// Changes `index.json` under the index lock, atomically.
@@ -202,12 +229,19 @@ impl Store {
         let mut manifests = index.manifests().clone();
         change(&mut manifests);
         index.set_manifests(manifests);
-        let bytes = serde_json::to_vec_pretty(&index).map_err(|e| ImageError::malformed("index.json", e))?;
+        let bytes = serde_json::to_vec_pretty(&index)
+            .map_err(|e| ImageError::malformed("index.json", e))?;
         self.write_atomic(&self.images_dir().join("index.json"), &bytes)
     }
 
     /// Adds (or moves) the name `name` to the manifest `digest`.
-    pub fn set_ref(&self, name: &str, digest: &Digest, size: u64, annotations: BTreeMap<String, String>) -> Result<()> {
+    pub fn set_ref(
+        &self,
+        name: &str,
+        digest: &Digest,
+        size: u64,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<()> {
         let mut ann: std::collections::HashMap<String, String> = annotations.into_iter().collect();
         ann.insert(media::REF_NAME_ANNOTATION.to_string(), name.to_string());
         let desc = descriptor(media::OCI_MANIFEST, digest, size, Some(ann));
@@ -220,14 +254,26 @@ impl Store {
     /// Reads and parses a stored manifest.
     pub fn manifest(&self, d: &Digest) -> Result<(Vec<u8>, ImageManifest)> {
         let bytes = self.read_blob(d, &format!("manifest {d}"))?;
-        let m = serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(format!("manifest {d}"), e))?;
+        let m = serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::malformed(format!("manifest {d}"), e))?;
         Ok((bytes, m))
     }
 }
 
 /// Builds a descriptor.
-pub fn descriptor(media_type: &str, d: &Digest, size: u64, annotations: Option<std::collections::HashMap<String, String>>) -> Descriptor {
-    let mut desc = Descriptor::new(media_type.into(), size, d.as_str().parse::<oci_spec::image::Digest>().expect("validated digest"));
+pub fn descriptor(
+    media_type: &str,
+    d: &Digest,
+    size: u64,
+    annotations: Option<std::collections::HashMap<String, String>>,
+) -> Descriptor {
+    let mut desc = Descriptor::new(
+        media_type.into(),
+        size,
+        d.as_str()
+            .parse::<oci_spec::image::Digest>()
+            .expect("validated digest"),
+    );
     desc.set_annotations(annotations);
     desc
 }

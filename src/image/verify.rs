@@ -27,11 +27,17 @@ pub fn verify(store: &Store, image: &StoredImage) -> Result<Vec<Problem>> {
         return Ok(vec![p]);
     }
     let (manifest, config) = catalog::load(store, image)?;
-    let mut blobs = vec![(manifest.config().digest().to_string().parse::<Digest>()?, "config")];
+    let mut blobs = vec![(
+        manifest.config().digest().to_string().parse::<Digest>()?,
+        "config",
+    )];
     for l in manifest.layers() {
         blobs.push((l.digest().to_string().parse()?, "layer blob"));
     }
-    let mut problems: Vec<Problem> = blobs.iter().filter_map(|(d, what)| blob_problem(store, d, what)).collect();
+    let mut problems: Vec<Problem> = blobs
+        .iter()
+        .filter_map(|(d, what)| blob_problem(store, d, what))
+        .collect();
     for diff_id in config.diff_ids()? {
         problems.extend(layer_problems(store, &diff_id)?);
     }
@@ -43,28 +49,58 @@ fn blob_problem(store: &Store, d: &Digest, what: &str) -> Option<Problem> {
     let object = format!("{what} {d}");
     let f = match File::open(&path) {
         Ok(f) => f,
-        Err(e) => return Some(Problem { object, problem: format!("cannot open {}: {e}", path.display()) }),
+        Err(e) => {
+            return Some(Problem {
+                object,
+                problem: format!("cannot open {}: {e}", path.display()),
+            })
+        }
     };
     let mut r = HashingReader::new(BufReader::with_capacity(1 << 20, f));
     if let Err(e) = r.drain() {
-        return Some(Problem { object, problem: format!("cannot read {}: {e}", path.display()) });
+        return Some(Problem {
+            object,
+            problem: format!("cannot read {}: {e}", path.display()),
+        });
     }
     let actual = r.finish().0;
-    (&actual != d).then(|| Problem { object, problem: format!("content hashes to {actual}") })
+    (&actual != d).then(|| Problem {
+        object,
+        problem: format!("content hashes to {actual}"),
+    })
 }
 
 fn layer_problems(store: &Store, diff_id: &Digest) -> Result<Vec<Problem>> {
     let dir = store.layer_dir(diff_id);
     let object = format!("layer {diff_id}");
     if !dir.is_dir() {
-        return Ok(vec![Problem { object, problem: format!("not unpacked ({} is missing)", dir.display()) }]);
+        return Ok(vec![Problem {
+            object,
+            problem: format!("not unpacked ({} is missing)", dir.display()),
+        }]);
     }
     let mtree_path = dir.join("mtree.json");
     let manifest: LayerManifest = match std::fs::read(&mtree_path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| ImageError::malformed(mtree_path.display().to_string(), e))?,
-        Err(e) => return Ok(vec![Problem { object, problem: format!("cannot read {}: {e}", mtree_path.display()) }]),
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| ImageError::malformed(mtree_path.display().to_string(), e))?,
+        Err(e) => {
+            return Ok(vec![Problem {
+                object,
+                problem: format!("cannot read {}: {e}", mtree_path.display()),
+            }])
+        }
     };
-    let found = unpack::verify_tree(&dir.join("rootfs"), &manifest)
-        .map_err(|source| ImageError::Unpack { layer: diff_id.to_string(), source })?;
-    Ok(found.into_iter().map(|d| Problem { object: format!("{object}: {}", d.path), problem: d.problem }).collect())
+    let found = unpack::verify_tree(&dir.join("rootfs"), &manifest).map_err(|error| {
+        ImageError::Unpack {
+            layer: format!("layer {diff_id}"),
+            error,
+        }
+    })?;
+    Ok(found
+        .into_iter()
+        .map(|d| Problem {
+            object: format!("{object}: {}", d.path),
+            problem: d.problem,
+        })
+        .collect())
 }

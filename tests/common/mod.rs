@@ -20,7 +20,10 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        let tmp = tempfile::Builder::new().prefix("orbit-test-").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("orbit-test-")
+            .tempdir()
+            .expect("tempdir");
         World { tmp }
     }
 
@@ -51,14 +54,26 @@ impl World {
     /// Runs orbit and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "orbit {args:?} failed ({}):\nstdout: {}\nstderr: {}", out.status, text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "orbit {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
     /// Runs orbit and asserts it fails with status 125; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert_eq!(out.status.code(), Some(125), "orbit {args:?} should fail with 125:\nstdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "orbit {args:?} should fail with 125:\nstdout: {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         text(&out.stderr)
     }
 
@@ -66,7 +81,10 @@ impl World {
     pub fn keygen(&self, name: &str) -> (PathBuf, PathBuf) {
         let prefix = self.path(name);
         self.ok(&["image", "keygen", prefix.to_str().unwrap()]);
-        (self.path(&format!("{name}.key")), self.path(&format!("{name}.pub")))
+        (
+            self.path(&format!("{name}.key")),
+            self.path(&format!("{name}.pub")),
+        )
     }
 
     /// Trusts a key for a prefix.
@@ -85,17 +103,29 @@ impl World {
         let store = self.store();
         for dir in ["images/blobs/sha256", "layers/sha256", "tmp"] {
             let p = store.join(dir);
-            let entries: Vec<_> = fs::read_dir(&p).map(|it| it.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
-            assert!(entries.is_empty(), "{} should be empty, has {entries:?}", p.display());
+            let entries: Vec<_> = fs::read_dir(&p)
+                .map(|it| it.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default();
+            assert!(
+                entries.is_empty(),
+                "{} should be empty, has {entries:?}",
+                p.display()
+            );
         }
         if let Ok(index) = fs::read_to_string(store.join("images/index.json")) {
             let v: serde_json::Value = serde_json::from_str(&index).unwrap();
-            assert_eq!(v["manifests"].as_array().map(|a| a.len()), Some(0), "index.json should list nothing: {index}");
+            assert_eq!(
+                v["manifests"].as_array().map(|a| a.len()),
+                Some(0),
+                "index.json should list nothing: {index}"
+            );
         }
     }
 
     pub fn count(&self, rel: &str) -> usize {
-        fs::read_dir(self.store().join(rel)).map(|it| it.count()).unwrap_or(0)
+        fs::read_dir(self.store().join(rel))
+            .map(|it| it.count())
+            .unwrap_or(0)
     }
 }
 
@@ -116,17 +146,36 @@ pub fn tree(root: &Path, files: &[(&str, &str)]) -> PathBuf {
 
 /// A small two-layer image (gzip + zstd) in an OCI layout; returns the layout dir.
 pub fn simple_image(world: &World, layout: &str, name: &str) -> PathBuf {
-    let base = tree(&world.path(&format!("{layout}-src/base")), &[("bin/hello", "#!/bin/sh\necho hello\n"), ("etc/os-release", "ID=test\n")]);
-    let top = tree(&world.path(&format!("{layout}-src/top")), &[("etc/motd", "hi there\n")]);
+    let base = tree(
+        &world.path(&format!("{layout}-src/base")),
+        &[
+            ("bin/hello", "#!/bin/sh\necho hello\n"),
+            ("etc/os-release", "ID=test\n"),
+        ],
+    );
+    let top = tree(
+        &world.path(&format!("{layout}-src/top")),
+        &[("etc/motd", "hi there\n")],
+    );
     let out = world.path(layout);
     write_image(
         &out,
         name,
         &[
-            Layer { tar: tar_dir(&base).unwrap(), compression: Compression::Gzip },
-            Layer { tar: tar_dir(&top).unwrap(), compression: Compression::Zstd },
+            Layer {
+                tar: tar_dir(&base).unwrap(),
+                compression: Compression::Gzip,
+            },
+            Layer {
+                tar: tar_dir(&top).unwrap(),
+                compression: Compression::Zstd,
+            },
         ],
-        &RunConfig { cmd: Some(vec!["/bin/hello".into()]), env: vec!["PATH=/bin".into()], ..Default::default() },
+        &RunConfig {
+            cmd: Some(vec!["/bin/hello".into()]),
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        },
     )
     .unwrap();
     out
@@ -135,7 +184,16 @@ pub fn simple_image(world: &World, layout: &str, name: &str) -> PathBuf {
 /// An image whose single layer is `tar` (uncompressed), for hostile-archive tests.
 pub fn raw_image(world: &World, layout: &str, name: &str, tar: Vec<u8>, c: Compression) -> PathBuf {
     let out = world.path(layout);
-    write_image(&out, name, &[Layer { tar, compression: c }], &RunConfig::default()).unwrap();
+    write_image(
+        &out,
+        name,
+        &[Layer {
+            tar,
+            compression: c,
+        }],
+        &RunConfig::default(),
+    )
+    .unwrap();
     out
 }
 
@@ -146,7 +204,8 @@ pub fn oci(p: &Path) -> String {
 
 /// The manifest digest a layout's index names for `name`.
 pub fn layout_digest(layout: &Path, name: &str) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     v["manifests"]
         .as_array()
         .unwrap()

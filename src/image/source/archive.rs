@@ -17,7 +17,9 @@ pub struct TarFs {
 }
 
 fn normalize(name: &str) -> String {
-    name.trim_start_matches("./").trim_start_matches('/').to_string()
+    name.trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string()
 }
 
 impl TarFs {
@@ -25,12 +27,19 @@ impl TarFs {
     pub fn open(path: &Path) -> Result<TarFs> {
         let what = path.display().to_string();
         let mut file = File::open(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => ImageError::NotFound { what: "archive".into(), path: path.to_path_buf() },
+            io::ErrorKind::NotFound => ImageError::NotFound {
+                what: "archive".into(),
+                path: path.to_path_buf(),
+            },
             _ => ImageError::io("cannot open archive", path, e),
         })?;
-        let file_len = file.metadata().map_err(ImageError::io_at("cannot stat", path))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(ImageError::io_at("cannot stat", path))?
+            .len();
         let mut magic = [0u8; 4];
-        let n = read_up_to(&mut file, &mut magic).map_err(ImageError::io_at("cannot read", path))?;
+        let n =
+            read_up_to(&mut file, &mut magic).map_err(ImageError::io_at("cannot read", path))?;
         if n >= 2 && magic[..2] == [0x1f, 0x8b] || n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
             return Err(ImageError::UnreadableArchive {
                 what,
@@ -39,15 +48,21 @@ impl TarFs {
         }
         if file_len < 512 {
             return Err(if file_len == 0 {
-                ImageError::UnreadableArchive { what, detail: "the file is empty".into() }
+                ImageError::UnreadableArchive {
+                    what,
+                    detail: "the file is empty".into(),
+                }
             } else {
                 ImageError::Truncated { what }
             });
         }
-        file.seek(SeekFrom::Start(0)).map_err(ImageError::io_at("cannot seek", path))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(ImageError::io_at("cannot seek", path))?;
         let mut archive = tar::Archive::new(file);
         let mut entries = HashMap::new();
-        let iter = archive.entries_with_seek().map_err(|e| unreadable(&what, e))?;
+        let iter = archive
+            .entries_with_seek()
+            .map_err(|e| unreadable(&what, e))?;
         for entry in iter {
             let entry = entry.map_err(|e| unreadable(&what, e))?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -59,7 +74,10 @@ impl TarFs {
                 entries.insert(normalize(&name), (offset, size));
             }
         }
-        Ok(TarFs { path: path.to_path_buf(), entries })
+        Ok(TarFs {
+            path: path.to_path_buf(),
+            entries,
+        })
     }
 
     /// Entry names (normalized), for diagnostics.
@@ -86,17 +104,26 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 
 fn unreadable(what: &str, e: io::Error) -> ImageError {
     if e.kind() == io::ErrorKind::UnexpectedEof {
-        ImageError::Truncated { what: what.to_string() }
+        ImageError::Truncated {
+            what: what.to_string(),
+        }
     } else {
-        ImageError::UnreadableArchive { what: what.to_string(), detail: e.to_string() }
+        ImageError::UnreadableArchive {
+            what: what.to_string(),
+            detail: e.to_string(),
+        }
     }
 }
 
 impl LayoutFs for TarFs {
     fn open(&self, rel: &str) -> Result<Option<(Box<dyn Read + Send + '_>, u64)>> {
-        let Some(&(offset, size)) = self.entries.get(rel) else { return Ok(None) };
-        let mut f = File::open(&self.path).map_err(ImageError::io_at("cannot open archive", &self.path))?;
-        f.seek(SeekFrom::Start(offset)).map_err(ImageError::io_at("cannot seek in archive", &self.path))?;
+        let Some(&(offset, size)) = self.entries.get(rel) else {
+            return Ok(None);
+        };
+        let mut f =
+            File::open(&self.path).map_err(ImageError::io_at("cannot open archive", &self.path))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(ImageError::io_at("cannot seek in archive", &self.path))?;
         Ok(Some((Box::new(f.take(size)), size)))
     }
 

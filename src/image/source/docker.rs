@@ -30,19 +30,28 @@ pub(super) fn open(file: &Path, display: &str, reference: Option<&str>) -> Resul
     let fs = TarFs::open(file)?;
     let what = format!("{display} manifest.json");
     let bytes = layout::read_small(&fs, "manifest.json", &what)?.ok_or_else(|| {
-        ImageError::malformed(display, "not a docker archive: it has no manifest.json (is it an oci-archive?)")
+        ImageError::malformed(
+            display,
+            "not a docker archive: it has no manifest.json (is it an oci-archive?)",
+        )
     })?;
-    let entries: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(&what, e))?;
+    let entries: Vec<Entry> =
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(&what, e))?;
     let entry = choose(&entries, reference, display)?;
     let name = match reference {
         Some(r) if r.contains(':') || r.contains('/') => Some(docker_normalize(r)),
-        _ => entry.repo_tags.as_ref().and_then(|t| t.first()).map(|t| docker_normalize(t)),
+        _ => entry
+            .repo_tags
+            .as_ref()
+            .and_then(|t| t.first())
+            .map(|t| docker_normalize(t)),
     };
 
     let mut blob_paths = HashMap::new();
     let config_rel = entry.config.trim_start_matches("./").to_string();
-    let config = layout::read_small(&fs, &config_rel, "image config")?
-        .ok_or_else(|| ImageError::malformed(&what, format!("config file {config_rel} is missing")))?;
+    let config = layout::read_small(&fs, &config_rel, "image config")?.ok_or_else(|| {
+        ImageError::malformed(&what, format!("config file {config_rel} is missing"))
+    })?;
     let config_digest = Digest::of(&config);
     blob_paths.insert(config_digest.clone(), config_rel);
 
@@ -78,28 +87,50 @@ pub(super) fn open(file: &Path, display: &str, reference: Option<&str>) -> Resul
 }
 
 fn choose<'a>(entries: &'a [Entry], reference: Option<&str>, display: &str) -> Result<&'a Entry> {
-    let tags: Vec<String> = entries.iter().flat_map(|e| e.repo_tags.clone().unwrap_or_default()).collect();
+    let tags: Vec<String> = entries
+        .iter()
+        .flat_map(|e| e.repo_tags.clone().unwrap_or_default())
+        .collect();
     match reference {
         None if entries.len() == 1 => Ok(&entries[0]),
-        None if entries.is_empty() => Err(ImageError::malformed(display, "manifest.json lists no image")),
-        None => Err(ImageError::SourceAmbiguous { source_name: display.to_string(), refs: tags }),
+        None if entries.is_empty() => Err(ImageError::malformed(
+            display,
+            "manifest.json lists no image",
+        )),
+        None => Err(ImageError::SourceAmbiguous {
+            source_name: display.to_string(),
+            refs: tags,
+        }),
         Some(r) => entries
             .iter()
             .find(|e| {
-                e.repo_tags.iter().flatten().any(|t| t == r || docker_normalize(t) == docker_normalize(r))
+                e.repo_tags
+                    .iter()
+                    .flatten()
+                    .any(|t| t == r || docker_normalize(t) == docker_normalize(r))
             })
-            .ok_or_else(|| ImageError::NoSuchRef { source_name: display.to_string(), reference: r.into(), refs: tags }),
+            .ok_or_else(|| ImageError::NoSuchRef {
+                source_name: display.to_string(),
+                reference: r.into(),
+                refs: tags,
+            }),
     }
 }
 
 /// A layer tar's digest, size and compression. Docker archives name layers by path, not
 /// digest, so the digest is computed here by streaming the entry once.
 fn layer_blob(fs: &TarFs, rel: &str, display: &str) -> Result<(Digest, u64, Compression)> {
-    let (mut r, size) = fs
-        .open(rel)?
-        .ok_or_else(|| ImageError::malformed(display, format!("layer {rel} listed in manifest.json is missing")))?;
+    let (mut r, size) = fs.open(rel)?.ok_or_else(|| {
+        ImageError::malformed(
+            display,
+            format!("layer {rel} listed in manifest.json is missing"),
+        )
+    })?;
     let mut magic = [0u8; 4];
-    let n = r.read(&mut magic).map_err(|e| ImageError::Io { context: format!("cannot read {rel} of {display}"), source: e })?;
+    let n = r.read(&mut magic).map_err(|e| ImageError::Io {
+        context: format!("cannot read {rel} of {display}"),
+        error: e,
+    })?;
     let compression = match &magic[..n] {
         [0x1f, 0x8b, ..] => Compression::Gzip,
         [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
@@ -111,6 +142,9 @@ fn layer_blob(fs: &TarFs, rel: &str, display: &str) -> Result<(Digest, u64, Comp
         }
     }
     let mut hashing = HashingReader::new((&magic[..n]).chain(r));
-    hashing.drain().map_err(|e| ImageError::Io { context: format!("cannot read {rel} of {display}"), source: e })?;
+    hashing.drain().map_err(|e| ImageError::Io {
+        context: format!("cannot read {rel} of {display}"),
+        error: e,
+    })?;
     Ok((hashing.finish().0, size, compression))
 }

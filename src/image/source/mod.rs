@@ -7,8 +7,8 @@ pub mod archive;
 mod docker;
 mod oci;
 
-pub use oci::{cosign_signature_tag, is_cosign_tag};
 pub(crate) use oci::read_cosign_signatures;
+pub use oci::{cosign_signature_tag, is_cosign_tag};
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -23,11 +23,20 @@ use crate::trust::Signature;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceRef {
     /// An OCI layout directory.
-    Oci { dir: PathBuf, reference: Option<String> },
+    Oci {
+        dir: PathBuf,
+        reference: Option<String>,
+    },
     /// A tar archive of an OCI layout.
-    OciArchive { file: PathBuf, reference: Option<String> },
+    OciArchive {
+        file: PathBuf,
+        reference: Option<String>,
+    },
     /// What `docker save` / `podman save` writes.
-    DockerArchive { file: PathBuf, reference: Option<String> },
+    DockerArchive {
+        file: PathBuf,
+        reference: Option<String>,
+    },
 }
 
 impl SourceRef {
@@ -35,16 +44,28 @@ impl SourceRef {
     pub fn parse(s: &str) -> Option<Result<SourceRef>> {
         let (transport, rest) = s.split_once(':')?;
         let (path, reference) = match rest.split_once(':') {
-            Some((p, r)) => (PathBuf::from(p), Some(r.to_string()).filter(|r| !r.is_empty())),
+            Some((p, r)) => (
+                PathBuf::from(p),
+                Some(r.to_string()).filter(|r| !r.is_empty()),
+            ),
             None => (PathBuf::from(rest), None),
         };
         if path.as_os_str().is_empty() {
             return Some(Err(ImageError::BadSource(s.to_string())));
         }
         Some(Ok(match transport {
-            "oci" => SourceRef::Oci { dir: path, reference },
-            "oci-archive" => SourceRef::OciArchive { file: path, reference },
-            "docker-archive" => SourceRef::DockerArchive { file: path, reference },
+            "oci" => SourceRef::Oci {
+                dir: path,
+                reference,
+            },
+            "oci-archive" => SourceRef::OciArchive {
+                file: path,
+                reference,
+            },
+            "docker-archive" => SourceRef::DockerArchive {
+                file: path,
+                reference,
+            },
             _ => return None,
         }))
     }
@@ -69,15 +90,25 @@ impl SourceRef {
         let mut image = match self {
             SourceRef::Oci { dir, reference } => {
                 if !dir.exists() {
-                    return Err(ImageError::NotFound { what: "OCI layout directory".into(), path: dir.clone() });
+                    return Err(ImageError::NotFound {
+                        what: "OCI layout directory".into(),
+                        path: dir.clone(),
+                    });
                 }
-                oci::open(Box::new(layout::DirFs::new(dir)), &self.to_string(), reference.as_deref(), dir)?
+                oci::open(
+                    Box::new(layout::DirFs::new(dir)),
+                    &self.to_string(),
+                    reference.as_deref(),
+                    dir,
+                )?
             }
             SourceRef::OciArchive { file, reference } => {
                 let fs = archive::TarFs::open(file)?;
                 oci::open(Box::new(fs), &self.to_string(), reference.as_deref(), file)?
             }
-            SourceRef::DockerArchive { file, reference } => docker::open(file, &self.to_string(), reference.as_deref())?,
+            SourceRef::DockerArchive { file, reference } => {
+                docker::open(file, &self.to_string(), reference.as_deref())?
+            }
         };
         let sig_path = self.detached_signature_path();
         if sig_path.exists() {
@@ -127,7 +158,11 @@ pub struct SourceImage {
 impl SourceImage {
     /// Opens a blob of the image for streaming.
     pub fn open_blob(&self, d: &Digest) -> Result<(Box<dyn Read + Send + '_>, u64)> {
-        let rel = self.blob_paths.get(d).cloned().unwrap_or_else(|| layout::blob_rel(d));
+        let rel = self
+            .blob_paths
+            .get(d)
+            .cloned()
+            .unwrap_or_else(|| layout::blob_rel(d));
         self.fs.open(&rel)?.ok_or_else(|| ImageError::NotFound {
             what: format!("blob {d} of {}", self.display),
             path: PathBuf::from(format!("{}/{rel}", self.fs.describe())),
@@ -138,16 +173,25 @@ impl SourceImage {
     pub fn read_blob(&self, d: &Digest, what: &str) -> Result<Vec<u8>> {
         let (r, len) = self.open_blob(d)?;
         if len > layout::MAX_JSON_BYTES {
-            return Err(ImageError::malformed(what, format!("{len} bytes is too large")));
+            return Err(ImageError::malformed(
+                what,
+                format!("{len} bytes is too large"),
+            ));
         }
         let mut buf = Vec::with_capacity(len as usize);
-        r.take(layout::MAX_JSON_BYTES).read_to_end(&mut buf).map_err(|e| ImageError::Io {
-            context: format!("cannot read {what} from {}", self.display),
-            source: e,
-        })?;
+        r.take(layout::MAX_JSON_BYTES)
+            .read_to_end(&mut buf)
+            .map_err(|e| ImageError::Io {
+                context: format!("cannot read {what} from {}", self.display),
+                error: e,
+            })?;
         let actual = Digest::of(&buf);
         if &actual != d {
-            return Err(ImageError::DigestMismatch { what: what.into(), expected: d.to_string(), actual: actual.to_string() });
+            return Err(ImageError::DigestMismatch {
+                what: what.into(),
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            });
         }
         Ok(buf)
     }

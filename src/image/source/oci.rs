@@ -20,13 +20,22 @@ pub fn cosign_signature_tag(d: &Digest) -> String {
 
 /// True for the ref names cosign uses for attached artifacts (signatures, attestations, SBOMs).
 pub fn is_cosign_tag(name: &str) -> bool {
-    name.starts_with("sha256-") && (name.ends_with(".sig") || name.ends_with(".att") || name.ends_with(".sbom"))
+    name.starts_with("sha256-")
+        && (name.ends_with(".sig") || name.ends_with(".att") || name.ends_with(".sbom"))
 }
 
-pub(super) fn open(fs: Box<dyn LayoutFs>, display: &str, reference: Option<&str>, path: &Path) -> Result<SourceImage> {
+pub(super) fn open(
+    fs: Box<dyn LayoutFs>,
+    display: &str,
+    reference: Option<&str>,
+    path: &Path,
+) -> Result<SourceImage> {
     let index = layout::read_index(fs.as_ref())?;
-    let images: Vec<&Descriptor> =
-        index.manifests().iter().filter(|d| !layout::ref_name(d).is_some_and(is_cosign_tag)).collect();
+    let images: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| !layout::ref_name(d).is_some_and(is_cosign_tag))
+        .collect();
     let chosen = choose(&images, reference, display)?;
     let name = layout::ref_name(chosen).map(|r| name_from_ref(r, path));
     let top_digest = layout::descriptor_digest(chosen)?;
@@ -51,12 +60,25 @@ pub(super) fn open(fs: Box<dyn LayoutFs>, display: &str, reference: Option<&str>
     })
 }
 
-fn choose<'a>(images: &[&'a Descriptor], reference: Option<&str>, display: &str) -> Result<&'a Descriptor> {
-    let refs: Vec<String> = images.iter().filter_map(|d| layout::ref_name(d).map(String::from)).collect();
+fn choose<'a>(
+    images: &[&'a Descriptor],
+    reference: Option<&str>,
+    display: &str,
+) -> Result<&'a Descriptor> {
+    let refs: Vec<String> = images
+        .iter()
+        .filter_map(|d| layout::ref_name(d).map(String::from))
+        .collect();
     match reference {
         None if images.len() == 1 => Ok(images[0]),
-        None if images.is_empty() => Err(ImageError::malformed(display, "the layout's index.json lists no image")),
-        None => Err(ImageError::SourceAmbiguous { source_name: display.to_string(), refs }),
+        None if images.is_empty() => Err(ImageError::malformed(
+            display,
+            "the layout's index.json lists no image",
+        )),
+        None => Err(ImageError::SourceAmbiguous {
+            source_name: display.to_string(),
+            refs,
+        }),
         Some(r) => {
             let with_latest = format!("{r}:latest");
             images
@@ -66,7 +88,11 @@ fn choose<'a>(images: &[&'a Descriptor], reference: Option<&str>, display: &str)
                     name == Some(r) || name == Some(&with_latest) || d.digest().to_string() == r
                 })
                 .copied()
-                .ok_or_else(|| ImageError::NoSuchRef { source_name: display.to_string(), reference: r.to_string(), refs })
+                .ok_or_else(|| ImageError::NoSuchRef {
+                    source_name: display.to_string(),
+                    reference: r.to_string(),
+                    refs,
+                })
         }
     }
 }
@@ -76,27 +102,44 @@ fn name_from_ref(r: &str, path: &Path) -> String {
     if r.contains('/') || r.contains(':') {
         return r.to_string();
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()).unwrap_or_else(|| "image".into());
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "image".into());
     format!("localhost/{stem}:{r}")
 }
 
 /// Reads the manifest a descriptor points at, descending through an index to this platform's.
-fn resolve_manifest(fs: &dyn LayoutFs, desc: &Descriptor, display: &str) -> Result<(Vec<u8>, Digest)> {
+fn resolve_manifest(
+    fs: &dyn LayoutFs,
+    desc: &Descriptor,
+    display: &str,
+) -> Result<(Vec<u8>, Digest)> {
     let mut desc = desc.clone();
     for _ in 0..4 {
         let digest = layout::descriptor_digest(&desc)?;
-        let bytes = layout::read_verified_blob(fs, &digest, &format!("manifest {digest} of {display}"))?;
+        let bytes =
+            layout::read_verified_blob(fs, &digest, &format!("manifest {digest} of {display}"))?;
         let media_type = media_type_of(&desc, &bytes);
         if media::is_manifest(&media_type) {
             return Ok((bytes, digest));
         }
         if !media::is_index(&media_type) {
-            return Err(ImageError::UnsupportedManifest { what: format!("{display} ({digest})"), media_type });
+            return Err(ImageError::UnsupportedManifest {
+                what: format!("{display} ({digest})"),
+                media_type,
+            });
         }
-        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(display, e))?;
-        desc = platform_manifest(&index).ok_or_else(|| ImageError::NoPlatform(display.to_string()))?.clone();
+        let index: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(display, e))?;
+        desc = platform_manifest(&index)
+            .ok_or_else(|| ImageError::NoPlatform(display.to_string()))?
+            .clone();
     }
-    Err(ImageError::malformed(display, "image indexes nest too deeply"))
+    Err(ImageError::malformed(
+        display,
+        "image indexes nest too deeply",
+    ))
 }
 
 /// The media type of a manifest: the descriptor's, else the document's own field.
@@ -107,7 +150,11 @@ fn media_type_of(desc: &Descriptor, bytes: &[u8]) -> String {
     }
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
-        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from))
+        .and_then(|v| {
+            v.get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(String::from)
+        })
         .unwrap_or(from_desc)
 }
 
@@ -118,34 +165,53 @@ fn platform_manifest(index: &ImageIndex) -> Option<&Descriptor> {
         other => other,
     };
     index.manifests().iter().find(|d| {
-        d.platform().as_ref().is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+        d.platform()
+            .as_ref()
+            .is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
     })
 }
 
 /// Signatures stored the cosign way: a manifest tagged `sha256-<hex>.sig` whose layers are
 /// simple-signing payloads, each with its signature in an annotation.
-pub(crate) fn read_cosign_signatures(fs: &dyn LayoutFs, index: &ImageIndex, d: &Digest) -> Result<Vec<Signature>> {
+pub(crate) fn read_cosign_signatures(
+    fs: &dyn LayoutFs,
+    index: &ImageIndex,
+    d: &Digest,
+) -> Result<Vec<Signature>> {
     let tag = cosign_signature_tag(d);
-    let Some(desc) = index.manifests().iter().find(|m| layout::ref_name(m) == Some(tag.as_str())) else {
+    let Some(desc) = index
+        .manifests()
+        .iter()
+        .find(|m| layout::ref_name(m) == Some(tag.as_str()))
+    else {
         return Ok(Vec::new());
     };
     let what = format!("signature manifest {tag}");
     let digest = layout::descriptor_digest(desc)?;
     let bytes = layout::read_verified_blob(fs, &digest, &what)?;
-    let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(&what, e))?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(&what, e))?;
     let mut out = Vec::new();
     for layer in manifest.layers() {
         if layer.media_type().to_string() != media::COSIGN_SIMPLESIGNING {
             continue;
         }
-        let Some(sig_b64) = layer.annotations().as_ref().and_then(|a| a.get(media::COSIGN_SIGNATURE_ANNOTATION)) else {
+        let Some(sig_b64) = layer
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(media::COSIGN_SIGNATURE_ANNOTATION))
+        else {
             continue;
         };
         let signature = base64::engine::general_purpose::STANDARD
             .decode(sig_b64.trim())
             .map_err(|e| ImageError::malformed(&what, format!("signature is not base64: {e}")))?;
         let payload = layout::read_verified_blob(fs, &layout::descriptor_digest(layer)?, &what)?;
-        out.push(Signature { payload, signature, key_id: None });
+        out.push(Signature {
+            payload,
+            signature,
+            key_id: None,
+        });
     }
     Ok(out)
 }

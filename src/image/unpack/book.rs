@@ -80,13 +80,21 @@ impl Book {
 
     /// Records `path` as a hard link of `target`: a copy of the target's entry (or of
     /// `fallback` when the target was not recorded, e.g. it came from an older layer).
-    pub(super) fn record_hardlink(&mut self, path: &[u8], target: &[u8], fallback: impl FnOnce() -> ManifestEntry) {
+    pub(super) fn record_hardlink(
+        &mut self,
+        path: &[u8],
+        target: &[u8],
+        fallback: impl FnOnce() -> ManifestEntry,
+    ) {
         if !self.recording() {
             return;
         }
         let (mut entry, root) = match self.entry(target) {
             Some(e) => {
-                let root = e.hardlink_of.as_ref().map_or_else(|| target.to_vec(), |r| r.0.clone());
+                let root = e
+                    .hardlink_of
+                    .as_ref()
+                    .map_or_else(|| target.to_vec(), |r| r.0.clone());
                 (e.clone(), root)
             }
             None => (fallback(), target.to_vec()),
@@ -96,10 +104,10 @@ impl Book {
         self.record(path, entry);
     }
 
-    /// Marks directory `path` opaque, recording it with `fallback` if it was not recorded.
-    pub(super) fn mark_opaque(&mut self, path: &[u8], fallback: impl FnOnce() -> ManifestEntry) {
-        if let Some(m) = &mut self.manifest {
-            m.entry(path.to_vec()).or_insert_with(fallback).opaque = true;
+    /// Marks the recorded directory `path` opaque.
+    pub(super) fn mark_opaque(&mut self, path: &[u8]) {
+        if let Some(e) = self.manifest.as_mut().and_then(|m| m.get_mut(path)) {
+            e.opaque = true;
         }
     }
 
@@ -164,7 +172,11 @@ impl Book {
             .manifest?
             .into_iter()
             .map(|(path, mut e)| {
-                e.path = if path.is_empty() { RawName::from(".") } else { RawName(path) };
+                e.path = if path.is_empty() {
+                    RawName::from(".")
+                } else {
+                    RawName(path)
+                };
                 e
             })
             .collect();
@@ -173,7 +185,10 @@ impl Book {
 }
 
 fn remove_range<V>(map: &mut BTreeMap<Vec<u8>, V>, start: &[u8], end: &[u8]) {
-    let keys: Vec<Vec<u8>> = map.range(start.to_vec()..end.to_vec()).map(|(k, _)| k.clone()).collect();
+    let keys: Vec<Vec<u8>> = map
+        .range(start.to_vec()..end.to_vec())
+        .map(|(k, _)| k.clone())
+        .collect();
     for k in keys {
         map.remove(&k);
     }
@@ -203,7 +218,10 @@ mod tests {
         b.record(b"t", ManifestEntry::new(EntryKind::File, 0o644, 0, 0));
         b.record_hardlink(b"l1", b"t", || unreachable!());
         b.record_hardlink(b"l2", b"l1", || unreachable!());
-        assert_eq!(b.entry(b"l2").unwrap().hardlink_of, Some(RawName::from("t")));
+        assert_eq!(
+            b.entry(b"l2").unwrap().hardlink_of,
+            Some(RawName::from("t"))
+        );
         b.forget(b"t", false);
         assert_eq!(b.entry(b"l1").unwrap().hardlink_of, None);
         assert_eq!(b.entry(b"l2").unwrap().hardlink_of, None);

@@ -115,25 +115,33 @@ impl UnpackError {
     /// messages (`io::Error::raw_os_error` / `kind` are preserved).
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            UnpackError::Read { source } | UnpackError::Io { source, .. } | UnpackError::Xattr { source, .. } => {
-                Some(source)
-            }
+            UnpackError::Read { source }
+            | UnpackError::Io { source, .. }
+            | UnpackError::Xattr { source, .. } => Some(source),
             _ => None,
         }
     }
 
     /// A `Malformed` error about `entry`.
     pub(super) fn malformed(entry: &str, detail: impl std::fmt::Display) -> UnpackError {
-        UnpackError::Malformed { detail: format!("entry `{entry}`: {detail}") }
+        UnpackError::Malformed {
+            detail: format!("entry `{entry}`: {detail}"),
+        }
     }
 }
 
 /// Wraps a rustix error about `path` (a normalised path; empty = the target).
 pub(super) fn io_at(path: &[u8]) -> impl FnOnce(rustix::io::Errno) -> UnpackError + '_ {
-    move |e| UnpackError::Io { path: super::path::display(path), source: e.into() }
+    move |e| UnpackError::Io {
+        path: super::path::display(path),
+        source: e.into(),
+    }
 }
 
 /// Wraps a std I/O error about `path`.
 pub(super) fn std_io_at(path: &[u8]) -> impl FnOnce(io::Error) -> UnpackError + '_ {
-    move |e| UnpackError::Io { path: super::path::display(path), source: e }
+    move |e| UnpackError::Io {
+        path: super::path::display(path),
+        source: e,
+    }
 }

@@ -25,7 +25,11 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 
 /// Opens the target directory itself (the caller's path, resolved normally).
 pub(super) fn open_target(target: &Path) -> Result<OwnedFd, Errno> {
-    fs::open(target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+    fs::open(
+        target,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// Opens the directory at normalised `path` (empty = `root` itself) beneath `root`,
@@ -58,7 +62,8 @@ pub(super) fn create_file(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> Result
 /// Opens the regular file `name` in `dir` for reading, without following a symlink and
 /// without blocking on a fifo.
 pub(super) fn open_file_read(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Errno> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     fs::openat(dir, name, flags, Mode::empty())
 }
 
@@ -130,7 +135,12 @@ pub(super) fn set_xattr_fd(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> Res
 ///
 /// `/proc/self/fd/N` resolves to exactly the directory `dir`; the last component is not
 /// followed by `lsetxattr`, and `name` is a single component.
-pub(super) fn set_xattr_node(dir: BorrowedFd<'_>, name: &[u8], attr: &[u8], value: &[u8]) -> Result<(), Errno> {
+pub(super) fn set_xattr_node(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    attr: &[u8],
+    value: &[u8],
+) -> Result<(), Errno> {
     let path = proc_fd_path(dir, Some(name));
     fs::lsetxattr(path.as_slice(), attr, value, XattrFlags::empty())
 }
@@ -139,12 +149,23 @@ pub(super) fn set_xattr_node(dir: BorrowedFd<'_>, name: &[u8], attr: &[u8], valu
 /// and without following symlinks: `chmod` through the `/proc/self/fd` link of an
 /// `O_PATH | O_NOFOLLOW` fd reaches exactly that inode.
 pub(super) fn chmod_node(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> Result<(), Errno> {
-    let fd = fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let kind = FileType::from_raw_mode(fs::fstat(&fd)?.st_mode);
-    if matches!(kind, FileType::Symlink | FileType::Directory | FileType::RegularFile) {
+    if matches!(
+        kind,
+        FileType::Symlink | FileType::Directory | FileType::RegularFile
+    ) {
         return Err(Errno::INVAL);
     }
-    fs::chmod(proc_fd_path(fd.as_fd(), None).as_slice(), Mode::from_raw_mode(mode))
+    fs::chmod(
+        proc_fd_path(fd.as_fd(), None).as_slice(),
+        Mode::from_raw_mode(mode),
+    )
 }
 
 /// `/proc/self/fd/N[/name]`.
@@ -160,18 +181,33 @@ fn proc_fd_path(fd: BorrowedFd<'_>, name: Option<&[u8]>) -> Vec<u8> {
 }
 
 /// Changes owner of `name` in `dir` without following a symlink.
-pub(super) fn chown_nofollow(dir: BorrowedFd<'_>, name: &[u8], uid: u32, gid: u32) -> Result<(), Errno> {
+pub(super) fn chown_nofollow(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    uid: u32,
+    gid: u32,
+) -> Result<(), Errno> {
     // Callers refuse the id `u32::MAX` (it means "unchanged" to the kernel).
     let (uid, gid) = (fs::Uid::from_raw(uid), fs::Gid::from_raw(gid));
     fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// Sets access and modification times of `name` in `dir` without following a symlink.
-pub(super) fn set_times_nofollow(dir: BorrowedFd<'_>, name: &[u8], times: &fs::Timestamps) -> Result<(), Errno> {
+pub(super) fn set_times_nofollow(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    times: &fs::Timestamps,
+) -> Result<(), Errno> {
     fs::utimensat(dir, name, times, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// Creates a device node or fifo.
-pub(super) fn mknod(dir: BorrowedFd<'_>, name: &[u8], kind: FileType, mode: u32, dev: fs::Dev) -> Result<(), Errno> {
+pub(super) fn mknod(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    kind: FileType,
+    mode: u32,
+    dev: fs::Dev,
+) -> Result<(), Errno> {
     fs::mknodat(dir, name, kind, Mode::from_raw_mode(mode & 0o777), dev)
 }

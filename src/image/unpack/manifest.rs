@@ -73,7 +73,7 @@ pub enum EntryKind {
 
 impl EntryKind {
     /// The kind of an `lstat` result (a 0:0 character device is a whiteout).
-    pub fn of_stat(st: &Stat) -> Option<EntryKind> {
+    pub(super) fn of_stat(st: &Stat) -> Option<EntryKind> {
         Some(match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => EntryKind::File,
             FileType::Directory => EntryKind::Dir,
@@ -114,17 +114,22 @@ impl ManifestEntry {
     /// An entry with the metadata of `st` and no digest, target or link (the path is
     /// filled in by the caller).
     pub(super) fn from_stat(kind: EntryKind, st: &Stat) -> ManifestEntry {
-        let device = matches!(kind, EntryKind::Chardev | EntryKind::Blockdev).then(|| DeviceNumbers {
-            major: rustix::fs::major(st.st_rdev),
-            minor: rustix::fs::minor(st.st_rdev),
-        });
+        let device =
+            matches!(kind, EntryKind::Chardev | EntryKind::Blockdev).then(|| DeviceNumbers {
+                major: rustix::fs::major(st.st_rdev),
+                minor: rustix::fs::minor(st.st_rdev),
+            });
         ManifestEntry {
             path: RawName::default(),
             kind,
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
-            size: if kind == EntryKind::File { st.st_size as u64 } else { 0 },
+            size: if kind == EntryKind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
             sha256: None,
             link_target: None,
             device,
@@ -200,7 +205,10 @@ impl Serialize for RawName {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(s) => serializer.serialize_str(s),
-            Err(_) => RawNameRepr::Bytes { hex: hex::encode(&self.0) }.serialize(serializer),
+            Err(_) => RawNameRepr::Bytes {
+                hex: hex::encode(&self.0),
+            }
+            .serialize(serializer),
         }
     }
 }
@@ -209,7 +217,9 @@ impl<'de> Deserialize<'de> for RawName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawName, D::Error> {
         match RawNameRepr::deserialize(deserializer)? {
             RawNameRepr::Utf8(s) => Ok(RawName(s.into_bytes())),
-            RawNameRepr::Bytes { hex } => hex::decode(hex).map(RawName).map_err(serde::de::Error::custom),
+            RawNameRepr::Bytes { hex } => hex::decode(hex)
+                .map(RawName)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -226,14 +236,25 @@ mod tests {
             assert_eq!(back.0, name, "{json}");
         }
         assert_eq!(serde_json::to_string(&RawName::from("a")).unwrap(), "\"a\"");
-        assert_eq!(serde_json::to_string(&RawName(b"\xff".to_vec())).unwrap(), "{\"hex\":\"ff\"}");
+        assert_eq!(
+            serde_json::to_string(&RawName(b"\xff".to_vec())).unwrap(),
+            "{\"hex\":\"ff\"}"
+        );
     }
 
     #[test]
     fn manifest_json_is_compact() {
-        let m = LayerManifest { entries: vec![ManifestEntry { path: "a".into(), ..ManifestEntry::new(EntryKind::Dir, 0o755, 0, 0) }] };
+        let m = LayerManifest {
+            entries: vec![ManifestEntry {
+                path: "a".into(),
+                ..ManifestEntry::new(EntryKind::Dir, 0o755, 0, 0)
+            }],
+        };
         let json = serde_json::to_string(&m).unwrap();
-        assert_eq!(json, r#"{"entries":[{"path":"a","kind":"dir","mode":493,"uid":0,"gid":0}]}"#);
+        assert_eq!(
+            json,
+            r#"{"entries":[{"path":"a","kind":"dir","mode":493,"uid":0,"gid":0}]}"#
+        );
         assert_eq!(serde_json::from_str::<LayerManifest>(&json).unwrap(), m);
     }
 }

@@ -64,11 +64,6 @@ pub(super) fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether `path` is `dir` itself or lies below it (both normalised; empty `dir` = root).
-pub(super) fn is_within(path: &[u8], dir: &[u8]) -> bool {
-    dir.is_empty() || path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
-}
-
 /// The exclusive upper bound of the keys below `dir/` in byte order (`dir0`, as `'0'` follows `'/'`).
 pub(super) fn descendants_end(dir: &[u8]) -> Vec<u8> {
     let mut end = dir.to_vec();
@@ -156,7 +151,10 @@ mod tests {
         assert_eq!(norm("").unwrap_err(), NameProblem::Malformed("empty name"));
         assert!(matches!(norm("a\0b"), Err(NameProblem::Malformed(_))));
         let mut out = Vec::new();
-        assert_eq!(normalise(b"abcdef", 5, &mut out).unwrap_err(), NameProblem::TooLong);
+        assert_eq!(
+            normalise(b"abcdef", 5, &mut out).unwrap_err(),
+            NameProblem::TooLong
+        );
     }
 
     #[test]
@@ -175,8 +173,7 @@ mod tests {
         assert_eq!(split_parent(b"c"), (&b""[..], &b"c"[..]));
         assert_eq!(join(b"", b"x"), b"x");
         assert_eq!(join(b"a", b"x"), b"a/x");
-        assert!(is_within(b"a/b", b"a"));
-        assert!(!is_within(b"ab", b"a"));
-        assert!(is_within(b"anything", b""));
+        assert_eq!(descendants_start(b"a"), b"a/");
+        assert_eq!(descendants_end(b"a"), b"a0");
     }
 }

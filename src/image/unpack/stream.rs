@@ -57,13 +57,17 @@ impl StreamState {
     /// `UnpackError`, using what the reader saw.
     pub(super) fn classify(&self, err: io::Error) -> UnpackError {
         if self.over_budget.get() {
-            UnpackError::HeadersTooLarge { limit: self.header_budget }
+            UnpackError::HeadersTooLarge {
+                limit: self.header_budget,
+            }
         } else if self.eof.get() {
             UnpackError::Truncated
         } else if self.read_failed.get() {
             UnpackError::Read { source: err }
         } else {
-            UnpackError::Malformed { detail: err.to_string() }
+            UnpackError::Malformed {
+                detail: err.to_string(),
+            }
         }
     }
 
