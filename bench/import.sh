@@ -53,7 +53,7 @@ hyperfine -N --runs "$RUNS" --warmup 1 --export-json "$W/import.json" \
   -n skopeo+umoci --prepare "rm -rf $W/umoci $W/bundle" \
      "sh -c 'skopeo copy --quiet oci:$W/image:bench.example/big:1 oci:$W/umoci:big && umoci unpack --image $W/umoci:big $W/bundle'" \
   -n tar-xzf --prepare "rm -rf $W/tar-out" "sh -c '$tar_cmd'" \
-  -n orbit-reimport "$bin/orbit --dir $W/reimport-store fetch --no-progress oci:$W/image"
+  -n orbit-reimport --prepare true "$bin/orbit --dir $W/reimport-store fetch --no-progress oci:$W/image"
 
 jq -r '
   (.results | map({(.command): .median}) | add) as $m |
