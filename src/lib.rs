@@ -5,4 +5,5 @@
 
 pub mod config;
 pub mod image;
+pub mod pod;
 pub mod trust;

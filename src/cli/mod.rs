@@ -3,6 +3,7 @@
 
 mod images;
 mod output;
+mod pods;
 mod trust;
 
 use std::path::PathBuf;
@@ -84,6 +85,39 @@ pub enum InsecureOption {
 /// The top-level commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a pod: IMAGE [APP OPTIONS] [-- ARGS] [--- IMAGE2 …]; exits with the pod's status.
+    Run(pods::RunArgs),
+    /// Prepare a pod to run later with run-prepared; prints its UUID.
+    Prepare(pods::RunArgs),
+    /// Run a prepared pod.
+    RunPrepared {
+        /// Pod UUID (or unambiguous prefix).
+        uuid: String,
+    },
+    /// Show a pod's state, pid, apps and exit codes.
+    Status(pods::StatusArgs),
+    /// List pods.
+    #[command(alias = "ls")]
+    List(pods::ListArgs),
+    /// Run a command in a running pod's app (default /bin/sh).
+    Enter(pods::EnterArgs),
+    /// Stop running pods.
+    Stop(pods::StopArgs),
+    /// Remove pods that are not running.
+    Rm {
+        /// Pod UUIDs (or unambiguous prefixes).
+        #[arg(required = true)]
+        uuids: Vec<String>,
+    },
+    /// Collect exited pods and finish interrupted work.
+    Gc(pods::GcArgs),
+    /// Print a pod's manifest (pod.json).
+    CatManifest {
+        /// Pod UUID (or unambiguous prefix).
+        uuid: String,
+    },
+    /// Print a pod's app logs.
+    Logs(pods::LogsArgs),
     /// Import images into the store, verifying their signatures.
     Fetch(FetchArgs),
     /// Work with images in the store.
@@ -174,6 +208,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let ctx = cli.context();
     let result = match cli.command {
+        Command::Run(args) => pods::run(&ctx, args),
+        Command::Prepare(args) => pods::prepare_cmd(&ctx, args),
+        Command::RunPrepared { uuid } => pods::run_prepared(&ctx, &uuid),
+        Command::Status(args) => pods::status_cmd(&ctx, args),
+        Command::List(args) => pods::list(&ctx, args),
+        Command::Enter(args) => pods::enter(&ctx, args),
+        Command::Stop(args) => pods::stop(&ctx, args),
+        Command::Rm { uuids } => pods::rm(&ctx, uuids),
+        Command::Gc(args) => pods::gc(&ctx, args),
+        Command::CatManifest { uuid } => pods::cat_manifest(&ctx, &uuid),
+        Command::Logs(args) => pods::logs(&ctx, args),
         Command::Fetch(args) => images::fetch(&ctx, args),
         Command::Image(cmd) => images::run(&ctx, cmd),
         Command::Trust(args) => trust::run(&ctx, args),

@@ -12,7 +12,7 @@ use super::keys::KeyAlgorithm;
 pub enum KeyError {
     /// The input is not PEM at all, or its framing is broken.
     #[error("not a valid PEM file: {0}")]
-    Pem(#[source] pem::PemError),
+    Pem(pem::PemError),
 
     /// The PEM file holds no block of the expected kind.
     #[error("expected a PEM `{expected}` block, but found {found}{hint}")]
@@ -88,7 +88,7 @@ pub enum KeyError {
 pub enum PayloadError {
     /// The payload is not JSON of the simple-signing shape.
     #[error("the signature payload is not a valid simple-signing JSON document: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
 
     /// The payload is JSON but of a signature type orbit does not know.
     #[error(
@@ -112,18 +112,17 @@ pub enum SigFileError {
     },
 
     /// Reading or writing the file failed.
-    #[error("cannot access signature file {}: {source}", path.display())]
+    #[error("cannot access signature file {}: {error}", path.display())]
     Io {
         /// The signature file.
         path: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// The file is not valid signature JSON.
     #[error(
-        "signature file {} is not valid: {source}; expected a JSON array of \
+        "signature file {} is not valid: {error}; expected a JSON array of \
          {{\"payload\": BASE64, \"signature\": BASE64}} objects",
         path.display()
     )]
@@ -131,13 +130,12 @@ pub enum SigFileError {
         /// The signature file.
         path: PathBuf,
         /// The JSON error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 
     /// A field of an entry is not valid base64.
     #[error(
-        "signature file {}: entry {} has an invalid base64 `{field}`: {source}",
+        "signature file {}: entry {} has an invalid base64 `{field}`: {error}",
         path.display(),
         index + 1
     )]
@@ -149,8 +147,7 @@ pub enum SigFileError {
         /// `payload` or `signature`.
         field: &'static str,
         /// The base64 decoder's complaint.
-        #[source]
-        source: base64::DecodeError,
+        error: base64::DecodeError,
     },
 }
 
@@ -167,26 +164,24 @@ pub enum StoreError {
     },
 
     /// Reading or writing the store failed.
-    #[error("cannot access trusted key store at {}: {source}", path.display())]
+    #[error("cannot access trusted key store at {}: {error}", path.display())]
     Io {
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A file in the store does not hold a usable public key.
     #[error(
-        "trusted key file {} is not a valid public key: {source}; fix or delete the file",
+        "trusted key file {} is not a valid public key: {error}; fix or delete the file",
         path.display()
     )]
     BadKeyFile {
         /// The offending key file.
         path: PathBuf,
         /// Why the key could not be parsed.
-        #[source]
-        source: KeyError,
+        error: KeyError,
     },
 
     /// A prefix directory name in the store cannot be decoded.

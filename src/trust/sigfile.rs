@@ -86,7 +86,7 @@ pub fn read_sig_file(path: &Path) -> Result<Vec<Signature>, SigFileError> {
         } else {
             SigFileError::Io {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             }
         }
     })?;
@@ -105,7 +105,7 @@ pub fn read_sig_file(path: &Path) -> Result<Vec<Signature>, SigFileError> {
             let source = precise.unwrap_or(untagged);
             return Err(SigFileError::Json {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             });
         }
     };
@@ -120,7 +120,7 @@ pub fn read_sig_file(path: &Path) -> Result<Vec<Signature>, SigFileError> {
                         path: path.to_path_buf(),
                         index,
                         field,
-                        source,
+                        error: source,
                     })
             };
             Ok(Signature {
@@ -147,7 +147,7 @@ pub fn write_sig_file(path: &Path, signatures: &[Signature]) -> Result<(), SigFi
     json.push(b'\n');
     atomic_write(path, &json, 0o644).map_err(|source| SigFileError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     Ok(())
 }

@@ -120,11 +120,11 @@ impl TrustStore {
         let dir = path.parent().expect("key paths always have a parent");
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
-            source,
+            error: source,
         })?;
         atomic_write(&path, key.to_pem().as_bytes(), 0o644).map_err(|source| StoreError::Io {
             path: path.clone(),
-            source,
+            error: source,
         })?;
         Ok(trusted)
     }
@@ -189,7 +189,7 @@ impl TrustStore {
         for key in &candidates {
             std::fs::remove_file(&key.path).map_err(|source| StoreError::Io {
                 path: key.path.clone(),
-                source,
+                error: source,
             })?;
             if let TrustScope::Prefix(_) = key.scope {
                 if let Some(dir) = key.path.parent() {
@@ -362,7 +362,7 @@ fn list_dir(config_dir: &Path) -> Result<Vec<TrustedKey>, StoreError> {
 fn entries(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let io = |source| StoreError::Io {
         path: dir.to_path_buf(),
-        source,
+        error: source,
     };
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
@@ -384,11 +384,11 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 fn load(config_dir: &Path, scope: TrustScope, path: PathBuf) -> Result<TrustedKey, StoreError> {
     let text = std::fs::read_to_string(&path).map_err(|source| StoreError::Io {
         path: path.clone(),
-        source,
+        error: source,
     })?;
     let key = PublicKey::from_pem(&text).map_err(|source| StoreError::BadKeyFile {
         path: path.clone(),
-        source,
+        error: source,
     })?;
     Ok(TrustedKey {
         scope,

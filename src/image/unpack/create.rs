@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use ring::digest;
 use rustix::fs::{self, AtFlags, FileType, Mode};
@@ -18,6 +18,7 @@ use super::meta::Restore;
 use super::parents::Stop;
 use super::path::{self, lossy, NameProblem};
 use super::stream::StreamState;
+use super::WhiteoutMode;
 
 impl Unpacker<'_> {
     /// Removes whatever is at `name` (recursively) so that an entry can take its place.
@@ -238,38 +239,21 @@ impl Unpacker<'_> {
             Err(NameProblem::Malformed(m)) => return Err(refuse(m)),
         }
         let (tparent, tname) = path::split_parent(&target);
-        let opened;
-        let tdir = if tparent == parent {
-            dir
-        } else {
-            opened = match fsops::open_dir_beneath(self.root.as_fd(), tparent) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
-                    match self.walk(tparent, false)? {
-                        Ok(fd) => fd,
-                        Err(Stop::Symlink(at)) => {
-                            return Err(refuse(&format!(
-                                "its path goes through the symlink `{}`",
-                                lossy(at)
-                            )))
-                        }
-                        Err(Stop::NotDir(at)) => {
-                            return Err(refuse(&format!("`{}` is not a directory", lossy(at))))
-                        }
-                        Err(Stop::Missing) => return Err(refuse("it does not exist")),
-                    }
-                }
-                Err(Errno::XDEV) => return Err(refuse("it is outside the target directory")),
-                Err(e) => return Err(io_at(tparent)(e)),
-            };
-            opened.as_fd()
+        let missing = || UnpackError::HardlinkTargetMissing {
+            entry: lossy(raw),
+            target: lossy(link),
+            searched_lowers: !self.opts.lowers.is_empty(),
         };
-        let st = match fsops::lstat(tdir, tname) {
-            Ok(st) if fsops::is_dir(&st) => return Err(refuse("it is a directory")),
-            Ok(st) => st,
-            Err(Errno::NOENT) => return Err(refuse("it does not exist")),
-            Err(e) => return Err(io_at(&target)(e)),
+        // Not in this layer: copy it up from a lower one (overlay mode), then look again.
+        let mut copied_up = false;
+        let (opened, st) = loop {
+            match self.find_link_target(dir, parent, &target, &refuse)? {
+                Some(found) => break found,
+                None if !copied_up && self.copy_up(&target)? => copied_up = true,
+                None => return Err(missing()),
+            }
         };
+        let tdir = opened.as_ref().map_or(dir, |fd| fd.as_fd());
         let link_at = || fs::linkat(tdir, tname, dir, name, AtFlags::empty());
         match link_at() {
             Ok(()) => {}
@@ -288,6 +272,64 @@ impl Unpacker<'_> {
                 .record_hardlink(path, &target, || linked_entry_from_stat(tdir, tname, &st));
         }
         Ok(())
+    }
+
+    /// Finds the non-directory a hard link names: the fd of its directory (`None`: `dir`,
+    /// the link's own) and its stat; `None` if it does not exist (or is whited out).
+    fn find_link_target(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        parent: &[u8],
+        target: &[u8],
+        refuse: &dyn Fn(&str) -> UnpackError,
+    ) -> Result<Option<(Option<OwnedFd>, fs::Stat)>, UnpackError> {
+        let (tparent, tname) = path::split_parent(target);
+        let opened = if tparent == parent {
+            None
+        } else {
+            match self.open_link_parent(tparent, refuse)? {
+                Some(fd) => Some(fd),
+                None => return Ok(None),
+            }
+        };
+        let tdir = opened.as_ref().map_or(dir, |fd| fd.as_fd());
+        match fsops::lstat(tdir, tname) {
+            Ok(st) if fsops::is_dir(&st) => Err(refuse("it is a directory")),
+            Ok(st)
+                if self.opts.whiteouts == WhiteoutMode::Overlay
+                    && EntryKind::of_stat(&st) == Some(EntryKind::Whiteout) =>
+            {
+                Ok(None)
+            }
+            Ok(st) => Ok(Some((opened, st))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io_at(target)(e)),
+        }
+    }
+
+    /// Opens the directory `tparent` of a hard link's target beneath the target, without
+    /// creating anything; `None` if it does not exist.
+    fn open_link_parent(
+        &mut self,
+        tparent: &[u8],
+        refuse: &dyn Fn(&str) -> UnpackError,
+    ) -> Result<Option<OwnedFd>, UnpackError> {
+        match fsops::open_dir_beneath(self.root.as_fd(), tparent) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => match self.walk(tparent, false)? {
+                Ok(fd) => Ok(Some(fd)),
+                Err(Stop::Symlink(at)) => Err(refuse(&format!(
+                    "its path goes through the symlink `{}`",
+                    lossy(at)
+                ))),
+                Err(Stop::NotDir(at)) => {
+                    Err(refuse(&format!("`{}` is not a directory", lossy(at))))
+                }
+                Err(Stop::Missing) => Ok(None),
+            },
+            Err(Errno::XDEV) => Err(refuse("it is outside the target directory")),
+            Err(e) => Err(io_at(tparent)(e)),
+        }
     }
 
     /// A device node or fifo; devices are skipped (and reported) when not root.

@@ -31,6 +31,17 @@ pub enum UnpackError {
         /// What is wrong with the target.
         reason: String,
     },
+    /// A hard link names a path that exists neither in this layer nor (as a regular file)
+    /// in the lower layers given in `UnpackOptions::lowers`.
+    #[error("hard link `{entry}` -> `{target}` is refused: its target does not exist in this layer{}", if *.searched_lowers { " or the layers below it" } else { "" })]
+    HardlinkTargetMissing {
+        /// The entry name.
+        entry: String,
+        /// The link target as written in the archive.
+        target: String,
+        /// Whether lower layers were searched too.
+        searched_lowers: bool,
+    },
     /// An entry's parent path goes through something that is not a directory.
     #[error("entry `{entry}` cannot be created: `{component}` is not a directory")]
     NotADirectory {
@@ -85,28 +96,28 @@ pub enum UnpackError {
         detail: String,
     },
     /// Reading the layer stream itself failed (e.g. a decompression error).
-    #[error("cannot read the layer stream: {source}")]
+    #[error("cannot read the layer stream: {error}")]
     Read {
         /// The error of the underlying reader.
-        source: io::Error,
+        error: io::Error,
     },
     /// A filesystem operation failed.
-    #[error("`{path}`: {source}")]
+    #[error("`{path}`: {error}")]
     Io {
         /// What was being worked on (normalised path inside the target, or the target).
         path: String,
         /// The error.
-        source: io::Error,
+        error: io::Error,
     },
     /// Setting an extended attribute failed.
-    #[error("cannot set extended attribute `{name}` on `{path}`: {source}")]
+    #[error("cannot set extended attribute `{name}` on `{path}`: {error}")]
     Xattr {
         /// The normalised path inside the target.
         path: String,
         /// The attribute name.
         name: String,
         /// The error.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -115,9 +126,9 @@ impl UnpackError {
     /// messages (`io::Error::raw_os_error` / `kind` are preserved).
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            UnpackError::Read { source }
-            | UnpackError::Io { source, .. }
-            | UnpackError::Xattr { source, .. } => Some(source),
+            UnpackError::Read { error }
+            | UnpackError::Io { error, .. }
+            | UnpackError::Xattr { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -134,7 +145,7 @@ impl UnpackError {
 pub(super) fn io_at(path: &[u8]) -> impl FnOnce(rustix::io::Errno) -> UnpackError + '_ {
     move |e| UnpackError::Io {
         path: super::path::display(path),
-        source: e.into(),
+        error: e.into(),
     }
 }
 
@@ -142,6 +153,6 @@ pub(super) fn io_at(path: &[u8]) -> impl FnOnce(rustix::io::Errno) -> UnpackErro
 pub(super) fn std_io_at(path: &[u8]) -> impl FnOnce(io::Error) -> UnpackError + '_ {
     move |e| UnpackError::Io {
         path: super::path::display(path),
-        source: e,
+        error: e,
     }
 }

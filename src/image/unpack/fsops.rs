@@ -46,6 +46,20 @@ pub(super) fn open_dir_beneath(root: BorrowedFd<'_>, path: &[u8]) -> Result<Owne
     }
 }
 
+/// Opens the regular file at normalised `path` beneath `root` for reading, refusing any
+/// symlink on the way (the last component included) and without blocking on a fifo.
+pub(super) fn open_file_beneath(root: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd, Errno> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let mut attempts = 0;
+    loop {
+        match fs::openat2(root, path, flags, Mode::empty(), RESOLVE) {
+            Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
 /// Opens the directory `name` (one component) in `dir`; `ELOOP` if it is a symlink,
 /// `ENOTDIR` if it is something else.
 pub(super) fn open_child_dir(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Errno> {

@@ -16,7 +16,7 @@ use super::UnpackLimits;
 /// PAX records carrying extended attributes.
 const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 /// Xattrs that would steer overlayfs; never taken from an archive.
-const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+pub(super) const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 
 /// The metadata of one entry (reused between entries).
 #[derive(Debug, Default)]
@@ -260,7 +260,7 @@ impl Restore<'_> {
                     return Err(UnpackError::Xattr {
                         path: lossy(self.path),
                         name: lossy(name),
-                        source: e.into(),
+                        error: e.into(),
                     });
                 }
             }

@@ -20,11 +20,12 @@
 //! Submodules: `path` (name rules), `stream` (reader/EOF tracking), `fsops` (confined
 //! filesystem primitives), `meta` (owner/mode/xattrs/times), `apply` (per-entry checks and
 //! dispatch), `parents` (opening/creating parent directories), `create` (one handler per
-//! entry kind), `whiteout`, `book` (deferred directory metadata and manifest state),
+//! entry kind), `whiteout`, `copyup` (hard links to files of lower layers), `book` (deferred directory metadata and manifest state),
 //! `manifest` (the public manifest types), `verify` (`verify_tree`), `error`.
 
 mod apply;
 mod book;
+mod copyup;
 mod create;
 mod error;
 mod fsops;
@@ -40,7 +41,7 @@ mod whiteout;
 mod tests;
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use error::UnpackError;
 pub use manifest::{DeviceNumbers, EntryKind, LayerManifest, ManifestEntry, RawName};
@@ -102,6 +103,13 @@ pub struct UnpackOptions {
     pub preserve_owner: bool,
     /// Build a `LayerManifest` (with content digests computed while writing).
     pub record_manifest: bool,
+    /// Overlay mode only: the unpacked root filesystems of the layers below this one,
+    /// nearest first. A hard link whose target is not in this layer but is a regular file
+    /// in one of them (and not whited out or hidden by an opaque directory on the way) is
+    /// satisfied by copying that file up into this layer first, as overlayfs would on
+    /// write. Empty: such a link is refused (`UnpackError::HardlinkTargetMissing`).
+    /// In apply mode the target already holds the lower layers, so this is not needed.
+    pub lowers: Vec<PathBuf>,
 }
 
 impl Default for UnpackOptions {
@@ -112,6 +120,7 @@ impl Default for UnpackOptions {
             limits: UnpackLimits::default(),
             preserve_owner: rustix::process::geteuid().is_root(),
             record_manifest: false,
+            lowers: Vec::new(),
         }
     }
 }
@@ -145,7 +154,7 @@ pub fn unpack_layer<R: Read>(
 ) -> Result<UnpackReport, UnpackError> {
     let root = fsops::open_target(target).map_err(|e| UnpackError::Io {
         path: target.display().to_string(),
-        source: e.into(),
+        error: e.into(),
     })?;
     let stream = StreamState::new(header_budget(&opts.limits));
     let mut archive = tar::Archive::new(TrackedReader::new(tar_stream, &stream));

@@ -68,7 +68,7 @@ impl Unpacker<'_> {
             Some(fd) => Ok(fd),
             None => Err(UnpackError::Io {
                 path: path::display(parent),
-                source: Errno::NOENT.into(),
+                error: Errno::NOENT.into(),
             }),
         }
     }

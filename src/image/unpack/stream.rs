@@ -63,7 +63,7 @@ impl StreamState {
         } else if self.eof.get() {
             UnpackError::Truncated
         } else if self.read_failed.get() {
-            UnpackError::Read { source: err }
+            UnpackError::Read { error: err }
         } else {
             UnpackError::Malformed {
                 detail: err.to_string(),

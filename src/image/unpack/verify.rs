@@ -40,7 +40,7 @@ impl fmt::Display for Discrepancy {
 pub fn verify_tree(dir: &Path, manifest: &LayerManifest) -> Result<Vec<Discrepancy>, UnpackError> {
     let root = fsops::open_target(dir).map_err(|e| UnpackError::Io {
         path: dir.display().to_string(),
-        source: e.into(),
+        error: e.into(),
     })?;
     let expected: BTreeMap<&[u8], &ManifestEntry> = manifest
         .entries

@@ -97,7 +97,7 @@ impl Unpacker<'_> {
         fsops::set_xattr_fd(dir, OPAQUE_XATTR, b"y").map_err(|e| UnpackError::Xattr {
             path: path::display(path),
             name: lossy(OPAQUE_XATTR),
-            source: e.into(),
+            error: e.into(),
         })?;
         if self.book.recording() {
             if self.book.entry(path).is_none() {

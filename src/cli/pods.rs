@@ -1,0 +1,502 @@
+//! Pod commands: `run`, `prepare`, `run-prepared`, `status`, `list`, `enter`, `stop`, `rm`,
+//! `gc`, `cat-manifest`, `logs`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser};
+
+use orbit::pod::gc::GcOptions;
+use orbit::pod::logs::LogOptions;
+use orbit::pod::prepare::{self, AppRequest, PodRequest, Prepared};
+use orbit::pod::stage1::{Stage1, STAGE1_ANNOTATION};
+use orbit::pod::store::PodStore;
+use orbit::pod::{lifecycle, spec, status};
+use orbit::trust::TrustStore;
+
+use super::output::{self, Format};
+use super::{Context, FormatArgs};
+
+/// Options of one app; given before the first image they apply to every app.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AppFlags {
+    /// Run this executable instead of the image's entrypoint.
+    #[arg(long)]
+    exec: Option<String>,
+    /// The app's name in the pod.
+    #[arg(long)]
+    name: Option<String>,
+    /// Working directory.
+    #[arg(long)]
+    working_dir: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    environment: Vec<String>,
+    /// Environment variable KEY=VALUE (repeatable; same as --environment).
+    #[arg(long, value_name = "KEY=VALUE")]
+    set_env: Vec<String>,
+    /// Pass orbit's own environment to the app (the image's and --set-env values win).
+    #[arg(long)]
+    inherit_env: bool,
+    /// User: a name from the image's /etc/passwd or a uid.
+    #[arg(long)]
+    user: Option<String>,
+    /// Group: a name from the image's /etc/group or a gid.
+    #[arg(long)]
+    group: Option<String>,
+    /// Mount the app's root filesystem read-only.
+    #[arg(long)]
+    readonly_rootfs: bool,
+    /// Mount a volume: volume=NAME,target=PATH (repeatable).
+    #[arg(long, value_name = "volume=NAME,target=PATH")]
+    mount: Vec<String>,
+    /// Attach the terminal to the app (single-app pods).
+    #[arg(long)]
+    interactive: bool,
+}
+
+/// Pod-wide options of `run` and `prepare`.
+#[derive(Args, Debug, Clone)]
+pub struct PodFlags {
+    /// A volume: NAME,kind=host,source=PATH[,readOnly=true] or NAME,kind=empty (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    volume: Vec<String>,
+    /// Hostname inside the pod (default orbit-<uuid prefix>).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Network: none (own namespace with loopback only) or host.
+    #[arg(long, default_value = "none")]
+    net: String,
+    /// Copy each app's root instead of overlaying the shared layers.
+    #[arg(long)]
+    no_overlay: bool,
+    /// Stage1: ns, fly (built in) or a name from a config dir's stage1.d/.
+    #[arg(long, value_name = "NAME")]
+    stage1_name: Option<String>,
+    /// Stage1 directory (with stage1.json).
+    #[arg(long, value_name = "DIR")]
+    stage1_path: Option<PathBuf>,
+    /// Write the pod's UUID to this file.
+    #[arg(long, value_name = "FILE")]
+    uuid_file_save: Option<PathBuf>,
+    /// Pod annotation KEY=VALUE (repeatable); orbit.dev/stage1 selects a stage1.
+    #[arg(long, value_name = "KEY=VALUE")]
+    annotation: Vec<String>,
+    #[command(flatten)]
+    app: AppFlags,
+}
+
+/// Arguments of `run` and `prepare`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pod: PodFlags,
+    /// IMAGE [APP OPTIONS] [-- ARGS…] [--- IMAGE2 [APP OPTIONS] [-- ARGS…]]…
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "IMAGE")]
+    apps: Vec<String>,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "app options", no_binary_name = true)]
+struct AppChunk {
+    #[command(flatten)]
+    flags: AppFlags,
+}
+
+/// `orbit status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Pod UUID (or unambiguous prefix).
+    uuid: String,
+    /// Wait until the pod has exited (optionally at most DURATION, e.g. 30s).
+    #[arg(long, num_args = 0..=1, default_missing_value = "0", value_name = "DURATION")]
+    wait: Option<String>,
+    /// Wait until the pod and all its apps are running.
+    #[arg(long)]
+    wait_ready: bool,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+/// `orbit list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    format: FormatArgs,
+    /// Omit the header line.
+    #[arg(long)]
+    no_legend: bool,
+    /// Full UUIDs and image digests.
+    #[arg(long)]
+    full: bool,
+}
+
+/// `orbit enter`.
+#[derive(Args, Debug)]
+pub struct EnterArgs {
+    /// The app to enter (required in multi-app pods).
+    #[arg(long)]
+    app: Option<String>,
+    /// Pod UUID.
+    uuid: String,
+    /// Command (default /bin/sh).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `orbit stop`.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Kill at once (SIGKILL) instead of asking the apps to stop (SIGTERM).
+    #[arg(long)]
+    force: bool,
+    /// How long to wait for the pod to exit.
+    #[arg(long, default_value = "30s")]
+    timeout: String,
+    /// Pods.
+    #[arg(required = true)]
+    uuids: Vec<String>,
+}
+
+/// `orbit gc`.
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Keep exited pods this long after they are marked.
+    #[arg(long, default_value = "30m")]
+    grace_period: String,
+    /// Remove prepared pods not run within this time.
+    #[arg(long, default_value = "24h")]
+    expire_prepared: String,
+    /// Only mark exited pods.
+    #[arg(long)]
+    mark_only: bool,
+}
+
+/// `orbit logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Only this app.
+    #[arg(long)]
+    app: Option<String>,
+    /// Keep printing until the pod exits.
+    #[arg(long, short)]
+    follow: bool,
+    /// Only lines since an RFC 3339 time or a duration ago (e.g. 10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only the last N lines (per app).
+    #[arg(long)]
+    tail: Option<usize>,
+    /// Show timestamps.
+    #[arg(long)]
+    timestamps: bool,
+    /// Pod UUID.
+    uuid: String,
+}
+
+/// Parses `90s`, `5m`, `2h`, `500ms`, `1d` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().with_context(|| format!("'{s}' is not a duration (e.g. 30s, 5m, 2h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => bail!("'{s}' is not a duration (units: ms, s, m, h, d)"),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn merge(defaults: &AppFlags, app: AppFlags) -> AppFlags {
+    AppFlags {
+        exec: app.exec.or(defaults.exec.clone()),
+        name: app.name,
+        working_dir: app.working_dir.or(defaults.working_dir.clone()),
+        environment: [defaults.environment.clone(), app.environment].concat(),
+        set_env: [defaults.set_env.clone(), app.set_env].concat(),
+        inherit_env: app.inherit_env || defaults.inherit_env,
+        user: app.user.or(defaults.user.clone()),
+        group: app.group.or(defaults.group.clone()),
+        readonly_rootfs: app.readonly_rootfs || defaults.readonly_rootfs,
+        mount: [defaults.mount.clone(), app.mount].concat(),
+        interactive: app.interactive || defaults.interactive,
+    }
+}
+
+/// Splits `IMAGE [opts] [-- args] [--- …]` into app requests.
+fn app_requests(args: &RunArgs) -> anyhow::Result<Vec<AppRequest>> {
+    let mut out = Vec::new();
+    for chunk in args.apps.split(|a| a == "---") {
+        let Some((image, rest)) = chunk.split_first() else { bail!("'---' must be followed by an image") };
+        if image.starts_with('-') {
+            bail!("expected an image, found option '{image}' (app options go after their image)");
+        }
+        let (opts, app_args) = match rest.iter().position(|a| a == "--") {
+            Some(i) => (&rest[..i], Some(rest[i + 1..].to_vec())),
+            None => (rest, None),
+        };
+        let parsed = AppChunk::try_parse_from(opts).unwrap_or_else(|e| e.exit());
+        let f = merge(&args.pod.app, parsed.flags);
+        let mut env = Vec::new();
+        for e in f.environment.iter().chain(&f.set_env) {
+            env.push(spec::parse_env(e)?);
+        }
+        let mounts = f.mount.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
+        out.push(AppRequest {
+            image: image.clone(),
+            name: f.name,
+            exec: f.exec,
+            args: app_args,
+            working_dir: f.working_dir,
+            env,
+            inherit_env: f.inherit_env,
+            user: f.user,
+            group: f.group,
+            readonly_rootfs: f.readonly_rootfs,
+            mounts,
+            interactive: f.interactive,
+        });
+    }
+    Ok(out)
+}
+
+fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Stage1)> {
+    let mut annotations = BTreeMap::new();
+    for a in &args.pod.annotation {
+        let (k, v) = a.split_once('=').with_context(|| format!("--annotation {a}: expected KEY=VALUE"))?;
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    let volumes = args.pod.volume.iter().map(|v| spec::parse_volume(v)).collect::<Result<Vec<_>, _>>()?;
+    let stage1 = Stage1::select(
+        args.pod.stage1_name.as_deref(),
+        args.pod.stage1_path.as_deref(),
+        annotations.get(STAGE1_ANNOTATION).map(String::as_str),
+        &ctx.config,
+    )?;
+    let req = PodRequest {
+        apps: app_requests(args)?,
+        volumes,
+        hostname: args.pod.hostname.clone(),
+        net: args.pod.net.clone(),
+        no_overlay: args.pod.no_overlay,
+        annotations,
+        mutable: false,
+        insecure_image: ctx.insecure_image,
+    };
+    Ok((req, stage1))
+}
+
+fn do_prepare(ctx: &Context, args: &RunArgs) -> anyhow::Result<Prepared> {
+    let started = std::time::Instant::now();
+    let (req, stage1) = pod_request(ctx, args)?;
+    let pods = PodStore::new(ctx.store.root());
+    let prepared = prepare::prepare(&ctx.store, &TrustStore::new(ctx.config.clone()), &pods, &req, stage1)?;
+    if let Some(f) = &args.pod.uuid_file_save {
+        std::fs::write(f, format!("{}\n", prepared.pod.uuid)).with_context(|| format!("cannot write {}", f.display()))?;
+    }
+    if ctx.debug {
+        eprintln!("orbit: prepared pod {} in {:?}", prepared.pod.uuid, started.elapsed());
+    }
+    Ok(prepared)
+}
+
+/// `orbit run`: prepare, then become the pod (exec its stage1).
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    if ctx.insecure_image {
+        eprintln!("orbit: WARNING: --insecure-options=image: images fetched for this pod are not verified");
+    }
+    let prepared = do_prepare(ctx, &args)?;
+    let pods = PodStore::new(ctx.store.root());
+    Err(lifecycle::exec_run(&pods, prepared, ctx.debug).into())
+}
+
+/// `orbit prepare`.
+pub fn prepare_cmd(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    let prepared = do_prepare(ctx, &args)?;
+    println!("{}", prepared.pod.uuid);
+    Ok(())
+}
+
+/// `orbit run-prepared`.
+pub fn run_prepared(ctx: &Context, uuid: &str) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    let prepared = lifecycle::claim_prepared(&pods, uuid)?;
+    Err(lifecycle::exec_run(&pods, prepared, ctx.debug).into())
+}
+
+/// `orbit status`.
+pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    let mut pod = pods.find(&args.uuid)?;
+    if let Some(w) = &args.wait {
+        let timeout = match parse_duration(w)? {
+            d if d.is_zero() => Duration::from_secs(u64::MAX / 4),
+            d => d,
+        };
+        if !lifecycle::wait_unlocked(&pod.path, timeout) {
+            bail!("pod {} is still running after {w}", pod.uuid);
+        }
+        pod = pods.refresh(&pod)?;
+    }
+    if args.wait_ready {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            pod = pods.refresh(&pod)?;
+            let info = status::info(&pod)?;
+            if info.state == "running" && info.apps.iter().all(|a| a.state == "running") {
+                break;
+            }
+            if info.state != "prepared" && info.state != "running" || std::time::Instant::now() > deadline {
+                bail!("pod {} did not become ready (state {})", pod.uuid, info.state);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let info = status::info(&pod)?;
+    if args.format.format == Format::Json {
+        return output::json(&info);
+    }
+    println!("state={}", info.state);
+    println!("created={}", info.created);
+    if !info.started.is_empty() {
+        println!("started={}", info.started);
+    }
+    if let Some(pid) = info.pid {
+        println!("pid={pid}");
+    }
+    if !info.finished.is_empty() {
+        println!("finished={}", info.finished);
+    }
+    if let Some(c) = info.exit_code {
+        println!("exit-code={c}");
+    }
+    for a in &info.apps {
+        let code = a.status.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        println!("app-{}={} exit-code={code}", a.name, a.state);
+    }
+    Ok(())
+}
+
+/// `orbit list`.
+pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    let mut infos = Vec::new();
+    for p in pods.list()? {
+        if let Ok(i) = status::info(&p) {
+            infos.push(i);
+        }
+    }
+    if args.format.format == Format::Json {
+        return output::json(&infos);
+    }
+    let mut rows = Vec::new();
+    for i in &infos {
+        let uuid = if args.full { i.uuid.clone() } else { i.uuid[..8].to_string() };
+        let apps = i.apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(",");
+        let images = i.apps.iter().map(|a| if args.full { format!("{}@{}", a.image, a.image_digest) } else { a.image.clone() }).collect::<Vec<_>>().join(",");
+        let state = match i.exit_code {
+            Some(c) => format!("{} ({c})", i.state),
+            None => i.state.clone(),
+        };
+        rows.push(vec![uuid, apps, images, state, i.created.clone()]);
+    }
+    output::table(&["UUID", "APPS", "IMAGES", "STATE", "CREATED"], &rows, !args.no_legend);
+    Ok(())
+}
+
+/// `orbit enter`.
+pub fn enter(ctx: &Context, args: EnterArgs) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    Err(lifecycle::exec_enter(&pods, &args.uuid, args.app.as_deref(), &args.command, ctx.debug).into())
+}
+
+/// `orbit stop`.
+pub fn stop(ctx: &Context, args: StopArgs) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    let timeout = parse_duration(&args.timeout)?;
+    let mut failed = 0;
+    for u in &args.uuids {
+        match lifecycle::stop(&pods, u, args.force, timeout, ctx.debug) {
+            Ok(p) => println!("{}", p.uuid),
+            Err(e) => {
+                eprintln!("orbit: error: cannot stop {u}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} pod(s) not stopped", args.uuids.len());
+    }
+    Ok(())
+}
+
+/// `orbit rm`.
+pub fn rm(ctx: &Context, uuids: Vec<String>) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    let mut failed = 0;
+    for u in &uuids {
+        match pods.find(u).and_then(|p| lifecycle::remove(&pods, &p, ctx.debug).map(|_| p)) {
+            Ok(p) => println!("{}", p.uuid),
+            Err(e) => {
+                eprintln!("orbit: error: cannot remove {u}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} pod(s) not removed", uuids.len());
+    }
+    Ok(())
+}
+
+/// `orbit gc`.
+pub fn gc(ctx: &Context, args: GcArgs) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    let opts = GcOptions {
+        grace_period: parse_duration(&args.grace_period)?,
+        expire_prepared: parse_duration(&args.expire_prepared)?,
+        mark_only: args.mark_only,
+        debug: ctx.debug,
+    };
+    let r = orbit::pod::gc::gc(&pods, &opts)?;
+    for u in &r.marked {
+        println!("marked {u} as exited garbage");
+    }
+    for u in &r.removed {
+        println!("removed {u}");
+    }
+    for (u, why) in &r.failed {
+        eprintln!("orbit: error: cannot remove pod {u}: {why}");
+    }
+    if !r.failed.is_empty() {
+        bail!("{} pod(s) could not be collected", r.failed.len());
+    }
+    Ok(())
+}
+
+/// `orbit cat-manifest`.
+pub fn cat_manifest(ctx: &Context, uuid: &str) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    let pod = pods.find(uuid)?;
+    output::json(&status::manifest(&pod)?)
+}
+
+/// `orbit logs`.
+pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<()> {
+    let pods = PodStore::new(ctx.store.root());
+    let pod = pods.find(&args.uuid)?;
+    let since = match &args.since {
+        Some(s) if s.contains('T') => Some(s.clone()),
+        Some(d) => {
+            let ago = time::OffsetDateTime::now_utc() - parse_duration(d)?;
+            Some(ago.format(&time::format_description::well_known::Rfc3339)?)
+        }
+        None => None,
+    };
+    let opts = LogOptions { app: args.app, follow: args.follow, since, tail: args.tail, timestamps: args.timestamps };
+    Ok(orbit::pod::logs::logs(&pods, &pod, &opts)?)
+}

@@ -1,0 +1,16 @@
+//! Pods: the pod store (`pods/<state>/<uuid>/`), preparation, the stage1 launcher, status,
+//! logs and garbage collection — stage0's half of the stage1 interface.
+
+mod error;
+pub mod gc;
+mod identity;
+pub mod lifecycle;
+pub mod logs;
+mod mounts;
+pub mod prepare;
+pub mod spec;
+pub mod stage1;
+pub mod status;
+pub mod store;
+
+pub use error::PodError;

@@ -1,0 +1,330 @@
+//! Preparing a pod: resolve (or fetch) every app's image, work out each app's command,
+//! environment, identity and root, and write the pod directory — `pod.json`, the app
+//! directories, empty volumes, the /etc files, the chosen stage1 — moving it
+//! `embryo → prepare → prepared` by renames. Images are resolved before the pod directory
+//! exists, so a bad image leaves nothing behind; any later failure removes the directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::fcntl::Flock;
+
+use orbit_stage1::{paths, App, AppImage, AppRootfs, Mount, Network, PodManifest, Volume, VolumeKind, INTERFACE_VERSION};
+
+use super::spec::{self, set_env};
+use super::stage1::Stage1;
+use super::store::{try_lock, DirState, PodRef, PodStore};
+use super::{identity, PodError};
+use crate::image::catalog::{self, StoredImage};
+use crate::image::config::ImageConfig;
+use crate::image::fetch::{self, FetchOptions};
+use crate::image::source::SourceRef;
+use crate::image::store::Store;
+use crate::trust::TrustStore;
+
+/// The default PATH for apps whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One app as the user asked for it.
+#[derive(Debug, Clone, Default)]
+pub struct AppRequest {
+    /// Image reference or source.
+    pub image: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--exec`: replaces the image's entrypoint.
+    pub exec: Option<String>,
+    /// Arguments after `--`: replace the image's cmd.
+    pub args: Option<Vec<String>>,
+    /// `--working-dir`.
+    pub working_dir: Option<String>,
+    /// `--environment` / `--set-env` values, in order.
+    pub env: Vec<(String, String)>,
+    /// `--inherit-env`.
+    pub inherit_env: bool,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--group`.
+    pub group: Option<String>,
+    /// `--readonly-rootfs`.
+    pub readonly_rootfs: bool,
+    /// `--mount`s.
+    pub mounts: Vec<Mount>,
+    /// `--interactive`.
+    pub interactive: bool,
+}
+
+/// A pod as the user asked for it.
+#[derive(Debug, Clone)]
+pub struct PodRequest {
+    /// Apps, in order.
+    pub apps: Vec<AppRequest>,
+    /// Volumes.
+    pub volumes: Vec<Volume>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--net`: `none` or `host`.
+    pub net: String,
+    /// `--no-overlay`: copy each app's root instead of overlaying the shared layers.
+    pub no_overlay: bool,
+    /// Pod annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// An empty pod waiting for apps (`orbit app sandbox`).
+    pub mutable: bool,
+    /// `--insecure-options=image` for images fetched on the way.
+    pub insecure_image: bool,
+}
+
+/// A prepared pod and the lock that keeps gc away until it is handed to its stage1.
+pub struct Prepared {
+    /// The pod.
+    pub pod: PodRef,
+    /// Its lock (on the directory inode: it survives the renames).
+    pub lock: Flock<OwnedFd>,
+    /// The stage1 that will run it.
+    pub stage1: Stage1,
+}
+
+struct Resolved {
+    image: StoredImage,
+    name: String,
+    config: ImageConfig,
+    lowers: Vec<std::path::PathBuf>,
+}
+
+/// Prepares a pod in the store.
+pub fn prepare(store: &Store, trust: &TrustStore, pods: &PodStore, req: &PodRequest, stage1: Stage1) -> Result<Prepared, PodError> {
+    validate(req)?;
+    let resolved = resolve_images(store, trust, req)?;
+    let names = app_names(req, &resolved)?;
+    let embryo = pods.create()?;
+    let lock = try_lock(&embryo.path)?.ok_or_else(|| PodError::Stage1("a new pod directory is locked by someone else".into()))?;
+    let mut guard = Cleanup { path: Some(embryo.path.clone()) };
+    let pod = pods.transition(&embryo, DirState::Prepare)?;
+    guard.path = Some(pod.path.clone());
+    write_pod(store, &pod, req, &resolved, &names)?;
+    stage1.save(&pod.path)?;
+    let pod = pods.transition(&pod, DirState::Prepared)?;
+    guard.path = None;
+    Ok(Prepared { pod, lock, stage1 })
+}
+
+/// Removes a half-prepared pod directory on failure.
+struct Cleanup {
+    path: Option<std::path::PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+fn validate(req: &PodRequest) -> Result<(), PodError> {
+    if req.apps.is_empty() && !req.mutable {
+        return Err(PodError::BadSpec("a pod needs at least one image".into()));
+    }
+    if req.apps.iter().filter(|a| a.interactive).count() > 0 && req.apps.len() > 1 {
+        return Err(PodError::BadSpec("--interactive works only with a single app".into()));
+    }
+    if !["none", "host"].contains(&req.net.as_str()) {
+        return Err(PodError::BadSpec(format!("--net={}: this version supports --net=none and --net=host", req.net)));
+    }
+    let mut seen = Vec::new();
+    for v in &req.volumes {
+        if seen.contains(&&v.name) {
+            return Err(PodError::BadSpec(format!("volume '{}' is defined twice", v.name)));
+        }
+        seen.push(&v.name);
+    }
+    for a in &req.apps {
+        for m in &a.mounts {
+            if !req.volumes.iter().any(|v| v.name == m.volume) {
+                return Err(PodError::BadSpec(format!("--mount volume={}: no --volume named '{}'", m.volume, m.volume)));
+            }
+        }
+    }
+    if let Some(h) = &req.hostname {
+        let ok = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(PodError::BadSpec(format!("--hostname {h}: letters, digits, '-' and '.', at most 64")));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_images(store: &Store, trust: &TrustStore, req: &PodRequest) -> Result<Vec<Resolved>, PodError> {
+    let mut out = Vec::new();
+    for a in &req.apps {
+        let image = match SourceRef::parse(&a.image) {
+            Some(src) => {
+                let src = src?;
+                let opts = FetchOptions { insecure_skip_verify: req.insecure_image, ..FetchOptions::default() };
+                let done = fetch::fetch(store, trust, &src, &opts)?;
+                catalog::resolve(store, done.digest.as_str())?
+            }
+            None => catalog::resolve(store, &a.image)?,
+        };
+        let (_, config) = catalog::load(store, &image)?;
+        let mut lowers: Vec<_> = config.diff_ids()?.iter().map(|d| store.layer_rootfs(d)).collect();
+        if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
+            return Err(PodError::Corrupt {
+                uuid: "-".into(),
+                detail: format!("layer {} of {} is not unpacked; run `orbit image verify` and fetch the image again", missing.display(), a.image),
+            });
+        }
+        lowers.reverse();
+        let name = image.by_name.clone().or_else(|| image.names.first().cloned()).unwrap_or_else(|| image.digest.to_string());
+        out.push(Resolved { image, name, config, lowers });
+    }
+    Ok(out)
+}
+
+fn app_names(req: &PodRequest, resolved: &[Resolved]) -> Result<Vec<String>, PodError> {
+    let mut names: Vec<String> = Vec::new();
+    for (a, r) in req.apps.iter().zip(resolved) {
+        let name = match &a.name {
+            Some(n) => {
+                spec::valid_name(n).map_err(|e| PodError::BadSpec(format!("--name: {e}")))?;
+                if names.contains(n) {
+                    return Err(PodError::BadSpec(format!("two apps are named '{n}'; give them different --name")));
+                }
+                n.clone()
+            }
+            None => {
+                let repo = crate::image::reference::repository(&r.name);
+                let base: String = repo.rsplit('/').next().unwrap_or("app").chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+                let base = if base.is_empty() || base.starts_with('-') { "app".to_string() } else { base };
+                let mut n = base.clone();
+                let mut i = 2;
+                while names.contains(&n) {
+                    n = format!("{base}-{i}");
+                    i += 1;
+                }
+                n
+            }
+        };
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn write_pod(store: &Store, pod: &PodRef, req: &PodRequest, resolved: &[Resolved], names: &[String]) -> Result<(), PodError> {
+    let hostname = req.hostname.clone().unwrap_or_else(|| format!("orbit-{}", &pod.uuid[..8]));
+    let mut apps = Vec::new();
+    for ((a, r), name) in req.apps.iter().zip(resolved).zip(names) {
+        apps.push(build_app(store, pod, a, r, name, req.no_overlay)?);
+    }
+    for v in req.volumes.iter().filter(|v| v.kind == VolumeKind::Empty) {
+        let d = paths::volume_dir(&pod.path, &v.name);
+        fs::create_dir_all(&d).map_err(|e| PodError::io("cannot create", &d, e))?;
+    }
+    write_etc(&pod.path, &hostname, &req.net)?;
+    let manifest = PodManifest {
+        interface_version: INTERFACE_VERSION,
+        uuid: pod.uuid.clone(),
+        hostname,
+        apps,
+        volumes: req.volumes.clone(),
+        network: Network { mode: req.net.clone() },
+        mutable: req.mutable,
+        annotations: req.annotations.clone(),
+    };
+    let p = pod.path.join(paths::POD_MANIFEST);
+    fs::write(&p, serde_json::to_vec_pretty(&manifest).expect("manifest serializes")).map_err(|e| PodError::io("cannot write", &p, e))?;
+    let created = pod.path.join(paths::CREATED);
+    fs::write(&created, fetch::now_rfc3339()).map_err(|e| PodError::io("cannot write", &created, e))
+}
+
+fn build_app(store: &Store, pod: &PodRef, a: &AppRequest, r: &Resolved, name: &str, no_overlay: bool) -> Result<App, PodError> {
+    let run = r.config.config.clone().unwrap_or_default();
+    let mut exec: Vec<String> = match &a.exec {
+        Some(e) => vec![e.clone()],
+        None => run.entrypoint.clone().unwrap_or_default(),
+    };
+    match &a.args {
+        Some(args) => exec.extend(args.iter().cloned()),
+        None if a.exec.is_none() => exec.extend(run.cmd.clone().unwrap_or_default()),
+        None => {}
+    }
+    if exec.is_empty() {
+        return Err(PodError::BadSpec(format!("image {} has no entrypoint or cmd; give one with --exec", r.name)));
+    }
+    let mut env: Vec<String> = Vec::new();
+    if a.inherit_env {
+        for (k, v) in std::env::vars() {
+            set_env(&mut env, &k, &v);
+        }
+    }
+    for e in run.env.clone().unwrap_or_default() {
+        if let Some((k, v)) = e.split_once('=') {
+            set_env(&mut env, k, v);
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    for (k, v) in &a.env {
+        set_env(&mut env, k, v);
+    }
+    let image_user = run.user.clone().filter(|u| !u.is_empty());
+    let (user_spec, image_group) = match (&a.user, image_user.as_deref()) {
+        (Some(u), _) => (u.clone(), None),
+        (None, Some(u)) => match u.split_once(':') {
+            Some((u, g)) => (u.to_string(), Some(g.to_string())),
+            None => (u.to_string(), None),
+        },
+        (None, None) => ("0".to_string(), None),
+    };
+    let group = a.group.clone().or(image_group);
+    let passwd = identity::read_layered(&r.lowers, "etc/passwd");
+    let groups = identity::read_layered(&r.lowers, "etc/group");
+    let user = identity::resolve(&user_spec, group.as_deref(), passwd.as_deref(), groups.as_deref())?;
+
+    let dir = paths::app_dir(&pod.path, name);
+    for sub in ["rootfs", "upper", "work", "empty"] {
+        let d = dir.join(sub);
+        fs::create_dir_all(&d).map_err(|e| PodError::io("cannot create", &d, e))?;
+    }
+    let rootfs = if no_overlay {
+        let target = dir.join("rootfs");
+        fs::remove_dir(&target).map_err(|e| PodError::io("cannot prepare", &target, e))?;
+        crate::image::extract::extract(store, &r.image, &target)?;
+        AppRootfs { lowers: vec![], overlay: false }
+    } else {
+        AppRootfs { lowers: r.lowers.clone(), overlay: true }
+    };
+    let status = orbit_stage1::AppStatus::created();
+    status.write(&paths::app_status(&pod.path, name)).map_err(|e| PodError::io("cannot write", &dir, e))?;
+    let mut annotations = BTreeMap::new();
+    annotations.insert("orbit.dev/image-name".to_string(), r.name.clone());
+    Ok(App {
+        name: name.to_string(),
+        image: AppImage { name: r.name.clone(), digest: r.image.digest.to_string() },
+        exec,
+        env,
+        user,
+        working_directory: a.working_dir.clone().or(run.working_dir.clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+        rootfs,
+        read_only_rootfs: a.readonly_rootfs,
+        mounts: a.mounts.clone(),
+        interactive: a.interactive,
+        annotations,
+    })
+}
+
+fn write_etc(pod: &Path, hostname: &str, net: &str) -> Result<(), PodError> {
+    let etc = pod.join(paths::ETC_DIR);
+    fs::create_dir_all(&etc).map_err(|e| PodError::io("cannot create", &etc, e))?;
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    let resolv = if net == "host" { fs::read_to_string("/etc/resolv.conf").unwrap_or_default() } else { String::new() };
+    for (f, content) in [("hosts", hosts), ("hostname", format!("{hostname}\n")), ("resolv.conf", resolv)] {
+        let p = etc.join(f);
+        fs::write(&p, content).map_err(|e| PodError::io("cannot write", &p, e))?;
+    }
+    Ok(())
+}

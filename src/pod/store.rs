@@ -1,0 +1,166 @@
+//! The pod store: `pods/<state>/<uuid>/`. A pod changes state by `rename(2)` of its
+//! directory, so every transition is atomic; whether a pod in `run/` is still running is
+//! whether its stage1 holds the directory's `flock`. Nothing else records state.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
+
+use super::PodError;
+
+/// A pod directory's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirState {
+    /// Being created.
+    Embryo,
+    /// Being prepared (app roots, pod.json).
+    Prepare,
+    /// Ready to run.
+    Prepared,
+    /// Running, or exited but not yet collected (see [`PodStore::is_locked`]).
+    Run,
+    /// Exited and marked by gc; removed after the grace period.
+    ExitedGarbage,
+    /// Being removed.
+    Garbage,
+}
+
+impl DirState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [DirState; 6] =
+        [DirState::Embryo, DirState::Prepare, DirState::Prepared, DirState::Run, DirState::ExitedGarbage, DirState::Garbage];
+
+    /// The directory name.
+    pub fn dir(self) -> &'static str {
+        match self {
+            DirState::Embryo => "embryo",
+            DirState::Prepare => "prepare",
+            DirState::Prepared => "prepared",
+            DirState::Run => "run",
+            DirState::ExitedGarbage => "exited-garbage",
+            DirState::Garbage => "garbage",
+        }
+    }
+}
+
+/// The pods under a store root.
+#[derive(Debug, Clone)]
+pub struct PodStore {
+    root: PathBuf,
+}
+
+/// A pod found in the store.
+#[derive(Debug, Clone)]
+pub struct PodRef {
+    /// Full UUID.
+    pub uuid: String,
+    /// Its directory's state.
+    pub state: DirState,
+    /// Its directory.
+    pub path: PathBuf,
+}
+
+impl PodStore {
+    /// Pods under `<store>/pods`.
+    pub fn new(store_root: &Path) -> PodStore {
+        PodStore { root: store_root.join("pods") }
+    }
+
+    /// The directory of a state.
+    pub fn state_dir(&self, s: DirState) -> PathBuf {
+        self.root.join(s.dir())
+    }
+
+    /// Creates the state directories.
+    pub fn init(&self) -> Result<(), PodError> {
+        for s in DirState::ALL {
+            let d = self.state_dir(s);
+            fs::create_dir_all(&d).map_err(|e| PodError::io("cannot create", &d, e))?;
+        }
+        Ok(())
+    }
+
+    /// Creates a new pod directory in `embryo/` with a fresh UUID.
+    pub fn create(&self) -> Result<PodRef, PodError> {
+        self.init()?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let path = self.state_dir(DirState::Embryo).join(&uuid);
+        fs::create_dir(&path).map_err(|e| PodError::io("cannot create pod directory", &path, e))?;
+        Ok(PodRef { uuid, state: DirState::Embryo, path })
+    }
+
+    /// Moves a pod to another state by renaming its directory.
+    pub fn transition(&self, pod: &PodRef, to: DirState) -> Result<PodRef, PodError> {
+        let path = self.state_dir(to).join(&pod.uuid);
+        fs::rename(&pod.path, &path).map_err(|e| PodError::io(&format!("cannot move pod to {}", to.dir()), &pod.path, e))?;
+        Ok(PodRef { uuid: pod.uuid.clone(), state: to, path })
+    }
+
+    /// Every pod, in every state.
+    pub fn list(&self) -> Result<Vec<PodRef>, PodError> {
+        let mut pods = Vec::new();
+        for s in DirState::ALL {
+            let d = self.state_dir(s);
+            let entries = match fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(PodError::io("cannot list", &d, e)),
+            };
+            for e in entries.flatten() {
+                let uuid = e.file_name().to_string_lossy().into_owned();
+                if uuid::Uuid::parse_str(&uuid).is_ok() {
+                    pods.push(PodRef { uuid, state: s, path: e.path() });
+                }
+            }
+        }
+        pods.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        Ok(pods)
+    }
+
+    /// Finds a pod by full or unambiguously abbreviated UUID. A pod caught mid-rename is
+    /// looked up again.
+    pub fn find(&self, uuid_prefix: &str) -> Result<PodRef, PodError> {
+        if uuid_prefix.is_empty() {
+            return Err(PodError::UnknownPod(uuid_prefix.into()));
+        }
+        for _ in 0..3 {
+            let mut matches: Vec<PodRef> = self.list()?.into_iter().filter(|p| p.uuid.starts_with(uuid_prefix)).collect();
+            matches.dedup_by(|a, b| a.uuid == b.uuid);
+            match matches.len() {
+                1 => return Ok(matches.remove(0)),
+                0 => continue,
+                _ => return Err(PodError::AmbiguousPod { prefix: uuid_prefix.into(), candidates: matches.into_iter().map(|p| p.uuid).collect() }),
+            }
+        }
+        Err(PodError::UnknownPod(uuid_prefix.into()))
+    }
+
+    /// Re-finds a pod by its full UUID (its state may have changed).
+    pub fn refresh(&self, pod: &PodRef) -> Result<PodRef, PodError> {
+        self.find(&pod.uuid)
+    }
+
+    /// True when some process holds the pod directory's lock (its stage1 is running, or
+    /// stage0 is preparing it). Never blocks.
+    pub fn is_locked(path: &Path) -> bool {
+        match try_lock(path) {
+            Ok(Some(_)) => false,
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Takes a pod directory's exclusive lock without blocking: `Ok(None)` when it is held.
+pub fn try_lock(path: &Path) -> Result<Option<Flock<std::os::fd::OwnedFd>>, PodError> {
+    let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| PodError::io("cannot open", path, e.into()))?;
+    match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(PodError::io("cannot lock", path, e.into())),
+    }
+}

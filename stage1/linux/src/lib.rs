@@ -1,0 +1,81 @@
+//! orbit's built-in Linux stage1 flavors, reached only through the stage1 interface
+//! (`stage1/INTERFACE.md`): stage0 re-executes the orbit binary as
+//! `orbit stage1 <flavor> <entrypoint> --uuid=UUID [--debug] …` with the pod directory as the
+//! working directory, exactly as it would run an external stage1's executable.
+//!
+//! - `ns`: the pod gets new mount, pid, uts, ipc (and, with `--net=none`, network)
+//!   namespaces; each app gets its own overlayfs root, /proc, /sys (read-only), a minimal
+//!   /dev, and the pod's /etc/hosts, /etc/hostname, /etc/resolv.conf.
+//! - `fly`: the app runs in the host's namespaces except a private mount namespace, chrooted
+//!   into its root with the host's /proc, /sys and /dev (for node agents).
+//!
+//! The two share one crate because they share everything but the namespace set: the
+//! supervisor, the pod init (reaping, signal forwarding, logs, status files) and the app
+//! launcher.
+
+mod app;
+mod args;
+mod enter;
+mod init;
+mod mounts;
+mod run;
+mod util;
+
+pub use args::Args;
+
+/// A built-in flavor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Namespaces.
+    Ns,
+    /// Host (mount namespace + chroot only).
+    Fly,
+}
+
+impl Flavor {
+    /// Parses `ns` / `fly`.
+    pub fn parse(s: &str) -> Option<Flavor> {
+        match s {
+            "ns" => Some(Flavor::Ns),
+            "fly" => Some(Flavor::Fly),
+            _ => None,
+        }
+    }
+
+    /// The flavor's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Ns => "ns",
+            Flavor::Fly => "fly",
+        }
+    }
+}
+
+/// Runs entrypoint `entrypoint` of `flavor`; returns the process exit status.
+pub fn main(flavor: Flavor, entrypoint: &str, raw_args: &[String]) -> i32 {
+    let args = match Args::parse(raw_args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("stage1 {}: {e}", flavor.name());
+            return orbit_stage1::EXIT_STAGE1_FAILURE;
+        }
+    };
+    let result = match entrypoint {
+        "run" => run::run(flavor, &args),
+        "enter" => enter::enter(&args),
+        "stop" => run::stop(&args),
+        "gc" => Ok(0),
+        "app-add" | "app-start" | "app-stop" | "app-rm" => Err(format!(
+            "the {} stage1 does not support mutable pods yet ({entrypoint})",
+            flavor.name()
+        )),
+        other => Err(format!("unknown entrypoint '{other}'")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stage1 {}: {entrypoint}: {e}", flavor.name());
+            orbit_stage1::EXIT_STAGE1_FAILURE
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Mounts: the app's root (overlayfs over the shared layers), and the app's view of /proc,
+//! /sys, /dev, /etc and its volumes, then `pivot_root` (ns) or `chroot` (fly).
+
+use std::os::unix::fs::symlink;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+
+use orbit_stage1::{paths, App, PodManifest, VolumeKind};
+
+use crate::Flavor;
+
+type R = Result<(), String>;
+
+fn mnt(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> R {
+    mount(src, target, fstype, flags, data).map_err(|e| format!("mount {} on {}: {e}", fstype.or(src).unwrap_or("?"), target.display()))
+}
+
+/// Mounts app `a`'s root at `apps/<name>/rootfs`: overlayfs of its layers (top first) with
+/// the app's own upper/work directories, or a bind of the copied tree (`--no-overlay`).
+pub fn mount_app_root(pod: &Path, a: &App) -> R {
+    let dir = paths::app_dir(pod, &a.name);
+    let root = dir.join("rootfs");
+    if !a.rootfs.overlay {
+        return mnt(Some(&root.to_string_lossy()), &root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None);
+    }
+    let lowers: Vec<String> = a.rootfs.lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let lowers = if lowers.is_empty() { vec![dir.join("empty").to_string_lossy().into_owned()] } else { lowers };
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    mnt(Some("overlay"), &root, Some("overlay"), MsFlags::empty(), Some(&data))
+}
+
+/// Brings the loopback interface of a fresh network namespace up.
+pub fn loopback_up() -> Result<(), String> {
+    // SAFETY: plain socket/ioctl calls on a zeroed, correctly sized ifreq; the fd is closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(err.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// A path inside the app root for an absolute in-app path, refusing `..` and refusing to
+/// pass through symlinks (an image must not redirect a mount outside its root).
+pub fn in_root(root: &Path, inside: &str) -> Result<PathBuf, String> {
+    let mut p = root.to_path_buf();
+    for c in Path::new(inside).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => {
+                p.push(n);
+                if p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(format!("{inside}: {} is a symlink in the image; mount targets must be real paths", p.display()));
+                }
+            }
+            _ => return Err(format!("{inside}: mount targets must be absolute paths without '..'")),
+        }
+    }
+    Ok(p)
+}
+
+fn ensure_dir(p: &Path) -> R {
+    std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
+}
+
+fn ensure_file(p: &Path) -> R {
+    if p.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = p.parent() {
+        ensure_dir(parent)?;
+    }
+    std::fs::File::create(p).map(|_| ()).map_err(|e| format!("cannot create {}: {e}", p.display()))
+}
+
+/// Builds the app's world in a new mount namespace and moves into its root.
+pub fn enter_app_root(flavor: Flavor, pod: &Path, manifest: &PodManifest, app: &App, root: &Path) -> R {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    match flavor {
+        Flavor::Ns => {
+            system_mounts(root)?;
+            etc_files(pod, root)?;
+        }
+        Flavor::Fly => {
+            for d in ["proc", "sys", "dev"] {
+                let target = in_root(root, d)?;
+                ensure_dir(&target)?;
+                mnt(Some(&format!("/{d}")), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            }
+        }
+    }
+    volumes(pod, manifest, app, root)?;
+    match flavor {
+        Flavor::Ns => pivot(root)?,
+        Flavor::Fly => {
+            nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+            nix::unistd::chroot(".").map_err(|e| format!("chroot {}: {e}", root.display()))?;
+        }
+    }
+    if app.read_only_rootfs {
+        mnt(None, Path::new("/"), None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY, None)?;
+    }
+    Ok(())
+}
+
+fn system_mounts(root: &Path) -> R {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = in_root(root, "/proc")?;
+    ensure_dir(&proc_dir)?;
+    mnt(Some("proc"), &proc_dir, Some("proc"), nosuid, None)?;
+    let sys = in_root(root, "/sys")?;
+    ensure_dir(&sys)?;
+    mnt(Some("sysfs"), &sys, Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None)?;
+    let dev = in_root(root, "/dev")?;
+    ensure_dir(&dev)?;
+    mnt(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
+    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+        let p = dev.join(name);
+        mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)).map_err(|e| format!("mknod {}: {e}", p.display()))?;
+        nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &p, Mode::from_bits_truncate(0o666), nix::sys::stat::FchmodatFlags::FollowSymlink)
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+    }
+    let pts = dev.join("pts");
+    ensure_dir(&pts)?;
+    mnt(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
+    let shm = dev.join("shm");
+    ensure_dir(&shm)?;
+    mnt(Some("shm"), &shm, Some("tmpfs"), nosuid, Some("mode=1777,size=65536k"))?;
+    let mq = dev.join("mqueue");
+    ensure_dir(&mq)?;
+    mnt(Some("mqueue"), &mq, Some("mqueue"), nosuid, None)?;
+    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn etc_files(pod: &Path, root: &Path) -> R {
+    for f in ["hosts", "hostname", "resolv.conf"] {
+        let src = pod.join(paths::ETC_DIR).join(f);
+        if !src.exists() {
+            continue;
+        }
+        let target = in_root(root, &format!("/etc/{f}"))?;
+        ensure_file(&target)?;
+        mnt(Some(&src.to_string_lossy()), &target, None, MsFlags::MS_BIND, None)?;
+    }
+    Ok(())
+}
+
+fn volumes(pod: &Path, manifest: &PodManifest, app: &App, root: &Path) -> R {
+    for m in &app.mounts {
+        let v = manifest.volumes.iter().find(|v| v.name == m.volume).ok_or_else(|| format!("mount of unknown volume '{}'", m.volume))?;
+        let source = match v.kind {
+            VolumeKind::Host => v.source.clone().ok_or_else(|| format!("host volume '{}' has no source", v.name))?,
+            VolumeKind::Empty => paths::volume_dir(pod, &v.name),
+        };
+        let target = in_root(root, &m.target)?;
+        if source.is_dir() {
+            ensure_dir(&target)?;
+        } else {
+            ensure_file(&target)?;
+        }
+        mnt(Some(&source.to_string_lossy()), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        if v.read_only {
+            mnt(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// `pivot_root(".", ".")` then detach the old root: no extra directory in the image needed.
+fn pivot(root: &Path) -> R {
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root {}: {e}", root.display()))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
+}

@@ -1,0 +1,166 @@
+//! `stage1.json` (what a stage1 offers) and `pod.json` (what stage0 asks of it).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The entrypoints every stage1 of interface version 1 provides.
+pub const ENTRYPOINTS: [&str; 8] = ["run", "enter", "stop", "gc", "app-add", "app-start", "app-stop", "app-rm"];
+
+/// `stage1.json`: a stage1's self-description.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage1Manifest {
+    /// The interface version the stage1 implements.
+    pub interface_version: u32,
+    /// Its name (`ns`, `fly`, `kvm`, or an external one's).
+    pub name: String,
+    /// Entrypoint name → executable path, relative to the stage1 directory.
+    pub entrypoints: BTreeMap<String, String>,
+}
+
+/// `pod.json`: everything a stage1 needs to run a pod. Written by stage0 before `run`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodManifest {
+    /// Interface version this manifest follows.
+    pub interface_version: u32,
+    /// The pod's UUID.
+    pub uuid: String,
+    /// Hostname inside the pod.
+    pub hostname: String,
+    /// The apps, in start order.
+    pub apps: Vec<App>,
+    /// Volumes apps may mount.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    /// Network request.
+    #[serde(default)]
+    pub network: Network,
+    /// A mutable pod (`orbit app sandbox`): the stage1 keeps running with no apps and waits
+    /// for `app-add` / `app-start`.
+    #[serde(default)]
+    pub mutable: bool,
+    /// Pod annotations (`orbit.dev/stage1`, …).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One app of a pod.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    /// Unique name within the pod.
+    pub name: String,
+    /// The image it runs.
+    pub image: AppImage,
+    /// argv; `exec[0]` is resolved in the app's root and PATH.
+    pub exec: Vec<String>,
+    /// Environment, `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Identity the app runs as.
+    #[serde(default)]
+    pub user: AppUser,
+    /// Working directory inside the app root.
+    #[serde(default = "default_workdir")]
+    pub working_directory: String,
+    /// The app's root filesystem.
+    pub rootfs: AppRootfs,
+    /// Mount the root filesystem read-only.
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+    /// Volume mounts.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// Attach a terminal (one app only).
+    #[serde(default)]
+    pub interactive: bool,
+    /// App annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_workdir() -> String {
+    "/".into()
+}
+
+/// The image an app came from.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppImage {
+    /// The name it was referred to by.
+    pub name: String,
+    /// Its manifest digest.
+    pub digest: String,
+}
+
+/// Numeric identity (names are resolved by stage0 in the image's /etc/passwd and /etc/group).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppUser {
+    /// uid.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+    /// Supplementary gids.
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+}
+
+/// How an app's root is assembled.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppRootfs {
+    /// Read-only layer directories, top layer first (overlayfs `lowerdir` order). Empty when
+    /// the root was copied (`--no-overlay`): then `apps/<name>/rootfs` already holds it.
+    #[serde(default)]
+    pub lowers: Vec<PathBuf>,
+    /// Use overlayfs (`lowers` + `apps/<name>/upper` + `work`).
+    pub overlay: bool,
+}
+
+/// A volume mount into an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Mount {
+    /// Volume name.
+    pub volume: String,
+    /// Absolute path inside the app.
+    pub target: String,
+}
+
+/// A pod volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: VolumeKind,
+    /// Host path (kind `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Mount read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Volume kinds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeKind {
+    /// A host directory or file, bind-mounted.
+    Host,
+    /// An empty directory in the pod directory (`volumes/<name>`), shared by the pod's apps.
+    Empty,
+}
+
+/// The network a pod asks for.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    /// `none` (own empty namespace with loopback) or `host`.
+    pub mode: String,
+}
