@@ -15,7 +15,11 @@ fn main() -> std::process::ExitCode {
 /// `orbit stage1 <flavor> <entrypoint> ARGS…`, dispatched before clap so a stage1 start
 /// costs nothing extra and its arguments are exactly the interface's.
 fn stage1(args: &[String]) -> std::process::ExitCode {
-    let (Some(flavor), Some(entrypoint)) = (args.first().and_then(|f| orbit_stage1_linux::Flavor::parse(f)), args.get(1)) else {
+    let (Some(flavor), Some(entrypoint)) = (
+        args.first()
+            .and_then(|f| orbit_stage1_linux::Flavor::parse(f)),
+        args.get(1),
+    ) else {
         eprintln!("usage: orbit stage1 ns|fly ENTRYPOINT --uuid=UUID … (run by orbit itself, not by hand)");
         return std::process::ExitCode::from(2);
     };

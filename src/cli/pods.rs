@@ -94,7 +94,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pod: PodFlags,
     /// IMAGE [APP OPTIONS] [-- ARGS…] [--- IMAGE2 [APP OPTIONS] [-- ARGS…]]…
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "IMAGE")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE"
+    )]
     apps: Vec<String>,
 }
 
@@ -198,8 +203,12 @@ pub struct LogsArgs {
 
 /// Parses `90s`, `5m`, `2h`, `500ms`, `1d` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().with_context(|| format!("'{s}' is not a duration (e.g. 30s, 5m, 2h)"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("'{s}' is not a duration (e.g. 30s, 5m, 2h)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
@@ -231,7 +240,9 @@ fn merge(defaults: &AppFlags, app: AppFlags) -> AppFlags {
 fn app_requests(args: &RunArgs) -> anyhow::Result<Vec<AppRequest>> {
     let mut out = Vec::new();
     for chunk in args.apps.split(|a| a == "---") {
-        let Some((image, rest)) = chunk.split_first() else { bail!("'---' must be followed by an image") };
+        let Some((image, rest)) = chunk.split_first() else {
+            bail!("'---' must be followed by an image")
+        };
         if image.starts_with('-') {
             bail!("expected an image, found option '{image}' (app options go after their image)");
         }
@@ -245,7 +256,11 @@ fn app_requests(args: &RunArgs) -> anyhow::Result<Vec<AppRequest>> {
         for e in f.environment.iter().chain(&f.set_env) {
             env.push(spec::parse_env(e)?);
         }
-        let mounts = f.mount.iter().map(|m| spec::parse_mount(m)).collect::<Result<Vec<_>, _>>()?;
+        let mounts = f
+            .mount
+            .iter()
+            .map(|m| spec::parse_mount(m))
+            .collect::<Result<Vec<_>, _>>()?;
         out.push(AppRequest {
             image: image.clone(),
             name: f.name,
@@ -267,10 +282,17 @@ fn app_requests(args: &RunArgs) -> anyhow::Result<Vec<AppRequest>> {
 fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Stage1)> {
     let mut annotations = BTreeMap::new();
     for a in &args.pod.annotation {
-        let (k, v) = a.split_once('=').with_context(|| format!("--annotation {a}: expected KEY=VALUE"))?;
+        let (k, v) = a
+            .split_once('=')
+            .with_context(|| format!("--annotation {a}: expected KEY=VALUE"))?;
         annotations.insert(k.to_string(), v.to_string());
     }
-    let volumes = args.pod.volume.iter().map(|v| spec::parse_volume(v)).collect::<Result<Vec<_>, _>>()?;
+    let volumes = args
+        .pod
+        .volume
+        .iter()
+        .map(|v| spec::parse_volume(v))
+        .collect::<Result<Vec<_>, _>>()?;
     let stage1 = Stage1::select(
         args.pod.stage1_name.as_deref(),
         args.pod.stage1_path.as_deref(),
@@ -294,12 +316,23 @@ fn do_prepare(ctx: &Context, args: &RunArgs) -> anyhow::Result<Prepared> {
     let started = std::time::Instant::now();
     let (req, stage1) = pod_request(ctx, args)?;
     let pods = PodStore::new(ctx.store.root());
-    let prepared = prepare::prepare(&ctx.store, &TrustStore::new(ctx.config.clone()), &pods, &req, stage1)?;
+    let prepared = prepare::prepare(
+        &ctx.store,
+        &TrustStore::new(ctx.config.clone()),
+        &pods,
+        &req,
+        stage1,
+    )?;
     if let Some(f) = &args.pod.uuid_file_save {
-        std::fs::write(f, format!("{}\n", prepared.pod.uuid)).with_context(|| format!("cannot write {}", f.display()))?;
+        std::fs::write(f, format!("{}\n", prepared.pod.uuid))
+            .with_context(|| format!("cannot write {}", f.display()))?;
     }
     if ctx.debug {
-        eprintln!("orbit: prepared pod {} in {:?}", prepared.pod.uuid, started.elapsed());
+        eprintln!(
+            "orbit: prepared pod {} in {:?}",
+            prepared.pod.uuid,
+            started.elapsed()
+        );
     }
     Ok(prepared)
 }
@@ -350,8 +383,14 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             if info.state == "running" && info.apps.iter().all(|a| a.state == "running") {
                 break;
             }
-            if info.state != "prepared" && info.state != "running" || std::time::Instant::now() > deadline {
-                bail!("pod {} did not become ready (state {})", pod.uuid, info.state);
+            if info.state != "prepared" && info.state != "running"
+                || std::time::Instant::now() > deadline
+            {
+                bail!(
+                    "pod {} did not become ready (state {})",
+                    pod.uuid,
+                    info.state
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -375,7 +414,11 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         println!("exit-code={c}");
     }
     for a in &info.apps {
-        let code = a.status.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        let code = a
+            .status
+            .exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into());
         println!("app-{}={} exit-code={code}", a.name, a.state);
     }
     Ok(())
@@ -395,23 +438,54 @@ pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     for i in &infos {
-        let uuid = if args.full { i.uuid.clone() } else { i.uuid[..8].to_string() };
-        let apps = i.apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(",");
-        let images = i.apps.iter().map(|a| if args.full { format!("{}@{}", a.image, a.image_digest) } else { a.image.clone() }).collect::<Vec<_>>().join(",");
+        let uuid = if args.full {
+            i.uuid.clone()
+        } else {
+            i.uuid[..8].to_string()
+        };
+        let apps = i
+            .apps
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let images = i
+            .apps
+            .iter()
+            .map(|a| {
+                if args.full {
+                    format!("{}@{}", a.image, a.image_digest)
+                } else {
+                    a.image.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let state = match i.exit_code {
             Some(c) => format!("{} ({c})", i.state),
             None => i.state.clone(),
         };
         rows.push(vec![uuid, apps, images, state, i.created.clone()]);
     }
-    output::table(&["UUID", "APPS", "IMAGES", "STATE", "CREATED"], &rows, !args.no_legend);
+    output::table(
+        &["UUID", "APPS", "IMAGES", "STATE", "CREATED"],
+        &rows,
+        !args.no_legend,
+    );
     Ok(())
 }
 
 /// `orbit enter`.
 pub fn enter(ctx: &Context, args: EnterArgs) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
-    Err(lifecycle::exec_enter(&pods, &args.uuid, args.app.as_deref(), &args.command, ctx.debug).into())
+    Err(lifecycle::exec_enter(
+        &pods,
+        &args.uuid,
+        args.app.as_deref(),
+        &args.command,
+        ctx.debug,
+    )
+    .into())
 }
 
 /// `orbit stop`.
@@ -439,7 +513,10 @@ pub fn rm(ctx: &Context, uuids: Vec<String>) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
     let mut failed = 0;
     for u in &uuids {
-        match pods.find(u).and_then(|p| lifecycle::remove(&pods, &p, ctx.debug).map(|_| p)) {
+        match pods
+            .find(u)
+            .and_then(|p| lifecycle::remove(&pods, &p, ctx.debug).map(|_| p))
+        {
             Ok(p) => println!("{}", p.uuid),
             Err(e) => {
                 eprintln!("orbit: error: cannot remove {u}: {e}");
@@ -497,6 +574,12 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let opts = LogOptions { app: args.app, follow: args.follow, since, tail: args.tail, timestamps: args.timestamps };
+    let opts = LogOptions {
+        app: args.app,
+        follow: args.follow,
+        since,
+        tail: args.tail,
+        timestamps: args.timestamps,
+    };
     Ok(orbit::pod::logs::logs(&pods, &pod, &opts)?)
 }

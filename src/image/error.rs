@@ -18,6 +18,15 @@ pub enum ImageError {
     /// The disk is full.
     #[error("cannot write {path}: no space left on the device; free some space (`orbit image gc`) or use another store with --dir")]
     DiskFull { path: PathBuf },
+    /// A destination outside the store (export, extract, render) is on a full disk.
+    #[error("cannot write {path}: no space left on the device; free some space there or choose a destination on another filesystem")]
+    DestinationFull { path: PathBuf },
+    /// A destination outside the store is on a read-only filesystem.
+    #[error("cannot write {path}: the filesystem is read-only; choose a writable destination")]
+    DestinationReadOnly { path: PathBuf },
+    /// A blob or layer of the store does not match its digest.
+    #[error("the store is corrupt: {what}; run `orbit image verify` to see what is damaged, then remove and fetch the image again")]
+    CorruptStore { what: String },
     /// Any other I/O failure.
     #[error("{context}: {error}")]
     Io { context: String, error: io::Error },
@@ -101,8 +110,11 @@ pub enum ImageError {
     #[error(transparent)]
     SigFile(#[from] crate::trust::SigFileError),
     /// Platform selection found nothing.
-    #[error("{0} has no manifest for this platform (linux/amd64)")]
-    NoPlatform(String),
+    #[error("{source_name} has no manifest for this platform ({platform}); fetch an image built for {platform}")]
+    NoPlatform {
+        source_name: String,
+        platform: String,
+    },
 }
 
 impl ImageError {
@@ -125,6 +137,16 @@ impl ImageError {
         }
     }
 
+    /// Like [`ImageError::io`], for a destination the user chose outside the store: a full
+    /// disk or read-only filesystem gets advice about that destination, not the store.
+    pub fn io_dest(context: impl Into<String>, path: &Path, err: io::Error) -> ImageError {
+        match ImageError::io(context, path, plain_io(err)) {
+            ImageError::DiskFull { path } => ImageError::DestinationFull { path },
+            ImageError::ReadOnlyStore { path } => ImageError::DestinationReadOnly { path },
+            other => other,
+        }
+    }
+
     /// A closure for `map_err` that wraps an I/O error about `path`.
     pub fn io_at<'a>(
         context: &'a str,
@@ -139,6 +161,15 @@ impl ImageError {
             what: what.into(),
             detail: detail.to_string(),
         }
+    }
+}
+
+/// The OS error alone, without what a library (tempfile) added to its message (such as the
+/// path of a temp file the user never asked for).
+pub fn plain_io(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => e,
     }
 }
 

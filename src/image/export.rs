@@ -1,22 +1,41 @@
 //! Exporting an image as an oci-archive (a tar of an OCI layout holding the image, its
 //! name and its signatures), which `orbit fetch oci-archive:` and skopeo read back.
+//!
+//! An image whose kept signature signs the image index it was fetched through is exported
+//! through that index (the store keeps the index blob for this), so that the signature
+//! still names what the archive's index.json points at. The index may list manifests of
+//! other platforms that the store does not hold; readers pick this platform's.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use oci_spec::image::Descriptor;
+
 use super::catalog::{self, StoredImage};
 use super::digest::Digest;
-use super::error::{ImageError, Result};
+use super::error::{plain_io, ImageError, Result};
 use super::layout::{self, DirFs};
 use super::media;
 use super::source::cosign_signature_tag;
-use super::store::{descriptor, Store};
+use super::store::{self, descriptor, Store};
 
 /// Writes `image` to `file` as an oci-archive.
 pub fn export(store: &Store, image: &StoredImage, file: &Path) -> Result<()> {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(ImageError::NotFound {
+            what: "destination directory".into(),
+            path: dir.to_path_buf(),
+        });
+    }
+    let _lock = store.lock_shared()?;
     let (manifest, _) = catalog::load(store, image)?;
+    let manifest_bytes = store.read_blob(&image.digest, "manifest")?;
     let mut blobs: Vec<Digest> = vec![
         image.digest.clone(),
         manifest.config().digest().to_string().parse()?,
@@ -32,51 +51,83 @@ pub fn export(store: &Store, image: &StoredImage, file: &Path) -> Result<()> {
     if let Some(n) = &name {
         ann.insert(media::REF_NAME_ANNOTATION.to_string(), n.clone());
     }
-    let mut manifests = vec![descriptor(
-        media::OCI_MANIFEST,
-        &image.digest,
-        store.read_blob(&image.digest, "manifest")?.len() as u64,
-        Some(ann),
-    )];
     let index = layout::read_index(&DirFs::new(store.images_dir()))?;
-    let tag = cosign_signature_tag(&image.digest);
-    if let Some(sig) = index
-        .manifests()
+    let signature_entry = |d: &Digest| {
+        let tag = cosign_signature_tag(d);
+        index
+            .manifests()
+            .iter()
+            .find(|e| layout::ref_name(e) == Some(tag.as_str()))
+            .cloned()
+    };
+    // The index the image was fetched through, when a kept signature signs it.
+    let entry = image
+        .entries
         .iter()
-        .find(|d| layout::ref_name(d) == Some(tag.as_str()))
-    {
-        let d = layout::descriptor_digest(sig)?;
-        let (_, m) = store.manifest(&d)?;
-        blobs.push(d);
-        blobs.push(m.config().digest().to_string().parse()?);
-        for l in m.layers() {
-            blobs.push(l.digest().to_string().parse()?);
+        .find(|e| e.name == name)
+        .or(image.entries.first());
+    let signed_index = entry
+        .and_then(|e| e.annotation(store::INDEX_ANNOTATION))
+        .and_then(|d| d.parse::<Digest>().ok())
+        .filter(|d| store.blob_path(d).is_file() && signature_entry(d).is_some());
+    let mut manifests = vec![match &signed_index {
+        Some(d) => {
+            let bytes = store.read_blob(d, "image index")?;
+            blobs.push(d.clone());
+            let media_type = media::index_media_type(&bytes);
+            descriptor(media_type, d, bytes.len() as u64, Some(ann))
         }
-        manifests.push(sig.clone());
+        None => descriptor(
+            media::manifest_media_type(&manifest_bytes),
+            &image.digest,
+            manifest_bytes.len() as u64,
+            Some(ann),
+        ),
+    }];
+    for d in std::iter::once(&image.digest).chain(signed_index.as_ref()) {
+        if let Some(sig) = signature_entry(d) {
+            add_signature(store, &sig, &mut blobs)?;
+            manifests.push(sig);
+        }
     }
     blobs.sort();
     blobs.dedup();
     let mut out_index = index.clone();
     out_index.set_manifests(manifests);
+    let index_bytes =
+        serde_json::to_vec(&out_index).map_err(|e| ImageError::malformed("index.json", e))?;
+    write_archive(store, &index_bytes, &blobs, dir, file)
+}
 
-    let dir = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+/// Adds the blobs of the signature manifest `sig` to `blobs`.
+fn add_signature(store: &Store, sig: &Descriptor, blobs: &mut Vec<Digest>) -> Result<()> {
+    let d = layout::descriptor_digest(sig)?;
+    let (_, m) = store.manifest(&d)?;
+    blobs.push(d);
+    blobs.push(m.config().digest().to_string().parse()?);
+    for l in m.layers() {
+        blobs.push(l.digest().to_string().parse()?);
+    }
+    Ok(())
+}
+
+/// Writes the archive into a temp file beside `file` and renames it into place.
+fn write_archive(
+    store: &Store,
+    index_bytes: &[u8],
+    blobs: &[Digest],
+    dir: &Path,
+    file: &Path,
+) -> Result<()> {
+    let werr = |e| ImageError::io_dest("cannot write archive", file, e);
     let tmp = tempfile::Builder::new()
         .prefix(".orbit-export-")
         .tempfile_in(dir)
-        .map_err(ImageError::io_at("cannot create", dir))?;
-    let mut tar = tar::Builder::new(BufWriter::new(
-        tmp.reopen()
-            .map_err(ImageError::io_at("cannot open", tmp.path()))?,
-    ));
-    let werr = |e| ImageError::io("cannot write archive", file, e);
+        .map_err(|e| ImageError::io_dest("cannot create a file in", dir, plain_io(e)))?;
+    let mut tar = tar::Builder::new(BufWriter::new(tmp.as_file().try_clone().map_err(werr)?));
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(werr)?;
-    let index_bytes =
-        serde_json::to_vec(&out_index).map_err(|e| ImageError::malformed("index.json", e))?;
-    append_bytes(&mut tar, "index.json", &index_bytes).map_err(werr)?;
-    for d in &blobs {
+    append_bytes(&mut tar, "index.json", index_bytes).map_err(werr)?;
+    for d in blobs {
         let path = store.blob_path(d);
         let mut f = File::open(&path).map_err(ImageError::io_at("cannot open blob", &path))?;
         tar.append_file(layout::blob_rel(d), &mut f).map_err(werr)?;
@@ -84,8 +135,9 @@ pub fn export(store: &Store, image: &StoredImage, file: &Path) -> Result<()> {
     let mut w = tar.into_inner().map_err(werr)?;
     w.flush().map_err(werr)?;
     drop(w);
+    tmp.as_file().sync_all().map_err(werr)?;
     tmp.persist(file)
-        .map_err(|e| ImageError::io("cannot rename into place", file, e.error))?;
+        .map_err(|e| ImageError::io_dest("cannot rename into place", file, e.error))?;
     Ok(())
 }
 

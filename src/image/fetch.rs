@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -22,7 +23,7 @@ use super::signatures;
 use super::source::{SourceImage, SourceRef};
 use super::store::{self, Store};
 use super::unpack::{self, UnpackOptions, WhiteoutMode};
-use crate::trust::{self, TrustStore};
+use crate::trust::{self, Signature, TrustStore};
 
 /// What the user asked of a fetch.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +85,11 @@ pub fn fetch(
         (None, None) => return Err(ImageError::Unnamed(image.display.clone())),
     };
     let verification = verify(trust_store, &image, &name, opts.insecure_skip_verify)?;
+    let kept = if opts.insecure_skip_verify {
+        Vec::new()
+    } else {
+        valid_signatures(trust_store, &image, &name)
+    };
 
     let what = format!("manifest of {}", image.display);
     let manifest: ImageManifest =
@@ -92,7 +98,7 @@ pub fn fetch(
     store.init()?;
     let _lock = store.lock_shared()?;
     let config_digest: Digest = manifest.config().digest().to_string().parse()?;
-    let config_bytes = image.read_blob(&config_digest, &format!("config of {}", image.display))?;
+    let config_bytes = image.read_blob(&config_digest, "config")?;
     let config = ImageConfig::parse(&config_bytes, &format!("config of {}", image.display))?;
     let diff_ids = config.diff_ids()?;
     if diff_ids.len() != layers.len() {
@@ -120,10 +126,18 @@ pub fn fetch(
     }
     store.put_blob(&config_bytes)?;
     store.put_blob(&image.manifest)?;
-    if !image.signatures.is_empty() {
-        signatures::store_signatures(store, &image.manifest_digest, &image.signatures)?;
-    }
     let mut ann = BTreeMap::new();
+    for (digest, sigs) in &kept {
+        signatures::store_signatures(store, digest, sigs)?;
+        if digest != &image.manifest_digest {
+            // The signature names the index the source pointed at: keep the index too, so
+            // that `orbit image export` can hand on the signed image as it was signed.
+            if let Some(index) = image.index.as_ref().filter(|i| &Digest::of(i) == digest) {
+                store.put_blob(index)?;
+                ann.insert(store::INDEX_ANNOTATION.to_string(), digest.to_string());
+            }
+        }
+    }
     ann.insert(store::SOURCE_ANNOTATION.to_string(), image.display.clone());
     ann.insert(store::FETCHED_ANNOTATION.to_string(), now_rfc3339());
     ann.insert(
@@ -132,6 +146,7 @@ pub fn fetch(
     );
     store.set_ref(
         &name,
+        media::manifest_media_type(&image.manifest),
         &image.manifest_digest,
         image.manifest.len() as u64,
         ann,
@@ -171,6 +186,32 @@ pub fn verify(
     Err(first_error
         .expect("an image has at least one signable digest")
         .into())
+}
+
+/// The signatures of `image` that verify for `name` with a trusted key, grouped by the
+/// digest they sign (the manifest's, or the index's the source pointed at). Only these are
+/// kept in the store: a signature that did not verify is never handed on.
+pub fn valid_signatures(
+    trust_store: &TrustStore,
+    image: &SourceImage,
+    name: &str,
+) -> Vec<(Digest, Vec<Signature>)> {
+    image
+        .signable_digests
+        .iter()
+        .filter_map(|d| {
+            let valid: Vec<Signature> = image
+                .signatures
+                .iter()
+                .filter(|s| {
+                    trust::verify_image(trust_store, name, d.as_str(), std::slice::from_ref(s))
+                        .is_ok()
+                })
+                .cloned()
+                .collect();
+            (!valid.is_empty()).then(|| (d.clone(), valid))
+        })
+        .collect()
 }
 
 /// The current time, RFC 3339.
@@ -245,6 +286,10 @@ impl Staged {
     }
 }
 
+/// Stages every layer not yet in the store, in parallel. A layer is unpacked with the
+/// layers below it that are already in the store as its lowers (for hard links into them);
+/// one whose hard link needs a lower staged by this same fetch fails the first time and is
+/// staged again, in order, once every layer below it is staged.
 fn stage_layers(
     store: &Store,
     image: &SourceImage,
@@ -268,11 +313,12 @@ fn stage_layers(
                     break;
                 }
                 let bar = progress.as_ref().map(|mp| layer_bar(mp, &jobs[i]));
-                let r = stage_layer(store, image, &jobs[i], bar.as_ref());
+                let lowers = stored_lowers(store, &jobs[..i]);
+                let r = stage_layer(store, image, &jobs[i], bar.as_ref(), lowers);
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
-                let failed = r.is_err();
+                let failed = r.as_ref().is_err_and(|e| !needs_lowers(e));
                 results.lock().expect("no worker panics holding the lock")[i] = Some(r);
                 if failed {
                     next.store(jobs.len(), Ordering::SeqCst);
@@ -281,15 +327,55 @@ fn stage_layers(
         }
     });
     let results = results.into_inner().expect("no worker panicked");
-    let mut staged = Vec::with_capacity(jobs.len());
-    for r in results {
-        match r {
-            Some(Ok(s)) => staged.push(s),
-            Some(Err(e)) => return Err(e),
-            None => {}
+    let mut results = results;
+    if let Some(i) = results
+        .iter()
+        .position(|r| matches!(r, Some(Err(e)) if !needs_lowers(e)))
+    {
+        if let Some(Err(e)) = results.swap_remove(i) {
+            return Err(e);
         }
     }
+    let mut staged: Vec<Staged> = Vec::with_capacity(jobs.len());
+    for (i, r) in results.into_iter().enumerate() {
+        let s = match r.expect("every layer was staged") {
+            Ok(s) => s,
+            Err(_) => {
+                let lowers = (0..i)
+                    .rev()
+                    .map(|j| match &staged[j].layer {
+                        Some(tmp) => tmp.path().join("rootfs"),
+                        None => store.layer_rootfs(&jobs[j].diff_id),
+                    })
+                    .collect();
+                stage_layer(store, image, &jobs[i], None, lowers)?
+            }
+        };
+        staged.push(s);
+    }
     Ok(staged)
+}
+
+/// The lowers of a layer above `below` (base first) that are in the store, nearest first,
+/// stopping at the first one that is not (what lies below a missing layer may be hidden by it).
+fn stored_lowers(store: &Store, below: &[LayerJob]) -> Vec<PathBuf> {
+    below
+        .iter()
+        .rev()
+        .map(|j| store.layer_rootfs(&j.diff_id))
+        .take_while(|p| p.is_dir())
+        .collect()
+}
+
+/// Whether a layer failed only because a hard link needs a lower layer it was not given.
+fn needs_lowers(e: &ImageError) -> bool {
+    matches!(
+        e,
+        ImageError::Unpack {
+            error: unpack::UnpackError::HardlinkTargetMissing { .. },
+            ..
+        }
+    )
 }
 
 fn layer_bar(mp: &indicatif::MultiProgress, job: &LayerJob) -> indicatif::ProgressBar {
@@ -310,6 +396,7 @@ fn stage_layer(
     image: &SourceImage,
     job: &LayerJob,
     bar: Option<&indicatif::ProgressBar>,
+    lowers: Vec<PathBuf>,
 ) -> Result<Staged> {
     let have_blob = store.blob_path(&job.blob).is_file();
     let have_layer = store.layer_dir(&job.diff_id).is_dir();
@@ -354,7 +441,7 @@ fn stage_layer(
     let unpacked = if have_layer {
         Ok(None)
     } else {
-        unpack_staged(&tmp_dir, job, &mut compressed, &what).map(Some)
+        unpack_staged(store, job, &mut compressed, &what, lowers).map(Some)
     };
     // Hash the rest of the blob even when unpacking failed: a corrupt or tampered blob is
     // reported as a digest mismatch, the real cause, rather than as whatever the
@@ -389,11 +476,14 @@ fn stage_layer(
 /// Unpacks a layer stream into a new temp directory (`rootfs/` plus `mtree.json`) and checks
 /// its diff-ID.
 fn unpack_staged(
-    tmp_dir: &std::path::Path,
+    store: &Store,
     job: &LayerJob,
     compressed: &mut dyn Read,
     what: &str,
+    lowers: Vec<PathBuf>,
 ) -> Result<TempDir> {
+    let tmp_dir = store.tmp_dir();
+    let tmp_dir = tmp_dir.as_path();
     let tmp = tempfile::Builder::new()
         .prefix("layer-")
         .tempdir_in(tmp_dir)
@@ -406,10 +496,11 @@ fn unpack_staged(
     let opts = UnpackOptions {
         whiteouts: WhiteoutMode::Overlay,
         record_manifest: true,
+        lowers,
         ..UnpackOptions::default()
     };
     let report = unpack::unpack_layer(&mut diff, &rootfs, &opts)
-        .map_err(|e| unpack_error(what, &rootfs, e))?;
+        .map_err(|e| unpack_error(what, store, e))?;
     diff.drain().map_err(|e| decompress_error(what, e))?;
     let (diff_id, _) = diff.finish();
     if diff_id != job.diff_id {
@@ -426,13 +517,15 @@ fn unpack_staged(
     Ok(tmp)
 }
 
-fn unpack_error(what: &str, rootfs: &std::path::Path, e: unpack::UnpackError) -> ImageError {
+/// A failed unpack. A full disk or read-only store is reported against the store (not the
+/// temp directory, which is gone by the time the user reads the message).
+fn unpack_error(what: &str, store: &Store, e: unpack::UnpackError) -> ImageError {
     if let Some(io) = e.io_error() {
         if let Some(code) = io.raw_os_error() {
             if code == rustix::io::Errno::NOSPC.raw_os_error()
                 || code == rustix::io::Errno::ROFS.raw_os_error()
             {
-                return ImageError::io(what, rootfs, io::Error::from_raw_os_error(code));
+                return ImageError::io(what, store.root(), io::Error::from_raw_os_error(code));
             }
         }
     }

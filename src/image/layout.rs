@@ -82,9 +82,14 @@ pub fn blob_rel(d: &Digest) -> String {
 
 /// Reads a small blob and checks that it hashes to its digest.
 pub fn read_verified_blob(fs: &dyn LayoutFs, d: &Digest, what: &str) -> Result<Vec<u8>> {
-    let bytes = read_small(fs, &blob_rel(d), what)?.ok_or_else(|| ImageError::NotFound {
-        what: format!("{what} blob {d}"),
-        path: PathBuf::from(format!("{}/{}", fs.describe(), blob_rel(d))),
+    read_verified(fs, &blob_rel(d), d, what)
+}
+
+/// Reads the small file `rel` and checks that it hashes to `d`.
+pub fn read_verified(fs: &dyn LayoutFs, rel: &str, d: &Digest, what: &str) -> Result<Vec<u8>> {
+    let bytes = read_small(fs, rel, what)?.ok_or_else(|| ImageError::NotFound {
+        what: format!("{what} (blob {d})"),
+        path: PathBuf::from(format!("{}/{rel}", fs.describe())),
     })?;
     let actual = Digest::of(&bytes);
     if &actual != d {

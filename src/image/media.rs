@@ -100,6 +100,33 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
+/// The `mediaType` field of a JSON document (manifest or index), if it has one.
+pub fn document_media_type(doc: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    serde_json::from_slice::<Head>(doc).ok()?.media_type
+}
+
+/// The media type of an image manifest, from its own `mediaType` field: Docker schema 2
+/// when it says so, OCI otherwise (the field is optional in OCI manifests).
+pub fn manifest_media_type(manifest: &[u8]) -> &'static str {
+    match document_media_type(manifest).as_deref() {
+        Some(DOCKER_MANIFEST) => DOCKER_MANIFEST,
+        _ => OCI_MANIFEST,
+    }
+}
+
+/// The media type of an image index: a Docker manifest list when it says so, else OCI.
+pub fn index_media_type(index: &[u8]) -> &'static str {
+    match document_media_type(index).as_deref() {
+        Some(DOCKER_MANIFEST_LIST) => DOCKER_MANIFEST_LIST,
+        _ => OCI_INDEX,
+    }
+}
+
 /// True for a media type that is an index of manifests.
 pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
@@ -108,6 +135,17 @@ pub fn is_index(media_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_media_type_comes_from_the_document() {
+        let docker = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}"}}"#);
+        assert_eq!(manifest_media_type(docker.as_bytes()), DOCKER_MANIFEST);
+        assert_eq!(manifest_media_type(br#"{"schemaVersion":2}"#), OCI_MANIFEST);
+        assert_eq!(manifest_media_type(b"junk"), OCI_MANIFEST);
+        let list = format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST_LIST}"}}"#);
+        assert_eq!(index_media_type(list.as_bytes()), DOCKER_MANIFEST_LIST);
+        assert_eq!(index_media_type(b"{}"), OCI_INDEX);
+    }
 
     #[test]
     fn layer_types_map_to_compressions() {

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -16,7 +15,7 @@ use super::error::{ImageError, Result};
 use super::layout::{self, DirFs};
 use super::media;
 use super::source::{cosign_signature_tag, read_cosign_signatures};
-use super::store::{descriptor, Store};
+use super::store::{descriptor, write_atomic, Store};
 use crate::trust::Signature;
 
 /// The blobs of a signature manifest (payloads and the empty config) and the manifest itself.
@@ -88,6 +87,7 @@ pub fn store_signatures(store: &Store, digest: &Digest, sigs: &[Signature]) -> R
     let d = store.put_blob(&built.manifest)?;
     store.set_ref(
         &cosign_signature_tag(digest),
+        media::OCI_MANIFEST,
         &d,
         built.manifest.len() as u64,
         Default::default(),
@@ -104,7 +104,9 @@ pub fn add_to_layout(dir: &Path, digest: &Digest, sigs: &[Signature]) -> Result<
         let d = Digest::of(blob);
         let path = dir.join(layout::blob_rel(&d));
         if !path.exists() {
-            write_atomic_in(dir, &path, blob)?;
+            fs::create_dir_all(dir.join("blobs/sha256"))
+                .map_err(ImageError::io_at("cannot create", dir))?;
+            write_atomic(&path, blob, None)?;
         }
     }
     let tag = cosign_signature_tag(digest);
@@ -123,19 +125,5 @@ pub fn add_to_layout(dir: &Path, digest: &Digest, sigs: &[Signature]) -> Result<
     index.set_manifests(manifests);
     let bytes =
         serde_json::to_vec_pretty(&index).map_err(|e| ImageError::malformed("index.json", e))?;
-    write_atomic_in(dir, &dir.join("index.json"), &bytes)
-}
-
-fn write_atomic_in(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().unwrap_or(dir);
-    fs::create_dir_all(parent).map_err(ImageError::io_at("cannot create", parent))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".orbit-")
-        .tempfile_in(parent)
-        .map_err(ImageError::io_at("cannot create temp file", parent))?;
-    tmp.write_all(bytes)
-        .map_err(ImageError::io_at("cannot write", path))?;
-    tmp.persist(path)
-        .map_err(|e| ImageError::io("cannot rename into place", path, e.error))?;
-    Ok(())
+    write_atomic(&dir.join("index.json"), &bytes, None)
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
@@ -20,6 +19,9 @@ pub const SOURCE_ANNOTATION: &str = "dev.orbit.source";
 pub const FETCHED_ANNOTATION: &str = "dev.orbit.fetched";
 /// Annotation: how the image was verified (`key sha256:…` or `insecure`).
 pub const VERIFIED_ANNOTATION: &str = "dev.orbit.verified";
+/// Annotation: the digest of the image index the image was fetched through, when a kept
+/// signature signs that index rather than the manifest (the index blob is kept too).
+pub const INDEX_ANNOTATION: &str = "dev.orbit.index";
 
 /// The orbit store rooted at a directory (`--dir`, default `/var/lib/orbit`).
 #[derive(Debug, Clone)]
@@ -162,20 +164,12 @@ impl Store {
         self.lock("store.lock", true)
     }
 
-    /// Writes `bytes` to `path` through a temp file and a rename.
+    /// Writes `bytes` to `path` (in the store) through a temp file in `tmp/` and a rename.
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let tmp_dir = self.tmp_dir();
         fs::create_dir_all(&tmp_dir)
             .map_err(ImageError::io_at("cannot create store directory", &tmp_dir))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix("write-")
-            .tempfile_in(&tmp_dir)
-            .map_err(ImageError::io_at("cannot create temp file", &tmp_dir))?;
-        tmp.write_all(bytes)
-            .map_err(ImageError::io_at("cannot write", path))?;
-        tmp.persist(path)
-            .map_err(|e| ImageError::io("cannot rename into place", path, e.error))?;
-        Ok(())
+        write_atomic(path, bytes, Some(&tmp_dir))
     }
 
     /// Stores a small blob, named by its digest.
@@ -234,17 +228,18 @@ impl Store {
         self.write_atomic(&self.images_dir().join("index.json"), &bytes)
     }
 
-    /// Adds (or moves) the name `name` to the manifest `digest`.
+    /// Adds (or moves) the name `name` to the manifest `digest` of type `media_type`.
     pub fn set_ref(
         &self,
         name: &str,
+        media_type: &str,
         digest: &Digest,
         size: u64,
         annotations: BTreeMap<String, String>,
     ) -> Result<()> {
         let mut ann: std::collections::HashMap<String, String> = annotations.into_iter().collect();
         ann.insert(media::REF_NAME_ANNOTATION.to_string(), name.to_string());
-        let desc = descriptor(media::OCI_MANIFEST, digest, size, Some(ann));
+        let desc = descriptor(media_type, digest, size, Some(ann));
         self.update_index(|m| {
             m.retain(|d| layout::ref_name(d) != Some(name));
             m.push(desc);
@@ -258,6 +253,12 @@ impl Store {
             .map_err(|e| ImageError::malformed(format!("manifest {d}"), e))?;
         Ok((bytes, m))
     }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in `tmp_dir`, or beside `path`), mode 0644.
+pub fn write_atomic(path: &Path, bytes: &[u8], tmp_dir: Option<&Path>) -> Result<()> {
+    crate::trust::fsutil::atomic_write(path, bytes, 0o644, tmp_dir)
+        .map_err(ImageError::io_at("cannot write", path))
 }
 
 /// Builds a descriptor.

@@ -10,10 +10,17 @@ pub enum PodError {
     UnknownPod(String),
     /// Several pods match an abbreviated UUID.
     #[error("'{prefix}' is ambiguous: it matches pods {}; give more of the UUID", .candidates.join(", "))]
-    AmbiguousPod { prefix: String, candidates: Vec<String> },
+    AmbiguousPod {
+        prefix: String,
+        candidates: Vec<String>,
+    },
     /// An I/O failure.
     #[error("{context} {path}: {error}")]
-    Io { context: String, path: PathBuf, error: std::io::Error },
+    Io {
+        context: String,
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// A bad command-line specification (volume, mount, env, user…).
     #[error("{0}")]
     BadSpec(String),
@@ -25,10 +32,18 @@ pub enum PodError {
     Stage1(String),
     /// A stage1 speaks another interface version.
     #[error("stage1 '{name}' implements interface version {found}, but this orbit supports only version {supported}; use a stage1 built for interface {supported}")]
-    UnsupportedInterface { name: String, found: u32, supported: u32 },
+    UnsupportedInterface {
+        name: String,
+        found: u32,
+        supported: u32,
+    },
     /// The pod is in a state that does not allow the operation.
     #[error("pod {uuid} is {state}: {what}")]
-    WrongState { uuid: String, state: String, what: String },
+    WrongState {
+        uuid: String,
+        state: String,
+        what: String,
+    },
     /// The pod's files are unreadable.
     #[error("pod {uuid}: {detail}")]
     Corrupt { uuid: String, detail: String },
@@ -37,6 +52,10 @@ pub enum PodError {
 impl PodError {
     /// Wraps an I/O error about `path`.
     pub fn io(context: &str, path: &Path, error: std::io::Error) -> PodError {
-        PodError::Io { context: context.to_string(), path: path.to_path_buf(), error }
+        PodError::Io {
+            context: context.to_string(),
+            path: path.to_path_buf(),
+            error,
+        }
     }
 }

@@ -43,7 +43,11 @@ pub struct GcReport {
 }
 
 fn age(path: &std::path::Path) -> Duration {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default()
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default()
 }
 
 /// Runs gc over every pod.
@@ -64,9 +68,17 @@ pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
                     None
                 }
             }
-            DirState::ExitedGarbage if !opts.mark_only && age(&pod.path.join(MARKED)) >= opts.grace_period => Some(remove(pods, &pod, opts.debug)),
-            DirState::Embryo | DirState::Prepare | DirState::Garbage if !opts.mark_only => Some(remove(pods, &pod, opts.debug)),
-            DirState::Prepared if !opts.mark_only && age(&pod.path) >= opts.expire_prepared => Some(remove(pods, &pod, opts.debug)),
+            DirState::ExitedGarbage
+                if !opts.mark_only && age(&pod.path.join(MARKED)) >= opts.grace_period =>
+            {
+                Some(remove(pods, &pod, opts.debug))
+            }
+            DirState::Embryo | DirState::Prepare | DirState::Garbage if !opts.mark_only => {
+                Some(remove(pods, &pod, opts.debug))
+            }
+            DirState::Prepared if !opts.mark_only && age(&pod.path) >= opts.expire_prepared => {
+                Some(remove(pods, &pod, opts.debug))
+            }
             _ => None,
         };
         match result {

@@ -35,17 +35,35 @@ fn parse(db: &str, group: bool) -> Vec<Entry<'_>> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             if group {
-                let members = f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
-                Some(Entry { name: f.first()?, id: f.get(2)?.parse().ok()?, gid: 0, members })
+                let members = f
+                    .get(3)
+                    .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
+                    .unwrap_or_default();
+                Some(Entry {
+                    name: f.first()?,
+                    id: f.get(2)?.parse().ok()?,
+                    gid: 0,
+                    members,
+                })
             } else {
-                Some(Entry { name: f.first()?, id: f.get(2)?.parse().ok()?, gid: f.get(3)?.parse().ok()?, members: vec![] })
+                Some(Entry {
+                    name: f.first()?,
+                    id: f.get(2)?.parse().ok()?,
+                    gid: f.get(3)?.parse().ok()?,
+                    members: vec![],
+                })
             }
         })
         .collect()
 }
 
 /// Resolves a user and optional group spec against the image's databases.
-pub fn resolve(user: &str, group: Option<&str>, passwd: Option<&str>, groups: Option<&str>) -> Result<AppUser, PodError> {
+pub fn resolve(
+    user: &str,
+    group: Option<&str>,
+    passwd: Option<&str>,
+    groups: Option<&str>,
+) -> Result<AppUser, PodError> {
     let users = passwd.map(|p| parse(p, false)).unwrap_or_default();
     let group_db = groups.map(|g| parse(g, true)).unwrap_or_default();
     let (uid, mut gid, name) = if let Ok(uid) = user.parse::<u32>() {
@@ -66,10 +84,18 @@ pub fn resolve(user: &str, group: Option<&str>, passwd: Option<&str>, groups: Op
         };
     }
     let additional_gids = match name {
-        Some(n) => group_db.iter().filter(|e| e.members.contains(&n) && e.id != gid).map(|e| e.id).collect(),
+        Some(n) => group_db
+            .iter()
+            .filter(|e| e.members.contains(&n) && e.id != gid)
+            .map(|e| e.id)
+            .collect(),
         None => vec![],
     };
-    Ok(AppUser { uid, gid, additional_gids })
+    Ok(AppUser {
+        uid,
+        gid,
+        additional_gids,
+    })
 }
 
 #[cfg(test)]
@@ -81,9 +107,30 @@ mod tests {
 
     #[test]
     fn names_and_numbers_resolve() {
-        assert_eq!(resolve("user", None, Some(PASSWD), Some(GROUP)).unwrap(), AppUser { uid: 1000, gid: 1000, additional_gids: vec![100] });
-        assert_eq!(resolve("1000", Some("users"), Some(PASSWD), Some(GROUP)).unwrap(), AppUser { uid: 1000, gid: 100, additional_gids: vec![] });
-        assert_eq!(resolve("4242", Some("7"), None, None).unwrap(), AppUser { uid: 4242, gid: 7, additional_gids: vec![] });
+        assert_eq!(
+            resolve("user", None, Some(PASSWD), Some(GROUP)).unwrap(),
+            AppUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![100]
+            }
+        );
+        assert_eq!(
+            resolve("1000", Some("users"), Some(PASSWD), Some(GROUP)).unwrap(),
+            AppUser {
+                uid: 1000,
+                gid: 100,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            resolve("4242", Some("7"), None, None).unwrap(),
+            AppUser {
+                uid: 4242,
+                gid: 7,
+                additional_gids: vec![]
+            }
+        );
         assert!(resolve("nobody-here", None, Some(PASSWD), Some(GROUP)).is_err());
         assert!(resolve("0", Some("nogroup"), Some(PASSWD), Some(GROUP)).is_err());
     }

@@ -21,7 +21,10 @@ pub fn exec_run(pods: &PodStore, prepared: Prepared, debug: bool) -> PodError {
     };
     let fd = prepared.lock.as_raw_fd();
     // Let the lock's descriptor survive the exec into stage1.
-    if let Err(e) = nix::fcntl::fcntl(&*prepared.lock, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())) {
+    if let Err(e) = nix::fcntl::fcntl(
+        &*prepared.lock,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    ) {
         return PodError::io("cannot pass the pod lock", &pod.path, e.into());
     }
     let mut cmd = match prepared.stage1.command("run", &pod.path, &pod.uuid, debug) {
@@ -30,14 +33,21 @@ pub fn exec_run(pods: &PodStore, prepared: Prepared, debug: bool) -> PodError {
     };
     cmd.arg(format!("--lock-fd={fd}"));
     let err = cmd.exec();
-    PodError::Stage1(format!("cannot execute stage1 '{}': {err}", prepared.stage1.name()))
+    PodError::Stage1(format!(
+        "cannot execute stage1 '{}': {err}",
+        prepared.stage1.name()
+    ))
 }
 
 /// Takes a prepared pod for running (refusing one that someone else is starting).
 pub fn claim_prepared(pods: &PodStore, uuid: &str) -> Result<Prepared, PodError> {
     let pod = pods.find(uuid)?;
     if pod.state != DirState::Prepared {
-        return Err(PodError::WrongState { uuid: pod.uuid.clone(), state: status::state(&pod), what: "only a prepared pod can be run with run-prepared".into() });
+        return Err(PodError::WrongState {
+            uuid: pod.uuid.clone(),
+            state: status::state(&pod),
+            what: "only a prepared pod can be run with run-prepared".into(),
+        });
     }
     let lock = try_lock(&pod.path)?.ok_or_else(|| PodError::WrongState {
         uuid: pod.uuid.clone(),
@@ -50,22 +60,42 @@ pub fn claim_prepared(pods: &PodStore, uuid: &str) -> Result<Prepared, PodError>
 
 /// Asks a running pod to stop (SIGTERM to its apps, or SIGKILL with `force`) through its
 /// stage1, then waits up to `timeout` for it to exit.
-pub fn stop(pods: &PodStore, uuid: &str, force: bool, timeout: Duration, debug: bool) -> Result<PodRef, PodError> {
+pub fn stop(
+    pods: &PodStore,
+    uuid: &str,
+    force: bool,
+    timeout: Duration,
+    debug: bool,
+) -> Result<PodRef, PodError> {
     let pod = pods.find(uuid)?;
     if !is_running(&pod) {
-        return Err(PodError::WrongState { uuid: pod.uuid.clone(), state: status::state(&pod), what: "it is not running".into() });
+        return Err(PodError::WrongState {
+            uuid: pod.uuid.clone(),
+            state: status::state(&pod),
+            what: "it is not running".into(),
+        });
     }
     let stage1 = Stage1::load(&pod.path)?;
     let mut cmd = stage1.command("stop", &pod.path, &pod.uuid, debug)?;
     if force {
         cmd.arg("--force");
     }
-    let st = cmd.status().map_err(|e| PodError::Stage1(format!("cannot run stage1 stop: {e}")))?;
+    let st = cmd
+        .status()
+        .map_err(|e| PodError::Stage1(format!("cannot run stage1 stop: {e}")))?;
     if !st.success() {
-        return Err(PodError::Stage1(format!("stage1 '{}' failed to stop pod {} ({st})", stage1.name(), pod.uuid)));
+        return Err(PodError::Stage1(format!(
+            "stage1 '{}' failed to stop pod {} ({st})",
+            stage1.name(),
+            pod.uuid
+        )));
     }
     if !wait_unlocked(&pod.path, timeout) {
-        return Err(PodError::Stage1(format!("pod {} did not stop within {}s; use `orbit stop --force`", pod.uuid, timeout.as_secs())));
+        return Err(PodError::Stage1(format!(
+            "pod {} did not stop within {}s; use `orbit stop --force`",
+            pod.uuid,
+            timeout.as_secs()
+        )));
     }
     Ok(pod)
 }
@@ -75,10 +105,16 @@ pub fn wait_unlocked(path: &Path, timeout: Duration) -> bool {
     let path = path.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let ok = nix::fcntl::open(&path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .ok()
-            .and_then(|fd| nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockShared).ok())
-            .is_some();
+        let ok = nix::fcntl::open(
+            &path,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        .and_then(|fd| nix::fcntl::Flock::lock(fd, nix::fcntl::FlockArg::LockShared).ok())
+        .is_some();
         let _ = tx.send(ok);
     });
     rx.recv_timeout(timeout).unwrap_or(false)
@@ -86,13 +122,23 @@ pub fn wait_unlocked(path: &Path, timeout: Duration) -> bool {
 
 /// Runs a command in a running pod's app through its stage1's `enter` (exec: the terminal
 /// and the exit status pass straight through).
-pub fn exec_enter(pods: &PodStore, uuid: &str, app: Option<&str>, command: &[String], debug: bool) -> PodError {
+pub fn exec_enter(
+    pods: &PodStore,
+    uuid: &str,
+    app: Option<&str>,
+    command: &[String],
+    debug: bool,
+) -> PodError {
     let pod = match pods.find(uuid) {
         Ok(p) => p,
         Err(e) => return e,
     };
     if !is_running(&pod) {
-        return PodError::WrongState { uuid: pod.uuid.clone(), state: status::state(&pod), what: "only a running pod can be entered".into() };
+        return PodError::WrongState {
+            uuid: pod.uuid.clone(),
+            state: status::state(&pod),
+            what: "only a running pod can be entered".into(),
+        };
     }
     let stage1 = match Stage1::load(&pod.path) {
         Ok(s) => s,
@@ -107,13 +153,20 @@ pub fn exec_enter(pods: &PodStore, uuid: &str, app: Option<&str>, command: &[Str
     }
     cmd.arg("--").args(command);
     let err = cmd.exec();
-    PodError::Stage1(format!("cannot execute stage1 '{}' enter: {err}", stage1.name()))
+    PodError::Stage1(format!(
+        "cannot execute stage1 '{}' enter: {err}",
+        stage1.name()
+    ))
 }
 
 /// Removes a pod that is not running: stage1 `gc`, then the directory (through `garbage/`).
 pub fn remove(pods: &PodStore, pod: &PodRef, debug: bool) -> Result<(), PodError> {
     let Some(_lock) = try_lock(&pod.path)? else {
-        return Err(PodError::WrongState { uuid: pod.uuid.clone(), state: status::state(pod), what: "stop it first (`orbit stop`)".into() });
+        return Err(PodError::WrongState {
+            uuid: pod.uuid.clone(),
+            state: status::state(pod),
+            what: "stop it first (`orbit stop`)".into(),
+        });
     };
     if matches!(pod.state, DirState::Run | DirState::ExitedGarbage) {
         if let Ok(stage1) = Stage1::load(&pod.path) {
@@ -122,7 +175,12 @@ pub fn remove(pods: &PodStore, pod: &PodRef, debug: bool) -> Result<(), PodError
             }
         }
     }
-    let doomed = if pod.state == DirState::Garbage { pod.clone() } else { pods.transition(pod, DirState::Garbage)? };
+    let doomed = if pod.state == DirState::Garbage {
+        pod.clone()
+    } else {
+        pods.transition(pod, DirState::Garbage)?
+    };
     super::mounts::unmount_below(&doomed.path);
-    std::fs::remove_dir_all(&doomed.path).map_err(|e| PodError::io("cannot remove", &doomed.path, e))
+    std::fs::remove_dir_all(&doomed.path)
+        .map_err(|e| PodError::io("cannot remove", &doomed.path, e))
 }

@@ -26,8 +26,18 @@ pub struct LogOptions {
     pub timestamps: bool,
 }
 
-fn show(rec: &log::Record, prefix: &str, timestamps: bool, out: &mut impl Write, err: &mut impl Write) {
-    let ts = if timestamps { format!("{} ", rec.time) } else { String::new() };
+fn show(
+    rec: &log::Record,
+    prefix: &str,
+    timestamps: bool,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) {
+    let ts = if timestamps {
+        format!("{} ", rec.time)
+    } else {
+        String::new()
+    };
     let end = if rec.full { "\n" } else { "" };
     let line = format!("{prefix}{ts}{}{end}", rec.text);
     let _ = match rec.stream {
@@ -41,7 +51,18 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
     let manifest = status::manifest(pod)?;
     let apps: Vec<String> = match &opts.app {
         Some(a) if manifest.apps.iter().any(|x| &x.name == a) => vec![a.clone()],
-        Some(a) => return Err(PodError::BadSpec(format!("pod {} has no app '{a}' (apps: {})", pod.uuid, manifest.apps.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")))),
+        Some(a) => {
+            return Err(PodError::BadSpec(format!(
+                "pod {} has no app '{a}' (apps: {})",
+                pod.uuid,
+                manifest
+                    .apps
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
         None => manifest.apps.iter().map(|a| a.name.clone()).collect(),
     };
     let multi = apps.len() > 1;
@@ -50,9 +71,17 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
     for app in &apps {
         let path = paths::app_log(&pod.path, app);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let records: Vec<log::Record> = text.lines().filter_map(log::parse).filter(|r| opts.since.as_deref().is_none_or(|s| r.time >= s)).collect();
+        let records: Vec<log::Record> = text
+            .lines()
+            .filter_map(log::parse)
+            .filter(|r| opts.since.as_deref().is_none_or(|s| r.time >= s))
+            .collect();
         let skip = opts.tail.map_or(0, |n| records.len().saturating_sub(n));
-        let prefix = if multi { format!("{app}: ") } else { String::new() };
+        let prefix = if multi {
+            format!("{app}: ")
+        } else {
+            String::new()
+        };
         for r in &records[skip..] {
             show(r, &prefix, opts.timestamps, &mut out, &mut err);
         }
@@ -68,7 +97,9 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
         let running = is_running(&pod);
         let mut any = false;
         for (_, path, offset, prefix) in offsets.iter_mut() {
-            let Ok(mut f) = std::fs::File::open(&*path) else { continue };
+            let Ok(mut f) = std::fs::File::open(&*path) else {
+                continue;
+            };
             if f.seek(SeekFrom::Start(*offset)).is_err() {
                 continue;
             }
@@ -77,7 +108,13 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
             while reader.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
                 *offset += line.len() as u64;
                 if let Some(r) = log::parse(line.trim_end_matches('\n')) {
-                    show(&r, prefix, opts.timestamps, &mut std::io::stdout(), &mut std::io::stderr());
+                    show(
+                        &r,
+                        prefix,
+                        opts.timestamps,
+                        &mut std::io::stdout(),
+                        &mut std::io::stderr(),
+                    );
                 }
                 any = true;
                 line.clear();

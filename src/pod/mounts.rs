@@ -6,7 +6,9 @@ use std::path::Path;
 
 /// Unmounts (lazily) every mount at or below `dir`, deepest first.
 pub fn unmount_below(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
     let prefix = dir.to_string_lossy().into_owned();
     let mut targets: Vec<String> = info
         .lines()
@@ -22,5 +24,8 @@ pub fn unmount_below(dir: &Path) {
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }

@@ -11,7 +11,10 @@ use std::path::Path;
 
 use nix::fcntl::Flock;
 
-use orbit_stage1::{paths, App, AppImage, AppRootfs, Mount, Network, PodManifest, Volume, VolumeKind, INTERFACE_VERSION};
+use orbit_stage1::{
+    paths, App, AppImage, AppRootfs, Mount, Network, PodManifest, Volume, VolumeKind,
+    INTERFACE_VERSION,
+};
 
 use super::spec::{self, set_env};
 use super::stage1::Stage1;
@@ -95,13 +98,22 @@ struct Resolved {
 }
 
 /// Prepares a pod in the store.
-pub fn prepare(store: &Store, trust: &TrustStore, pods: &PodStore, req: &PodRequest, stage1: Stage1) -> Result<Prepared, PodError> {
+pub fn prepare(
+    store: &Store,
+    trust: &TrustStore,
+    pods: &PodStore,
+    req: &PodRequest,
+    stage1: Stage1,
+) -> Result<Prepared, PodError> {
     validate(req)?;
     let resolved = resolve_images(store, trust, req)?;
     let names = app_names(req, &resolved)?;
     let embryo = pods.create()?;
-    let lock = try_lock(&embryo.path)?.ok_or_else(|| PodError::Stage1("a new pod directory is locked by someone else".into()))?;
-    let mut guard = Cleanup { path: Some(embryo.path.clone()) };
+    let lock = try_lock(&embryo.path)?
+        .ok_or_else(|| PodError::Stage1("a new pod directory is locked by someone else".into()))?;
+    let mut guard = Cleanup {
+        path: Some(embryo.path.clone()),
+    };
     let pod = pods.transition(&embryo, DirState::Prepare)?;
     guard.path = Some(pod.path.clone());
     write_pod(store, &pod, req, &resolved, &names)?;
@@ -129,48 +141,75 @@ fn validate(req: &PodRequest) -> Result<(), PodError> {
         return Err(PodError::BadSpec("a pod needs at least one image".into()));
     }
     if req.apps.iter().filter(|a| a.interactive).count() > 0 && req.apps.len() > 1 {
-        return Err(PodError::BadSpec("--interactive works only with a single app".into()));
+        return Err(PodError::BadSpec(
+            "--interactive works only with a single app".into(),
+        ));
     }
     if !["none", "host"].contains(&req.net.as_str()) {
-        return Err(PodError::BadSpec(format!("--net={}: this version supports --net=none and --net=host", req.net)));
+        return Err(PodError::BadSpec(format!(
+            "--net={}: this version supports --net=none and --net=host",
+            req.net
+        )));
     }
     let mut seen = Vec::new();
     for v in &req.volumes {
         if seen.contains(&&v.name) {
-            return Err(PodError::BadSpec(format!("volume '{}' is defined twice", v.name)));
+            return Err(PodError::BadSpec(format!(
+                "volume '{}' is defined twice",
+                v.name
+            )));
         }
         seen.push(&v.name);
     }
     for a in &req.apps {
         for m in &a.mounts {
             if !req.volumes.iter().any(|v| v.name == m.volume) {
-                return Err(PodError::BadSpec(format!("--mount volume={}: no --volume named '{}'", m.volume, m.volume)));
+                return Err(PodError::BadSpec(format!(
+                    "--mount volume={}: no --volume named '{}'",
+                    m.volume, m.volume
+                )));
             }
         }
     }
     if let Some(h) = &req.hostname {
-        let ok = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let ok = !h.is_empty()
+            && h.len() <= 64
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if !ok {
-            return Err(PodError::BadSpec(format!("--hostname {h}: letters, digits, '-' and '.', at most 64")));
+            return Err(PodError::BadSpec(format!(
+                "--hostname {h}: letters, digits, '-' and '.', at most 64"
+            )));
         }
     }
     Ok(())
 }
 
-fn resolve_images(store: &Store, trust: &TrustStore, req: &PodRequest) -> Result<Vec<Resolved>, PodError> {
+fn resolve_images(
+    store: &Store,
+    trust: &TrustStore,
+    req: &PodRequest,
+) -> Result<Vec<Resolved>, PodError> {
     let mut out = Vec::new();
     for a in &req.apps {
         let image = match SourceRef::parse(&a.image) {
             Some(src) => {
                 let src = src?;
-                let opts = FetchOptions { insecure_skip_verify: req.insecure_image, ..FetchOptions::default() };
+                let opts = FetchOptions {
+                    insecure_skip_verify: req.insecure_image,
+                    ..FetchOptions::default()
+                };
                 let done = fetch::fetch(store, trust, &src, &opts)?;
                 catalog::resolve(store, done.digest.as_str())?
             }
             None => catalog::resolve(store, &a.image)?,
         };
         let (_, config) = catalog::load(store, &image)?;
-        let mut lowers: Vec<_> = config.diff_ids()?.iter().map(|d| store.layer_rootfs(d)).collect();
+        let mut lowers: Vec<_> = config
+            .diff_ids()?
+            .iter()
+            .map(|d| store.layer_rootfs(d))
+            .collect();
         if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
             return Err(PodError::Corrupt {
                 uuid: "-".into(),
@@ -178,8 +217,17 @@ fn resolve_images(store: &Store, trust: &TrustStore, req: &PodRequest) -> Result
             });
         }
         lowers.reverse();
-        let name = image.by_name.clone().or_else(|| image.names.first().cloned()).unwrap_or_else(|| image.digest.to_string());
-        out.push(Resolved { image, name, config, lowers });
+        let name = image
+            .by_name
+            .clone()
+            .or_else(|| image.names.first().cloned())
+            .unwrap_or_else(|| image.digest.to_string());
+        out.push(Resolved {
+            image,
+            name,
+            config,
+            lowers,
+        });
     }
     Ok(out)
 }
@@ -191,14 +239,32 @@ fn app_names(req: &PodRequest, resolved: &[Resolved]) -> Result<Vec<String>, Pod
             Some(n) => {
                 spec::valid_name(n).map_err(|e| PodError::BadSpec(format!("--name: {e}")))?;
                 if names.contains(n) {
-                    return Err(PodError::BadSpec(format!("two apps are named '{n}'; give them different --name")));
+                    return Err(PodError::BadSpec(format!(
+                        "two apps are named '{n}'; give them different --name"
+                    )));
                 }
                 n.clone()
             }
             None => {
                 let repo = crate::image::reference::repository(&r.name);
-                let base: String = repo.rsplit('/').next().unwrap_or("app").chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-                let base = if base.is_empty() || base.starts_with('-') { "app".to_string() } else { base };
+                let base: String = repo
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("app")
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect();
+                let base = if base.is_empty() || base.starts_with('-') {
+                    "app".to_string()
+                } else {
+                    base
+                };
                 let mut n = base.clone();
                 let mut i = 2;
                 while names.contains(&n) {
@@ -213,8 +279,17 @@ fn app_names(req: &PodRequest, resolved: &[Resolved]) -> Result<Vec<String>, Pod
     Ok(names)
 }
 
-fn write_pod(store: &Store, pod: &PodRef, req: &PodRequest, resolved: &[Resolved], names: &[String]) -> Result<(), PodError> {
-    let hostname = req.hostname.clone().unwrap_or_else(|| format!("orbit-{}", &pod.uuid[..8]));
+fn write_pod(
+    store: &Store,
+    pod: &PodRef,
+    req: &PodRequest,
+    resolved: &[Resolved],
+    names: &[String],
+) -> Result<(), PodError> {
+    let hostname = req
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("orbit-{}", &pod.uuid[..8]));
     let mut apps = Vec::new();
     for ((a, r), name) in req.apps.iter().zip(resolved).zip(names) {
         apps.push(build_app(store, pod, a, r, name, req.no_overlay)?);
@@ -230,17 +305,30 @@ fn write_pod(store: &Store, pod: &PodRef, req: &PodRequest, resolved: &[Resolved
         hostname,
         apps,
         volumes: req.volumes.clone(),
-        network: Network { mode: req.net.clone() },
+        network: Network {
+            mode: req.net.clone(),
+        },
         mutable: req.mutable,
         annotations: req.annotations.clone(),
     };
     let p = pod.path.join(paths::POD_MANIFEST);
-    fs::write(&p, serde_json::to_vec_pretty(&manifest).expect("manifest serializes")).map_err(|e| PodError::io("cannot write", &p, e))?;
+    fs::write(
+        &p,
+        serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
+    )
+    .map_err(|e| PodError::io("cannot write", &p, e))?;
     let created = pod.path.join(paths::CREATED);
     fs::write(&created, fetch::now_rfc3339()).map_err(|e| PodError::io("cannot write", &created, e))
 }
 
-fn build_app(store: &Store, pod: &PodRef, a: &AppRequest, r: &Resolved, name: &str, no_overlay: bool) -> Result<App, PodError> {
+fn build_app(
+    store: &Store,
+    pod: &PodRef,
+    a: &AppRequest,
+    r: &Resolved,
+    name: &str,
+    no_overlay: bool,
+) -> Result<App, PodError> {
     let run = r.config.config.clone().unwrap_or_default();
     let mut exec: Vec<String> = match &a.exec {
         Some(e) => vec![e.clone()],
@@ -252,7 +340,10 @@ fn build_app(store: &Store, pod: &PodRef, a: &AppRequest, r: &Resolved, name: &s
         None => {}
     }
     if exec.is_empty() {
-        return Err(PodError::BadSpec(format!("image {} has no entrypoint or cmd; give one with --exec", r.name)));
+        return Err(PodError::BadSpec(format!(
+            "image {} has no entrypoint or cmd; give one with --exec",
+            r.name
+        )));
     }
     let mut env: Vec<String> = Vec::new();
     if a.inherit_env {
@@ -283,7 +374,12 @@ fn build_app(store: &Store, pod: &PodRef, a: &AppRequest, r: &Resolved, name: &s
     let group = a.group.clone().or(image_group);
     let passwd = identity::read_layered(&r.lowers, "etc/passwd");
     let groups = identity::read_layered(&r.lowers, "etc/group");
-    let user = identity::resolve(&user_spec, group.as_deref(), passwd.as_deref(), groups.as_deref())?;
+    let user = identity::resolve(
+        &user_spec,
+        group.as_deref(),
+        passwd.as_deref(),
+        groups.as_deref(),
+    )?;
 
     let dir = paths::app_dir(&pod.path, name);
     for sub in ["rootfs", "upper", "work", "empty"] {
@@ -294,21 +390,37 @@ fn build_app(store: &Store, pod: &PodRef, a: &AppRequest, r: &Resolved, name: &s
         let target = dir.join("rootfs");
         fs::remove_dir(&target).map_err(|e| PodError::io("cannot prepare", &target, e))?;
         crate::image::extract::extract(store, &r.image, &target)?;
-        AppRootfs { lowers: vec![], overlay: false }
+        AppRootfs {
+            lowers: vec![],
+            overlay: false,
+        }
     } else {
-        AppRootfs { lowers: r.lowers.clone(), overlay: true }
+        AppRootfs {
+            lowers: r.lowers.clone(),
+            overlay: true,
+        }
     };
     let status = orbit_stage1::AppStatus::created();
-    status.write(&paths::app_status(&pod.path, name)).map_err(|e| PodError::io("cannot write", &dir, e))?;
+    status
+        .write(&paths::app_status(&pod.path, name))
+        .map_err(|e| PodError::io("cannot write", &dir, e))?;
     let mut annotations = BTreeMap::new();
     annotations.insert("orbit.dev/image-name".to_string(), r.name.clone());
     Ok(App {
         name: name.to_string(),
-        image: AppImage { name: r.name.clone(), digest: r.image.digest.to_string() },
+        image: AppImage {
+            name: r.name.clone(),
+            digest: r.image.digest.to_string(),
+        },
         exec,
         env,
         user,
-        working_directory: a.working_dir.clone().or(run.working_dir.clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+        working_directory: a
+            .working_dir
+            .clone()
+            .or(run.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
         rootfs,
         read_only_rootfs: a.readonly_rootfs,
         mounts: a.mounts.clone(),
@@ -320,9 +432,19 @@ fn build_app(store: &Store, pod: &PodRef, a: &AppRequest, r: &Resolved, name: &s
 fn write_etc(pod: &Path, hostname: &str, net: &str) -> Result<(), PodError> {
     let etc = pod.join(paths::ETC_DIR);
     fs::create_dir_all(&etc).map_err(|e| PodError::io("cannot create", &etc, e))?;
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
-    let resolv = if net == "host" { fs::read_to_string("/etc/resolv.conf").unwrap_or_default() } else { String::new() };
-    for (f, content) in [("hosts", hosts), ("hostname", format!("{hostname}\n")), ("resolv.conf", resolv)] {
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
+    let resolv = if net == "host" {
+        fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    for (f, content) in [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ] {
         let p = etc.join(f);
         fs::write(&p, content).map_err(|e| PodError::io("cannot write", &p, e))?;
     }

@@ -15,7 +15,9 @@ fn parse_bool(v: &str, spec: &str) -> Result<bool, PodError> {
     match v {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(bad(format!("--volume {spec}: readOnly must be true or false, not '{v}'"))),
+        _ => Err(bad(format!(
+            "--volume {spec}: readOnly must be true or false, not '{v}'"
+        ))),
     }
 }
 
@@ -26,29 +28,61 @@ pub fn parse_volume(spec: &str) -> Result<Volume, PodError> {
     valid_name(name).map_err(|e| bad(format!("--volume {spec}: {e}")))?;
     let (mut kind, mut source, mut read_only) = (None, None, false);
     for kv in parts {
-        let (k, v) = kv.split_once('=').ok_or_else(|| bad(format!("--volume {spec}: '{kv}' is not KEY=VALUE")))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| bad(format!("--volume {spec}: '{kv}' is not KEY=VALUE")))?;
         match k {
             "kind" => {
                 kind = Some(match v {
                     "host" => VolumeKind::Host,
                     "empty" => VolumeKind::Empty,
-                    _ => return Err(bad(format!("--volume {spec}: kind must be host or empty, not '{v}'"))),
+                    _ => {
+                        return Err(bad(format!(
+                            "--volume {spec}: kind must be host or empty, not '{v}'"
+                        )))
+                    }
                 })
             }
             "source" => source = Some(PathBuf::from(v)),
             "readOnly" | "readonly" | "ro" => read_only = parse_bool(v, spec)?,
-            _ => return Err(bad(format!("--volume {spec}: unknown option '{k}' (kind, source, readOnly)"))),
+            _ => {
+                return Err(bad(format!(
+                    "--volume {spec}: unknown option '{k}' (kind, source, readOnly)"
+                )))
+            }
         }
     }
-    let kind = kind.ok_or_else(|| bad(format!("--volume {spec}: kind=host or kind=empty is required")))?;
+    let kind = kind.ok_or_else(|| {
+        bad(format!(
+            "--volume {spec}: kind=host or kind=empty is required"
+        ))
+    })?;
     match (kind, &source) {
-        (VolumeKind::Host, None) => return Err(bad(format!("--volume {spec}: kind=host needs source=PATH"))),
-        (VolumeKind::Host, Some(s)) if !s.is_absolute() => return Err(bad(format!("--volume {spec}: source must be an absolute path"))),
-        (VolumeKind::Host, Some(s)) if !s.exists() => return Err(bad(format!("--volume {spec}: source {} does not exist", s.display()))),
-        (VolumeKind::Empty, Some(_)) => return Err(bad(format!("--volume {spec}: kind=empty takes no source"))),
+        (VolumeKind::Host, None) => {
+            return Err(bad(format!("--volume {spec}: kind=host needs source=PATH")))
+        }
+        (VolumeKind::Host, Some(s)) if !s.is_absolute() => {
+            return Err(bad(format!(
+                "--volume {spec}: source must be an absolute path"
+            )))
+        }
+        (VolumeKind::Host, Some(s)) if !s.exists() => {
+            return Err(bad(format!(
+                "--volume {spec}: source {} does not exist",
+                s.display()
+            )))
+        }
+        (VolumeKind::Empty, Some(_)) => {
+            return Err(bad(format!("--volume {spec}: kind=empty takes no source")))
+        }
         _ => {}
     }
-    Ok(Volume { name: name.to_string(), kind, source, read_only })
+    Ok(Volume {
+        name: name.to_string(),
+        kind,
+        source,
+        read_only,
+    })
 }
 
 /// Parses `--mount volume=NAME,target=PATH`.
@@ -58,14 +92,22 @@ pub fn parse_mount(spec: &str) -> Result<Mount, PodError> {
         match kv.split_once('=') {
             Some(("volume", v)) => volume = Some(v.to_string()),
             Some(("target", t)) => target = Some(t.to_string()),
-            _ => return Err(bad(format!("--mount {spec}: expected volume=NAME,target=PATH"))),
+            _ => {
+                return Err(bad(format!(
+                    "--mount {spec}: expected volume=NAME,target=PATH"
+                )))
+            }
         }
     }
     let (Some(volume), Some(target)) = (volume, target) else {
-        return Err(bad(format!("--mount {spec}: expected volume=NAME,target=PATH")));
+        return Err(bad(format!(
+            "--mount {spec}: expected volume=NAME,target=PATH"
+        )));
     };
     if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
-        return Err(bad(format!("--mount {spec}: target must be an absolute path without '..'")));
+        return Err(bad(format!(
+            "--mount {spec}: target must be an absolute path without '..'"
+        )));
     }
     Ok(Mount { volume, target })
 }
@@ -75,19 +117,25 @@ pub fn parse_mount(spec: &str) -> Result<Mount, PodError> {
 pub fn valid_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-');
     if ok {
         Ok(())
     } else {
-        Err(format!("'{name}' is not a valid name (lowercase letters, digits and '-', at most 63)"))
+        Err(format!(
+            "'{name}' is not a valid name (lowercase letters, digits and '-', at most 63)"
+        ))
     }
 }
 
 /// Parses `KEY=VALUE`.
 pub fn parse_env(spec: &str) -> Result<(String, String), PodError> {
     match spec.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => Ok((k.to_string(), v.to_string())),
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+            Ok((k.to_string(), v.to_string()))
+        }
         _ => Err(bad(format!("--set-env {spec}: expected KEY=VALUE"))),
     }
 }
@@ -106,16 +154,42 @@ mod tests {
     fn volumes_parse_and_reject_junk() {
         let v = parse_volume("data,kind=host,source=/tmp,readOnly=true").unwrap();
         assert_eq!((v.kind, v.read_only), (VolumeKind::Host, true));
-        assert_eq!(parse_volume("scratch,kind=empty").unwrap().kind, VolumeKind::Empty);
-        for bad in ["", "x", "x,kind=nfs", "x,kind=host", "x,kind=host,source=rel", "x,kind=host,source=/no/such/dir", "X,kind=empty", "x,kind=empty,source=/tmp", "x,kind=empty,readOnly=maybe", "x,kind=empty,size=1"] {
+        assert_eq!(
+            parse_volume("scratch,kind=empty").unwrap().kind,
+            VolumeKind::Empty
+        );
+        for bad in [
+            "",
+            "x",
+            "x,kind=nfs",
+            "x,kind=host",
+            "x,kind=host,source=rel",
+            "x,kind=host,source=/no/such/dir",
+            "X,kind=empty",
+            "x,kind=empty,source=/tmp",
+            "x,kind=empty,readOnly=maybe",
+            "x,kind=empty,size=1",
+        ] {
             assert!(parse_volume(bad).is_err(), "{bad} accepted");
         }
     }
 
     #[test]
     fn mounts_parse_and_reject_relative_targets() {
-        assert_eq!(parse_mount("volume=d,target=/data").unwrap(), Mount { volume: "d".into(), target: "/data".into() });
-        for bad in ["volume=d", "target=/x", "volume=d,target=rel", "volume=d,target=/a/../b", "nonsense"] {
+        assert_eq!(
+            parse_mount("volume=d,target=/data").unwrap(),
+            Mount {
+                volume: "d".into(),
+                target: "/data".into()
+            }
+        );
+        for bad in [
+            "volume=d",
+            "target=/x",
+            "volume=d,target=rel",
+            "volume=d,target=/a/../b",
+            "nonsense",
+        ] {
             assert!(parse_mount(bad).is_err(), "{bad} accepted");
         }
     }

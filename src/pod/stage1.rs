@@ -28,14 +28,29 @@ pub struct Stage1 {
 }
 
 fn builtin(name: &str) -> Stage1 {
-    let entrypoints: BTreeMap<String, String> = ENTRYPOINTS.iter().map(|e| (e.to_string(), e.to_string())).collect();
-    Stage1 { manifest: Stage1Manifest { interface_version: INTERFACE_VERSION, name: name.to_string(), entrypoints }, dir: None }
+    let entrypoints: BTreeMap<String, String> = ENTRYPOINTS
+        .iter()
+        .map(|e| (e.to_string(), e.to_string()))
+        .collect();
+    Stage1 {
+        manifest: Stage1Manifest {
+            interface_version: INTERFACE_VERSION,
+            name: name.to_string(),
+            entrypoints,
+        },
+        dir: None,
+    }
 }
 
 impl Stage1 {
     /// Picks the stage1: `--stage1-path`, else `--stage1-name` (built-in, or a directory in
     /// the config dirs' `stage1.d/`), else the pod annotation, else `ns`.
-    pub fn select(name: Option<&str>, path: Option<&Path>, annotation: Option<&str>, config: &ConfigDirs) -> Result<Stage1, PodError> {
+    pub fn select(
+        name: Option<&str>,
+        path: Option<&Path>,
+        annotation: Option<&str>,
+        config: &ConfigDirs,
+    ) -> Result<Stage1, PodError> {
         if let Some(p) = path {
             return Stage1::from_dir(p);
         }
@@ -44,7 +59,10 @@ impl Stage1 {
             return Ok(builtin(name));
         }
         if name == "kvm" {
-            return Err(PodError::Stage1("the kvm stage1 is not available in this build yet; use --stage1-name ns or fly".into()));
+            return Err(PodError::Stage1(
+                "the kvm stage1 is not available in this build yet; use --stage1-name ns or fly"
+                    .into(),
+            ));
         }
         if name.contains('/') {
             return Stage1::from_dir(Path::new(name));
@@ -64,18 +82,30 @@ impl Stage1 {
 
     /// Reads an external stage1 directory and checks its interface version.
     pub fn from_dir(dir: &Path) -> Result<Stage1, PodError> {
-        let dir = dir.canonicalize().map_err(|e| PodError::io("cannot find stage1 directory", dir, e))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| PodError::io("cannot find stage1 directory", dir, e))?;
         let path = dir.join(paths::STAGE1_MANIFEST);
         let bytes = std::fs::read(&path).map_err(|e| PodError::io("cannot read", &path, e))?;
         let manifest: Stage1Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| PodError::Stage1(format!("{} is malformed: {e}", path.display())))?;
         if manifest.interface_version != INTERFACE_VERSION {
-            return Err(PodError::UnsupportedInterface { name: manifest.name, found: manifest.interface_version, supported: INTERFACE_VERSION });
+            return Err(PodError::UnsupportedInterface {
+                name: manifest.name,
+                found: manifest.interface_version,
+                supported: INTERFACE_VERSION,
+            });
         }
         if !manifest.entrypoints.contains_key("run") {
-            return Err(PodError::Stage1(format!("{} has no 'run' entrypoint", path.display())));
+            return Err(PodError::Stage1(format!(
+                "{} has no 'run' entrypoint",
+                path.display()
+            )));
         }
-        Ok(Stage1 { manifest, dir: Some(dir) })
+        Ok(Stage1 {
+            manifest,
+            dir: Some(dir),
+        })
     }
 
     /// Records the stage1 in the pod directory, so later commands use the same one.
@@ -85,7 +115,8 @@ impl Stage1 {
         std::fs::write(&p, bytes).map_err(|e| PodError::io("cannot write", &p, e))?;
         if let Some(d) = &self.dir {
             let p = pod.join(paths::STAGE1_DIR);
-            std::fs::write(&p, d.to_string_lossy().as_bytes()).map_err(|e| PodError::io("cannot write", &p, e))?;
+            std::fs::write(&p, d.to_string_lossy().as_bytes())
+                .map_err(|e| PodError::io("cannot write", &p, e))?;
         }
         Ok(())
     }
@@ -97,9 +128,14 @@ impl Stage1 {
             Err(_) => {
                 let p = pod.join(paths::STAGE1_MANIFEST);
                 let bytes = std::fs::read(&p).map_err(|e| PodError::io("cannot read", &p, e))?;
-                let m: Stage1Manifest = serde_json::from_slice(&bytes).map_err(|e| PodError::Stage1(format!("{} is malformed: {e}", p.display())))?;
+                let m: Stage1Manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| PodError::Stage1(format!("{} is malformed: {e}", p.display())))?;
                 if !BUILTIN.contains(&m.name.as_str()) {
-                    return Err(PodError::Stage1(format!("{}: unknown built-in stage1 '{}'", p.display(), m.name)));
+                    return Err(PodError::Stage1(format!(
+                        "{}: unknown built-in stage1 '{}'",
+                        p.display(),
+                        m.name
+                    )));
                 }
                 Ok(builtin(&m.name))
             }
@@ -112,13 +148,28 @@ impl Stage1 {
     }
 
     /// The command that runs `entrypoint` for the pod at `pod` (cwd = pod directory).
-    pub fn command(&self, entrypoint: &str, pod: &Path, uuid: &str, debug: bool) -> Result<Command, PodError> {
+    pub fn command(
+        &self,
+        entrypoint: &str,
+        pod: &Path,
+        uuid: &str,
+        debug: bool,
+    ) -> Result<Command, PodError> {
         let exe = self.manifest.entrypoints.get(entrypoint).ok_or_else(|| {
-            PodError::Stage1(format!("stage1 '{}' does not implement the '{entrypoint}' entrypoint", self.name()))
+            PodError::Stage1(format!(
+                "stage1 '{}' does not implement the '{entrypoint}' entrypoint",
+                self.name()
+            ))
         })?;
         let mut cmd = match &self.dir {
             None => {
-                let me = std::env::current_exe().map_err(|e| PodError::io("cannot find the orbit binary", Path::new("/proc/self/exe"), e))?;
+                let me = std::env::current_exe().map_err(|e| {
+                    PodError::io(
+                        "cannot find the orbit binary",
+                        Path::new("/proc/self/exe"),
+                        e,
+                    )
+                })?;
                 let mut c = Command::new(me);
                 c.args(["stage1", self.name(), exe]);
                 c

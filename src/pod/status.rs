@@ -50,14 +50,19 @@ pub struct AppInfo {
 }
 
 fn read_trim(pod: &PodRef, name: &str) -> String {
-    std::fs::read_to_string(pod.path.join(name)).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(pod.path.join(name))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The pod's manifest.
 pub fn manifest(pod: &PodRef) -> Result<PodManifest, PodError> {
     let p = pod.path.join(paths::POD_MANIFEST);
     let bytes = std::fs::read(&p).map_err(|e| PodError::io("cannot read", &p, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| PodError::Corrupt { uuid: pod.uuid.clone(), detail: format!("pod.json is malformed: {e}") })
+    serde_json::from_slice(&bytes).map_err(|e| PodError::Corrupt {
+        uuid: pod.uuid.clone(),
+        detail: format!("pod.json is malformed: {e}"),
+    })
 }
 
 /// The state name of a pod directory.
@@ -93,7 +98,8 @@ pub fn info(pod: &PodRef) -> Result<PodInfo, PodError> {
         .unwrap_or_default();
     let mut apps = Vec::new();
     for a in manifest.iter().flat_map(|m| m.apps.iter()) {
-        let mut status = AppStatus::read(&paths::app_status(&pod.path, &a.name)).unwrap_or_else(|_| AppStatus::created());
+        let mut status = AppStatus::read(&paths::app_status(&pod.path, &a.name))
+            .unwrap_or_else(|_| AppStatus::created());
         if exited && status.state != AppState::Exited {
             // The stage1 died before recording the app's end (killed): the app is gone too.
             status.state = AppState::Exited;
@@ -104,12 +110,26 @@ pub fn info(pod: &PodRef) -> Result<PodInfo, PodError> {
             AppState::Running => "running",
             AppState::Exited => "exited",
         };
-        apps.push(AppInfo { name: a.name.clone(), image: a.image.name.clone(), image_digest: a.image.digest.clone(), state: state.into(), status });
+        apps.push(AppInfo {
+            name: a.name.clone(),
+            image: a.image.name.clone(),
+            image_digest: a.image.digest.clone(),
+            state: state.into(),
+            status,
+        });
     }
     Ok(PodInfo {
         uuid: pod.uuid.clone(),
-        pid: if running { read_trim(pod, paths::PID).parse().ok() } else { None },
-        exit_code: if exited { read_trim(pod, paths::EXIT).parse().ok() } else { None },
+        pid: if running {
+            read_trim(pod, paths::PID).parse().ok()
+        } else {
+            None
+        },
+        exit_code: if exited {
+            read_trim(pod, paths::EXIT).parse().ok()
+        } else {
+            None
+        },
         created: read_trim(pod, paths::CREATED),
         started: read_trim(pod, paths::STARTED),
         finished: read_trim(pod, paths::FINISHED),

@@ -30,8 +30,14 @@ pub enum DirState {
 
 impl DirState {
     /// Every state, in lifecycle order.
-    pub const ALL: [DirState; 6] =
-        [DirState::Embryo, DirState::Prepare, DirState::Prepared, DirState::Run, DirState::ExitedGarbage, DirState::Garbage];
+    pub const ALL: [DirState; 6] = [
+        DirState::Embryo,
+        DirState::Prepare,
+        DirState::Prepared,
+        DirState::Run,
+        DirState::ExitedGarbage,
+        DirState::Garbage,
+    ];
 
     /// The directory name.
     pub fn dir(self) -> &'static str {
@@ -66,7 +72,9 @@ pub struct PodRef {
 impl PodStore {
     /// Pods under `<store>/pods`.
     pub fn new(store_root: &Path) -> PodStore {
-        PodStore { root: store_root.join("pods") }
+        PodStore {
+            root: store_root.join("pods"),
+        }
     }
 
     /// The directory of a state.
@@ -89,14 +97,23 @@ impl PodStore {
         let uuid = uuid::Uuid::new_v4().to_string();
         let path = self.state_dir(DirState::Embryo).join(&uuid);
         fs::create_dir(&path).map_err(|e| PodError::io("cannot create pod directory", &path, e))?;
-        Ok(PodRef { uuid, state: DirState::Embryo, path })
+        Ok(PodRef {
+            uuid,
+            state: DirState::Embryo,
+            path,
+        })
     }
 
     /// Moves a pod to another state by renaming its directory.
     pub fn transition(&self, pod: &PodRef, to: DirState) -> Result<PodRef, PodError> {
         let path = self.state_dir(to).join(&pod.uuid);
-        fs::rename(&pod.path, &path).map_err(|e| PodError::io(&format!("cannot move pod to {}", to.dir()), &pod.path, e))?;
-        Ok(PodRef { uuid: pod.uuid.clone(), state: to, path })
+        fs::rename(&pod.path, &path)
+            .map_err(|e| PodError::io(&format!("cannot move pod to {}", to.dir()), &pod.path, e))?;
+        Ok(PodRef {
+            uuid: pod.uuid.clone(),
+            state: to,
+            path,
+        })
     }
 
     /// Every pod, in every state.
@@ -112,7 +129,11 @@ impl PodStore {
             for e in entries.flatten() {
                 let uuid = e.file_name().to_string_lossy().into_owned();
                 if uuid::Uuid::parse_str(&uuid).is_ok() {
-                    pods.push(PodRef { uuid, state: s, path: e.path() });
+                    pods.push(PodRef {
+                        uuid,
+                        state: s,
+                        path: e.path(),
+                    });
                 }
             }
         }
@@ -127,12 +148,21 @@ impl PodStore {
             return Err(PodError::UnknownPod(uuid_prefix.into()));
         }
         for _ in 0..3 {
-            let mut matches: Vec<PodRef> = self.list()?.into_iter().filter(|p| p.uuid.starts_with(uuid_prefix)).collect();
+            let mut matches: Vec<PodRef> = self
+                .list()?
+                .into_iter()
+                .filter(|p| p.uuid.starts_with(uuid_prefix))
+                .collect();
             matches.dedup_by(|a, b| a.uuid == b.uuid);
             match matches.len() {
                 1 => return Ok(matches.remove(0)),
                 0 => continue,
-                _ => return Err(PodError::AmbiguousPod { prefix: uuid_prefix.into(), candidates: matches.into_iter().map(|p| p.uuid).collect() }),
+                _ => {
+                    return Err(PodError::AmbiguousPod {
+                        prefix: uuid_prefix.into(),
+                        candidates: matches.into_iter().map(|p| p.uuid).collect(),
+                    })
+                }
             }
         }
         Err(PodError::UnknownPod(uuid_prefix.into()))
@@ -156,8 +186,12 @@ impl PodStore {
 
 /// Takes a pod directory's exclusive lock without blocking: `Ok(None)` when it is held.
 pub fn try_lock(path: &Path) -> Result<Option<Flock<std::os::fd::OwnedFd>>, PodError> {
-    let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| PodError::io("cannot open", path, e.into()))?;
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| PodError::io("cannot open", path, e.into()))?;
     match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(Some(l)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),

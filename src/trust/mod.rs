@@ -8,7 +8,7 @@
 //! - [`error`]: the typed errors of all of the above.
 
 pub mod error;
-mod fsutil;
+pub(crate) mod fsutil;
 pub mod keys;
 pub mod payload;
 pub mod sigfile;

@@ -145,7 +145,7 @@ pub fn write_sig_file(path: &Path, signatures: &[Signature]) -> Result<(), SigFi
         .collect();
     let mut json = serde_json::to_vec_pretty(&entries).expect("serializing strings cannot fail");
     json.push(b'\n');
-    atomic_write(path, &json, 0o644).map_err(|source| SigFileError::Io {
+    atomic_write(path, &json, 0o644, None).map_err(|source| SigFileError::Io {
         path: path.to_path_buf(),
         error: source,
     })?;

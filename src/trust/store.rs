@@ -122,9 +122,11 @@ impl TrustStore {
             path: dir.to_path_buf(),
             error: source,
         })?;
-        atomic_write(&path, key.to_pem().as_bytes(), 0o644).map_err(|source| StoreError::Io {
-            path: path.clone(),
-            error: source,
+        atomic_write(&path, key.to_pem().as_bytes(), 0o644, None).map_err(|source| {
+            StoreError::Io {
+                path: path.clone(),
+                error: source,
+            }
         })?;
         Ok(trusted)
     }

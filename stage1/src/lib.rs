@@ -8,7 +8,8 @@ pub mod paths;
 pub mod status;
 
 pub use manifest::{
-    App, AppImage, AppRootfs, AppUser, Mount, Network, PodManifest, Stage1Manifest, Volume, VolumeKind, ENTRYPOINTS,
+    App, AppImage, AppRootfs, AppUser, Mount, Network, PodManifest, Stage1Manifest, Volume,
+    VolumeKind, ENTRYPOINTS,
 };
 pub use status::{AppState, AppStatus};
 

@@ -49,7 +49,12 @@ pub fn parse(line: &str) -> Option<Record<'_>> {
         "P" => false,
         _ => return None,
     };
-    Some(Record { time, stream, full, text: it.next().unwrap_or("") })
+    Some(Record {
+        time,
+        stream,
+        full,
+        text: it.next().unwrap_or(""),
+    })
 }
 
 /// Splits raw output into CRI records: complete lines become `F` records; a trailing piece
@@ -65,7 +70,10 @@ const MAX_RECORD: usize = 16 * 1024;
 impl LineWriter {
     /// A writer for one stream.
     pub fn new(stream: Stream) -> LineWriter {
-        LineWriter { stream, pending: Vec::new() }
+        LineWriter {
+            stream,
+            pending: Vec::new(),
+        }
     }
 
     /// Feeds output, writing a record per complete line to `out`, stamped with `now`.
@@ -112,9 +120,20 @@ mod tests {
         w.feed(b"tail", "T3", &mut out).unwrap();
         w.flush_partial("T4", &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "T1 stdout F hello\nT2 stdout F world\nT4 stdout F tail\n");
+        assert_eq!(
+            text,
+            "T1 stdout F hello\nT2 stdout F world\nT4 stdout F tail\n"
+        );
         let r = parse(text.lines().next().unwrap()).unwrap();
-        assert_eq!(r, Record { time: "T1", stream: Stream::Stdout, full: true, text: "hello" });
+        assert_eq!(
+            r,
+            Record {
+                time: "T1",
+                stream: Stream::Stdout,
+                full: true,
+                text: "hello"
+            }
+        );
     }
 
     #[test]

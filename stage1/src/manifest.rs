@@ -6,7 +6,16 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The entrypoints every stage1 of interface version 1 provides.
-pub const ENTRYPOINTS: [&str; 8] = ["run", "enter", "stop", "gc", "app-add", "app-start", "app-stop", "app-rm"];
+pub const ENTRYPOINTS: [&str; 8] = [
+    "run",
+    "enter",
+    "stop",
+    "gc",
+    "app-add",
+    "app-start",
+    "app-stop",
+    "app-rm",
+];
 
 /// `stage1.json`: a stage1's self-description.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

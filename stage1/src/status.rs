@@ -46,13 +46,22 @@ pub struct AppStatus {
 impl AppStatus {
     /// A freshly created app.
     pub fn created() -> AppStatus {
-        AppStatus { state: AppState::Created, pid: None, exit_code: None, signal: None, error: None, started_at: None, finished_at: None }
+        AppStatus {
+            state: AppState::Created,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+        }
     }
 
     /// Reads a status file.
     pub fn read(path: &Path) -> std::io::Result<AppStatus> {
         let bytes = std::fs::read(path)?;
-        serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
     /// Writes a status file atomically (temp file + rename), so readers never see half of it.

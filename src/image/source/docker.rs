@@ -81,6 +81,7 @@ pub(super) fn open(file: &Path, display: &str, reference: Option<&str>) -> Resul
         signable_digests: vec![manifest_digest.clone()],
         manifest_digest,
         signatures: Vec::new(),
+        index: None,
         fs: Box::new(fs),
         blob_paths,
     })

@@ -150,6 +150,9 @@ pub struct SourceImage {
     pub signable_digests: Vec<Digest>,
     /// Signatures found in and beside the source.
     pub signatures: Vec<Signature>,
+    /// The image index the source's reference points at, byte for byte (its digest is the
+    /// last of `signable_digests`), when it points at one rather than at the manifest.
+    pub index: Option<Vec<u8>>,
     fs: Box<dyn LayoutFs>,
     /// Blob paths that are not `blobs/sha256/<hex>` (docker archives).
     blob_paths: HashMap<Digest, String>,
@@ -171,28 +174,16 @@ impl SourceImage {
 
     /// Reads a small blob (config) and verifies its digest.
     pub fn read_blob(&self, d: &Digest, what: &str) -> Result<Vec<u8>> {
-        let (r, len) = self.open_blob(d)?;
-        if len > layout::MAX_JSON_BYTES {
-            return Err(ImageError::malformed(
-                what,
-                format!("{len} bytes is too large"),
-            ));
-        }
-        let mut buf = Vec::with_capacity(len as usize);
-        r.take(layout::MAX_JSON_BYTES)
-            .read_to_end(&mut buf)
-            .map_err(|e| ImageError::Io {
-                context: format!("cannot read {what} from {}", self.display),
-                error: e,
-            })?;
-        let actual = Digest::of(&buf);
-        if &actual != d {
-            return Err(ImageError::DigestMismatch {
-                what: what.into(),
-                expected: d.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        Ok(buf)
+        let rel = self
+            .blob_paths
+            .get(d)
+            .cloned()
+            .unwrap_or_else(|| layout::blob_rel(d));
+        layout::read_verified(
+            self.fs.as_ref(),
+            &rel,
+            d,
+            &format!("{what} of {}", self.display),
+        )
     }
 }

@@ -40,7 +40,7 @@ pub(super) fn open(
     let name = layout::ref_name(chosen).map(|r| name_from_ref(r, path));
     let top_digest = layout::descriptor_digest(chosen)?;
     let mut signable = vec![top_digest.clone()];
-    let (manifest, manifest_digest) = resolve_manifest(fs.as_ref(), chosen, display)?;
+    let (manifest, manifest_digest, top_index) = resolve_manifest(fs.as_ref(), chosen, display)?;
     if manifest_digest != top_digest {
         signable.insert(0, manifest_digest.clone());
     }
@@ -55,6 +55,7 @@ pub(super) fn open(
         manifest_digest,
         signable_digests: signable,
         signatures,
+        index: top_index,
         fs,
         blob_paths: HashMap::new(),
     })
@@ -110,19 +111,21 @@ fn name_from_ref(r: &str, path: &Path) -> String {
 }
 
 /// Reads the manifest a descriptor points at, descending through an index to this platform's.
+/// Returns the manifest, its digest and the index the descriptor named, if it named one.
 fn resolve_manifest(
     fs: &dyn LayoutFs,
     desc: &Descriptor,
     display: &str,
-) -> Result<(Vec<u8>, Digest)> {
+) -> Result<(Vec<u8>, Digest, Option<Vec<u8>>)> {
     let mut desc = desc.clone();
+    let mut top_index = None;
     for _ in 0..4 {
         let digest = layout::descriptor_digest(&desc)?;
         let bytes =
             layout::read_verified_blob(fs, &digest, &format!("manifest {digest} of {display}"))?;
         let media_type = media_type_of(&desc, &bytes);
         if media::is_manifest(&media_type) {
-            return Ok((bytes, digest));
+            return Ok((bytes, digest, top_index));
         }
         if !media::is_index(&media_type) {
             return Err(ImageError::UnsupportedManifest {
@@ -133,8 +136,14 @@ fn resolve_manifest(
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(display, e))?;
         desc = platform_manifest(&index)
-            .ok_or_else(|| ImageError::NoPlatform(display.to_string()))?
+            .ok_or_else(|| ImageError::NoPlatform {
+                source_name: display.to_string(),
+                platform: format!("linux/{}", host_arch()),
+            })?
             .clone();
+        if top_index.is_none() {
+            top_index = Some(bytes);
+        }
     }
     Err(ImageError::malformed(
         display,
@@ -158,12 +167,21 @@ fn media_type_of(desc: &Descriptor, bytes: &[u8]) -> String {
         .unwrap_or(from_desc)
 }
 
-fn platform_manifest(index: &ImageIndex) -> Option<&Descriptor> {
-    let arch = match std::env::consts::ARCH {
+/// This machine's architecture, as OCI names it.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "riscv64" => "riscv64",
+        "s390x" => "s390x",
         other => other,
-    };
+    }
+}
+
+fn platform_manifest(index: &ImageIndex) -> Option<&Descriptor> {
+    let arch = host_arch();
     index.manifests().iter().find(|d| {
         d.platform()
             .as_ref()

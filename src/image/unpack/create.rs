@@ -238,7 +238,7 @@ impl Unpacker<'_> {
             Err(NameProblem::Escapes) => return Err(refuse("it has a `..` component")),
             Err(NameProblem::Malformed(m)) => return Err(refuse(m)),
         }
-        let (tparent, tname) = path::split_parent(&target);
+        let tname = path::split_parent(&target).1;
         let missing = || UnpackError::HardlinkTargetMissing {
             entry: lossy(raw),
             target: lossy(link),

@@ -14,13 +14,62 @@ use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use orbit_stage1::log::Stream;
 use orbit_stage1::{App, PodManifest, EXIT_EXEC_FAILED, EXIT_STAGE1_FAILURE};
 
+use crate::cgroup::PodCgroups;
 use crate::init::echo_fd;
 use crate::{mounts, Flavor};
 
-/// A started app: its host pid and its output streams (fd, stream, fd to echo to).
+/// A started app: its host pid, its output streams (fd, stream, fd to echo to) and, for an
+/// interactive app, the pty master its input goes to.
 pub struct Started {
     pub pid: Pid,
     pub outputs: Vec<(OwnedFd, Stream, i32)>,
+    pub input: Option<OwnedFd>,
+}
+
+/// The app's standard streams: pipes, or, for an interactive app, a pseudo-terminal that
+/// the child allocates from its *own* /dev/pts (so `tty` and job control work inside) and
+/// whose master it hands back over a socket (SCM_RIGHTS), as runc's console socket does.
+enum Stdio {
+    Pipes {
+        out_r: OwnedFd,
+        out_w: OwnedFd,
+        err_r: OwnedFd,
+        err_w: OwnedFd,
+    },
+    Pty {
+        parent: OwnedFd,
+        child: OwnedFd,
+    },
+}
+
+fn stdio(interactive: bool) -> nix::Result<Stdio> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    if interactive {
+        let (parent, child) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        return Ok(Stdio::Pty { parent, child });
+    }
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    Ok(Stdio::Pipes {
+        out_r,
+        out_w,
+        err_r,
+        err_w,
+    })
+}
+
+/// The size of the terminal on our stdin, if it is one.
+fn terminal_size() -> Option<nix::pty::Winsize> {
+    // SAFETY: winsize is plain old data; all-zero is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into the valid, correctly sized struct.
+    let r = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0).then_some(ws)
 }
 
 /// Why an app did not start.
@@ -30,16 +79,27 @@ pub struct Failure {
 }
 
 /// Forks and execs the app.
-pub fn start(flavor: Flavor, pod: &Path, manifest: &PodManifest, app: &App, mask: &SigSet) -> Result<Started, Failure> {
-    let fail = |message: String| Failure { code: EXIT_STAGE1_FAILURE, message };
-    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
-    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
-    let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
+pub fn start(
+    flavor: Flavor,
+    pod: &Path,
+    manifest: &PodManifest,
+    app: &App,
+    cgroups: &PodCgroups,
+    mask: &SigSet,
+) -> Result<Started, Failure> {
+    let fail = |message: String| Failure {
+        code: EXIT_STAGE1_FAILURE,
+        message,
+    };
+    let io =
+        stdio(app.interactive).map_err(|e| fail(format!("cannot create the app's stdio: {e}")))?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
     // SAFETY: the init is single-threaded; the child sets up and execs or exits.
     match unsafe { fork() }.map_err(|e| fail(format!("fork: {e}")))? {
         ForkResult::Child => {
-            drop((out_r, err_r, report_r));
-            let (code, msg) = match setup_and_exec(flavor, pod, manifest, app, mask, &out_w, &err_w) {
+            drop(report_r);
+            let (code, msg) = match setup_and_exec(flavor, pod, manifest, app, cgroups, mask, &io) {
                 Err(Setup::Exec(m)) => (EXIT_EXEC_FAILED, m),
                 Err(Setup::Other(m)) => (EXIT_STAGE1_FAILURE, m),
             };
@@ -48,7 +108,32 @@ pub fn start(flavor: Flavor, pod: &Path, manifest: &PodManifest, app: &App, mask
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            drop((out_w, err_w, report_w));
+            drop(report_w);
+            let (outputs, input) = match io {
+                Stdio::Pipes { out_r, err_r, .. } => (
+                    vec![
+                        (out_r, Stream::Stdout, echo_fd(Stream::Stdout)),
+                        (err_r, Stream::Stderr, echo_fd(Stream::Stderr)),
+                    ],
+                    None,
+                ),
+                Stdio::Pty {
+                    parent,
+                    child: theirs,
+                } => {
+                    drop(theirs);
+                    match receive_fd(&parent) {
+                        Some(master) => {
+                            let input = master.try_clone().ok();
+                            (
+                                vec![(master, Stream::Stdout, echo_fd(Stream::Stdout))],
+                                input,
+                            )
+                        }
+                        None => (vec![], None),
+                    }
+                }
+            };
             let mut report = Vec::new();
             let mut buf = [0u8; 4096];
             while let Ok(n) = nix::unistd::read(&report_r, &mut buf) {
@@ -61,14 +146,18 @@ pub fn start(flavor: Flavor, pod: &Path, manifest: &PodManifest, app: &App, mask
                 let _ = nix::sys::wait::waitpid(child, None);
                 let text = String::from_utf8_lossy(&report);
                 let (code, message) = text.split_once(' ').unwrap_or(("125", &text));
-                return Err(Failure { code: code.parse().unwrap_or(EXIT_STAGE1_FAILURE), message: message.to_string() });
+                return Err(Failure {
+                    code: code.parse().unwrap_or(EXIT_STAGE1_FAILURE),
+                    message: message.to_string(),
+                });
             }
-            for fd in [&out_r, &err_r] {
+            for (fd, _, _) in &outputs {
                 let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
             }
             Ok(Started {
                 pid: child,
-                outputs: vec![(out_r, Stream::Stdout, echo_fd(Stream::Stdout)), (err_r, Stream::Stderr, echo_fd(Stream::Stderr))],
+                outputs,
+                input,
             })
         }
     }
@@ -88,58 +177,188 @@ fn setup_and_exec(
     pod: &Path,
     manifest: &PodManifest,
     app: &App,
+    cgroups: &PodCgroups,
     mask: &SigSet,
-    out: &OwnedFd,
-    err: &OwnedFd,
+    io: &Stdio,
 ) -> Result<std::convert::Infallible, Setup> {
     // Undo the init's signal setup: default handlers, nothing blocked.
     for s in mask.iter() {
         // SAFETY: restoring the default disposition is always sound.
-        let _ = unsafe { sigaction(s, &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty())) };
+        let _ = unsafe {
+            sigaction(
+                s,
+                &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()),
+            )
+        };
     }
-    mask.thread_unblock().map_err(other("cannot unblock signals"))?;
+    mask.thread_unblock()
+        .map_err(other("cannot unblock signals"))?;
     nix::unistd::setsid().map_err(other("setsid"))?;
+    cgroups
+        .join_app(&app.name, nix::unistd::getpid().as_raw())
+        .map_err(Setup::Other)?;
+    if flavor == Flavor::Ns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(other("cannot create the cgroup namespace"))?;
+    }
 
     let root = orbit_stage1::paths::app_rootfs(pod, &app.name);
     mounts::enter_app_root(flavor, pod, manifest, app, &root).map_err(|e| Setup::Other(e))?;
-    let workdir = if app.working_directory.is_empty() { "/" } else { &app.working_directory };
+    let workdir = if app.working_directory.is_empty() {
+        "/"
+    } else {
+        &app.working_directory
+    };
     if std::fs::metadata(workdir).is_err() {
-        std::fs::create_dir_all(workdir).map_err(other(&format!("cannot create working directory {workdir}")))?;
+        std::fs::create_dir_all(workdir)
+            .map_err(other(&format!("cannot create working directory {workdir}")))?;
     }
-    nix::unistd::chdir(workdir).map_err(other(&format!("cannot enter working directory {workdir}")))?;
+    nix::unistd::chdir(workdir)
+        .map_err(other(&format!("cannot enter working directory {workdir}")))?;
 
-    let gids: Vec<Gid> = std::iter::once(app.user.gid).chain(app.user.additional_gids.iter().copied()).map(Gid::from_raw).collect();
+    let gids: Vec<Gid> = std::iter::once(app.user.gid)
+        .chain(app.user.additional_gids.iter().copied())
+        .map(Gid::from_raw)
+        .collect();
     nix::unistd::setgroups(&gids).map_err(other("setgroups"))?;
-    nix::unistd::setresgid(Gid::from_raw(app.user.gid), Gid::from_raw(app.user.gid), Gid::from_raw(app.user.gid))
-        .map_err(other("setgid"))?;
-    nix::unistd::setresuid(Uid::from_raw(app.user.uid), Uid::from_raw(app.user.uid), Uid::from_raw(app.user.uid))
-        .map_err(other("setuid"))?;
+    nix::unistd::setresgid(
+        Gid::from_raw(app.user.gid),
+        Gid::from_raw(app.user.gid),
+        Gid::from_raw(app.user.gid),
+    )
+    .map_err(other("setgid"))?;
+    nix::unistd::setresuid(
+        Uid::from_raw(app.user.uid),
+        Uid::from_raw(app.user.uid),
+        Uid::from_raw(app.user.uid),
+    )
+    .map_err(other("setuid"))?;
 
-    let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty()).map_err(other("/dev/null"))?;
+    let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+        .map_err(other("/dev/null"))?;
+    let (stdin, stdout, stderr) = match io {
+        Stdio::Pipes { out_w, err_w, .. } => {
+            (devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd())
+        }
+        Stdio::Pty { child, .. } => {
+            let slave = open_terminal(child)?;
+            let fd = slave.as_raw_fd();
+            std::mem::forget(slave);
+            (fd, fd, fd)
+        }
+    };
     // SAFETY: dup2 onto the standard descriptors of this (about to exec) child.
     unsafe {
-        libc::dup2(devnull.as_raw_fd(), 0);
-        libc::dup2(out.as_raw_fd(), 1);
-        libc::dup2(err.as_raw_fd(), 2);
+        libc::dup2(stdin, 0);
+        libc::dup2(stdout, 1);
+        libc::dup2(stderr, 2);
     }
     exec(app)
 }
 
+/// In the child, inside the app's root: allocates a pty from the app's /dev/ptmx, sends the
+/// master to the init, and makes the slave the controlling terminal.
+fn open_terminal(sock: &OwnedFd) -> Result<OwnedFd, Setup> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(other("cannot open /dev/ptmx"))?;
+    grantpt(&master).map_err(other("grantpt"))?;
+    unlockpt(&master).map_err(other("unlockpt"))?;
+    let name = ptsname_r(&master).map_err(other("ptsname"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(other(&format!("cannot open {name}")))?;
+    if let Some(ws) = terminal_size() {
+        // SAFETY: TIOCSWINSZ reads the valid winsize struct.
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(b"m")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(other("cannot hand the terminal to the pod init"))?;
+    // SAFETY: TIOCSCTTY on the pty slave makes it this new session's controlling terminal.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(Setup::Other(format!(
+            "cannot attach the terminal: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(slave)
+}
+
+/// In the init: receives the pty master the child sent (None if it failed first).
+fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this descriptor in our table for us.
+            return fds.first().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    None
+}
+
 /// Resolves `exec[0]` against the app's own PATH (not the host's) and execs it.
 fn exec(app: &App) -> Result<std::convert::Infallible, Setup> {
-    let Some(arg0) = app.exec.first() else { return Err(Setup::Exec("the app has nothing to execute (no exec, entrypoint or cmd)".into())) };
-    let path = resolve(arg0, &app.env).ok_or_else(|| Setup::Exec(format!("{arg0}: not found in the app's root (PATH from the app's environment)")))?;
+    let Some(arg0) = app.exec.first() else {
+        return Err(Setup::Exec(
+            "the app has nothing to execute (no exec, entrypoint or cmd)".into(),
+        ));
+    };
+    let path = resolve(arg0, &app.env).ok_or_else(|| {
+        Setup::Exec(format!(
+            "{arg0}: not found in the app's root (PATH from the app's environment)"
+        ))
+    })?;
     let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(other("exec path"))?;
-    let argv: Vec<CString> = app.exec.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().map_err(other("argv"))?;
-    let envp: Vec<CString> = app.env.iter().map(|e| CString::new(e.as_bytes())).collect::<Result<_, _>>().map_err(other("env"))?;
+    let argv: Vec<CString> = app
+        .exec
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(other("argv"))?;
+    let envp: Vec<CString> = app
+        .env
+        .iter()
+        .map(|e| CString::new(e.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(other("env"))?;
     let e = nix::unistd::execve(&cpath, &argv, &envp).unwrap_err();
-    Err(Setup::Exec(format!("cannot execute {}: {e}", path.display())))
+    Err(Setup::Exec(format!(
+        "cannot execute {}: {e}",
+        path.display()
+    )))
 }
 
 fn resolve(arg0: &str, env: &[String]) -> Option<PathBuf> {
     if arg0.contains('/') {
         return Some(PathBuf::from(arg0)).filter(|p| p.exists());
     }
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    path.split(':').map(|d| Path::new(d).join(arg0)).find(|p| p.is_file())
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .map(|d| Path::new(d).join(arg0))
+        .find(|p| p.is_file())
 }

@@ -28,12 +28,23 @@ impl Args {
                 Some((k, v)) => (k, Some(v.to_string())),
                 None => (arg.as_str(), None),
             };
-            let mut value = |name: &str| inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{name} needs a value"));
+            let mut value = |name: &str| {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .ok_or(format!("{name} needs a value"))
+            };
             match key {
                 "--uuid" => a.uuid = value("--uuid")?,
                 "--app" => a.app = Some(value("--app")?),
                 "--debug" => a.debug = true,
-                "--lock-fd" => a.lock_fd = Some(value("--lock-fd")?.parse().map_err(|_| "--lock-fd needs a number".to_string())?),
+                "--lock-fd" => {
+                    a.lock_fd = Some(
+                        value("--lock-fd")?
+                            .parse()
+                            .map_err(|_| "--lock-fd needs a number".to_string())?,
+                    )
+                }
                 "--force" => a.force = true,
                 "--" => {
                     a.command = it.cloned().collect();

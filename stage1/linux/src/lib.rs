@@ -15,6 +15,7 @@
 
 mod app;
 mod args;
+mod cgroup;
 mod enter;
 mod init;
 mod mounts;
@@ -64,7 +65,7 @@ pub fn main(flavor: Flavor, entrypoint: &str, raw_args: &[String]) -> i32 {
         "run" => run::run(flavor, &args),
         "enter" => enter::enter(&args),
         "stop" => run::stop(&args),
-        "gc" => Ok(0),
+        "gc" => run::gc(&args),
         "app-add" | "app-start" | "app-stop" | "app-rm" => Err(format!(
             "the {} stage1 does not support mutable pods yet ({entrypoint})",
             flavor.name()

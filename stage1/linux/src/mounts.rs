@@ -13,8 +13,20 @@ use crate::Flavor;
 
 type R = Result<(), String>;
 
-fn mnt(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> R {
-    mount(src, target, fstype, flags, data).map_err(|e| format!("mount {} on {}: {e}", fstype.or(src).unwrap_or("?"), target.display()))
+fn mnt(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> R {
+    mount(src, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mount {} on {}: {e}",
+            fstype.or(src).unwrap_or("?"),
+            target.display()
+        )
+    })
 }
 
 /// Mounts app `a`'s root at `apps/<name>/rootfs`: overlayfs of its layers (top first) with
@@ -23,17 +35,38 @@ pub fn mount_app_root(pod: &Path, a: &App) -> R {
     let dir = paths::app_dir(pod, &a.name);
     let root = dir.join("rootfs");
     if !a.rootfs.overlay {
-        return mnt(Some(&root.to_string_lossy()), &root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None);
+        return mnt(
+            Some(&root.to_string_lossy()),
+            &root,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        );
     }
-    let lowers: Vec<String> = a.rootfs.lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-    let lowers = if lowers.is_empty() { vec![dir.join("empty").to_string_lossy().into_owned()] } else { lowers };
+    let lowers: Vec<String> = a
+        .rootfs
+        .lowers
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let lowers = if lowers.is_empty() {
+        vec![dir.join("empty").to_string_lossy().into_owned()]
+    } else {
+        lowers
+    };
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lowers.join(":"),
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    mnt(Some("overlay"), &root, Some("overlay"), MsFlags::empty(), Some(&data))
+    mnt(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )
 }
 
 /// Brings the loopback interface of a fresh network namespace up.
@@ -71,11 +104,20 @@ pub fn in_root(root: &Path, inside: &str) -> Result<PathBuf, String> {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(n) => {
                 p.push(n);
-                if p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-                    return Err(format!("{inside}: {} is a symlink in the image; mount targets must be real paths", p.display()));
+                if p.symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    return Err(format!(
+                        "{inside}: {} is a symlink in the image; mount targets must be real paths",
+                        p.display()
+                    ));
                 }
             }
-            _ => return Err(format!("{inside}: mount targets must be absolute paths without '..'")),
+            _ => {
+                return Err(format!(
+                    "{inside}: mount targets must be absolute paths without '..'"
+                ))
+            }
         }
     }
     Ok(p)
@@ -92,13 +134,28 @@ fn ensure_file(p: &Path) -> R {
     if let Some(parent) = p.parent() {
         ensure_dir(parent)?;
     }
-    std::fs::File::create(p).map(|_| ()).map_err(|e| format!("cannot create {}: {e}", p.display()))
+    std::fs::File::create(p)
+        .map(|_| ())
+        .map_err(|e| format!("cannot create {}: {e}", p.display()))
 }
 
 /// Builds the app's world in a new mount namespace and moves into its root.
-pub fn enter_app_root(flavor: Flavor, pod: &Path, manifest: &PodManifest, app: &App, root: &Path) -> R {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
-    mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+pub fn enter_app_root(
+    flavor: Flavor,
+    pod: &Path,
+    manifest: &PodManifest,
+    app: &App,
+    root: &Path,
+) -> R {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     match flavor {
         Flavor::Ns => {
             system_mounts(root)?;
@@ -108,7 +165,13 @@ pub fn enter_app_root(flavor: Flavor, pod: &Path, manifest: &PodManifest, app: &
             for d in ["proc", "sys", "dev"] {
                 let target = in_root(root, d)?;
                 ensure_dir(&target)?;
-                mnt(Some(&format!("/{d}")), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+                mnt(
+                    Some(&format!("/{d}")),
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
             }
         }
     }
@@ -121,7 +184,13 @@ pub fn enter_app_root(flavor: Flavor, pod: &Path, manifest: &PodManifest, app: &
         }
     }
     if app.read_only_rootfs {
-        mnt(None, Path::new("/"), None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY, None)?;
+        mnt(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -133,26 +202,74 @@ fn system_mounts(root: &Path) -> R {
     mnt(Some("proc"), &proc_dir, Some("proc"), nosuid, None)?;
     let sys = in_root(root, "/sys")?;
     ensure_dir(&sys)?;
-    mnt(Some("sysfs"), &sys, Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None)?;
+    mnt(
+        Some("sysfs"),
+        &sys,
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None,
+    )?;
     let dev = in_root(root, "/dev")?;
     ensure_dir(&dev)?;
-    mnt(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+    mnt(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let p = dev.join(name);
-        mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)).map_err(|e| format!("mknod {}: {e}", p.display()))?;
-        nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &p, Mode::from_bits_truncate(0o666), nix::sys::stat::FchmodatFlags::FollowSymlink)
-            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &p,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| format!("chmod {}: {e}", p.display()))?;
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;
-    mnt(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
+    mnt(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
     let shm = dev.join("shm");
     ensure_dir(&shm)?;
-    mnt(Some("shm"), &shm, Some("tmpfs"), nosuid, Some("mode=1777,size=65536k"))?;
+    mnt(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )?;
     let mq = dev.join("mqueue");
     ensure_dir(&mq)?;
     mnt(Some("mqueue"), &mq, Some("mqueue"), nosuid, None)?;
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
     Ok(())
@@ -166,16 +283,29 @@ fn etc_files(pod: &Path, root: &Path) -> R {
         }
         let target = in_root(root, &format!("/etc/{f}"))?;
         ensure_file(&target)?;
-        mnt(Some(&src.to_string_lossy()), &target, None, MsFlags::MS_BIND, None)?;
+        mnt(
+            Some(&src.to_string_lossy()),
+            &target,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
     }
     Ok(())
 }
 
 fn volumes(pod: &Path, manifest: &PodManifest, app: &App, root: &Path) -> R {
     for m in &app.mounts {
-        let v = manifest.volumes.iter().find(|v| v.name == m.volume).ok_or_else(|| format!("mount of unknown volume '{}'", m.volume))?;
+        let v = manifest
+            .volumes
+            .iter()
+            .find(|v| v.name == m.volume)
+            .ok_or_else(|| format!("mount of unknown volume '{}'", m.volume))?;
         let source = match v.kind {
-            VolumeKind::Host => v.source.clone().ok_or_else(|| format!("host volume '{}' has no source", v.name))?,
+            VolumeKind::Host => v
+                .source
+                .clone()
+                .ok_or_else(|| format!("host volume '{}' has no source", v.name))?,
             VolumeKind::Empty => paths::volume_dir(pod, &v.name),
         };
         let target = in_root(root, &m.target)?;
@@ -184,9 +314,21 @@ fn volumes(pod: &Path, manifest: &PodManifest, app: &App, root: &Path) -> R {
         } else {
             ensure_file(&target)?;
         }
-        mnt(Some(&source.to_string_lossy()), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        mnt(
+            Some(&source.to_string_lossy()),
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
         if v.read_only {
-            mnt(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC, None)?;
+            mnt(
+                None,
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+                None,
+            )?;
         }
     }
     Ok(())

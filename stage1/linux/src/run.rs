@@ -22,11 +22,17 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use orbit_stage1::paths;
 
+use crate::cgroup::PodCgroups;
 use crate::util::{exit_of, now, read_manifest, write_file};
 use crate::{init, Args, Flavor};
 
 /// The signals the supervisor forwards to the pod.
-const FORWARDED: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 
 /// `run`: runs the pod to completion; returns its exit status.
 pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
@@ -34,6 +40,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let manifest = read_manifest(&pod)?;
     let _lock = lock_pod(&pod, args)?;
     write_file(&pod, paths::STARTED, &now());
+    let cgroups = PodCgroups::create(&pod, &args.uuid)?;
 
     let mut flags = CloneFlags::CLONE_NEWNS;
     if flavor == Flavor::Ns {
@@ -43,14 +50,21 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
         }
     }
     unshare(flags).map_err(|e| format!("cannot create the pod's namespaces: {e}"))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("cannot make the pod's mounts private: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make the pod's mounts private: {e}"))?;
 
     let mut mask = SigSet::empty();
     for s in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
         mask.add(*s);
     }
-    mask.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
+    mask.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
     let supervisor = nix::unistd::getpid();
     // SAFETY: stage1 is single-threaded here; the child only calls async-signal-safe
     // functions until it runs the pod init, which is ordinary Rust in a fresh process.
@@ -65,9 +79,24 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
             if ppid.as_raw() != 0 && ppid != supervisor {
                 std::process::exit(orbit_stage1::EXIT_STAGE1_FAILURE);
             }
-            std::process::exit(init::main(flavor, &pod, &manifest, args.debug, mask));
+            std::process::exit(init::main(
+                flavor, &pod, &manifest, &cgroups, args.debug, mask,
+            ));
         }
-        ForkResult::Parent { child } => supervise(&pod, child, mask),
+        ForkResult::Parent { child } => {
+            let joined = cgroups.join_pod(child.as_raw());
+            let result = match joined {
+                Ok(()) => supervise(&pod, child, mask),
+                Err(e) => {
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    Err(e)
+                }
+            };
+            let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.clone()).collect();
+            cgroups.remove(&apps);
+            result
+        }
     }
 }
 
@@ -79,30 +108,43 @@ fn lock_pod(pod: &Path, args: &Args) -> Result<OwnedFd, String> {
             // SAFETY: stage0 passed this descriptor for us to own; nothing else in this
             // process uses it.
             let fd = unsafe { OwnedFd::from_raw_fd(n) };
-            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-                .map_err(|e| format!("--lock-fd={n} is not an open descriptor: {e}"))?;
+            nix::fcntl::fcntl(
+                &fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|e| format!("--lock-fd={n} is not an open descriptor: {e}"))?;
             fd
         }
-        None => nix::fcntl::open(pod, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| format!("cannot open the pod directory: {e}"))?,
+        None => nix::fcntl::open(
+            pod,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("cannot open the pod directory: {e}"))?,
     };
     // Re-locking through the same open file description succeeds; another holder fails.
     // SAFETY: flock on a descriptor we own; no memory is involved.
     if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(format!("pod {} is already running (its lock is held): {e}", args.uuid));
+        return Err(format!(
+            "pod {} is already running (its lock is held): {e}",
+            args.uuid
+        ));
     }
     Ok(fd)
 }
 
 fn supervise(pod: &Path, init: Pid, mask: SigSet) -> Result<i32, String> {
     write_file(pod, paths::PID, &init.to_string());
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd: {e}"))?;
+    let sfd =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd: {e}"))?;
     let code = loop {
         if let Some(code) = reap(init)? {
             break code;
         }
-        let Some(info) = sfd.read_signal().map_err(|e| format!("signalfd: {e}"))? else { continue };
+        let Some(info) = sfd.read_signal().map_err(|e| format!("signalfd: {e}"))? else {
+            continue;
+        };
         let sig = Signal::try_from(info.ssi_signo as i32).ok();
         if sig.is_some_and(|s| FORWARDED.contains(&s)) {
             let _ = kill(init, Signal::SIGTERM);
@@ -122,13 +164,32 @@ fn reap(init: Pid) -> Result<Option<i32>, String> {
     }
 }
 
+/// `gc`: removes the cgroups a killed supervisor left behind.
+pub fn gc(args: &Args) -> Result<i32, String> {
+    let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
+    if let (Some(cgroups), Ok(manifest)) = (PodCgroups::load(&pod, &args.uuid), read_manifest(&pod))
+    {
+        let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.clone()).collect();
+        cgroups.remove(&apps);
+    }
+    Ok(0)
+}
+
 /// `stop`: SIGTERM to the pod's init (it forwards to the apps), or SIGKILL with `--force`
 /// (the whole pid namespace dies at once).
 pub fn stop(args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
-    let pid = std::fs::read_to_string(pod.join(paths::PID)).map_err(|e| format!("the pod has no pid file: {e}"))?;
-    let pid: i32 = pid.trim().parse().map_err(|_| "malformed pid file".to_string())?;
-    let sig = if args.force { Signal::SIGKILL } else { Signal::SIGTERM };
+    let pid = std::fs::read_to_string(pod.join(paths::PID))
+        .map_err(|e| format!("the pod has no pid file: {e}"))?;
+    let pid: i32 = pid
+        .trim()
+        .parse()
+        .map_err(|_| "malformed pid file".to_string())?;
+    let sig = if args.force {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
     match kill(Pid::from_raw(pid), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(0),
         Err(e) => Err(format!("cannot signal the pod (pid {pid}): {e}")),

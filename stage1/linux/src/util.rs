@@ -6,7 +6,9 @@ use orbit_stage1::{paths, PodManifest};
 
 /// Now, RFC 3339 with nanoseconds (the CRI log timestamp format).
 pub fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Reads `pod.json` from the pod directory.

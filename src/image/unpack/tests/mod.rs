@@ -5,6 +5,7 @@
 //! note otherwise.
 
 mod basic;
+mod copyup;
 mod devices;
 mod hostile;
 mod limits;

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Start-latency benchmark: `orbit run --net=none` of the example image running /bin/true
+# (image already fetched and verified), side by side in ONE hyperfine run with
+#   - `crun run` and `runc run` of an OCI bundle whose rootfs is the same image
+#     (`orbit image extract example.com/busybox`),
+#   - `podman run --rm --network none` of the same image (pulled from `orbit image export`),
+# then a per-phase breakdown of orbit's own time (`orbit --debug run` timings) and an
+# `strace -c -f` syscall summary of one run.
+#
+# Sets everything up itself, idempotently, as root: Debian packages, release build, the
+# example image, a private orbit store + config, the bundle and the podman image.
+# Env: BENCH_DIR (default /var/tmp/orbit-bench-run), RUNS (hyperfine min runs, 30),
+#      WARMUP (5), PHASE_RUNS (orbit --debug runs for the breakdown, 20).
+#
+# Machine notes (../shared/recipes/VM-AND-PEERS.md): on a hybrid cgroup host crun 1.8 refuses
+# to run while /sys/fs/cgroup/unified is mounted, so every timed command runs in a private
+# mount namespace with it unmounted (all four runtimes see the same host); podman needs
+# default_ulimits within this machine's hard limits (a private containers.conf).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+W=${BENCH_DIR:-/var/tmp/orbit-bench-run}
+RUNS=${RUNS:-30}
+WARMUP=${WARMUP:-5}
+PHASE_RUNS=${PHASE_RUNS:-20}
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
+
+scripts/deps.sh hyperfine crun runc podman busybox-static jq strace
+cargo build --release --workspace --quiet
+o=$root/target/release/orbit
+mkdir -p "$W"
+W=$(cd "$W" && pwd)
+B=$W/bundle
+export ORBIT_DIR=$W/store ORBIT_LOCAL_CONFIG=$W/config ORBIT_SYSTEM_CONFIG=$W/config-vendor ORBIT_USER_CONFIG=$W/config-user
+export CONTAINERS_CONF=$W/containers.conf
+IMG=example.com/busybox:latest
+
+cleanup() {
+  "$o" gc --grace-period=0 >/dev/null 2>&1 || true
+  if grep -q "$W/store" /proc/mounts; then
+    echo "bench/run.sh: WARNING: mounts left under $W/store:" >&2; grep "$W/store" /proc/mounts >&2
+  fi
+  rm -rf "$W/store"
+}
+trap cleanup EXIT
+
+# --- orbit: private config trusting the demo key, the example image fetched (verification on)
+"$o" trust --prefix example.com/busybox examples/demo-key.pub >/dev/null 2>&1
+if ! "$o" image inspect "$IMG" >/dev/null 2>&1; then
+  layout=$(images/build-example.sh "$W/layout" 2>/dev/null)
+  "$o" fetch --no-progress "oci:$layout" >/dev/null
+fi
+"$o" gc --grace-period=0 >/dev/null   # no pods left from an interrupted earlier run
+
+# --- OCI bundle with the same root filesystem, for crun and runc
+if [ ! -x "$B/rootfs/bin/true" ]; then
+  rm -rf "$B"; mkdir -p "$B"
+  "$o" image extract "$IMG" "$B/rootfs" >/dev/null
+fi
+if [ ! -s "$B/config.json" ]; then
+  (cd "$B" && runc spec)   # default spec: pid, network, ipc, uts, mount namespaces
+  jq '.process.terminal = false | .process.args = ["/bin/true"]' "$B/config.json" > "$B/config.json.new"
+  mv "$B/config.json.new" "$B/config.json"
+fi
+
+# --- podman: ulimits within this machine's hard limits; the same image, from orbit's export.
+# (`podman load` refuses the archive: its index also lists the cosign signature manifest,
+# "more than one image in oci"; pulling the named reference from it works.)
+cat > "$W/containers.conf" <<'EOF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+EOF
+if ! podman image exists "$IMG" 2>/dev/null; then
+  "$o" image export --overwrite "$IMG" "$W/busybox.tar" >/dev/null 2>&1
+  podman pull -q "oci-archive:$W/busybox.tar:$IMG" >/dev/null
+  rm -f "$W/busybox.tar"
+fi
+
+# Runs "$@" in a private mount namespace without /sys/fs/cgroup/unified (crun on hybrid hosts).
+in_ns() {
+  unshare -m --propagation private sh -c '
+    if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi
+    exec "$@"' sh "$@"
+}
+
+# Sanity: every command works before timing it.
+crun delete -f orbit-bench-crun >/dev/null 2>&1 || true
+runc delete -f orbit-bench-runc >/dev/null 2>&1 || true
+cmd_orbit="$o run --net=none $IMG --exec /bin/true"
+cmd_crun="crun run --bundle $B orbit-bench-crun"
+cmd_runc="runc run --bundle $B orbit-bench-runc"
+cmd_podman="podman run --rm --network none $IMG /bin/true"
+for c in "$cmd_orbit" "$cmd_crun" "$cmd_runc" "$cmd_podman"; do
+  # shellcheck disable=SC2086
+  in_ns $c || { echo "bench/run.sh: '$c' failed" >&2; exit 1; }
+done
+"$o" gc --grace-period=0 >/dev/null
+
+# --- the side-by-side run. Each `orbit run` leaves an exited pod: orbit's --prepare collects
+# it (untimed) so every run starts from the same store; gc's own cost is reported below.
+in_ns hyperfine -N --warmup "$WARMUP" --min-runs "$RUNS" --export-json "$W/start.json" \
+  -n orbit  --prepare "$o gc --grace-period=0" "$cmd_orbit" \
+  -n crun   --prepare true "$cmd_crun" \
+  -n runc   --prepare true "$cmd_runc" \
+  -n podman --prepare true "$cmd_podman" >&2
+"$o" gc --grace-period=0 >/dev/null
+
+echo "== start /bin/true, no network (hyperfine -N --warmup $WARMUP --min-runs $RUNS; $(nproc) CPUs)"
+jq -r '.results[] | "\(.command | .[0:8] | . + (" " * (8 - length)))  median \(.median*1000*10|round/10) ms  min \(.min*1000*10|round/10) ms  mean \(.mean*1000*10|round/10) ± \(.stddev*1000*10|round/10) ms  n=\(.times|length)"' "$W/start.json"
+jq -r '
+  (.results | map({(.command): .median}) | add) as $m |
+  def r(x): (x * 100 | round) / 100;
+  "orbit / crun   = \(r($m.orbit / $m.crun))x   (target <= 1.5)  \(if $m.orbit / $m.crun <= 1.5 then "ok" else "MISSED" end)",
+  "podman / orbit = \(r($m.podman / $m.orbit))x   (target >= 5)    \(if $m.podman / $m.orbit >= 5 then "ok" else "MISSED" end)",
+  "orbit / runc   = \(r($m.orbit / $m.runc))x"
+' "$W/start.json"
+
+# --- where orbit's time goes: PHASE_RUNS × `orbit --debug run`, same namespace setup.
+# total   = wall clock of the whole `orbit run` (fork+exec from bash included)
+# prepare = stage0's "prepared pod … in X" (resolve image, pod dir, manifest, render roots)
+# apps    = stage1's "apps started in Y" (pod init: hostname, lo, overlay mount, app spawned)
+# rest    = total − prepare − apps: binary start-up ×2 (stage0, then exec into stage1),
+#           namespace creation, /bin/true itself, reaping, state files, namespace teardown
+# gc      = `orbit gc --grace-period=0` of that one exited pod (not in total)
+# startup = `orbit version` (the binary's start-up floor)
+ms() {  # Rust Duration debug format (1.2ms, 896.6µs, 1.1s, 300ns) -> milliseconds
+  awk '{ v=$0; u=v; sub(/[a-zµ]+$/, "", v); sub(/^[0-9.]+/, "", u);
+         f = (u=="s") ? 1000 : (u=="ms") ? 1 : (u=="µs"||u=="us") ? 0.001 : (u=="ns") ? 0.000001 : -1;
+         if (f < 0) { print "bad duration " $0 > "/dev/stderr"; exit 1 }
+         printf "%.3f\n", v*f }'
+}
+median() { sort -n | awk '{a[NR]=$1} END { if (NR%2) printf "%.2f", a[(NR+1)/2]; else printf "%.2f", (a[NR/2]+a[NR/2+1])/2 }'; }
+phases() {
+  local i t0 t1 err=$W/phase.err
+  : > "$W/phases.tsv"
+  for i in $(seq 1 "$PHASE_RUNS"); do
+    t0=$EPOCHREALTIME
+    "$o" --debug run --net=none "$IMG" --exec /bin/true 2> "$err"
+    t1=$EPOCHREALTIME
+    local prep apps
+    prep=$(sed -n 's/^orbit: prepared pod .* in \(.*\)$/\1/p' "$err" | ms)
+    apps=$(sed -n 's/^stage1 [a-z0-9]*: apps started in \(.*\)$/\1/p' "$err" | ms)
+    [ -n "$prep" ] && [ -n "$apps" ] || { echo "bench/run.sh: no --debug timings in:" >&2; cat "$err" >&2; exit 1; }
+    local g0 g1 v0 v1
+    g0=$EPOCHREALTIME; "$o" gc --grace-period=0 >/dev/null; g1=$EPOCHREALTIME
+    v0=$EPOCHREALTIME; "$o" version >/dev/null; v1=$EPOCHREALTIME
+    printf '%s\t%s\t%s\t%s\t%s\n' "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b-a)*1000}')" "$prep" "$apps" \
+      "$(awk -v a="$g0" -v b="$g1" 'BEGIN{printf "%.3f", (b-a)*1000}')" \
+      "$(awk -v a="$v0" -v b="$v1" 'BEGIN{printf "%.3f", (b-a)*1000}')" >> "$W/phases.tsv"
+  done
+}
+export -f phases ms median
+export o W IMG PHASE_RUNS
+in_ns bash -c phases
+col() { cut -f"$1" "$W/phases.tsv" | median; }
+tot=$(col 1) prep=$(col 2) apps=$(col 3) gcm=$(col 4) ver=$(col 5)
+rest=$(awk -F'\t' '{printf "%.3f\n", $1-$2-$3}' "$W/phases.tsv" | median)
+echo "== orbit run phases (medians of $PHASE_RUNS × orbit --debug run)"
+printf '  total (wall, from bash)          %7s ms\n' "$tot"
+printf '  prepare (stage0)                 %7s ms\n' "$prep"
+printf '  apps started (stage1 pod init)   %7s ms\n' "$apps"
+printf '  rest (2× exec start-up, ns setup+teardown, app, reap) %s ms\n' "$rest"
+printf '  [orbit version: binary start-up  %7s ms]\n' "$ver"
+printf '  [orbit gc of the exited pod      %7s ms, not in total]\n' "$gcm"
+
+# --- syscall profile of one run (strace inflates times; counts are the useful part)
+echo "== strace -c -f of one orbit run (top 12 by time)"
+in_ns strace -c -f -o "$W/strace.txt" "$o" run --net=none "$IMG" --exec /bin/true
+awk '/^-/ {next} /^% time/ {print; next} / total$/ {t=$0; next} n < 12 {print; n++} END {print t}' "$W/strace.txt" | sed 's/^/  /'
