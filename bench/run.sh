@@ -27,9 +27,11 @@ PHASE_RUNS=${PHASE_RUNS:-20}
 
 scripts/deps.sh hyperfine crun runc podman busybox-static jq strace
 cargo build --release --workspace --quiet
-o=$root/target/release/orbit
-mkdir -p "$W"
+mkdir -p "$W/bin"
 W=$(cd "$W" && pwd)
+# A private copy: a concurrent `cargo build` must not swap the binary in the middle of a run.
+cp "$root/target/release/orbit" "$W/bin/orbit.new" && mv "$W/bin/orbit.new" "$W/bin/orbit"
+o=$W/bin/orbit
 B=$W/bundle
 export ORBIT_DIR=$W/store ORBIT_LOCAL_CONFIG=$W/config ORBIT_SYSTEM_CONFIG=$W/config-vendor ORBIT_USER_CONFIG=$W/config-user
 export CONTAINERS_CONF=$W/containers.conf
@@ -78,9 +80,9 @@ fi
 
 # Runs "$@" in a private mount namespace without /sys/fs/cgroup/unified (crun on hybrid hosts).
 in_ns() {
-  unshare -m --propagation private sh -c '
+  unshare -m --propagation private bash -c '
     if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi
-    exec "$@"' sh "$@"
+    exec "$@"' bash "$@"
 }
 
 # Sanity: every command works before timing it.
@@ -98,6 +100,7 @@ done
 
 # --- the side-by-side run. Each `orbit run` leaves an exited pod: orbit's --prepare collects
 # it (untimed) so every run starts from the same store; gc's own cost is reported below.
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 in_ns hyperfine -N --warmup "$WARMUP" --min-runs "$RUNS" --export-json "$W/start.json" \
   -n orbit  --prepare "$o gc --grace-period=0" "$cmd_orbit" \
   -n crun   --prepare true "$cmd_crun" \
@@ -105,7 +108,7 @@ in_ns hyperfine -N --warmup "$WARMUP" --min-runs "$RUNS" --export-json "$W/start
   -n podman --prepare true "$cmd_podman" >&2
 "$o" gc --grace-period=0 >/dev/null
 
-echo "== start /bin/true, no network (hyperfine -N --warmup $WARMUP --min-runs $RUNS; $(nproc) CPUs)"
+echo "== start /bin/true, no network (hyperfine -N --warmup $WARMUP --min-runs $RUNS; $(nproc) CPUs, load average before: $load)"
 jq -r '.results[] | "\(.command | .[0:8] | . + (" " * (8 - length)))  median \(.median*1000*10|round/10) ms  min \(.min*1000*10|round/10) ms  mean \(.mean*1000*10|round/10) ± \(.stddev*1000*10|round/10) ms  n=\(.times|length)"' "$W/start.json"
 jq -r '
   (.results | map({(.command): .median}) | add) as $m |

@@ -190,7 +190,10 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
                     .map_err(anyhow::Error::from)
                     .and_then(|img| Ok(gc::remove(store, &img)?))
                 {
-                    Ok(names) => names.iter().for_each(|n| println!("removed {n}")),
+                    Ok((names, report)) => {
+                        names.iter().for_each(|n| println!("removed {n}"));
+                        warn(&report.warnings);
+                    }
                     Err(e) => {
                         eprintln!("orbit: error: cannot remove {i}: {e:#}");
                         failed += 1;
@@ -228,6 +231,7 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Verify { images, format } => verify_images(ctx, images, format.format),
         ImageCommand::Gc => {
             let r = gc::gc(store)?;
+            warn(&r.warnings);
             println!(
                 "removed {} blob(s) ({}), {} layer(s), {} leftover temp item(s)",
                 r.blobs,
@@ -244,6 +248,12 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
             identity,
             output,
         } => sign(ctx, &image, &key, identity, output),
+    }
+}
+
+fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("orbit: warning: {w}");
     }
 }
 
@@ -465,6 +475,7 @@ fn sign(
     let payload = SimpleSigningPayload::new(trust::repository_of(&name), img.digest.as_str());
     let sig = trust::Signature::sign(&key, &payload);
     ctx.store.init()?;
+    let _lock = ctx.store.lock_shared()?;
     signatures::store_signatures(&ctx.store, &img.digest, &[sig])?;
     println!(
         "signed {name} ({}) in the store; `orbit image export` carries the signature",

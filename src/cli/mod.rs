@@ -1,6 +1,7 @@
 //! The `orbit` command line: argument definitions (clap) and dispatch. Man pages and shell
 //! completions are generated from these same definitions.
 
+mod apps;
 mod images;
 mod output;
 mod pods;
@@ -118,6 +119,9 @@ pub enum Command {
     },
     /// Print a pod's app logs.
     Logs(pods::LogsArgs),
+    /// Mutable pods: a sandbox pod, then apps added, started, stopped, removed.
+    #[command(subcommand)]
+    App(apps::AppCommand),
     /// Import images into the store, verifying their signatures.
     Fetch(FetchArgs),
     /// Work with images in the store.
@@ -219,6 +223,7 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => pods::gc(&ctx, args),
         Command::CatManifest { uuid } => pods::cat_manifest(&ctx, &uuid),
         Command::Logs(args) => pods::logs(&ctx, args),
+        Command::App(cmd) => apps::run(&ctx, cmd),
         Command::Fetch(args) => images::fetch(&ctx, args),
         Command::Image(cmd) => images::run(&ctx, cmd),
         Command::Trust(args) => trust::run(&ctx, args),

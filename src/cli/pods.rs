@@ -62,30 +62,44 @@ pub struct AppFlags {
 pub struct PodFlags {
     /// A volume: NAME,kind=host,source=PATH[,readOnly=true] or NAME,kind=empty (repeatable).
     #[arg(long, value_name = "SPEC")]
-    volume: Vec<String>,
+    pub volume: Vec<String>,
     /// Hostname inside the pod (default orbit-<uuid prefix>).
     #[arg(long)]
-    hostname: Option<String>,
+    pub hostname: Option<String>,
     /// Network: none (own namespace with loopback only) or host.
     #[arg(long, default_value = "none")]
-    net: String,
+    pub net: String,
     /// Copy each app's root instead of overlaying the shared layers.
     #[arg(long)]
     no_overlay: bool,
     /// Stage1: ns, fly (built in) or a name from a config dir's stage1.d/.
     #[arg(long, value_name = "NAME")]
-    stage1_name: Option<String>,
+    pub stage1_name: Option<String>,
     /// Stage1 directory (with stage1.json).
     #[arg(long, value_name = "DIR")]
-    stage1_path: Option<PathBuf>,
+    pub stage1_path: Option<PathBuf>,
     /// Write the pod's UUID to this file.
     #[arg(long, value_name = "FILE")]
-    uuid_file_save: Option<PathBuf>,
+    pub uuid_file_save: Option<PathBuf>,
     /// Pod annotation KEY=VALUE (repeatable); orbit.dev/stage1 selects a stage1.
     #[arg(long, value_name = "KEY=VALUE")]
-    annotation: Vec<String>,
+    pub annotation: Vec<String>,
     #[command(flatten)]
     app: AppFlags,
+}
+
+impl PodFlags {
+    /// The `--annotation KEY=VALUE` values.
+    pub fn annotations(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut annotations = BTreeMap::new();
+        for a in &self.annotation {
+            let (k, v) = a
+                .split_once('=')
+                .with_context(|| format!("--annotation {a}: expected KEY=VALUE"))?;
+            annotations.insert(k.to_string(), v.to_string());
+        }
+        Ok(annotations)
+    }
 }
 
 /// Arguments of `run` and `prepare`.
@@ -236,10 +250,11 @@ fn merge(defaults: &AppFlags, app: AppFlags) -> AppFlags {
     }
 }
 
-/// Splits `IMAGE [opts] [-- args] [--- …]` into app requests.
-fn app_requests(args: &RunArgs) -> anyhow::Result<Vec<AppRequest>> {
+/// Splits `IMAGE [opts] [-- args] [--- …]` into app requests; `defaults` are the app
+/// options given before the first image.
+pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result<Vec<AppRequest>> {
     let mut out = Vec::new();
-    for chunk in args.apps.split(|a| a == "---") {
+    for chunk in apps.split(|a| a == "---") {
         let Some((image, rest)) = chunk.split_first() else {
             bail!("'---' must be followed by an image")
         };
@@ -251,7 +266,7 @@ fn app_requests(args: &RunArgs) -> anyhow::Result<Vec<AppRequest>> {
             None => (rest, None),
         };
         let parsed = AppChunk::try_parse_from(opts).unwrap_or_else(|e| e.exit());
-        let f = merge(&args.pod.app, parsed.flags);
+        let f = merge(defaults, parsed.flags);
         let mut env = Vec::new();
         for e in f.environment.iter().chain(&f.set_env) {
             env.push(spec::parse_env(e)?);
@@ -300,7 +315,7 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         &ctx.config,
     )?;
     let req = PodRequest {
-        apps: app_requests(args)?,
+        apps: app_requests_from(&args.apps, &args.pod.app)?,
         volumes,
         hostname: args.pod.hostname.clone(),
         net: args.pod.net.clone(),

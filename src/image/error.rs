@@ -76,7 +76,7 @@ pub enum ImageError {
         candidates: Vec<String>,
     },
     /// A source reference that orbit cannot parse.
-    #[error("unsupported image source '{0}': use NAME[:TAG], a digest, oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE")]
+    #[error("unsupported image source '{0}': use oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF]")]
     BadSource(String),
     /// A source holds several images and no reference picked one.
     #[error("{source_name} holds several images ({}); pick one with {source_name}:REF", .refs.join(", "))]

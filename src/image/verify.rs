@@ -23,6 +23,8 @@ pub struct Problem {
 
 /// Verifies one image; an empty list means it is intact.
 pub fn verify(store: &Store, image: &StoredImage) -> Result<Vec<Problem>> {
+    // Shared: a concurrent gc must not remove what is being checked.
+    let _lock = store.lock_shared()?;
     if let Some(p) = blob_problem(store, &image.digest, "manifest") {
         return Ok(vec![p]);
     }

@@ -184,3 +184,30 @@ pub fn remove(pods: &PodStore, pod: &PodRef, debug: bool) -> Result<(), PodError
     std::fs::remove_dir_all(&doomed.path)
         .map_err(|e| PodError::io("cannot remove", &doomed.path, e))
 }
+
+/// Sends an `app-*` request (`app-add`, `app-start`, `app-stop`, `app-rm`) for `app` to a
+/// running pod's stage1.
+pub fn app_request(pod: &PodRef, entrypoint: &str, app: &str, debug: bool) -> Result<(), PodError> {
+    if !is_running(pod) {
+        return Err(PodError::WrongState {
+            uuid: pod.uuid.clone(),
+            state: status::state(pod),
+            what: "apps can be changed only in a running pod".into(),
+        });
+    }
+    let stage1 = Stage1::load(&pod.path)?;
+    let out = stage1
+        .command(entrypoint, &pod.path, &pod.uuid, debug)?
+        .arg(format!("--app={app}"))
+        .output()
+        .map_err(|e| PodError::Stage1(format!("cannot run stage1 {entrypoint}: {e}")))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(PodError::Stage1(if msg.is_empty() {
+            format!("stage1 {entrypoint} failed ({})", out.status)
+        } else {
+            msg
+        }));
+    }
+    Ok(())
+}

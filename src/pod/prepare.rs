@@ -450,3 +450,92 @@ fn write_etc(pod: &Path, hostname: &str, net: &str) -> Result<(), PodError> {
     }
     Ok(())
 }
+
+/// Adds an app to a mutable pod's manifest (`orbit app add`): resolves its image, creates
+/// its directories and rewrites `pod.json` atomically. The running stage1 is told next.
+pub fn add_app(
+    store: &Store,
+    trust: &TrustStore,
+    pod: &PodRef,
+    req: &AppRequest,
+    insecure_image: bool,
+) -> Result<App, PodError> {
+    let _lock = manifest_lock(pod)?;
+    let path = pod.path.join(paths::POD_MANIFEST);
+    let bytes = fs::read(&path).map_err(|e| PodError::io("cannot read", &path, e))?;
+    let mut manifest: PodManifest =
+        serde_json::from_slice(&bytes).map_err(|e| PodError::Corrupt {
+            uuid: pod.uuid.clone(),
+            detail: format!("pod.json: {e}"),
+        })?;
+    if !manifest.mutable {
+        return Err(PodError::WrongState {
+            uuid: pod.uuid.clone(),
+            state: "immutable".into(),
+            what: "apps can be added only to pods made with `orbit app sandbox`".into(),
+        });
+    }
+    for m in &req.mounts {
+        if !manifest.volumes.iter().any(|v| v.name == m.volume) {
+            return Err(PodError::BadSpec(format!(
+                "--mount volume={}: the pod has no volume '{}'",
+                m.volume, m.volume
+            )));
+        }
+    }
+    let pod_req = PodRequest {
+        apps: vec![req.clone()],
+        volumes: manifest.volumes.clone(),
+        hostname: None,
+        net: manifest.network.mode.clone(),
+        no_overlay: false,
+        annotations: BTreeMap::new(),
+        mutable: true,
+        insecure_image,
+    };
+    let resolved = resolve_images(store, trust, &pod_req)?;
+    let name = app_names(&pod_req, &resolved)?.remove(0);
+    if manifest.apps.iter().any(|a| a.name == name) {
+        return Err(PodError::BadSpec(format!(
+            "the pod already has an app named '{name}'; pick another with --name"
+        )));
+    }
+    let app = build_app(store, pod, req, &resolved[0], &name, false)?;
+    manifest.apps.push(app.clone());
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    orbit_stage1::status::write_atomic(&path, &bytes)
+        .map_err(|e| PodError::io("cannot write", &path, e))?;
+    Ok(app)
+}
+
+/// Removes an app from a mutable pod's manifest and deletes its directory (`orbit app rm`).
+pub fn remove_app(pod: &PodRef, name: &str) -> Result<(), PodError> {
+    let _lock = manifest_lock(pod)?;
+    let path = pod.path.join(paths::POD_MANIFEST);
+    let bytes = fs::read(&path).map_err(|e| PodError::io("cannot read", &path, e))?;
+    let mut manifest: PodManifest =
+        serde_json::from_slice(&bytes).map_err(|e| PodError::Corrupt {
+            uuid: pod.uuid.clone(),
+            detail: format!("pod.json: {e}"),
+        })?;
+    manifest.apps.retain(|a| a.name != name);
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    orbit_stage1::status::write_atomic(&path, &bytes)
+        .map_err(|e| PodError::io("cannot write", &path, e))?;
+    let dir = paths::app_dir(&pod.path, name);
+    super::mounts::unmount_below(&dir);
+    fs::remove_dir_all(&dir).map_err(|e| PodError::io("cannot remove", &dir, e))
+}
+
+/// Serializes read-modify-write of a running mutable pod's `pod.json` between stage0s.
+fn manifest_lock(pod: &PodRef) -> Result<Flock<fs::File>, PodError> {
+    let path = pod.path.join("pod.json.lock");
+    let f = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| PodError::io("cannot open", &path, e))?;
+    Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| PodError::io("cannot lock", &path, e.into()))
+}

@@ -21,7 +21,10 @@ use crate::{mounts, Flavor};
 /// A started app: its host pid, its output streams (fd, stream, fd to echo to) and, for an
 /// interactive app, the pty master its input goes to.
 pub struct Started {
+    /// The pid in the pod's pid namespace (for waitpid and kill from the init).
     pub pid: Pid,
+    /// The pid on the host (reported in status.json, used by `enter`).
+    pub host_pid: i32,
     pub outputs: Vec<(OwnedFd, Stream, i32)>,
     pub input: Option<OwnedFd>,
 }
@@ -99,6 +102,12 @@ pub fn start(
     match unsafe { fork() }.map_err(|e| fail(format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(report_r);
+            // This process's pid as the host sees it: /proc is still the host's procfs here,
+            // and its `self` link resolves in that procfs's pid namespace.
+            let host_pid = std::fs::read_link("/proc/self")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = nix::unistd::write(&report_w, format!("{host_pid}\n").as_bytes());
             let (code, msg) = match setup_and_exec(flavor, pod, manifest, app, cgroups, mask, &io) {
                 Err(Setup::Exec(m)) => (EXIT_EXEC_FAILED, m),
                 Err(Setup::Other(m)) => (EXIT_STAGE1_FAILURE, m),
@@ -142,9 +151,11 @@ pub fn start(
                 }
                 report.extend_from_slice(&buf[..n]);
             }
-            if !report.is_empty() {
+            let text = String::from_utf8_lossy(&report).into_owned();
+            let (host_pid, text) = text.split_once('\n').unwrap_or(("", &text));
+            let host_pid: i32 = host_pid.parse().unwrap_or(child.as_raw());
+            if !text.is_empty() {
                 let _ = nix::sys::wait::waitpid(child, None);
-                let text = String::from_utf8_lossy(&report);
                 let (code, message) = text.split_once(' ').unwrap_or(("125", &text));
                 return Err(Failure {
                     code: code.parse().unwrap_or(EXIT_STAGE1_FAILURE),
@@ -156,6 +167,7 @@ pub fn start(
             }
             Ok(Started {
                 pid: child,
+                host_pid,
                 outputs,
                 input,
             })

@@ -1,13 +1,15 @@
 //! The pod init: PID 1 of the pod (`ns`) or the pod's supervisor child (`fly`). It prepares
-//! the app roots, starts every app, copies their output to the terminal and to the per-app
+//! the app roots, starts the apps, copies their output to the terminal and to the per-app
 //! CRI logs, reaps every child, forwards stop signals to the apps, records each app's
 //! status, and exits with the pod's status once all apps have exited: the first failing
-//! app's exit code, or 0.
+//! app's exit code, or 0. A mutable pod (`orbit app sandbox`) instead keeps running with
+//! no apps and takes `add`/`start`/`stop`/`rm` requests on `control.sock`.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -19,14 +21,14 @@ use orbit_stage1::log::{LineWriter, Stream};
 use orbit_stage1::{paths, App, AppState, AppStatus, PodManifest};
 
 use crate::cgroup::PodCgroups;
-use crate::util::{exit_of, now};
+use crate::util::{exit_of, now, read_manifest};
 use crate::{app, mounts, Flavor};
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
 /// One stream of an app's output being copied to its log and the terminal.
 struct Output {
-    app: usize,
+    app: String,
     fd: OwnedFd,
     writer: LineWriter,
     echo: i32,
@@ -37,6 +39,20 @@ struct Running {
     status: AppStatus,
     pid: Option<Pid>,
     log: Option<File>,
+}
+
+/// The pod as its init sees it.
+struct Pod<'a> {
+    flavor: Flavor,
+    dir: PathBuf,
+    manifest: PodManifest,
+    cgroups: &'a PodCgroups,
+    mask: SigSet,
+    apps: Vec<Running>,
+    outputs: Vec<Output>,
+    input: Option<OwnedFd>,
+    first_failure: Option<i32>,
+    stopping: bool,
 }
 
 /// Runs the pod; returns its exit status.
@@ -59,7 +75,7 @@ pub fn main(
 
 fn run(
     flavor: Flavor,
-    pod: &Path,
+    dir: &Path,
     manifest: &PodManifest,
     cgroups: &PodCgroups,
     debug: bool,
@@ -87,74 +103,41 @@ fn run(
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) has no memory effects.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     }
-    for a in &manifest.apps {
-        mounts::mount_app_root(pod, a)
-            .map_err(|e| format!("app {}: cannot mount its root: {e}", a.name))?;
-    }
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
-
-    let mut apps: Vec<Running> = Vec::new();
-    let mut outputs: Vec<Output> = Vec::new();
-    let mut input: Option<OwnedFd> = None;
+    let control = if manifest.mutable {
+        let path = dir.join(paths::CONTROL_SOCKET);
+        let _ = std::fs::remove_file(&path);
+        Some(
+            UnixListener::bind(&path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
+        )
+    } else {
+        None
+    };
     let _raw = manifest
         .apps
         .iter()
         .any(|a| a.interactive)
         .then(RawTerminal::enter)
         .flatten();
-    let mut first_failure: Option<i32> = None;
+    let mut pod = Pod {
+        flavor,
+        dir: dir.to_path_buf(),
+        manifest: manifest.clone(),
+        cgroups,
+        mask,
+        apps: Vec::new(),
+        outputs: Vec::new(),
+        input: None,
+        first_failure: None,
+        stopping: false,
+    };
     for a in &manifest.apps {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(paths::app_log(pod, &a.name))
-            .ok();
-        let idx = apps.len();
-        let mut status = AppStatus::created();
-        match app::start(flavor, pod, manifest, a, cgroups, &mask) {
-            Ok(started) => {
-                status.state = AppState::Running;
-                status.pid = Some(started.pid.as_raw());
-                status.started_at = Some(now());
-                for (fd, stream, echo) in started.outputs {
-                    outputs.push(Output {
-                        app: idx,
-                        fd,
-                        writer: LineWriter::new(stream),
-                        echo,
-                    });
-                }
-                input = input.or(started.input);
-                let _ = status.write(&paths::app_status(pod, &a.name));
-                apps.push(Running {
-                    app: a.clone(),
-                    status,
-                    pid: Some(started.pid),
-                    log,
-                });
-            }
-            Err(failure) => {
-                eprintln!(
-                    "stage1 {}: app {}: {}",
-                    flavor.name(),
-                    a.name,
-                    failure.message
-                );
-                status.state = AppState::Exited;
-                status.exit_code = Some(failure.code);
-                status.error = Some(failure.message);
-                status.finished_at = Some(now());
-                let _ = status.write(&paths::app_status(pod, &a.name));
-                first_failure.get_or_insert(failure.code);
-                apps.push(Running {
-                    app: a.clone(),
-                    status,
-                    pid: None,
-                    log,
-                });
-            }
-        }
+        pod.add(a.clone())?;
+    }
+    for a in &manifest.apps {
+        pod.start(&a.name);
     }
     if debug {
         eprintln!(
@@ -163,109 +146,282 @@ fn run(
             t0.elapsed()
         );
     }
-    let stopping = first_failure.is_some();
-    if stopping {
-        signal_apps(&apps, Signal::SIGTERM);
+    if pod.first_failure.is_some() {
+        pod.signal_apps(Signal::SIGTERM);
     }
-    event_loop(
-        pod,
-        &mut apps,
-        &mut outputs,
-        input,
-        &sfd,
-        &mut first_failure,
-    )?;
-    Ok(first_failure.unwrap_or(0))
+    pod.event_loop(&sfd, control.as_ref())?;
+    Ok(pod.first_failure.unwrap_or(0))
 }
 
-fn signal_apps(apps: &[Running], sig: Signal) {
-    for a in apps {
-        if let Some(pid) = a.pid {
-            let _ = kill(pid, sig);
+impl Pod<'_> {
+    /// Mounts a new app's root and records it as created.
+    fn add(&mut self, a: App) -> Result<(), String> {
+        if self.apps.iter().any(|r| r.app.name == a.name) {
+            return Err(format!("the pod already has an app named {}", a.name));
         }
+        mounts::mount_app_root(&self.dir, &a)
+            .map_err(|e| format!("app {}: cannot mount its root: {e}", a.name))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(paths::app_log(&self.dir, &a.name))
+            .ok();
+        let status = AppStatus::created();
+        let _ = status.write(&paths::app_status(&self.dir, &a.name));
+        self.apps.push(Running {
+            app: a,
+            status,
+            pid: None,
+            log,
+        });
+        Ok(())
     }
-}
 
-fn event_loop(
-    pod: &Path,
-    apps: &mut [Running],
-    outputs: &mut Vec<Output>,
-    mut input: Option<OwnedFd>,
-    sfd: &SignalFd,
-    first_failure: &mut Option<i32>,
-) -> Result<(), String> {
-    let mut buf = vec![0u8; 64 * 1024];
-    // SAFETY: fd 0 is the init's stdin, open for its whole life.
-    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-    loop {
-        let running = apps.iter().any(|a| a.pid.is_some());
-        if !running && outputs.is_empty() {
-            return Ok(());
-        }
-        let mut fds: Vec<PollFd> = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        // SAFETY: the borrowed fds live in `outputs`, which is not changed while `fds` lives.
-        let borrowed: Vec<BorrowedFd> = outputs
-            .iter()
-            .map(|o| unsafe { BorrowedFd::borrow_raw(o.fd.as_raw_fd()) })
-            .collect();
-        fds.extend(
-            borrowed
-                .iter()
-                .map(|fd| PollFd::new(*fd, PollFlags::POLLIN)),
-        );
-        if input.is_some() {
-            fds.push(PollFd::new(stdin, PollFlags::POLLIN));
-        }
-        // Once every app has exited, drain what is buffered without waiting for writers that
-        // outlive their app (a pod's stray children die with the init anyway).
-        let timeout = if running {
-            PollTimeout::NONE
-        } else {
-            PollTimeout::ZERO
+    /// Starts a created (or exited) app; a failure to start is recorded as its exit.
+    fn start(&mut self, name: &str) -> Option<String> {
+        let Some(idx) = self.apps.iter().position(|r| r.app.name == name) else {
+            return Some(format!("no app named {name}"));
         };
-        match poll(&mut fds, timeout) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(format!("poll: {e}")),
+        if self.apps[idx].pid.is_some() {
+            return Some(format!("app {name} is already running"));
         }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        if input.is_some() && ready.get(outputs.len() + 1) == Some(&true) {
-            relay_input(stdin, &mut input, &mut buf);
+        let a = self.apps[idx].app.clone();
+        let mut status = AppStatus::created();
+        let result = app::start(
+            self.flavor,
+            &self.dir,
+            &self.manifest,
+            &a,
+            self.cgroups,
+            &self.mask,
+        );
+        let error = match result {
+            Ok(started) => {
+                status.state = AppState::Running;
+                status.pid = Some(started.host_pid);
+                status.started_at = Some(now());
+                for (fd, stream, echo) in started.outputs {
+                    self.outputs.push(Output {
+                        app: a.name.clone(),
+                        fd,
+                        writer: LineWriter::new(stream),
+                        echo,
+                    });
+                }
+                self.input = self.input.take().or(started.input);
+                self.apps[idx].pid = Some(started.pid);
+                None
+            }
+            Err(failure) => {
+                eprintln!(
+                    "stage1 {}: app {}: {}",
+                    self.flavor.name(),
+                    a.name,
+                    failure.message
+                );
+                status.state = AppState::Exited;
+                status.exit_code = Some(failure.code);
+                status.error = Some(failure.message.clone());
+                status.finished_at = Some(now());
+                self.first_failure.get_or_insert(failure.code);
+                Some(failure.message)
+            }
+        };
+        let _ = status.write(&paths::app_status(&self.dir, &a.name));
+        self.apps[idx].status = status;
+        error
+    }
+
+    fn signal_apps(&self, sig: Signal) {
+        for a in &self.apps {
+            if let Some(pid) = a.pid {
+                let _ = kill(pid, sig);
+            }
         }
-        if ready[0] {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                let sig = Signal::try_from(info.ssi_signo as i32).ok();
-                if sig != Some(Signal::SIGCHLD) {
-                    signal_apps(apps, Signal::SIGTERM);
+    }
+
+    fn running(&self) -> bool {
+        self.apps.iter().any(|a| a.pid.is_some())
+    }
+
+    fn event_loop(&mut self, sfd: &SignalFd, control: Option<&UnixListener>) -> Result<(), String> {
+        let mut buf = vec![0u8; 64 * 1024];
+        // SAFETY: fd 0 is the init's stdin, open for its whole life.
+        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+        loop {
+            let running = self.running();
+            let waiting = control.is_some() && !self.stopping;
+            if !running && !waiting && self.outputs.is_empty() {
+                return Ok(());
+            }
+            let mut fds: Vec<PollFd> = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+            // SAFETY: the borrowed fds live in `self.outputs`, unchanged while `fds` lives.
+            let borrowed: Vec<BorrowedFd> = self
+                .outputs
+                .iter()
+                .map(|o| unsafe { BorrowedFd::borrow_raw(o.fd.as_raw_fd()) })
+                .collect();
+            fds.extend(
+                borrowed
+                    .iter()
+                    .map(|fd| PollFd::new(*fd, PollFlags::POLLIN)),
+            );
+            let input_at = fds.len();
+            if self.input.is_some() {
+                fds.push(PollFd::new(stdin, PollFlags::POLLIN));
+            }
+            let control_at = fds.len();
+            if let Some(l) = control.filter(|_| !self.stopping) {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
+            // Once every app has exited, drain what is buffered without waiting for writers
+            // that outlive their app (a pod's stray children die with the init anyway).
+            let timeout = if running || waiting {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::ZERO
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("poll: {e}")),
+            }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            if ready[0] {
+                while let Ok(Some(info)) = sfd.read_signal() {
+                    if Signal::try_from(info.ssi_signo as i32).ok() != Some(Signal::SIGCHLD) {
+                        self.stopping = true;
+                        self.signal_apps(Signal::SIGTERM);
+                    }
+                }
+            }
+            if self.input.is_some() && ready.get(input_at) == Some(&true) {
+                relay_input(stdin, &mut self.input, &mut buf);
+            }
+            self.pump(&ready[1..], running, &mut buf);
+            self.reap_all();
+            if let Some(l) = control {
+                if ready.get(control_at) == Some(&true) {
+                    if let Ok((conn, _)) = l.accept() {
+                        self.serve(conn);
+                    }
                 }
             }
         }
+    }
+
+    /// Copies ready output to the logs and the terminal; closes finished streams.
+    fn pump(&mut self, ready: &[bool], running: bool, buf: &mut [u8]) {
         let mut closed = Vec::new();
-        for (i, o) in outputs.iter_mut().enumerate() {
-            if !running || ready[i + 1] {
-                match nix::unistd::read(o.fd.as_fd(), &mut buf) {
-                    Ok(0) => closed.push(i),
-                    Ok(n) => emit(o, &buf[..n], apps),
-                    Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
-                        if !running {
-                            closed.push(i);
-                        }
-                    }
-                    Err(_) => closed.push(i),
-                }
+        for (i, o) in self.outputs.iter_mut().enumerate() {
+            if running && !ready.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let log = self
+                .apps
+                .iter_mut()
+                .find(|a| a.app.name == o.app)
+                .and_then(|a| a.log.as_mut());
+            match nix::unistd::read(o.fd.as_fd(), buf) {
+                Ok(0) => closed.push(i),
+                Ok(n) => emit(o, &buf[..n], log),
+                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) if running => {}
+                Err(_) => closed.push(i),
             }
         }
         for i in closed.into_iter().rev() {
-            let mut o = outputs.remove(i);
-            if let Some(log) = apps[o.app].log.as_mut() {
+            let mut o = self.outputs.remove(i);
+            if let Some(log) = self
+                .apps
+                .iter_mut()
+                .find(|a| a.app.name == o.app)
+                .and_then(|a| a.log.as_mut())
+            {
                 let _ = o.writer.flush_partial(&now(), log);
             }
         }
-        reap_all(pod, apps, first_failure);
+    }
+
+    fn reap_all(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let (Some(pid), Some((code, signal))) = (status.pid(), exit_of(status)) else {
+                continue;
+            };
+            let Some(a) = self.apps.iter_mut().find(|a| a.pid == Some(pid)) else {
+                continue;
+            };
+            a.pid = None;
+            a.status.state = AppState::Exited;
+            a.status.pid = None;
+            a.status.exit_code = Some(code);
+            a.status.signal = signal;
+            a.status.finished_at = Some(now());
+            let _ = a.status.write(&paths::app_status(&self.dir, &a.app.name));
+            if code != 0 && !self.manifest.mutable {
+                self.first_failure.get_or_insert(code);
+            }
+        }
+    }
+
+    /// One request on the control socket: `add|start|stop|rm NAME`; answers `ok` or
+    /// `error MESSAGE`.
+    fn serve(&mut self, conn: UnixStream) {
+        let mut line = String::new();
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            return;
+        }
+        let (verb, name) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+        let result = match verb {
+            "add" => read_manifest(&self.dir).and_then(|m| {
+                let a = m
+                    .apps
+                    .iter()
+                    .find(|a| a.name == name)
+                    .cloned()
+                    .ok_or_else(|| format!("pod.json has no app {name}"))?;
+                self.manifest = m;
+                self.add(a)
+            }),
+            "start" => self.start(name).map_or(Ok(()), Err),
+            "stop" => match self.apps.iter().find(|a| a.app.name == name) {
+                Some(Running { pid: Some(pid), .. }) => {
+                    kill(*pid, Signal::SIGTERM).map_err(|e| e.to_string())
+                }
+                Some(_) => Ok(()),
+                None => Err(format!("no app named {name}")),
+            },
+            "rm" => self.remove(name),
+            _ => Err(format!("unknown request '{verb}'")),
+        };
+        let reply = match result {
+            Ok(()) => "ok\n".to_string(),
+            Err(e) => format!("error {e}\n"),
+        };
+        let _ = (&conn).write_all(reply.as_bytes());
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), String> {
+        let idx = self
+            .apps
+            .iter()
+            .position(|a| a.app.name == name)
+            .ok_or_else(|| format!("no app named {name}"))?;
+        if self.apps[idx].pid.is_some() {
+            return Err(format!("app {name} is running; stop it first"));
+        }
+        let root = paths::app_rootfs(&self.dir, name);
+        let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
+        self.apps.remove(idx);
+        Ok(())
     }
 }
 
@@ -307,39 +463,15 @@ impl Drop for RawTerminal {
     }
 }
 
-fn emit(o: &mut Output, data: &[u8], apps: &mut [Running]) {
+fn emit(o: &mut Output, data: &[u8], log: Option<&mut File>) {
     if o.echo >= 0 {
         // SAFETY: fds 1 and 2 are the init's own stdout/stderr, open for its whole life.
         let fd = unsafe { BorrowedFd::borrow_raw(o.echo) };
         let _ = nix::unistd::write(fd, data);
     }
-    if let Some(log) = apps[o.app].log.as_mut() {
+    if let Some(log) = log {
         let _ = o.writer.feed(data, &now(), log);
         let _ = log.flush();
-    }
-}
-
-fn reap_all(pod: &Path, apps: &mut [Running], first_failure: &mut Option<i32>) {
-    loop {
-        let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(s) => s,
-        };
-        let (Some(pid), Some((code, signal))) = (status.pid(), exit_of(status)) else {
-            continue;
-        };
-        let Some(a) = apps.iter_mut().find(|a| a.pid == Some(pid)) else {
-            continue;
-        };
-        a.pid = None;
-        a.status.state = AppState::Exited;
-        a.status.exit_code = Some(code);
-        a.status.signal = signal;
-        a.status.finished_at = Some(now());
-        let _ = a.status.write(&paths::app_status(pod, &a.app.name));
-        if code != 0 {
-            first_failure.get_or_insert(code);
-        }
     }
 }
 

@@ -16,6 +16,7 @@
 mod app;
 mod args;
 mod cgroup;
+mod control;
 mod enter;
 mod init;
 mod mounts;
@@ -66,10 +67,9 @@ pub fn main(flavor: Flavor, entrypoint: &str, raw_args: &[String]) -> i32 {
         "enter" => enter::enter(&args),
         "stop" => run::stop(&args),
         "gc" => run::gc(&args),
-        "app-add" | "app-start" | "app-stop" | "app-rm" => Err(format!(
-            "the {} stage1 does not support mutable pods yet ({entrypoint})",
-            flavor.name()
-        )),
+        "app-add" | "app-start" | "app-stop" | "app-rm" => {
+            control::request(&entrypoint[4..], &args)
+        }
         other => Err(format!("unknown entrypoint '{other}'")),
     };
     match result {
