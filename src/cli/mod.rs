@@ -119,6 +119,22 @@ pub enum Command {
     },
     /// Print a pod's app logs.
     Logs(pods::LogsArgs),
+    /// Write an exited pod's app as a new image (its layers + what it changed) to an oci-archive.
+    Export {
+        /// Pod UUID (or unambiguous prefix).
+        uuid: String,
+        /// Archive to write.
+        file: PathBuf,
+        /// The app (required in multi-app pods).
+        #[arg(long)]
+        app: Option<String>,
+        /// Name of the new image (default localhost/orbit-export-<uuid prefix>:latest).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Mutable pods: a sandbox pod, then apps added, started, stopped, removed.
     #[command(subcommand)]
     App(apps::AppCommand),
@@ -223,6 +239,13 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => pods::gc(&ctx, args),
         Command::CatManifest { uuid } => pods::cat_manifest(&ctx, &uuid),
         Command::Logs(args) => pods::logs(&ctx, args),
+        Command::Export {
+            uuid,
+            file,
+            app,
+            name,
+            overwrite,
+        } => pods::export(&ctx, &uuid, &file, app.as_deref(), name, overwrite),
         Command::App(cmd) => apps::run(&ctx, cmd),
         Command::Fetch(args) => images::fetch(&ctx, args),
         Command::Image(cmd) => images::run(&ctx, cmd),

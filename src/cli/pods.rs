@@ -598,3 +598,28 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<()> {
     };
     Ok(orbit::pod::logs::logs(&pods, &pod, &opts)?)
 }
+
+/// `orbit export`.
+pub fn export(
+    ctx: &Context,
+    uuid: &str,
+    file: &std::path::Path,
+    app: Option<&str>,
+    name: Option<String>,
+    overwrite: bool,
+) -> anyhow::Result<()> {
+    if file.exists() && !overwrite {
+        bail!("{} exists; pass --overwrite to replace it", file.display());
+    }
+    let pods = PodStore::new(ctx.store.root());
+    let pod = pods.find(uuid)?;
+    let name = name.unwrap_or_else(|| format!("localhost/orbit-export-{}:latest", &pod.uuid[..8]));
+    let name = orbit::image::reference::normalize_name(&name)?;
+    orbit::pod::export::export(&ctx.store, &pod, app, &name, file)?;
+    eprintln!(
+        "exported {name} from pod {} to {}",
+        pod.uuid,
+        file.display()
+    );
+    Ok(())
+}

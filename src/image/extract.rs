@@ -41,7 +41,8 @@ pub fn render(store: &Store, image: &StoredImage, dir: &Path) -> Result<()> {
     let config = store.read_blob(&config_digest, "config")?;
     for (name, bytes) in [("manifest.json", &manifest_bytes), ("config.json", &config)] {
         let p = staging.path().join(name);
-        fs::write(&p, bytes).map_err(|e| ImageError::io_dest("cannot write", &dir.join(name), e))?;
+        fs::write(&p, bytes)
+            .map_err(|e| ImageError::io_dest("cannot write", &dir.join(name), e))?;
     }
     staging.commit()
 }
@@ -49,12 +50,7 @@ pub fn render(store: &Store, image: &StoredImage, dir: &Path) -> Result<()> {
 /// Applies the layers of `image` onto `target`, each after checking its blob.
 fn apply_layers(store: &Store, image: &StoredImage, target: &Path) -> Result<()> {
     let (manifest, config) = catalog::load(store, image)?;
-    for (i, (layer, diff_id)) in manifest
-        .layers()
-        .iter()
-        .zip(config.diff_ids()?)
-        .enumerate()
-    {
+    for (i, (layer, diff_id)) in manifest.layers().iter().zip(config.diff_ids()?).enumerate() {
         let blob: Digest = layer.digest().to_string().parse()?;
         let what = format!("layer {} ({blob})", i + 1);
         let compression =
@@ -75,7 +71,8 @@ fn apply_layers(store: &Store, image: &StoredImage, target: &Path) -> Result<()>
             record_manifest: false,
             ..UnpackOptions::default()
         };
-        unpack::unpack_layer(&mut diff, target, &opts).map_err(|e| apply_error(&what, target, e))?;
+        unpack::unpack_layer(&mut diff, target, &opts)
+            .map_err(|e| apply_error(&what, target, e))?;
         diff.drain().map_err(|e| corrupt(&what, e))?;
         let actual = diff.finish().0;
         if actual != diff_id {
@@ -177,11 +174,14 @@ impl Staging {
             created,
             existed,
         };
-        fs::create_dir_all(&parent).map_err(|e| ImageError::io_dest("cannot create", &parent, e))?;
+        fs::create_dir_all(&parent)
+            .map_err(|e| ImageError::io_dest("cannot create", &parent, e))?;
         let tmp = tempfile::Builder::new()
             .prefix(".orbit-extract-")
             .tempdir_in(&parent)
-            .map_err(|e| ImageError::io_dest("cannot create a directory in", &parent, plain_io(e)))?;
+            .map_err(|e| {
+                ImageError::io_dest("cannot create a directory in", &parent, plain_io(e))
+            })?;
         // What DIR would have been; a layer's own `./` entry overrides it.
         let mode = match existed {
             true => fs::metadata(dir).map_or(0o755, |m| m.permissions().mode() & 0o7777),
@@ -213,13 +213,19 @@ impl Staging {
                     // DIR was empty: whatever is in it now is ours.
                     empty(&self.dir);
                 }
-                moved.map_err(|e| ImageError::io_dest("cannot move the result into", &self.dir, e))?;
+                moved.map_err(|e| {
+                    ImageError::io_dest("cannot move the result into", &self.dir, e)
+                })?;
                 self.created = None;
                 Ok(())
             }
             Err(e) => {
                 self.tmp = Some(tmp);
-                Err(ImageError::io_dest("cannot move the result to", &self.dir, e))
+                Err(ImageError::io_dest(
+                    "cannot move the result to",
+                    &self.dir,
+                    e,
+                ))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! logs and garbage collection — stage0's half of the stage1 interface.
 
 mod error;
+pub mod export;
 pub mod gc;
 mod identity;
 pub mod lifecycle;
