@@ -503,7 +503,7 @@ fn pid_namespace_and_minimal_dev() {
             "/bin/sh",
             "--",
             "-c",
-            "echo $$; ls /dev | sort | tr '\\n' ' '; ls /proc | grep -c '^[0-9]'",
+            "echo $$; ls /dev | tr '\\n' ' '; echo; ls /proc | grep -c '^[0-9]'",
         ],
         0,
     );
@@ -994,4 +994,71 @@ fn missing_exec_path_fails_the_pod_cleanly() {
     // Relative names are looked up in the app's PATH, not the host's.
     let o = orbit(&w, &["run", BUSYBOX, "--exec", "cargo"]);
     assert_eq!(code(&o), 127, "{}", text(&o.stderr));
+}
+
+// ---------------------------------------------------------------- fly
+
+#[test]
+fn fly_stage1_runs_in_the_hosts_namespaces_with_volumes() {
+    let w = pod_world();
+    let data = w.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let vol = format!("d,kind=host,source={}", data.display());
+    let script = "readlink /proc/self/ns/pid; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt; cat /etc/motd; echo fly > /data/f; exit 42";
+    let out = run_expect(
+        &w,
+        &[
+            "--stage1-name",
+            "fly",
+            "--volume",
+            &vol,
+            BUSYBOX,
+            "--mount",
+            "volume=d,target=/data",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            script,
+        ],
+        42,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let host = |ns: &str| {
+        fs::read_link(format!("/proc/self/ns/{ns}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(
+        lines.first().copied(),
+        Some(host("pid").as_str()),
+        "fly shares the host's pid namespace: {out}"
+    );
+    assert_eq!(
+        lines.get(1).copied(),
+        Some(host("net").as_str()),
+        "fly shares the host's network: {out}"
+    );
+    assert_ne!(
+        lines.get(2).copied(),
+        Some(host("mnt").as_str()),
+        "fly has a private mount namespace: {out}"
+    );
+    assert_eq!(
+        lines.get(3).copied(),
+        Some("hello from the busybox test image"),
+        "the app is chrooted into its image: {out}"
+    );
+    assert_eq!(fs::read_to_string(data.join("f")).unwrap(), "fly\n");
+    let uuid = only_pod(&w);
+    let st = status_json(&w, &uuid);
+    assert_eq!(
+        (st["stage1"].as_str(), st["exit_code"].as_i64()),
+        (Some("fly"), Some(42)),
+        "{st:#}"
+    );
+    assert_pod_gone(&uuid, None);
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
 }

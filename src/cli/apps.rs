@@ -15,6 +15,8 @@ use super::pods::{app_requests_from, AppFlags, PodFlags};
 use super::{Context, FormatArgs};
 
 /// `orbit app` subcommands.
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum AppCommand {
     /// Start an empty pod whose stage1 waits for apps (prints nothing; use --uuid-file-save).

@@ -131,6 +131,10 @@ pub fn fetch(ctx: &Context, args: FetchArgs) -> anyhow::Result<()> {
     }
     if ctx.insecure_image {
         eprintln!("orbit: WARNING: --insecure-options=image: signature verification is OFF; the image is not authenticated");
+    } else {
+        for b in trust_store(ctx).broken()? {
+            eprintln!("orbit: warning: a trusted key is skipped: {}", b.reason);
+        }
     }
     for s in &args.sources {
         let source = match SourceRef::parse(s) {

@@ -62,6 +62,17 @@ struct Row {
     fingerprint: String,
     algorithm: String,
     path: String,
+    /// Why the file cannot be used (it is skipped); absent for usable keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broken: Option<String>,
+}
+
+fn scope_columns(scope: Option<&TrustScope>) -> (String, Option<String>) {
+    match scope {
+        Some(TrustScope::Root) => ("root".into(), None),
+        Some(TrustScope::Prefix(p)) => ("prefix".into(), Some(p.clone())),
+        None => ("unknown".into(), None),
+    }
 }
 
 /// Runs `orbit trust …`.
@@ -124,23 +135,32 @@ fn scope_of(prefix: Option<String>, root: bool) -> Option<TrustScope> {
 }
 
 fn list(store: &TrustStore, format: Format, no_legend: bool) -> anyhow::Result<()> {
-    let rows: Vec<Row> = store
-        .list()?
+    let (keys, broken) = store.scan()?;
+    let mut rows: Vec<Row> = keys
         .into_iter()
-        .map(|k| Row {
-            scope: match &k.scope {
-                TrustScope::Root => "root".into(),
-                TrustScope::Prefix(_) => "prefix".into(),
-            },
-            prefix: match &k.scope {
-                TrustScope::Prefix(p) => Some(p.clone()),
-                TrustScope::Root => None,
-            },
-            fingerprint: k.fingerprint.clone(),
-            algorithm: k.algorithm.name().to_string(),
-            path: k.path.display().to_string(),
+        .map(|k| {
+            let (scope, prefix) = scope_columns(Some(&k.scope));
+            Row {
+                scope,
+                prefix,
+                fingerprint: k.fingerprint.clone(),
+                algorithm: k.algorithm.name().to_string(),
+                path: k.path.display().to_string(),
+                broken: None,
+            }
         })
         .collect();
+    rows.extend(broken.iter().map(|b| {
+        let (scope, prefix) = scope_columns(b.scope.as_ref());
+        Row {
+            scope,
+            prefix,
+            fingerprint: "BROKEN".into(),
+            algorithm: "-".into(),
+            path: b.path.display().to_string(),
+            broken: Some(b.reason.clone()),
+        }
+    }));
     if format == Format::Json {
         return output::json(&rows);
     }
@@ -148,7 +168,10 @@ fn list(store: &TrustStore, format: Format, no_legend: bool) -> anyhow::Result<(
         .iter()
         .map(|r| {
             vec![
-                r.prefix.clone().unwrap_or_else(|| "*".into()),
+                r.prefix.clone().unwrap_or_else(|| match r.scope.as_str() {
+                    "root" => "*".into(),
+                    _ => "?".into(),
+                }),
                 r.fingerprint.clone(),
                 r.algorithm.clone(),
                 r.path.clone(),
@@ -160,5 +183,8 @@ fn list(store: &TrustStore, format: Format, no_legend: bool) -> anyhow::Result<(
         &table,
         !no_legend,
     );
+    for b in &broken {
+        eprintln!("orbit: warning: skipped (BROKEN): {}", b.reason);
+    }
     Ok(())
 }

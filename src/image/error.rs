@@ -30,6 +30,13 @@ pub enum ImageError {
     /// Any other I/O failure.
     #[error("{context}: {error}")]
     Io { context: String, error: io::Error },
+    /// A source path is of the wrong kind for its transport.
+    #[error("{path} is {is}; did you mean {suggestion}?")]
+    WrongTransport {
+        path: PathBuf,
+        is: &'static str,
+        suggestion: String,
+    },
     /// An archive ended early.
     #[error(
         "{what} is truncated (it ends in the middle of an entry); re-create or re-download it"

@@ -24,31 +24,81 @@ pub fn repository(name: &str) -> &str {
 }
 
 /// Validates a user-given image name and adds `:latest` when it has no tag.
+///
+/// The grammar is Docker's: `[HOST[:PORT]/]PATH[:TAG]`. The registry host (the first
+/// component, when it has a `.` or a `:` or is `localhost`, and more follow) may have
+/// upper case and a numeric port; the path components are lower case `[a-z0-9]` joined by
+/// `.`, `_` or `-`; the tag is `[A-Za-z0-9_][A-Za-z0-9_.-]*`, at most 128 characters. A
+/// digest (`@sha256:…`) is not part of a name: the store names manifests, it does not pin
+/// them.
 pub fn normalize_name(name: &str) -> Result<String> {
+    let bad = || ImageError::BadName(name.to_string());
+    if name.contains('@') {
+        return Err(bad());
+    }
     let (repo, tag) = split_tag(name);
-    let repo_ok = !repo.is_empty()
-        && repo.len() <= 255
-        && repo.split('/').all(|c| {
-            !c.is_empty()
-                && !c.starts_with(['.', '-'])
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
-        })
-        && !repo.starts_with(['.', '-', '/']);
-    let tag_ok = tag.is_empty()
-        || (tag.len() <= 129
-            && tag[1..]
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
-            && tag.len() > 1);
-    if !repo_ok || !tag_ok {
-        return Err(ImageError::BadName(name.to_string()));
+    if repo.is_empty() || repo.len() > 255 {
+        return Err(bad());
+    }
+    let components: Vec<&str> = repo.split('/').collect();
+    let (host, path) = match components.as_slice() {
+        [first, rest @ ..]
+            if !rest.is_empty()
+                && (first.contains('.') || first.contains(':') || *first == "localhost") =>
+        {
+            (Some(*first), rest)
+        }
+        all => (None, all),
+    };
+    if host.is_some_and(|h| !valid_host(h)) || !path.iter().all(|c| valid_path_component(c)) {
+        return Err(bad());
+    }
+    let tag_ok = match tag.strip_prefix(':') {
+        None => tag.is_empty(),
+        Some(t) => {
+            !t.is_empty()
+                && t.len() <= 128
+                && !t.starts_with(['.', '-'])
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        }
+    };
+    if !tag_ok {
+        return Err(bad());
     }
     Ok(if tag.is_empty() {
         format!("{repo}:{DEFAULT_TAG}")
     } else {
         name.to_string()
     })
+}
+
+/// `host` or `host:port`: DNS labels of `[A-Za-z0-9-]` (not starting or ending with `-`)
+/// joined by `.`, and a numeric port.
+fn valid_host(h: &str) -> bool {
+    let (host, port) = match h.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (h, None),
+    };
+    let labels_ok = !host.is_empty()
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    labels_ok && port_ok
+}
+
+/// A path component: lower case letters and digits, with `.`, `_` and `-` only between them.
+fn valid_path_component(c: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !c.is_empty()
+        && c.bytes().next().is_some_and(alnum)
+        && c.bytes().last().is_some_and(alnum)
+        && c.bytes().all(|b| alnum(b) || b"._-".contains(&b))
 }
 
 /// Docker's normalization of short names (`busybox:latest` → `docker.io/library/busybox:latest`),
@@ -90,6 +140,42 @@ mod tests {
         );
         assert_eq!(normalize_name("a/b:1.0").unwrap(), "a/b:1.0");
         for bad in ["", "a b", "/abs", "a//b", "a:", "x/../y:1", "x/y:1\n"] {
+            assert!(normalize_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn names_follow_the_docker_grammar() {
+        for (ok, normal) in [
+            ("localhost:5000/x:1", "localhost:5000/x:1"),
+            ("localhost:5000/x", "localhost:5000/x:latest"),
+            (
+                "Registry.Example.com:443/team/app:v1.2_RC-3",
+                "Registry.Example.com:443/team/app:v1.2_RC-3",
+            ),
+            ("localhost/app", "localhost/app:latest"),
+            ("a.b/c__d/e-f.g:T", "a.b/c__d/e-f.g:T"),
+            ("busybox", "busybox:latest"),
+        ] {
+            assert_eq!(normalize_name(ok).unwrap(), normal, "{ok:?}");
+        }
+        for bad in [
+            "example.com/app@sha256:0000",
+            "app:a@b",
+            ":a@b",
+            "example.com/App:1",
+            "Busybox",
+            "example.com/a:b/c:1",
+            "a:b:c",
+            "example.com:port/app",
+            "example.com:/app",
+            "example.com/app:-x",
+            "example.com/app:.x",
+            "example.com/-app",
+            "example.com/app-",
+            "example.com/app:a:b",
+            "-host.com/app",
+        ] {
             assert!(normalize_name(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -22,5 +22,5 @@ pub use error::{KeyError, PayloadError, SigFileError, StoreError, TrustError};
 pub use keys::{KeyAlgorithm, PrivateKey, PublicKey};
 pub use payload::{repository_of, SimpleSigningPayload};
 pub use sigfile::{merge, read_sig_file, sig_path_for, write_sig_file, Signature};
-pub use store::{TrustScope, TrustStore, TrustedKey};
+pub use store::{BrokenKey, TrustScope, TrustStore, TrustedKey};
 pub use verify::{verify_image, Verified};

@@ -62,6 +62,18 @@ pub struct TrustedKey {
     pub key: PublicKey,
 }
 
+/// A file (or prefix directory) in the key store that cannot be used: it is skipped, and
+/// `orbit trust list` shows it with the reason so that it can be fixed or removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenKey {
+    /// What it would have been trusted for, when that is known.
+    pub scope: Option<TrustScope>,
+    /// The offending file or directory.
+    pub path: PathBuf,
+    /// Why it cannot be used (with what to do).
+    pub reason: String,
+}
+
 /// The trusted keys of the vendor, system and user configuration directories.
 #[derive(Debug, Clone)]
 pub struct TrustStore {
@@ -134,22 +146,35 @@ impl TrustStore {
     /// All trusted keys of all three directories, lowest precedence first (vendor, system,
     /// user); within a directory root keys come first, then prefixes in order, each sorted by
     /// fingerprint. The same key trusted in several directories appears once per file.
-    /// Missing directories are fine; unreadable or malformed key files are errors.
+    /// Missing directories are fine; unreadable or malformed key files are skipped (see
+    /// [`TrustStore::broken`]), so one bad file does not take every other key with it.
     pub fn list(&self) -> Result<Vec<TrustedKey>, StoreError> {
+        Ok(self.scan()?.0)
+    }
+
+    /// The key files (and prefix directories) that [`TrustStore::list`] skips, and why.
+    pub fn broken(&self) -> Result<Vec<BrokenKey>, StoreError> {
+        Ok(self.scan()?.1)
+    }
+
+    /// The usable keys, in [`TrustStore::list`] order, and the broken entries.
+    pub fn scan(&self) -> Result<(Vec<TrustedKey>, Vec<BrokenKey>), StoreError> {
         let mut out = Vec::new();
+        let mut broken = Vec::new();
         let mut seen: Vec<&PathBuf> = Vec::new();
         for dir in self.dirs.all() {
             if seen.contains(&dir) {
                 continue;
             }
             seen.push(dir);
-            let mut keys = list_dir(dir)?;
+            let (mut keys, bad) = list_dir(dir)?;
             keys.sort_by(|a, b| (&a.scope, &a.fingerprint).cmp(&(&b.scope, &b.fingerprint)));
             // Root sorts after Prefix in the derived order; put root keys first.
             keys.sort_by_key(|k| k.scope != TrustScope::Root);
             out.extend(keys);
+            broken.extend(bad);
         }
-        Ok(out)
+        Ok((out, broken))
     }
 
     /// Removes the key whose fingerprint matches `selector` (full fingerprint or an
@@ -322,42 +347,62 @@ fn normalize_selector(selector: &str) -> Result<String, StoreError> {
     Ok(hex.to_ascii_lowercase())
 }
 
-/// Reads the keys of one configuration directory, unsorted.
-fn list_dir(config_dir: &Path) -> Result<Vec<TrustedKey>, StoreError> {
+/// Reads the keys of one configuration directory, unsorted, and what cannot be used.
+fn list_dir(config_dir: &Path) -> Result<(Vec<TrustedKey>, Vec<BrokenKey>), StoreError> {
     let base = config_dir.join(TRUSTED_KEYS);
     let mut out = Vec::new();
+    let mut broken = Vec::new();
+    let mut add = |scope: TrustScope, path: PathBuf| match load(config_dir, scope.clone(), &path) {
+        Ok(k) => out.push(k),
+        Err(e) => broken.push(BrokenKey {
+            scope: Some(scope),
+            path,
+            reason: e.to_string(),
+        }),
+    };
     for path in key_files(&base.join(ROOT_D))? {
-        out.push(load(config_dir, TrustScope::Root, path)?);
+        add(TrustScope::Root, path);
     }
+    let mut bad_dirs = Vec::new();
     for prefix_dir in entries(&base.join(PREFIX_D))? {
         if !prefix_dir.is_dir() {
             continue;
         }
-        let name = prefix_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| StoreError::BadEntry {
-                path: prefix_dir.clone(),
-                reason: "not UTF-8",
-            })?;
+        let Some(name) = prefix_dir.file_name().and_then(|n| n.to_str()) else {
+            bad_dirs.push((prefix_dir, "not UTF-8"));
+            continue;
+        };
         if name.starts_with(".orbit-tmp-") {
             continue;
         }
-        let prefix = unescape_prefix(name).ok_or_else(|| StoreError::BadEntry {
-            path: prefix_dir.clone(),
-            reason: "malformed %-escape",
-        })?;
-        if validate_prefix(&prefix).is_err() {
-            return Err(StoreError::BadEntry {
-                path: prefix_dir.clone(),
-                reason: "it does not decode to a valid prefix",
-            });
-        }
+        let prefix = match unescape_prefix(name) {
+            None => {
+                bad_dirs.push((prefix_dir, "malformed %-escape"));
+                continue;
+            }
+            Some(p) if validate_prefix(&p).is_err() => {
+                bad_dirs.push((prefix_dir, "it does not decode to a valid prefix"));
+                continue;
+            }
+            Some(p) => p,
+        };
         for path in key_files(&prefix_dir)? {
-            out.push(load(config_dir, TrustScope::Prefix(prefix.clone()), path)?);
+            add(TrustScope::Prefix(prefix.clone()), path);
         }
     }
-    Ok(out)
+    for (path, reason) in bad_dirs {
+        let reason = StoreError::BadEntry {
+            path: path.clone(),
+            reason,
+        }
+        .to_string();
+        broken.push(BrokenKey {
+            scope: None,
+            path,
+            reason,
+        });
+    }
+    Ok((out, broken))
 }
 
 /// The entries of a directory; empty if it does not exist.
@@ -383,20 +428,20 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
         .collect())
 }
 
-fn load(config_dir: &Path, scope: TrustScope, path: PathBuf) -> Result<TrustedKey, StoreError> {
-    let text = std::fs::read_to_string(&path).map_err(|source| StoreError::Io {
-        path: path.clone(),
+fn load(config_dir: &Path, scope: TrustScope, path: &Path) -> Result<TrustedKey, StoreError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
         error: source,
     })?;
     let key = PublicKey::from_pem(&text).map_err(|source| StoreError::BadKeyFile {
-        path: path.clone(),
+        path: path.to_path_buf(),
         error: source,
     })?;
     Ok(TrustedKey {
         scope,
         fingerprint: key.fingerprint(),
         algorithm: key.algorithm(),
-        path,
+        path: path.to_path_buf(),
         config_dir: config_dir.to_path_buf(),
         key,
     })

@@ -749,23 +749,64 @@ fn store_rejects_invalid_prefixes_and_bad_files() {
         "nothing written for invalid prefixes"
     );
 
-    // A malformed key file is reported with its path.
+    // A malformed key file is skipped, not fatal: the other keys stay usable, and the
+    // broken file is reported with its path and why.
+    let good = env
+        .store
+        .add(TrustScope::Root, &key, &env.dirs.system)
+        .unwrap();
     let root_d = env.dirs.vendor.join("trustedkeys/root.d");
     std::fs::create_dir_all(&root_d).unwrap();
     std::fs::write(root_d.join("junk.pub"), "not a key").unwrap();
     std::fs::write(root_d.join("README"), "ignored: not *.pub").unwrap();
-    let err = env.store.list().unwrap_err();
-    assert!(matches!(err, StoreError::BadKeyFile { .. }), "{err:?}");
-    assert!(err.to_string().contains("junk.pub"), "{err}");
+    assert_eq!(env.store.list().unwrap(), [good.clone()]);
+    assert_eq!(env.store.keys_for(IMAGE).unwrap(), [good.clone()]);
+    let broken = env.store.broken().unwrap();
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert_eq!(broken[0].path, root_d.join("junk.pub"));
+    assert_eq!(broken[0].scope, Some(TrustScope::Root));
+    assert!(
+        broken[0].reason.contains("not a valid public key"),
+        "{broken:?}"
+    );
     std::fs::remove_file(root_d.join("junk.pub")).unwrap();
-    assert!(env.store.list().unwrap().is_empty());
+    assert!(env.store.broken().unwrap().is_empty());
 
     // A prefix directory with a malformed escape.
     let bad_dir = env.dirs.vendor.join("trustedkeys/prefix.d/bad%zz");
     std::fs::create_dir_all(&bad_dir).unwrap();
-    let err = env.store.list().unwrap_err();
-    assert!(matches!(err, StoreError::BadEntry { .. }), "{err:?}");
-    assert!(err.to_string().contains("bad%zz"), "{err}");
+    assert_eq!(env.store.list().unwrap(), [good]);
+    let broken = env.store.broken().unwrap();
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert_eq!(broken[0].path, bad_dir);
+    assert!(broken[0].reason.contains("bad%zz"), "{broken:?}");
+}
+
+#[test]
+fn error_messages_give_their_cause_once() {
+    use std::error::Error as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let sig = tmp.path().join("x.sig");
+    std::fs::write(&sig, "{}").unwrap();
+    let err = read_sig_file(&sig).unwrap_err();
+    // What `{:#}` (anyhow) prints: the message, then each cause.
+    let mut chain = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        chain.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    let detail = "missing field `payload`";
+    assert!(chain.contains(detail), "{chain}");
+    assert_eq!(chain.matches(detail).count(), 1, "{chain}");
+
+    let err = PublicKey::from_pem("-----BEGIN PUBLIC KEY-----\n!!\n-----END PUBLIC KEY-----\n")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        err.source().is_none_or(|c| !text.contains(&c.to_string())),
+        "{text}"
+    );
 }
 
 #[test]

@@ -47,13 +47,30 @@ impl TarFs {
             });
         }
         if file_len < 512 {
+            // Shorter than one tar header: a truncated tar still starts with a header, so
+            // only a file that holds the start of one is called truncated.
+            let mut head = vec![0u8; file_len as usize];
+            file.seek(SeekFrom::Start(0))
+                .and_then(|_| file.read_exact(&mut head))
+                .map_err(ImageError::io_at("cannot read", path))?;
             return Err(if file_len == 0 {
                 ImageError::UnreadableArchive {
                     what,
                     detail: "the file is empty".into(),
                 }
-            } else {
+            } else if looks_like_tar_start(&head) {
                 ImageError::Truncated { what }
+            } else {
+                ImageError::UnreadableArchive {
+                    what,
+                    detail: "it is not a tar archive".into(),
+                }
+            });
+        }
+        if !looks_like_tar_header(&head_block(&mut file, path)?) {
+            return Err(ImageError::UnreadableArchive {
+                what,
+                detail: "it is not a tar archive (its first block is not a tar header)".into(),
             });
         }
         file.seek(SeekFrom::Start(0))
@@ -110,9 +127,85 @@ fn unreadable(what: &str, e: io::Error) -> ImageError {
     } else {
         ImageError::UnreadableArchive {
             what: what.to_string(),
-            detail: e.to_string(),
+            detail: printable(&e.to_string()),
         }
     }
+}
+
+/// The first 512 bytes of the file.
+fn head_block(file: &mut File, path: &Path) -> Result<[u8; 512]> {
+    let mut block = [0u8; 512];
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_exact(&mut block))
+        .map_err(ImageError::io_at("cannot read", path))?;
+    Ok(block)
+}
+
+/// Whether a 512-byte block is a tar header: its checksum field (bytes 148..156, octal)
+/// matches the sum of the block with that field counted as spaces. An all-zero block (an
+/// empty archive's end marker) counts too.
+fn looks_like_tar_header(block: &[u8; 512]) -> bool {
+    if block.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let field = &block[148..156];
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| !matches!(c, ' ' | '\0'))
+        .collect();
+    let Ok(stored) = u32::from_str_radix(&digits, 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    stored == sum
+}
+
+/// Whether a short file could be the start of a tar archive: its name field is printable
+/// text and, if the magic field is there, it says `ustar`.
+fn looks_like_tar_start(head: &[u8]) -> bool {
+    let name_end = head
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(head.len())
+        .min(100);
+    let name_ok = name_end > 0 && head[..name_end].iter().all(|b| b.is_ascii_graphic());
+    let magic_ok = head.len() < 262 || &head[257..262] == b"ustar";
+    name_ok
+        && magic_ok
+        && head.len() > 100
+        && head[name_end..head.len().min(100)].iter().all(|&b| b == 0)
+}
+
+/// A message with control characters and other unprintables replaced and its length
+/// bounded, so that a hostile or random archive cannot write garbage to the terminal.
+fn printable(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{fffd}' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .take(MAX)
+        .collect();
+    if s.chars().count() > MAX {
+        out.push('…');
+    }
+    out
 }
 
 impl LayoutFs for TarFs {

@@ -95,6 +95,13 @@ impl SourceRef {
                         path: dir.clone(),
                     });
                 }
+                if !dir.is_dir() {
+                    return Err(ImageError::WrongTransport {
+                        path: dir.clone(),
+                        is: "a file, not an OCI layout directory",
+                        suggestion: format!("oci-archive:{}", self.path().display()),
+                    });
+                }
                 oci::open(
                     Box::new(layout::DirFs::new(dir)),
                     &self.to_string(),
@@ -103,10 +110,24 @@ impl SourceRef {
                 )?
             }
             SourceRef::OciArchive { file, reference } => {
+                if file.is_dir() {
+                    return Err(ImageError::WrongTransport {
+                        path: file.clone(),
+                        is: "a directory, not an archive",
+                        suggestion: format!("oci:{}", file.display()),
+                    });
+                }
                 let fs = archive::TarFs::open(file)?;
                 oci::open(Box::new(fs), &self.to_string(), reference.as_deref(), file)?
             }
             SourceRef::DockerArchive { file, reference } => {
+                if file.is_dir() {
+                    return Err(ImageError::WrongTransport {
+                        path: file.clone(),
+                        is: "a directory, not an archive",
+                        suggestion: format!("oci:{}", file.display()),
+                    });
+                }
                 docker::open(file, &self.to_string(), reference.as_deref())?
             }
         };

@@ -156,7 +156,7 @@ pub fn start(
             let host_pid: i32 = host_pid.parse().unwrap_or(child.as_raw());
             if !text.is_empty() {
                 let _ = nix::sys::wait::waitpid(child, None);
-                let (code, message) = text.split_once(' ').unwrap_or(("125", &text));
+                let (code, message) = text.split_once(' ').unwrap_or(("125", text));
                 return Err(Failure {
                     code: code.parse().unwrap_or(EXIT_STAGE1_FAILURE),
                     message: message.to_string(),
@@ -215,7 +215,7 @@ fn setup_and_exec(
     }
 
     let root = orbit_stage1::paths::app_rootfs(pod, &app.name);
-    mounts::enter_app_root(flavor, pod, manifest, app, &root).map_err(|e| Setup::Other(e))?;
+    mounts::enter_app_root(flavor, pod, manifest, app, &root).map_err(Setup::Other)?;
     let workdir = if app.working_directory.is_empty() {
         "/"
     } else {
