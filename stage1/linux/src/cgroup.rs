@@ -8,9 +8,48 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use std::path::PathBuf;
+
 use cgroups_rs::fs::cgroup::get_cgroups_relative_paths;
-use cgroups_rs::fs::{hierarchies, Cgroup};
+use cgroups_rs::fs::{hierarchies, Cgroup, Hierarchy, Subsystem};
 use cgroups_rs::CgroupPid;
+
+/// The controllers a pod's cgroups are made in. Left out: cpuset (every new v1 cpuset
+/// cgroup needs cpus/mems copied in — about a millisecond per pod and app — and orbit does
+/// not pin CPUs), and net_cls/net_prio/perf_event/hugetlb/rdma, which orbit does not use.
+const CONTROLLERS: [&str; 8] = [
+    "memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer", "systemd",
+];
+
+/// The machine's hierarchy (v1 or v2, as cgroups-rs detects it) restricted to [`CONTROLLERS`].
+#[derive(Debug)]
+struct Selected(Box<dyn Hierarchy>);
+
+impl Hierarchy for Selected {
+    fn subsystems(&self) -> Vec<Subsystem> {
+        self.0
+            .subsystems()
+            .into_iter()
+            .filter(|s| CONTROLLERS.contains(&s.controller_name().as_str()))
+            .collect()
+    }
+    fn root(&self) -> PathBuf {
+        self.0.root()
+    }
+    fn root_control_group(&self) -> Cgroup {
+        self.0.root_control_group()
+    }
+    fn parent_control_group(&self, path: &str) -> Cgroup {
+        self.0.parent_control_group(path)
+    }
+    fn v2(&self) -> bool {
+        self.0.v2()
+    }
+}
+
+fn hierarchy() -> Box<dyn Hierarchy> {
+    Box::new(Selected(hierarchies::auto()))
+}
 
 /// Where the pod's cgroups live.
 pub struct PodCgroups {
@@ -44,7 +83,7 @@ impl PodCgroups {
     }
 
     fn cgroup(&self, rel: &str) -> Result<Cgroup, String> {
-        Cgroup::new_with_relative_paths(hierarchies::auto(), rel, self.base.clone())
+        Cgroup::new_with_relative_paths(hierarchy(), rel, self.base.clone())
             .map_err(|e| format!("cannot create cgroup {rel}: {e}"))
     }
 
@@ -70,7 +109,7 @@ impl PodCgroups {
             .map(|a| format!("{pod_rel}/{a}"))
             .chain([pod_rel.clone()])
         {
-            let cg = Cgroup::load_with_relative_paths(hierarchies::auto(), &rel, self.base.clone());
+            let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, self.base.clone());
             if !cg.exists() {
                 continue;
             }
