@@ -769,7 +769,7 @@ fn logs_since_compares_times_not_strings() {
         "three\nfour\n"
     );
     assert_eq!(
-        out_ok(&w, &["logs", "--since", "2024-01-01T01:00:01+01:00", &uuid]),
+        out_ok(&w, &["logs", "--since", "2024-01-01T01:00:02+01:00", &uuid]),
         "two\nthree\nfour\n",
         "offsets are times too"
     );

@@ -19,7 +19,7 @@ fn unsigned_image_is_refused_with_guidance_and_nothing_is_stored() {
         "{err}"
     );
     assert!(err.contains("--insecure-options=image"), "{err}");
-    w.assert_store_empty();
+    w.assert_no_store();
 }
 
 #[test]
@@ -34,17 +34,17 @@ fn signature_by_untrusted_key_or_for_another_prefix_is_refused() {
         err.contains("example.com/app") && err.contains("orbit trust --prefix"),
         "{err}"
     );
-    w.assert_store_empty();
+    w.assert_no_store();
 
     w.trust("example.com/other", &other_pub);
     let err = w.fails(&["fetch", &oci(&layout)]);
     assert!(err.contains("example.com/app"), "{err}");
-    w.assert_store_empty();
+    w.assert_no_store();
 
     // Trusting the signer for a sibling prefix that is not a path-segment prefix still fails.
     w.trust("example.com/ap", &w.path("stranger.pub"));
     w.fails(&["fetch", &oci(&layout)]);
-    w.assert_store_empty();
+    w.assert_no_store();
 
     // A root key is trusted for everything.
     w.ok(&["trust", "--root", w.path("stranger.pub").to_str().unwrap()]);
@@ -71,7 +71,7 @@ fn signature_for_another_image_or_tampered_signature_is_refused() {
     fs::copy(w.path("a.sig"), w.path("b.sig")).unwrap();
     let err = w.fails(&["fetch", &oci(&b)]);
     assert!(err.contains("digest") || err.contains("identity"), "{err}");
-    w.assert_store_empty();
+    w.assert_no_store();
 
     // Flip a bit in a's own detached signature.
     let mut v: serde_json::Value =
@@ -84,7 +84,7 @@ fn signature_for_another_image_or_tampered_signature_is_refused() {
     fs::write(w.path("a.sig"), serde_json::to_vec(&v).unwrap()).unwrap();
     let err = w.fails(&["fetch", &oci(&a)]);
     assert!(err.contains("example.com/a"), "{err}");
-    w.assert_store_empty();
+    w.assert_no_store();
 
     // The untampered signature works.
     w.ok(&[
@@ -251,4 +251,59 @@ fn trust_list_and_rm() {
     assert!(err.contains("nope.pub"), "{err}");
     let err = w.fails(&["trust", public.to_str().unwrap()]);
     assert!(err.contains("--prefix") && err.contains("--root"), "{err}");
+}
+
+#[test]
+fn a_broken_key_file_is_listed_and_skipped_not_fatal() {
+    let w = World::new();
+    let (key, public) = w.keygen("k");
+    w.trust("example.com/app", &public);
+    // A second, unreadable key file next to the good one.
+    let broken_dir = w.path("config/system/trustedkeys/root.d");
+    fs::create_dir_all(&broken_dir).unwrap();
+    let broken = broken_dir.join("deadbeef.pub");
+    fs::write(
+        &broken,
+        "-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+
+    let out = w.run(&["trust", "list", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let good = rows.iter().find(|r| r["broken"].is_null()).unwrap();
+    assert_eq!(good["prefix"], "example.com/app");
+    let bad = rows.iter().find(|r| !r["broken"].is_null()).unwrap();
+    assert_eq!(bad["path"], broken.display().to_string());
+    assert!(
+        bad["broken"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid public key"),
+        "{bad}"
+    );
+    let table = w.run(&["trust", "list"]);
+    assert!(
+        text(&table.stdout).contains("BROKEN"),
+        "{}",
+        text(&table.stdout)
+    );
+    assert!(
+        text(&table.stderr).contains("deadbeef.pub"),
+        "{}",
+        text(&table.stderr)
+    );
+
+    // Verification skips the broken key, with a warning, and uses the good one.
+    let layout = simple_image(&w, "layout", "example.com/app:1");
+    w.sign(&oci(&layout), &key);
+    let out = w.run(&["fetch", &oci(&layout)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("deadbeef.pub"),
+        "{err}"
+    );
 }

@@ -150,7 +150,7 @@ pub fn run(ctx: &Context, cmd: AppCommand) -> anyhow::Result<()> {
                     vec![
                         a.name.clone(),
                         a.image.clone(),
-                        a.state.clone(),
+                        a.state().to_string(),
                         a.status
                             .exit_code
                             .map(|c| c.to_string())
@@ -170,7 +170,7 @@ pub fn run(ctx: &Context, cmd: AppCommand) -> anyhow::Result<()> {
                 return output::json(a);
             }
             println!("name={}", a.name);
-            println!("state={}", a.state);
+            println!("state={}", a.state());
             if let Some(c) = a.status.exit_code {
                 println!("exit-code={c}");
             }

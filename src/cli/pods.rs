@@ -395,7 +395,7 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         loop {
             pod = pods.refresh(&pod)?;
             let info = status::info(&pod)?;
-            if info.state == "running" && info.apps.iter().all(|a| a.state == "running") {
+            if info.state == "running" && info.apps.iter().all(|a| a.state() == "running") {
                 break;
             }
             if info.state != "prepared" && info.state != "running"
@@ -434,7 +434,7 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             .exit_code
             .map(|c| c.to_string())
             .unwrap_or_else(|| "-".into());
-        println!("app-{}={} exit-code={code}", a.name, a.state);
+        println!("app-{}={} exit-code={code}", a.name, a.state());
     }
     Ok(())
 }

@@ -214,6 +214,26 @@ pub fn load(
     Ok((manifest, config))
 }
 
+/// How many signatures the store keeps for an image: over its manifest, and over the
+/// indexes it was fetched through. Only signatures that verified at fetch (or that
+/// `orbit image sign` made) are ever kept.
+fn stored_signature_count(store: &Store, image: &StoredImage) -> Result<usize> {
+    let mut digests = vec![image.digest.clone()];
+    for e in &image.entries {
+        if let Some(d) = e.annotation(store::INDEX_ANNOTATION) {
+            let d: Digest = d.parse()?;
+            if !digests.contains(&d) {
+                digests.push(d);
+            }
+        }
+    }
+    let mut n = 0;
+    for d in &digests {
+        n += signatures::stored_signatures(store, d)?.len();
+    }
+    Ok(n)
+}
+
 /// Describes an image.
 pub fn inspect(store: &Store, image: &StoredImage) -> Result<ImageDetails> {
     let (manifest, config) = load(store, image)?;
@@ -251,6 +271,6 @@ pub fn inspect(store: &Store, image: &StoredImage) -> Result<ImageDetails> {
         source: ann(store::SOURCE_ANNOTATION),
         fetched: ann(store::FETCHED_ANNOTATION),
         verified: ann(store::VERIFIED_ANNOTATION),
-        signatures: signatures::stored_signatures(store, &image.digest)?.len(),
+        signatures: stored_signature_count(store, image)?,
     })
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::lifecycle::remove;
-use super::store::{DirState, PodStore};
+use super::lifecycle::remove_locked;
+use super::store::{try_lock, DirState, PodStore};
 use super::PodError;
 
 /// When a pod was marked as exited garbage (a file in its directory).
@@ -54,16 +54,20 @@ fn age(path: &std::path::Path) -> Duration {
 pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
     let mut report = GcReport::default();
     for pod in pods.list()? {
-        if PodStore::is_locked(&pod.path) {
+        // Hold the pod's lock while deciding and acting: a pod someone holds is in use, and
+        // one that moved on (renamed) since it was listed is skipped.
+        let Ok(Some(lock)) = try_lock(&pod.path) else {
             continue;
-        }
+        };
         let result = match pod.state {
             DirState::Run => {
-                let marked = pods.transition(&pod, DirState::ExitedGarbage)?;
+                let Ok(marked) = pods.transition(&pod, DirState::ExitedGarbage) else {
+                    continue;
+                };
                 let _ = std::fs::write(marked.path.join(MARKED), b"");
                 report.marked.push(pod.uuid.clone());
                 if !opts.mark_only && opts.grace_period.is_zero() {
-                    Some(remove(pods, &marked, opts.debug))
+                    Some(remove_locked(pods, &marked, &lock, opts.debug))
                 } else {
                     None
                 }
@@ -71,13 +75,13 @@ pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
             DirState::ExitedGarbage
                 if !opts.mark_only && age(&pod.path.join(MARKED)) >= opts.grace_period =>
             {
-                Some(remove(pods, &pod, opts.debug))
+                Some(remove_locked(pods, &pod, &lock, opts.debug))
             }
             DirState::Embryo | DirState::Prepare | DirState::Garbage if !opts.mark_only => {
-                Some(remove(pods, &pod, opts.debug))
+                Some(remove_locked(pods, &pod, &lock, opts.debug))
             }
             DirState::Prepared if !opts.mark_only && age(&pod.path) >= opts.expire_prepared => {
-                Some(remove(pods, &pod, opts.debug))
+                Some(remove_locked(pods, &pod, &lock, opts.debug))
             }
             _ => None,
         };
@@ -87,5 +91,24 @@ pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
             None => {}
         }
     }
+    remove_abandoned_new_dirs(pods);
     Ok(report)
+}
+
+/// Removes `embryo/.new-*` directories whose creator died before naming them. Creating and
+/// locking a directory cannot be one atomic step, so only ones older than a minute count
+/// as abandoned (a live creator locks and renames within microseconds).
+fn remove_abandoned_new_dirs(pods: &PodStore) {
+    let Ok(entries) = std::fs::read_dir(pods.state_dir(DirState::Embryo)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".new-")
+            && age(&e.path()) >= Duration::from_secs(60)
+        {
+            if let Ok(Some(_lock)) = try_lock(&e.path()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }

@@ -161,13 +161,23 @@ pub fn exec_enter(
 
 /// Removes a pod that is not running: stage1 `gc`, then the directory (through `garbage/`).
 pub fn remove(pods: &PodStore, pod: &PodRef, debug: bool) -> Result<(), PodError> {
-    let Some(_lock) = try_lock(&pod.path)? else {
+    let Some(lock) = try_lock(&pod.path)? else {
         return Err(PodError::WrongState {
             uuid: pod.uuid.clone(),
             state: status::state(pod),
             what: "stop it first (`orbit stop`)".into(),
         });
     };
+    remove_locked(pods, pod, &lock, debug)
+}
+
+/// [`remove`] for a caller that already holds the pod's lock.
+pub fn remove_locked(
+    pods: &PodStore,
+    pod: &PodRef,
+    _lock: &nix::fcntl::Flock<std::os::fd::OwnedFd>,
+    debug: bool,
+) -> Result<(), PodError> {
     if matches!(pod.state, DirState::Run | DirState::ExitedGarbage) {
         if let Ok(stage1) = Stage1::load(&pod.path) {
             if let Ok(mut cmd) = stage1.command("gc", &pod.path, &pod.uuid, debug) {

@@ -46,6 +46,11 @@ fn show(
     };
 }
 
+/// Parses an RFC 3339 time (log records and `--since` compare as instants, not strings).
+fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Prints the logs of a pod.
 pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodError> {
     let manifest = status::manifest(pod)?;
@@ -66,6 +71,14 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
         None => manifest.apps.iter().map(|a| a.name.clone()).collect(),
     };
     let multi = apps.len() > 1;
+    let since = match &opts.since {
+        Some(s) => Some(parse_time(s).ok_or_else(|| {
+            PodError::BadSpec(format!(
+                "--since {s}: not an RFC 3339 time (e.g. 2024-01-01T10:00:00Z) or a duration"
+            ))
+        })?),
+        None => None,
+    };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let mut offsets = Vec::new();
     for app in &apps {
@@ -74,7 +87,7 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
         let records: Vec<log::Record> = text
             .lines()
             .filter_map(log::parse)
-            .filter(|r| opts.since.as_deref().is_none_or(|s| r.time >= s))
+            .filter(|r| since.is_none_or(|s| parse_time(r.time).is_none_or(|t| t >= s)))
             .collect();
         let skip = opts.tail.map_or(0, |n| records.len().saturating_sub(n));
         let prefix = if multi {

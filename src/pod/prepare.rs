@@ -18,7 +18,7 @@ use orbit_stage1::{
 
 use super::spec::{self, set_env};
 use super::stage1::Stage1;
-use super::store::{try_lock, DirState, PodRef, PodStore};
+use super::store::{DirState, PodRef, PodStore};
 use super::{identity, PodError};
 use crate::image::catalog::{self, StoredImage};
 use crate::image::config::ImageConfig;
@@ -108,9 +108,7 @@ pub fn prepare(
     validate(req)?;
     let resolved = resolve_images(store, trust, req)?;
     let names = app_names(req, &resolved)?;
-    let embryo = pods.create()?;
-    let lock = try_lock(&embryo.path)?
-        .ok_or_else(|| PodError::Stage1("a new pod directory is locked by someone else".into()))?;
+    let (embryo, lock) = pods.create()?;
     let mut guard = Cleanup {
         path: Some(embryo.path.clone()),
     };

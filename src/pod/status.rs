@@ -42,9 +42,7 @@ pub struct AppInfo {
     pub image: String,
     /// Image digest.
     pub image_digest: String,
-    /// `created`, `running`, `exited`.
-    pub state: String,
-    /// Status as the stage1 reported it.
+    /// Status as the stage1 reported it (`state`: created, running, exited).
     #[serde(flatten)]
     pub status: AppStatus,
 }
@@ -53,6 +51,17 @@ fn read_trim(pod: &PodRef, name: &str) -> String {
     std::fs::read_to_string(pod.path.join(name))
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+impl AppInfo {
+    /// `created`, `running` or `exited`.
+    pub fn state(&self) -> &'static str {
+        match self.status.state {
+            AppState::Created => "created",
+            AppState::Running => "running",
+            AppState::Exited => "exited",
+        }
+    }
 }
 
 /// The pod's manifest.
@@ -105,16 +114,10 @@ pub fn info(pod: &PodRef) -> Result<PodInfo, PodError> {
             status.state = AppState::Exited;
             status.pid = None;
         }
-        let state = match status.state {
-            AppState::Created => "created",
-            AppState::Running => "running",
-            AppState::Exited => "exited",
-        };
         apps.push(AppInfo {
             name: a.name.clone(),
             image: a.image.name.clone(),
             image_digest: a.image.digest.clone(),
-            state: state.into(),
             status,
         });
     }

@@ -91,17 +91,37 @@ impl PodStore {
         Ok(())
     }
 
-    /// Creates a new pod directory in `embryo/` with a fresh UUID.
-    pub fn create(&self) -> Result<PodRef, PodError> {
+    /// Creates a new pod directory in `embryo/` with a fresh UUID, already locked: it is
+    /// made under a hidden name, locked, and only then renamed to its UUID, so `gc` never sees
+    /// an unlocked new pod and takes it for an abandoned one.
+    pub fn create(&self) -> Result<(PodRef, Flock<std::os::fd::OwnedFd>), PodError> {
         self.init()?;
         let uuid = uuid::Uuid::new_v4().to_string();
-        let path = self.state_dir(DirState::Embryo).join(&uuid);
-        fs::create_dir(&path).map_err(|e| PodError::io("cannot create pod directory", &path, e))?;
-        Ok(PodRef {
-            uuid,
-            state: DirState::Embryo,
-            path,
-        })
+        let embryos = self.state_dir(DirState::Embryo);
+        let hidden = embryos.join(format!(".new-{uuid}"));
+        fs::create_dir(&hidden)
+            .map_err(|e| PodError::io("cannot create pod directory", &hidden, e))?;
+        let Some(lock) = try_lock(&hidden)? else {
+            let _ = fs::remove_dir(&hidden);
+            return Err(PodError::io(
+                "cannot lock new pod directory",
+                &hidden,
+                std::io::ErrorKind::WouldBlock.into(),
+            ));
+        };
+        let path = embryos.join(&uuid);
+        if let Err(e) = fs::rename(&hidden, &path) {
+            let _ = fs::remove_dir(&hidden);
+            return Err(PodError::io("cannot create pod directory", &path, e));
+        }
+        Ok((
+            PodRef {
+                uuid,
+                state: DirState::Embryo,
+                path,
+            },
+            lock,
+        ))
     }
 
     /// Moves a pod to another state by renaming its directory.
@@ -174,13 +194,28 @@ impl PodStore {
     }
 
     /// True when some process holds the pod directory's lock (its stage1 is running, or
-    /// stage0 is preparing it). Never blocks.
+    /// stage0 is preparing it). Never blocks, and never takes the lock itself — it reads
+    /// `/proc/locks` — so `status` and `list` cannot make a starting pod fail to lock.
     pub fn is_locked(path: &Path) -> bool {
-        match try_lock(path) {
-            Ok(Some(_)) => false,
-            Ok(None) => true,
-            Err(_) => false,
-        }
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = fs::metadata(path) else {
+            return false;
+        };
+        let dev = meta.dev();
+        let wanted = format!(
+            "{:02x}:{:02x}:{}",
+            nix::sys::stat::major(dev),
+            nix::sys::stat::minor(dev),
+            meta.ino()
+        );
+        let Ok(locks) = fs::read_to_string("/proc/locks") else {
+            return matches!(try_lock(path), Ok(None));
+        };
+        locks.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF" ("->" marks blocked waiters)
+            f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&wanted.as_str())
+        })
     }
 }
 

@@ -19,16 +19,21 @@ const IMAGE: &str = "example.com/busybox:latest";
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/// Runs `openssl` in `dir`, failing the test with its stderr if it fails; returns stdout.
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
+/// Runs `openssl ARGS` (split on white space; no argument has any) in `dir`.
+fn run_openssl(dir: &Path, args: &str) -> std::process::Output {
+    Command::new("openssl")
+        .args(args.split_whitespace())
         .current_dir(dir)
         .output()
-        .expect("the openssl CLI must be installed to run the interop tests");
+        .expect("the openssl CLI must be installed to run the interop tests")
+}
+
+/// Runs `openssl ARGS` in `dir`, failing the test with its stderr if it fails; returns stdout.
+fn openssl(dir: &Path, args: &str) -> String {
+    let out = run_openssl(dir, args);
     assert!(
         out.status.success(),
-        "openssl {args:?} failed: {}{}",
+        "openssl {args} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -36,14 +41,8 @@ fn openssl(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Like [`openssl`] but returns whether it succeeded (for verification commands).
-fn openssl_ok(dir: &Path, args: &[&str]) -> bool {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl CLI must be installed to run the interop tests")
-        .status
-        .success()
+fn openssl_ok(dir: &Path, args: &str) -> bool {
+    run_openssl(dir, args).status.success()
 }
 
 fn read(dir: &Path, name: &str) -> String {
@@ -174,25 +173,9 @@ fn pem_round_trips_and_stable_fingerprints() {
 fn fingerprint_matches_openssl_der_digest() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    openssl(
-        d,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "k.pem",
-        ],
-    );
-    openssl(d, &["ec", "-in", "k.pem", "-pubout", "-out", "pub.pem"]);
-    openssl(
-        d,
-        &[
-            "pkey", "-pubin", "-in", "pub.pem", "-outform", "DER", "-out", "pub.der",
-        ],
-    );
+    openssl(d, "ecparam -name prime256v1 -genkey -noout -out k.pem");
+    openssl(d, "ec -in k.pem -pubout -out pub.pem");
+    openssl(d, "pkey -pubin -in pub.pem -outform DER -out pub.der");
     let der = std::fs::read(d.join("pub.der")).unwrap();
     let key = PublicKey::from_pem(&read(d, "pub.pem")).unwrap();
     assert_eq!(key.to_der(), der.as_slice());
@@ -234,31 +217,9 @@ fn public_key_parse_errors() {
 fn unsupported_keys_are_rejected_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    openssl(
-        d,
-        &[
-            "ecparam",
-            "-name",
-            "secp384r1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "p384.pem",
-        ],
-    );
-    openssl(d, &["ec", "-in", "p384.pem", "-pubout", "-out", "p384.pub"]);
-    openssl(
-        d,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-nocrypt",
-            "-in",
-            "p384.pem",
-            "-out",
-            "p384-8.pem",
-        ],
-    );
+    openssl(d, "ecparam -name secp384r1 -genkey -noout -out p384.pem");
+    openssl(d, "ec -in p384.pem -pubout -out p384.pub");
+    openssl(d, "pkcs8 -topk8 -nocrypt -in p384.pem -out p384-8.pem");
     for file in ["p384.pem", "p384-8.pem"] {
         let err = PrivateKey::from_pem(&read(d, file)).unwrap_err();
         assert!(
@@ -273,17 +234,9 @@ fn unsupported_keys_are_rejected_clearly() {
 
     openssl(
         d,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:1024",
-            "-out",
-            "rsa.pem",
-        ],
+        "genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out rsa.pem",
     );
-    openssl(d, &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub"]);
+    openssl(d, "pkey -in rsa.pem -pubout -out rsa.pub");
     let err = PublicKey::from_pem(&read(d, "rsa.pub")).unwrap_err();
     assert!(err.to_string().contains("RSA"), "{err}");
     let err = PrivateKey::from_pem(&read(d, "rsa.pem")).unwrap_err();
@@ -297,45 +250,16 @@ fn unsupported_keys_are_rejected_clearly() {
 fn encrypted_private_keys_are_rejected_with_advice() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    openssl(
-        d,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "k.pem",
-        ],
-    );
+    openssl(d, "ecparam -name prime256v1 -genkey -noout -out k.pem");
     // PKCS#8 encrypted.
     openssl(
         d,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-in",
-            "k.pem",
-            "-passout",
-            "pass:secret",
-            "-out",
-            "enc8.pem",
-        ],
+        "pkcs8 -topk8 -in k.pem -passout pass:secret -out enc8.pem",
     );
     // Legacy OpenSSL encryption: `EC PRIVATE KEY` with Proc-Type/DEK-Info headers.
     openssl(
         d,
-        &[
-            "ec",
-            "-in",
-            "k.pem",
-            "-aes256",
-            "-passout",
-            "pass:secret",
-            "-out",
-            "legacy.pem",
-        ],
+        "ec -in k.pem -aes256 -passout pass:secret -out legacy.pem",
     );
     let cosign = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n\
                   eyJrZGYiOnsibmFtZSI6InNjcnlwdCJ9fQ==\n\
@@ -364,34 +288,12 @@ fn openssl_ecdsa_interop() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::write(d.join("payload"), payload_bytes()).unwrap();
-    openssl(
-        d,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "k.pem",
-        ],
-    );
-    openssl(d, &["ec", "-in", "k.pem", "-pubout", "-out", "pub.pem"]);
+    openssl(d, "ecparam -name prime256v1 -genkey -noout -out k.pem");
+    openssl(d, "ec -in k.pem -pubout -out pub.pem");
     assert!(read(d, "k.pem").contains("BEGIN EC PRIVATE KEY"));
 
     // openssl signs, orbit verifies.
-    openssl(
-        d,
-        &[
-            "dgst",
-            "-sha256",
-            "-sign",
-            "k.pem",
-            "-out",
-            "openssl.sig",
-            "payload",
-        ],
-    );
+    openssl(d, "dgst -sha256 -sign k.pem -out openssl.sig payload");
     let public = PublicKey::from_pem(&read(d, "pub.pem")).unwrap();
     assert_eq!(public.algorithm(), KeyAlgorithm::EcdsaP256);
     let sig = std::fs::read(d.join("openssl.sig")).unwrap();
@@ -399,35 +301,10 @@ fn openssl_ecdsa_interop() {
     assert!(!public.verify(b"other payload", &sig));
 
     // PKCS#8 conversions of the same key, and an `EC PARAMETERS` + SEC1 file.
-    openssl(
-        d,
-        &[
-            "pkcs8", "-topk8", "-nocrypt", "-in", "k.pem", "-out", "k8.pem",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-out",
-            "withparams.pem",
-        ],
-    );
+    openssl(d, "pkcs8 -topk8 -nocrypt -in k.pem -out k8.pem");
+    openssl(d, "ecparam -name prime256v1 -genkey -out withparams.pem");
     assert!(read(d, "withparams.pem").contains("BEGIN EC PARAMETERS"));
-    openssl(
-        d,
-        &[
-            "ec",
-            "-in",
-            "withparams.pem",
-            "-pubout",
-            "-out",
-            "withparams.pub",
-        ],
-    );
+    openssl(d, "ec -in withparams.pem -pubout -out withparams.pub");
 
     for (private, public_file) in [
         ("k.pem", "pub.pem"),
@@ -445,54 +322,30 @@ fn openssl_ecdsa_interop() {
         std::fs::write(d.join("orbit.sig"), key.sign(&payload_bytes())).unwrap();
         let out = openssl(
             d,
-            &[
-                "dgst",
-                "-sha256",
-                "-verify",
-                public_file,
-                "-signature",
-                "orbit.sig",
-                "payload",
-            ],
+            &format!("dgst -sha256 -verify {public_file} -signature orbit.sig payload"),
         );
         assert!(out.contains("Verified OK"), "{private}: {out}");
         // And openssl rejects it for a different message (the check can fail).
         std::fs::write(d.join("other"), b"other").unwrap();
         assert!(!openssl_ok(
             d,
-            &[
-                "dgst",
-                "-sha256",
-                "-verify",
-                public_file,
-                "-signature",
-                "orbit.sig",
-                "other"
-            ]
+            &format!("dgst -sha256 -verify {public_file} -signature orbit.sig other")
         ));
     }
 
     // The PKCS#8 orbit writes for a loaded SEC1 key is readable by openssl and is the same key.
     let key = PrivateKey::from_pem(&read(d, "k.pem")).unwrap();
     std::fs::write(d.join("orbit8.pem"), key.to_pem()).unwrap();
-    let pub_out = openssl(d, &["pkey", "-in", "orbit8.pem", "-pubout"]);
+    let pub_out = openssl(d, "pkey -in orbit8.pem -pubout");
     assert_eq!(pub_out, read(d, "pub.pem"));
 
     // `openssl genpkey` EC keys (PKCS#8 directly).
     openssl(
         d,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "g.pem",
-        ],
+        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out g.pem",
     );
     let key = PrivateKey::from_pem(&read(d, "g.pem")).unwrap();
-    let pub_out = openssl(d, &["pkey", "-in", "g.pem", "-pubout"]);
+    let pub_out = openssl(d, "pkey -in g.pem -pubout");
     assert_eq!(key.public_key().to_pem(), pub_out);
 }
 
@@ -501,23 +354,13 @@ fn openssl_ed25519_interop() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::write(d.join("payload"), payload_bytes()).unwrap();
-    openssl(d, &["genpkey", "-algorithm", "ed25519", "-out", "ed.pem"]);
-    openssl(d, &["pkey", "-in", "ed.pem", "-pubout", "-out", "pub.pem"]);
+    openssl(d, "genpkey -algorithm ed25519 -out ed.pem");
+    openssl(d, "pkey -in ed.pem -pubout -out pub.pem");
 
     // openssl signs, orbit verifies.
     openssl(
         d,
-        &[
-            "pkeyutl",
-            "-sign",
-            "-rawin",
-            "-inkey",
-            "ed.pem",
-            "-in",
-            "payload",
-            "-out",
-            "openssl.sig",
-        ],
+        "pkeyutl -sign -rawin -inkey ed.pem -in payload -out openssl.sig",
     );
     let public = PublicKey::from_pem(&read(d, "pub.pem")).unwrap();
     assert_eq!(public.algorithm(), KeyAlgorithm::Ed25519);
@@ -542,18 +385,7 @@ fn openssl_ed25519_interop() {
     let verify = |file: &str| {
         openssl_ok(
             d,
-            &[
-                "pkeyutl",
-                "-verify",
-                "-pubin",
-                "-inkey",
-                "pub.pem",
-                "-rawin",
-                "-in",
-                file,
-                "-sigfile",
-                "orbit.sig",
-            ],
+            &format!("pkeyutl -verify -pubin -inkey pub.pem -rawin -in {file} -sigfile orbit.sig"),
         )
     };
     assert!(verify("payload"));
@@ -563,7 +395,7 @@ fn openssl_ed25519_interop() {
     // A key generated by orbit is readable by openssl (OpenSSL 3.0 cannot read PKCS#8 v2).
     let generated = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
     std::fs::write(d.join("gen.pem"), generated.to_pem()).unwrap();
-    let pub_out = openssl(d, &["pkey", "-in", "gen.pem", "-pubout"]);
+    let pub_out = openssl(d, "pkey -in gen.pem -pubout");
     assert_eq!(pub_out, generated.public_key().to_pem());
 }
 
@@ -575,16 +407,8 @@ fn orbit_generated_ecdsa_key_works_with_openssl() {
     std::fs::write(d.join("k.pem"), key.to_pem()).unwrap();
     std::fs::write(d.join("pub.pem"), key.public_key().to_pem()).unwrap();
     std::fs::write(d.join("payload"), payload_bytes()).unwrap();
-    assert_eq!(
-        openssl(d, &["pkey", "-in", "k.pem", "-pubout"]),
-        read(d, "pub.pem")
-    );
-    openssl(
-        d,
-        &[
-            "dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "payload",
-        ],
-    );
+    assert_eq!(openssl(d, "pkey -in k.pem -pubout"), read(d, "pub.pem"));
+    openssl(d, "dgst -sha256 -sign k.pem -out sig payload");
     let sig = std::fs::read(d.join("sig")).unwrap();
     assert!(key.public_key().verify(&payload_bytes(), &sig));
 }
@@ -759,8 +583,8 @@ fn store_rejects_invalid_prefixes_and_bad_files() {
     std::fs::create_dir_all(&root_d).unwrap();
     std::fs::write(root_d.join("junk.pub"), "not a key").unwrap();
     std::fs::write(root_d.join("README"), "ignored: not *.pub").unwrap();
-    assert_eq!(env.store.list().unwrap(), [good.clone()]);
-    assert_eq!(env.store.keys_for(IMAGE).unwrap(), [good.clone()]);
+    assert_eq!(env.store.list().unwrap(), std::slice::from_ref(&good));
+    assert_eq!(env.store.keys_for(IMAGE).unwrap(), std::slice::from_ref(&good));
     let broken = env.store.broken().unwrap();
     assert_eq!(broken.len(), 1, "{broken:?}");
     assert_eq!(broken[0].path, root_d.join("junk.pub"));
@@ -1282,25 +1106,9 @@ fn verify_openssl_signature_from_sig_file() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::write(d.join("payload"), payload_bytes()).unwrap();
-    openssl(
-        d,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "k.pem",
-        ],
-    );
-    openssl(d, &["ec", "-in", "k.pem", "-pubout", "-out", "pub.pem"]);
-    openssl(
-        d,
-        &[
-            "dgst", "-sha256", "-sign", "k.pem", "-out", "sig", "payload",
-        ],
-    );
+    openssl(d, "ecparam -name prime256v1 -genkey -noout -out k.pem");
+    openssl(d, "ec -in k.pem -pubout -out pub.pem");
+    openssl(d, "dgst -sha256 -sign k.pem -out sig payload");
     let public = PublicKey::from_pem(&read(d, "pub.pem")).unwrap();
     env.store
         .add(prefix(REPO), &public, &env.dirs.system)

@@ -97,29 +97,44 @@ impl World {
         self.ok(&["image", "sign", "--key", key.to_str().unwrap(), source]);
     }
 
-    /// Asserts the store holds no blob, layer, temp file or name: what a failed first fetch
-    /// must leave behind.
+    /// Asserts the store exists (its directories and `index.json`) and holds no blob,
+    /// layer, temp file or name: what a fetch that failed after opening the store (a bad
+    /// blob or layer), `rm` of the last image or `gc` leaves behind.
     pub fn assert_store_empty(&self) {
         let store = self.store();
         for dir in ["images/blobs/sha256", "layers/sha256", "tmp"] {
             let p = store.join(dir);
             let entries: Vec<_> = fs::read_dir(&p)
-                .map(|it| it.map(|e| e.unwrap().path()).collect())
-                .unwrap_or_default();
+                .unwrap_or_else(|e| panic!("{} should exist: {e}", p.display()))
+                .map(|e| e.unwrap().path())
+                .collect();
             assert!(
                 entries.is_empty(),
                 "{} should be empty, has {entries:?}",
                 p.display()
             );
         }
-        if let Ok(index) = fs::read_to_string(store.join("images/index.json")) {
-            let v: serde_json::Value = serde_json::from_str(&index).unwrap();
-            assert_eq!(
-                v["manifests"].as_array().map(|a| a.len()),
-                Some(0),
-                "index.json should list nothing: {index}"
-            );
-        }
+        let index_path = store.join("images/index.json");
+        let index = fs::read_to_string(&index_path)
+            .unwrap_or_else(|e| panic!("{} should exist: {e}", index_path.display()));
+        let v: serde_json::Value = serde_json::from_str(&index).unwrap();
+        assert_eq!(
+            v["manifests"].as_array().map(|a| a.len()),
+            Some(0),
+            "index.json should list nothing: {index}"
+        );
+    }
+
+    /// Asserts there is no store at all: what a first fetch that failed before reaching the
+    /// store (a missing or malformed source, a refused signature) leaves behind.
+    pub fn assert_no_store(&self) {
+        let store = self.store();
+        assert!(
+            !store.exists(),
+            "{} should not exist, has {:?}",
+            store.display(),
+            fs::read_dir(&store).map(|it| it.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+        );
     }
 
     pub fn count(&self, rel: &str) -> usize {
