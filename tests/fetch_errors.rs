@@ -58,15 +58,7 @@ fn missing_unreadable_and_truncated_sources() {
 
     let layout = simple_image(&w, "layout", "example.com/t:1");
     let archive = w.path("t.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    tar_layout(&layout, &archive);
     let bytes = fs::read(&archive).unwrap();
     let cut = w.path("cut.tar");
     fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();

@@ -185,15 +185,7 @@ fn sources_of_the_wrong_kind_say_what_to_use() {
     let w = World::new();
     let layout = simple_image(&w, "layout", "example.com/t:1");
     let archive = w.path("t.tar");
-    assert!(std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    tar_layout(&layout, &archive);
     let err = w.fails(&[
         "--insecure-options=image",
         "fetch",

@@ -142,15 +142,10 @@ fn an_index_signed_source_keeps_only_valid_signatures_and_exports_verifiably() {
     let out = w2.ok(&["fetch", &format!("oci-archive:{}", archive.display())]);
     assert_eq!(out.trim(), manifest_digest);
     assert!(w2.ok(&["image", "list"]).contains("key sha256:"));
-    let sk = Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!(
-            "oci-archive:{}:example.com/multi:1",
-            archive.display()
-        ))
-        .output()
-        .unwrap();
-    assert!(sk.status.success(), "skopeo: {}", text(&sk.stderr));
+    skopeo_inspect(&format!(
+        "oci-archive:{}:example.com/multi:1",
+        archive.display()
+    ));
 
     // Removing the image removes the index's signature with it.
     w.ok(&["image", "rm", "example.com/multi:1"]);
@@ -293,13 +288,7 @@ fn docker_v2s2_manifests_keep_their_media_type_so_skopeo_reads_the_store() {
     // only matches names on OCI-typed descriptors, so it cannot read its own v2s2 layouts
     // by name either. With the OCI type recorded, as before, it failed on the mismatch
     // with "unsupported image-specific operation on artifact".)
-    let sk = Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci:{}", w.store().join("images").display()))
-        .output()
-        .unwrap();
-    assert!(sk.status.success(), "skopeo: {}", text(&sk.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&sk.stdout).unwrap();
+    let v = skopeo_inspect(&format!("oci:{}", w.store().join("images").display()));
     assert_eq!(v["Digest"], digest);
     // The export says the same.
     let archive = w.path("v2.tar");
@@ -309,13 +298,7 @@ fn docker_v2s2_manifests_keep_their_media_type_so_skopeo_reads_the_store() {
         "example.com/v2:1",
         archive.to_str().unwrap(),
     ]);
-    let sk = Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("oci-archive:{}", archive.display()))
-        .output()
-        .unwrap();
-    assert!(sk.status.success(), "skopeo: {}", text(&sk.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&sk.stdout).unwrap();
+    let v = skopeo_inspect(&format!("oci-archive:{}", archive.display()));
     assert_eq!(v["Digest"], digest);
 }
 

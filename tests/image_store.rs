@@ -91,16 +91,10 @@ fn fetch_signed_oci_layout_lists_inspects_and_standard_tools_read_the_store() {
 
     // skopeo and umoci read the store as an OCI layout.
     let store_images = w.store().join("images");
-    let sk = Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!(
-            "oci:{}:example.com/app:1.0",
-            store_images.display()
-        ))
-        .output()
-        .unwrap();
-    assert!(sk.status.success(), "skopeo: {}", text(&sk.stderr));
-    let skv: serde_json::Value = serde_json::from_slice(&sk.stdout).unwrap();
+    let skv = skopeo_inspect(&format!(
+        "oci:{}:example.com/app:1.0",
+        store_images.display()
+    ));
     assert_eq!(skv["Digest"], digest);
     let um = Command::new("umoci")
         .args(["ls", "--layout"])
@@ -280,15 +274,7 @@ fn uncompressed_layers_and_oci_archive_and_docker_archive_import() {
 
     // oci-archive: a tar of the layout.
     let archive = w.path("plain.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    tar_layout(&layout, &archive);
     let d1 = w.ok(&[
         "--insecure-options=image",
         "fetch",
@@ -397,15 +383,10 @@ fn export_carries_name_and_signature_and_fetches_back_verified() {
     assert_eq!(d2, digest);
     assert!(w2.ok(&["image", "list"]).contains("key sha256:"));
     // skopeo reads the exported archive too.
-    let sk = Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!(
-            "oci-archive:{}:example.com/app:1.0",
-            archive.display()
-        ))
-        .output()
-        .unwrap();
-    assert!(sk.status.success(), "{}", text(&sk.stderr));
+    skopeo_inspect(&format!(
+        "oci-archive:{}:example.com/app:1.0",
+        archive.display()
+    ));
 }
 
 #[test]

@@ -128,15 +128,7 @@ fn signature_made_with_plain_openssl_verifies() {
         .success());
     let archive_dir = simple_image(&w, "layout", "example.com/ossl:1");
     let archive = w.path("ossl.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&archive_dir)
-        .arg("-cf")
-        .arg(&archive)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    tar_layout(&archive_dir, &archive);
     let digest = layout_digest(&archive_dir, "example.com/ossl:1");
     let payload = serde_json::json!({"critical": {"identity": {"docker-reference": "example.com/ossl"}, "image": {"docker-manifest-digest": digest}, "type": "cosign container image signature"}, "optional": null});
     let payload_path = w.path("payload.json");

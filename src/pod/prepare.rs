@@ -459,13 +459,7 @@ pub fn add_app(
     insecure_image: bool,
 ) -> Result<App, PodError> {
     let _lock = manifest_lock(pod)?;
-    let path = pod.path.join(paths::POD_MANIFEST);
-    let bytes = fs::read(&path).map_err(|e| PodError::io("cannot read", &path, e))?;
-    let mut manifest: PodManifest =
-        serde_json::from_slice(&bytes).map_err(|e| PodError::Corrupt {
-            uuid: pod.uuid.clone(),
-            detail: format!("pod.json: {e}"),
-        })?;
+    let mut manifest = super::status::manifest(pod)?;
     if !manifest.mutable {
         return Err(PodError::WrongState {
             uuid: pod.uuid.clone(),
@@ -500,26 +494,16 @@ pub fn add_app(
     }
     let app = build_app(store, pod, req, &resolved[0], &name, false)?;
     manifest.apps.push(app.clone());
-    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-    orbit_stage1::status::write_atomic(&path, &bytes)
-        .map_err(|e| PodError::io("cannot write", &path, e))?;
+    write_manifest(pod, &manifest)?;
     Ok(app)
 }
 
 /// Removes an app from a mutable pod's manifest and deletes its directory (`orbit app rm`).
 pub fn remove_app(pod: &PodRef, name: &str) -> Result<(), PodError> {
     let _lock = manifest_lock(pod)?;
-    let path = pod.path.join(paths::POD_MANIFEST);
-    let bytes = fs::read(&path).map_err(|e| PodError::io("cannot read", &path, e))?;
-    let mut manifest: PodManifest =
-        serde_json::from_slice(&bytes).map_err(|e| PodError::Corrupt {
-            uuid: pod.uuid.clone(),
-            detail: format!("pod.json: {e}"),
-        })?;
+    let mut manifest = super::status::manifest(pod)?;
     manifest.apps.retain(|a| a.name != name);
-    let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-    orbit_stage1::status::write_atomic(&path, &bytes)
-        .map_err(|e| PodError::io("cannot write", &path, e))?;
+    write_manifest(pod, &manifest)?;
     let dir = paths::app_dir(&pod.path, name);
     super::mounts::unmount_below(&dir);
     fs::remove_dir_all(&dir).map_err(|e| PodError::io("cannot remove", &dir, e))
@@ -536,4 +520,12 @@ fn manifest_lock(pod: &PodRef) -> Result<Flock<fs::File>, PodError> {
         .map_err(|e| PodError::io("cannot open", &path, e))?;
     Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| PodError::io("cannot lock", &path, e.into()))
+}
+
+/// Rewrites a pod's `pod.json` atomically.
+fn write_manifest(pod: &PodRef, manifest: &PodManifest) -> Result<(), PodError> {
+    let path = pod.path.join(paths::POD_MANIFEST);
+    let bytes = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    orbit_stage1::status::write_atomic(&path, &bytes)
+        .map_err(|e| PodError::io("cannot write", &path, e))
 }

@@ -584,7 +584,10 @@ fn store_rejects_invalid_prefixes_and_bad_files() {
     std::fs::write(root_d.join("junk.pub"), "not a key").unwrap();
     std::fs::write(root_d.join("README"), "ignored: not *.pub").unwrap();
     assert_eq!(env.store.list().unwrap(), std::slice::from_ref(&good));
-    assert_eq!(env.store.keys_for(IMAGE).unwrap(), std::slice::from_ref(&good));
+    assert_eq!(
+        env.store.keys_for(IMAGE).unwrap(),
+        std::slice::from_ref(&good)
+    );
     let broken = env.store.broken().unwrap();
     assert_eq!(broken.len(), 1, "{broken:?}");
     assert_eq!(broken[0].path, root_d.join("junk.pub"));

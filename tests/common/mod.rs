@@ -212,6 +212,34 @@ pub fn raw_image(world: &World, layout: &str, name: &str, tar: Vec<u8>, c: Compr
     out
 }
 
+/// Writes the OCI layout `layout` as the oci-archive `archive` (with the system `tar`).
+pub fn tar_layout(layout: &Path, archive: &Path) {
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(layout)
+        .arg("-cf")
+        .arg(archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar of {} failed", layout.display());
+}
+
+/// `skopeo inspect REFERENCE`, asserted to succeed; returns its JSON.
+pub fn skopeo_inspect(reference: &str) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .arg(reference)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A path inside a source, as an `oci:` reference.
 pub fn oci(p: &Path) -> String {
     format!("oci:{}", p.display())
