@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use common::*;
-use orbit_images::{tar_dir, write_image, Compression, Layer, RunConfig};
+use orbit_images::tar_dir;
 
 /// A layer holding only the hard link `name` -> `target`.
 fn hardlink_layer(name: &str, target: &str) -> Vec<u8> {
@@ -24,22 +24,7 @@ fn hardlink_layer(name: &str, target: &str) -> Vec<u8> {
 }
 
 fn two_layer_image(w: &World, layout: &str, name: &str, base: &std::path::Path, top: Vec<u8>) {
-    write_image(
-        &w.path(layout),
-        name,
-        &[
-            Layer {
-                tar: tar_dir(base).unwrap(),
-                compression: Compression::Gzip,
-            },
-            Layer {
-                tar: top,
-                compression: Compression::Gzip,
-            },
-        ],
-        &RunConfig::default(),
-    )
-    .unwrap();
+    gzip_layers_image(w, layout, name, vec![tar_dir(base).unwrap(), top]);
 }
 
 #[test]

@@ -130,16 +130,7 @@ fn an_index_signed_source_keeps_only_valid_signatures_and_exports_verifiably() {
     assert_eq!(stored_signature_count(&w, &index_digest), 1);
 
     // Export, then fetch elsewhere: the signature still names what the archive points at.
-    let archive = w.path("multi.tar");
-    w.ok(&[
-        "image",
-        "export",
-        "example.com/multi:1",
-        archive.to_str().unwrap(),
-    ]);
-    let w2 = World::new();
-    w2.trust("example.com/multi", &public);
-    let out = w2.ok(&["fetch", &format!("oci-archive:{}", archive.display())]);
+    let (w2, archive, out) = export_and_fetch_elsewhere(&w, "example.com/multi:1", &public);
     assert_eq!(out.trim(), manifest_digest);
     assert!(w2.ok(&["image", "list"]).contains("key sha256:"));
     skopeo_inspect(&format!(
@@ -166,16 +157,19 @@ fn gc_keeps_the_signature_blobs_of_a_live_image() {
     assert_eq!(w.count("images/blobs/sha256"), blobs_before);
     assert_eq!(stored_signature_count(&w, &digest), 1);
     // And the signature still travels.
-    let archive = w.path("a.tar");
-    w.ok(&[
-        "image",
-        "export",
-        "example.com/app:1",
-        archive.to_str().unwrap(),
-    ]);
+    let (_, _, out) = export_and_fetch_elsewhere(&w, "example.com/app:1", &public);
+    assert_eq!(out.trim(), digest);
+}
+
+/// Exports `name` from `w` and fetches it (verified) into a new world trusting `public` for
+/// its repository; returns that world, the archive and fetch's output.
+fn export_and_fetch_elsewhere(w: &World, name: &str, public: &Path) -> (World, PathBuf, String) {
+    let archive = w.path("export.tar");
+    w.ok(&["image", "export", name, archive.to_str().unwrap()]);
     let w2 = World::new();
-    w2.trust("example.com/app", &public);
-    w2.ok(&["fetch", &format!("oci-archive:{}", archive.display())]);
+    w2.trust(name.rsplit_once(':').unwrap().0, public);
+    let out = w2.ok(&["fetch", &format!("oci-archive:{}", archive.display())]);
+    (w2, archive, out)
 }
 
 #[test]

@@ -414,23 +414,12 @@ fn extract_and_render_apply_whiteouts_and_opaque_dirs() {
         b.append_data(&mut h, name, data.as_bytes()).unwrap();
     }
     let top = b.into_inner().unwrap();
-    let layout = w.path("layout");
-    write_image(
-        &layout,
+    let layout = gzip_layers_image(
+        &w,
+        "layout",
         "example.com/wh:1",
-        &[
-            Layer {
-                tar: tar_dir(&base).unwrap(),
-                compression: Compression::Gzip,
-            },
-            Layer {
-                tar: top,
-                compression: Compression::Gzip,
-            },
-        ],
-        &RunConfig::default(),
-    )
-    .unwrap();
+        vec![tar_dir(&base).unwrap(), top],
+    );
     w.ok(&["--insecure-options=image", "fetch", &oci(&layout)]);
 
     let out = w.path("flat");

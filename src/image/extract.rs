@@ -86,26 +86,12 @@ fn apply_layers(store: &Store, image: &StoredImage, target: &Path) -> Result<()>
 
 /// Hashes a stored blob against its digest.
 fn check_blob(store: &Store, d: &Digest, what: &str) -> Result<()> {
-    let path = store.blob_path(d);
-    let f = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ImageError::CorruptStore {
-                what: format!("the blob of {what} is missing ({})", path.display()),
-            })
-        }
-        Err(e) => return Err(ImageError::io("cannot open blob", &path, e)),
-    };
-    let mut r = HashingReader::new(BufReader::with_capacity(1 << 20, f));
-    r.drain()
-        .map_err(ImageError::io_at("cannot read blob", &path))?;
-    let actual = r.finish().0;
-    if &actual != d {
-        return Err(ImageError::CorruptStore {
-            what: format!("the blob of {what} hashes to {actual}"),
-        });
+    match super::verify::blob_problem(store, d, &format!("the blob of {what}")) {
+        None => Ok(()),
+        Some(p) => Err(ImageError::CorruptStore {
+            what: format!("{}: {}", p.object, p.problem),
+        }),
     }
-    Ok(())
 }
 
 fn corrupt(what: &str, e: io::Error) -> ImageError {

@@ -46,7 +46,9 @@ pub fn verify(store: &Store, image: &StoredImage) -> Result<Vec<Problem>> {
     Ok(problems)
 }
 
-fn blob_problem(store: &Store, d: &Digest, what: &str) -> Option<Problem> {
+/// What is wrong with the stored blob `d` (missing, unreadable, or hashing to another
+/// digest), if anything.
+pub(super) fn blob_problem(store: &Store, d: &Digest, what: &str) -> Option<Problem> {
     let path = store.blob_path(d);
     let object = format!("{what} {d}");
     let f = match File::open(&path) {

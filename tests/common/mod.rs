@@ -196,6 +196,20 @@ pub fn simple_image(world: &World, layout: &str, name: &str) -> PathBuf {
     out
 }
 
+/// An image of gzip-compressed layers (base first) in an OCI layout; returns the layout dir.
+pub fn gzip_layers_image(world: &World, layout: &str, name: &str, tars: Vec<Vec<u8>>) -> PathBuf {
+    let out = world.path(layout);
+    let layers: Vec<Layer> = tars
+        .into_iter()
+        .map(|tar| Layer {
+            tar,
+            compression: Compression::Gzip,
+        })
+        .collect();
+    write_image(&out, name, &layers, &RunConfig::default()).unwrap();
+    out
+}
+
 /// An image whose single layer is `tar` (uncompressed), for hostile-archive tests.
 pub fn raw_image(world: &World, layout: &str, name: &str, tar: Vec<u8>, c: Compression) -> PathBuf {
     let out = world.path(layout);

@@ -87,6 +87,15 @@ impl SourceRef {
 
     /// Opens the source and finds its image manifest.
     pub fn open(&self) -> Result<SourceImage> {
+        if let SourceRef::OciArchive { file, .. } | SourceRef::DockerArchive { file, .. } = self {
+            if file.is_dir() {
+                return Err(ImageError::WrongTransport {
+                    path: file.clone(),
+                    is: "a directory, not an archive",
+                    suggestion: format!("oci:{}", file.display()),
+                });
+            }
+        }
         let mut image = match self {
             SourceRef::Oci { dir, reference } => {
                 if !dir.exists() {
@@ -110,24 +119,10 @@ impl SourceRef {
                 )?
             }
             SourceRef::OciArchive { file, reference } => {
-                if file.is_dir() {
-                    return Err(ImageError::WrongTransport {
-                        path: file.clone(),
-                        is: "a directory, not an archive",
-                        suggestion: format!("oci:{}", file.display()),
-                    });
-                }
                 let fs = archive::TarFs::open(file)?;
                 oci::open(Box::new(fs), &self.to_string(), reference.as_deref(), file)?
             }
             SourceRef::DockerArchive { file, reference } => {
-                if file.is_dir() {
-                    return Err(ImageError::WrongTransport {
-                        path: file.clone(),
-                        is: "a directory, not an archive",
-                        suggestion: format!("oci:{}", file.display()),
-                    });
-                }
                 docker::open(file, &self.to_string(), reference.as_deref())?
             }
         };

@@ -36,9 +36,14 @@ pub(super) fn open_target(target: &Path) -> Result<OwnedFd, Errno> {
 /// refusing any symlink on the way.
 pub(super) fn open_dir_beneath(root: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd, Errno> {
     let path: &[u8] = if path.is_empty() { b"." } else { path };
+    open_beneath(root, path, DIR_FLAGS)
+}
+
+/// `openat2(root, path, flags)` confined by [`RESOLVE`].
+fn open_beneath(root: BorrowedFd<'_>, path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
     let mut attempts = 0;
     loop {
-        match fs::openat2(root, path, DIR_FLAGS, Mode::empty(), RESOLVE) {
+        match fs::openat2(root, path, flags, Mode::empty(), RESOLVE) {
             // openat2 may ask for a retry when a concurrent rename races the lookup.
             Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
             other => return other,
@@ -51,13 +56,7 @@ pub(super) fn open_dir_beneath(root: BorrowedFd<'_>, path: &[u8]) -> Result<Owne
 pub(super) fn open_file_beneath(root: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd, Errno> {
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let mut attempts = 0;
-    loop {
-        match fs::openat2(root, path, flags, Mode::empty(), RESOLVE) {
-            Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
-            other => return other,
-        }
-    }
+    open_beneath(root, path, flags)
 }
 
 /// Opens the directory `name` (one component) in `dir`; `ELOOP` if it is a symlink,
