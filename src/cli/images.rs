@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 use orbit::image::fetch::{self, FetchOptions, Verification};
 use orbit::image::source::SourceRef;
@@ -13,14 +13,14 @@ use orbit::image::{catalog, export, extract, gc, signatures, verify};
 use orbit::trust::{self, KeyAlgorithm, PrivateKey, SimpleSigningPayload, TrustStore};
 
 use super::output::{self, human_size, Format};
-use super::{Context, FetchArgs, FormatArgs};
+use super::{Context, FetchArgs, FormatArgs, ListFlags};
 
 /// `orbit image` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
     /// List the images in the store.
     #[command(alias = "ls")]
-    List(ListArgs),
+    List(ListFlags),
     /// Print an image's manifest.
     CatManifest {
         /// Image: NAME[:TAG], digest, digest prefix or source.
@@ -105,19 +105,6 @@ pub enum Algorithm {
     EcdsaP256,
     /// Ed25519.
     Ed25519,
-}
-
-/// Arguments of `orbit image list`.
-#[derive(Args, Debug)]
-pub struct ListArgs {
-    #[command(flatten)]
-    format: FormatArgs,
-    /// Omit the header line.
-    #[arg(long)]
-    no_legend: bool,
-    /// Full digests.
-    #[arg(long)]
-    full: bool,
 }
 
 fn trust_store(ctx: &Context) -> TrustStore {
@@ -261,7 +248,7 @@ fn warn(warnings: &[String]) {
     }
 }
 
-fn list(ctx: &Context, a: ListArgs) -> anyhow::Result<()> {
+fn list(ctx: &Context, a: ListFlags) -> anyhow::Result<()> {
     let images = catalog::list(&ctx.store)?;
     if a.format.format == Format::Json {
         return output::json(&images);

@@ -99,7 +99,7 @@ pub enum Command {
     Status(pods::StatusArgs),
     /// List pods.
     #[command(alias = "ls")]
-    List(pods::ListArgs),
+    List(ListFlags),
     /// Run a command in a running pod's app (default /bin/sh).
     Enter(pods::EnterArgs),
     /// Stop running pods.
@@ -186,6 +186,19 @@ pub struct FormatArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// The flags of every listing command: `--format`, `--no-legend`, `--full`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ListFlags {
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// Omit the header line.
+    #[arg(long)]
+    pub no_legend: bool,
+    /// Show full IDs and digests.
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// What every command gets: the store, config dirs and global flags.

@@ -17,7 +17,7 @@ use orbit::pod::{lifecycle, spec, status};
 use orbit::trust::TrustStore;
 
 use super::output::{self, Format};
-use super::{Context, FormatArgs};
+use super::{Context, FormatArgs, ListFlags};
 
 /// Options of one app; given before the first image they apply to every app.
 #[derive(Args, Debug, Clone, Default)]
@@ -137,19 +137,6 @@ pub struct StatusArgs {
     wait_ready: bool,
     #[command(flatten)]
     format: FormatArgs,
-}
-
-/// `orbit list`.
-#[derive(Args, Debug)]
-pub struct ListArgs {
-    #[command(flatten)]
-    format: FormatArgs,
-    /// Omit the header line.
-    #[arg(long)]
-    no_legend: bool,
-    /// Full UUIDs and image digests.
-    #[arg(long)]
-    full: bool,
 }
 
 /// `orbit enter`.
@@ -440,7 +427,7 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// `orbit list`.
-pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
+pub fn list(ctx: &Context, args: ListFlags) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
     let mut infos = Vec::new();
     for p in pods.list()? {
