@@ -109,6 +109,7 @@ pub fn run(ctx: &Context, cmd: AppCommand) -> anyhow::Result<()> {
                 &pod,
                 &req,
                 ctx.insecure_image,
+                ctx.insecure_run,
             )?;
             if let Err(e) = lifecycle::app_request(&pod, "app-add", &app.name, ctx.debug) {
                 let _ = prepare::remove_app(&pod, &app.name);
@@ -207,6 +208,7 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
         annotations,
         mutable: true,
         insecure_image: ctx.insecure_image,
+        insecure: ctx.insecure_run,
     };
     let prepared = prepare::prepare(
         &ctx.store,

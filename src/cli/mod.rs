@@ -24,49 +24,23 @@ pub const EXIT_FAILURE: u8 = 125;
 #[derive(Parser, Debug)]
 #[command(name = "orbit", version, about, long_about = None, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
-    /// Store directory (images, layers, pods).
-    #[arg(
-        long,
-        global = true,
-        env = "ORBIT_DIR",
-        default_value = "/var/lib/orbit",
-        value_name = "DIR"
-    )]
-    pub dir: PathBuf,
+    /// Store directory (images, layers, pods) [default: /var/lib/orbit].
+    #[arg(long, global = true, env = "ORBIT_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     /// Print debugging output (timings, full error chains) to stderr.
     #[arg(long, global = true)]
     pub debug: bool,
-    /// Security checks to skip: `image` (signature verification). Loud on purpose.
+    /// Checks to skip: image, seccomp, capabilities, paths, all-run, all. Loud on purpose.
     #[arg(long, global = true, value_delimiter = ',', value_name = "OPTS")]
     pub insecure_options: Vec<InsecureOption>,
-    /// Vendor configuration directory.
-    #[arg(
-        long,
-        global = true,
-        env = "ORBIT_SYSTEM_CONFIG",
-        default_value = "/usr/lib/orbit",
-        value_name = "DIR",
-        hide_short_help = true
-    )]
-    pub system_config: PathBuf,
-    /// System configuration directory (trusted keys are added here by default).
-    #[arg(
-        long,
-        global = true,
-        env = "ORBIT_LOCAL_CONFIG",
-        default_value = "/etc/orbit",
-        value_name = "DIR",
-        hide_short_help = true
-    )]
-    pub local_config: PathBuf,
-    /// User configuration directory (default: ~/.config/orbit).
-    #[arg(
-        long,
-        global = true,
-        env = "ORBIT_USER_CONFIG",
-        value_name = "DIR",
-        hide_short_help = true
-    )]
+    /// Vendor configuration directory, lowest precedence (rkt's name) [default: /usr/lib/orbit].
+    #[arg(long, global = true, env = "ORBIT_SYSTEM_CONFIG", value_name = "DIR")]
+    pub system_config: Option<PathBuf>,
+    /// Machine configuration directory; `orbit trust` adds keys here [default: /etc/orbit].
+    #[arg(long, global = true, env = "ORBIT_LOCAL_CONFIG", value_name = "DIR")]
+    pub local_config: Option<PathBuf>,
+    /// User configuration directory, highest precedence [default: ~/.config/orbit].
+    #[arg(long, global = true, env = "ORBIT_USER_CONFIG", value_name = "DIR")]
     pub user_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -79,6 +53,14 @@ pub enum InsecureOption {
     None,
     /// Image signature verification.
     Image,
+    /// The seccomp filter (apps run unfiltered).
+    Seccomp,
+    /// Capability dropping and no_new_privs (privileged apps).
+    Capabilities,
+    /// Masked and read-only /proc and /sys paths.
+    Paths,
+    /// All run-time checks: seccomp, capabilities, paths.
+    AllRun,
     /// Everything listed above.
     All,
 }
@@ -211,27 +193,42 @@ pub struct Context {
     pub debug: bool,
     /// Signature verification is off.
     pub insecure_image: bool,
+    /// Run-time checks that are off.
+    pub insecure_run: orbit::pod::isolation::InsecureRun,
 }
 
 impl Cli {
     fn context(&self) -> Context {
-        let mut config = ConfigDirs {
-            vendor: self.system_config.clone(),
-            system: self.local_config.clone(),
-            ..ConfigDirs::default()
-        };
+        let mut config = ConfigDirs::default();
+        if let Some(d) = &self.system_config {
+            config.vendor = d.clone();
+        }
+        if let Some(d) = &self.local_config {
+            config.system = d.clone();
+        }
         if let Some(u) = &self.user_config {
             config.user = u.clone();
         }
-        let insecure_image = self
-            .insecure_options
-            .iter()
-            .any(|o| matches!(o, InsecureOption::Image | InsecureOption::All));
+        let has = |want: &[InsecureOption]| {
+            self.insecure_options
+                .iter()
+                .any(|o| want.contains(o) || *o == InsecureOption::All)
+        };
+        let insecure_run = orbit::pod::isolation::InsecureRun {
+            capabilities: has(&[InsecureOption::Capabilities, InsecureOption::AllRun]),
+            seccomp: has(&[InsecureOption::Seccomp, InsecureOption::AllRun]),
+            paths: has(&[InsecureOption::Paths, InsecureOption::AllRun]),
+        };
         Context {
-            store: Store::new(&self.dir),
+            store: Store::new(
+                self.dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/orbit")),
+            ),
             config,
             debug: self.debug,
-            insecure_image,
+            insecure_image: has(&[InsecureOption::Image]),
+            insecure_run,
         }
     }
 }

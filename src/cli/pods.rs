@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser};
 
 use orbit::pod::gc::GcOptions;
+use orbit::pod::isolation::{self, IsolationRequest};
 use orbit::pod::logs::LogOptions;
 use orbit::pod::prepare::{self, AppRequest, PodRequest, Prepared};
 use orbit::pod::stage1::{Stage1, STAGE1_ANNOTATION};
@@ -55,6 +56,30 @@ pub struct AppFlags {
     /// Attach the terminal to the app (single-app pods).
     #[arg(long)]
     interactive: bool,
+    /// Keep exactly these capabilities (comma-separated, e.g. CAP_NET_ADMIN,CAP_CHOWN).
+    #[arg(long, value_delimiter = ',', value_name = "CAPS")]
+    caps_retain: Option<Vec<String>>,
+    /// Drop these capabilities from the default set (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "CAPS")]
+    caps_remove: Vec<String>,
+    /// Seccomp: mode=retain|remove[,errno=NAME],SYSCALL… (default: the built-in allow-list).
+    #[arg(long, value_name = "SPEC")]
+    seccomp: Option<String>,
+    /// Memory limit (e.g. 256M); exceeding it OOM-kills the app.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU limit in millicores (1000 = one CPU).
+    #[arg(long, value_name = "MILLICORES")]
+    cpu: Option<u64>,
+    /// CPU shares (relative weight).
+    #[arg(long, value_name = "SHARES")]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<u64>,
+    /// OOM score adjustment (-1000..1000).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    oom_score_adj: Option<i32>,
 }
 
 /// Pod-wide options of `run` and `prepare`.
@@ -234,6 +259,14 @@ fn merge(defaults: &AppFlags, app: AppFlags) -> AppFlags {
         readonly_rootfs: app.readonly_rootfs || defaults.readonly_rootfs,
         mount: [defaults.mount.clone(), app.mount].concat(),
         interactive: app.interactive || defaults.interactive,
+        caps_retain: app.caps_retain.or(defaults.caps_retain.clone()),
+        caps_remove: [defaults.caps_remove.clone(), app.caps_remove].concat(),
+        seccomp: app.seccomp.or(defaults.seccomp.clone()),
+        memory: app.memory.or(defaults.memory.clone()),
+        cpu: app.cpu.or(defaults.cpu),
+        cpu_shares: app.cpu_shares.or(defaults.cpu_shares),
+        pids_limit: app.pids_limit.or(defaults.pids_limit),
+        oom_score_adj: app.oom_score_adj.or(defaults.oom_score_adj),
     }
 }
 
@@ -276,6 +309,18 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
             readonly_rootfs: f.readonly_rootfs,
             mounts,
             interactive: f.interactive,
+            isolation: IsolationRequest {
+                caps_retain: f.caps_retain,
+                caps_remove: f.caps_remove,
+                seccomp: f.seccomp,
+                resources: orbit_stage1::Resources {
+                    memory: f.memory.as_deref().map(isolation::parse_size).transpose()?,
+                    cpu_millis: f.cpu,
+                    cpu_shares: f.cpu_shares,
+                    pids: f.pids_limit,
+                    oom_score_adj: f.oom_score_adj,
+                },
+            },
         });
     }
     Ok(out)
@@ -310,6 +355,7 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         annotations,
         mutable: false,
         insecure_image: ctx.insecure_image,
+        insecure: ctx.insecure_run,
     };
     Ok((req, stage1))
 }

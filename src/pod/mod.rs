@@ -5,6 +5,7 @@ mod error;
 pub mod export;
 pub mod gc;
 mod identity;
+pub mod isolation;
 pub mod lifecycle;
 pub mod logs;
 mod mounts;

@@ -16,6 +16,7 @@ use orbit_stage1::{
     INTERFACE_VERSION,
 };
 
+use super::isolation::{self, InsecureRun, IsolationRequest};
 use super::spec::{self, set_env};
 use super::stage1::Stage1;
 use super::store::{DirState, PodRef, PodStore};
@@ -57,6 +58,8 @@ pub struct AppRequest {
     pub mounts: Vec<Mount>,
     /// `--interactive`.
     pub interactive: bool,
+    /// Capabilities, seccomp and resource limits asked for.
+    pub isolation: IsolationRequest,
 }
 
 /// A pod as the user asked for it.
@@ -78,6 +81,8 @@ pub struct PodRequest {
     pub mutable: bool,
     /// `--insecure-options=image` for images fetched on the way.
     pub insecure_image: bool,
+    /// Run-time checks lifted by `--insecure-options`.
+    pub insecure: InsecureRun,
 }
 
 /// A prepared pod and the lock that keeps gc away until it is handed to its stage1.
@@ -290,7 +295,15 @@ fn write_pod(
         .unwrap_or_else(|| format!("orbit-{}", &pod.uuid[..8]));
     let mut apps = Vec::new();
     for ((a, r), name) in req.apps.iter().zip(resolved).zip(names) {
-        apps.push(build_app(store, pod, a, r, name, req.no_overlay)?);
+        apps.push(build_app(
+            store,
+            pod,
+            a,
+            r,
+            name,
+            req.no_overlay,
+            req.insecure,
+        )?);
     }
     for v in req.volumes.iter().filter(|v| v.kind == VolumeKind::Empty) {
         let d = paths::volume_dir(&pod.path, &v.name);
@@ -326,6 +339,7 @@ fn build_app(
     r: &Resolved,
     name: &str,
     no_overlay: bool,
+    insecure: InsecureRun,
 ) -> Result<App, PodError> {
     let run = r.config.config.clone().unwrap_or_default();
     let mut exec: Vec<String> = match &a.exec {
@@ -378,6 +392,7 @@ fn build_app(
         passwd.as_deref(),
         groups.as_deref(),
     )?;
+    let isolators = isolation::isolators(&a.isolation, &user, insecure)?;
 
     let dir = paths::app_dir(&pod.path, name);
     for sub in ["rootfs", "upper", "work", "empty"] {
@@ -423,6 +438,7 @@ fn build_app(
         read_only_rootfs: a.readonly_rootfs,
         mounts: a.mounts.clone(),
         interactive: a.interactive,
+        isolators,
         annotations,
     })
 }
@@ -457,6 +473,7 @@ pub fn add_app(
     pod: &PodRef,
     req: &AppRequest,
     insecure_image: bool,
+    insecure: InsecureRun,
 ) -> Result<App, PodError> {
     let _lock = manifest_lock(pod)?;
     let mut manifest = super::status::manifest(pod)?;
@@ -484,6 +501,7 @@ pub fn add_app(
         annotations: BTreeMap::new(),
         mutable: true,
         insecure_image,
+        insecure,
     };
     let resolved = resolve_images(store, trust, &pod_req)?;
     let name = app_names(&pod_req, &resolved)?.remove(0);
@@ -492,7 +510,7 @@ pub fn add_app(
             "the pod already has an app named '{name}'; pick another with --name"
         )));
     }
-    let app = build_app(store, pod, req, &resolved[0], &name, false)?;
+    let app = build_app(store, pod, req, &resolved[0], &name, false, insecure)?;
     manifest.apps.push(app.clone());
     write_manifest(pod, &manifest)?;
     Ok(app)

@@ -2,11 +2,14 @@
 //! and every stage1 flavor. `stage1/INTERFACE.md` describes the same contract in prose; the
 //! two must agree.
 
+pub mod isolators;
 pub mod log;
 pub mod manifest;
 pub mod paths;
+pub mod seccomp;
 pub mod status;
 
+pub use isolators::{Isolators, Resources, Seccomp};
 pub use manifest::{
     App, AppImage, AppRootfs, AppUser, Mount, Network, PodManifest, Stage1Manifest, Volume,
     VolumeKind, ENTRYPOINTS,

@@ -86,6 +86,9 @@ pub struct App {
     /// Attach a terminal (one app only).
     #[serde(default)]
     pub interactive: bool,
+    /// Capabilities, no_new_privs, seccomp, masked paths, resource limits.
+    #[serde(default)]
+    pub isolators: crate::Isolators,
     /// App annotations.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,

@@ -32,6 +32,9 @@ pub struct AppStatus {
     /// The signal that killed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// Why it ended, when the exit code alone does not say it (`OOMKilled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Why it failed to start, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -51,6 +54,7 @@ impl AppStatus {
             pid: None,
             exit_code: None,
             signal: None,
+            reason: None,
             error: None,
             started_at: None,
             finished_at: None,

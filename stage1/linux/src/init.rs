@@ -187,14 +187,23 @@ impl Pod<'_> {
         }
         let a = self.apps[idx].app.clone();
         let mut status = AppStatus::created();
-        let result = app::start(
-            self.flavor,
-            &self.dir,
-            &self.manifest,
-            &a,
-            self.cgroups,
-            &self.mask,
-        );
+        let result = self
+            .cgroups
+            .set_app_limits(&a.name, &a.isolators.resources)
+            .map_err(|message| app::Failure {
+                code: orbit_stage1::EXIT_STAGE1_FAILURE,
+                message,
+            })
+            .and_then(|()| {
+                app::start(
+                    self.flavor,
+                    &self.dir,
+                    &self.manifest,
+                    &a,
+                    self.cgroups,
+                    &self.mask,
+                )
+            });
         let error = match result {
             Ok(started) => {
                 status.state = AppState::Running;
@@ -363,6 +372,9 @@ impl Pod<'_> {
             a.status.pid = None;
             a.status.exit_code = Some(code);
             a.status.signal = signal;
+            if signal == Some(libc::SIGKILL) && self.cgroups.oom_killed(&a.app.name) {
+                a.status.reason = Some("OOMKilled".into());
+            }
             a.status.finished_at = Some(now());
             let _ = a.status.write(&paths::app_status(&self.dir, &a.app.name));
             if code != 0 && !self.manifest.mutable {

@@ -41,6 +41,12 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let _lock = lock_pod(&pod, args)?;
     write_file(&pod, paths::STARTED, &now());
     let cgroups = PodCgroups::create(&pod, &args.uuid)?;
+    let limits: Vec<&orbit_stage1::Resources> = manifest
+        .apps
+        .iter()
+        .map(|a| &a.isolators.resources)
+        .collect();
+    cgroups.set_pod_limits(&limits)?;
 
     let mut flags = CloneFlags::CLONE_NEWNS;
     if flavor == Flavor::Ns {
