@@ -111,6 +111,22 @@ pub fn prepare(
     stage1: Stage1,
 ) -> Result<Prepared, PodError> {
     validate(req)?;
+    // `fly` runs node agents on the host, as rkt's fly did: no capability, seccomp or path
+    // confinement (it has no namespaces to make those meaningful anyway).
+    let fly;
+    let req = if stage1.name() == "fly" {
+        fly = PodRequest {
+            insecure: InsecureRun {
+                capabilities: true,
+                seccomp: true,
+                paths: true,
+            },
+            ..req.clone()
+        };
+        &fly
+    } else {
+        req
+    };
     let resolved = resolve_images(store, trust, req)?;
     let names = app_names(req, &resolved)?;
     let (embryo, lock) = pods.create()?;

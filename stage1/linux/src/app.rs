@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
-use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{fork, ForkResult, Pid};
 
 use orbit_stage1::log::Stream;
 use orbit_stage1::{App, PodManifest, EXIT_EXEC_FAILED, EXIT_STAGE1_FAILURE};
 
 use crate::cgroup::PodCgroups;
 use crate::init::echo_fd;
-use crate::{mounts, Flavor};
+use crate::{mounts, security, Flavor};
 
 /// A started app: its host pid, its output streams (fd, stream, fd to echo to) and, for an
 /// interactive app, the pty master its input goes to.
@@ -205,7 +205,9 @@ fn setup_and_exec(
     }
     mask.thread_unblock()
         .map_err(other("cannot unblock signals"))?;
+    security::not_dumpable();
     nix::unistd::setsid().map_err(other("setsid"))?;
+    security::oom_score_adj(app).map_err(Setup::Other)?;
     cgroups
         .join_app(&app.name, nix::unistd::getpid().as_raw())
         .map_err(Setup::Other)?;
@@ -227,24 +229,6 @@ fn setup_and_exec(
     }
     nix::unistd::chdir(workdir)
         .map_err(other(&format!("cannot enter working directory {workdir}")))?;
-
-    let gids: Vec<Gid> = std::iter::once(app.user.gid)
-        .chain(app.user.additional_gids.iter().copied())
-        .map(Gid::from_raw)
-        .collect();
-    nix::unistd::setgroups(&gids).map_err(other("setgroups"))?;
-    nix::unistd::setresgid(
-        Gid::from_raw(app.user.gid),
-        Gid::from_raw(app.user.gid),
-        Gid::from_raw(app.user.gid),
-    )
-    .map_err(other("setgid"))?;
-    nix::unistd::setresuid(
-        Uid::from_raw(app.user.uid),
-        Uid::from_raw(app.user.uid),
-        Uid::from_raw(app.user.uid),
-    )
-    .map_err(other("setuid"))?;
 
     let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
         .map_err(other("/dev/null"))?;
@@ -332,6 +316,7 @@ fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
 
 /// Resolves `exec[0]` against the app's own PATH (not the host's) and execs it.
 fn exec(app: &App) -> Result<std::convert::Infallible, Setup> {
+    security::confine(app).map_err(Setup::Other)?;
     let Some(arg0) = app.exec.first() else {
         return Err(Setup::Exec(
             "the app has nothing to execute (no exec, entrypoint or cmd)".into(),
@@ -362,7 +347,8 @@ fn exec(app: &App) -> Result<std::convert::Infallible, Setup> {
     )))
 }
 
-fn resolve(arg0: &str, env: &[String]) -> Option<PathBuf> {
+/// Resolves a command name against the app's own PATH, in the current root.
+pub(crate) fn resolve(arg0: &str, env: &[String]) -> Option<PathBuf> {
     if arg0.contains('/') {
         return Some(PathBuf::from(arg0)).filter(|p| p.exists());
     }

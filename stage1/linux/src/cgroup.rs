@@ -11,8 +11,12 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use cgroups_rs::fs::cgroup::get_cgroups_relative_paths;
-use cgroups_rs::fs::{hierarchies, Cgroup, Hierarchy, Subsystem};
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{hierarchies, Cgroup, Controller, Hierarchy, MaxValue, Subsystem};
 use cgroups_rs::CgroupPid;
+use orbit_stage1::Resources;
 
 /// The controllers a pod's cgroups are made in. Left out: cpuset (every new v1 cpuset
 /// cgroup needs cpus/mems copied in — about a millisecond per pod and app — and orbit does
@@ -104,8 +108,9 @@ impl PodCgroups {
     /// Sets the pod cgroup's limits to the sums of its apps' limits (a limit is set only when
     /// every app has one).
     pub fn set_pod_limits(&self, apps: &[&orbit_stage1::Resources]) -> Result<(), String> {
-        let _ = apps;
-        Ok(())
+        let total = pod_total(apps);
+        let cg = self.cgroup(&format!("orbit/{}", self.uuid))?;
+        apply(&cg, &total).map_err(|e| format!("pod cgroup: {e}"))
     }
 
     /// Sets app `app`'s cgroup limits (memory, CPU quota and shares, pids). Called before the
@@ -115,14 +120,34 @@ impl PodCgroups {
         app: &str,
         limits: &orbit_stage1::Resources,
     ) -> Result<(), String> {
-        let _ = (app, limits);
-        Ok(())
+        let cg = self.cgroup(&format!("orbit/{}/{app}", self.uuid))?;
+        apply(&cg, limits).map_err(|e| format!("app {app}'s cgroup: {e}"))
     }
 
     /// True when the kernel's OOM killer killed a process of app `app`'s cgroup.
     pub fn oom_killed(&self, app: &str) -> bool {
-        let _ = app;
-        false
+        let rel = format!("orbit/{}/{app}", self.uuid);
+        let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, self.base.clone());
+        let Some(mem) = cg.controller_of::<MemController>() else {
+            return false;
+        };
+        let kills = if cg.v2() {
+            // cgroups-rs reads no `memory.events` (its v2 memory_stat leaves oom_control
+            // empty): read the `oom_kill` key ourselves.
+            std::fs::read_to_string(mem.path().join("memory.events"))
+                .ok()
+                .and_then(|events| {
+                    events.lines().find_map(|l| {
+                        l.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                    })
+                })
+                .unwrap_or(0)
+        } else {
+            // v1: `memory.oom_control`'s `oom_kill` counter (kernel 4.13 and later).
+            mem.memory_stat().oom_control.oom_kill
+        };
+        kills > 0
     }
 
     /// Kills whatever is left in the pod's cgroups and removes them, apps first.
@@ -140,5 +165,160 @@ impl PodCgroups {
             let _ = cg.kill();
             let _ = cg.delete();
         }
+    }
+}
+
+/// The CFS period CPU quotas are expressed in (the kernel's default), in microseconds.
+const CFS_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota the kernel accepts, in microseconds.
+const CFS_MIN_QUOTA_US: u64 = 1_000;
+/// The largest v1 `cpu.shares`.
+const MAX_SHARES: u64 = 262_144;
+
+/// The pod's limits: for each kind, the sum over the apps when every app sets it (a pod with
+/// an unlimited app is unlimited in that respect). `oom_score_adj` is per process, not summed.
+fn pod_total(apps: &[&Resources]) -> Resources {
+    fn sum(apps: &[&Resources], f: impl Fn(&Resources) -> Option<u64>) -> Option<u64> {
+        if apps.is_empty() {
+            return None;
+        }
+        apps.iter()
+            .map(|r| f(r))
+            .try_fold(0u64, |acc, v| v.map(|v| acc.saturating_add(v)))
+    }
+    Resources {
+        memory: sum(apps, |r| r.memory),
+        cpu_millis: sum(apps, |r| r.cpu_millis),
+        cpu_shares: sum(apps, |r| r.cpu_shares).map(|s| s.min(MAX_SHARES)),
+        pids: sum(apps, |r| r.pids),
+        oom_score_adj: None,
+    }
+}
+
+/// The CFS quota for `millis` millicores per [`CFS_PERIOD_US`] (at least the kernel minimum).
+fn cfs_quota(millis: u64) -> i64 {
+    let quota = millis
+        .saturating_mul(CFS_PERIOD_US / 1000)
+        .max(CFS_MIN_QUOTA_US);
+    i64::try_from(quota).unwrap_or(i64::MAX)
+}
+
+/// v1 `cpu.shares` (2..262144, default 1024) as a v2 `cpu.weight` (1..10000, default 100),
+/// with the formula runc and systemd use.
+fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, MAX_SHARES);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// Writes the limits `r` sets into cgroup `cg` (v1 or v2); leaves the others as they are.
+fn apply(cg: &Cgroup, r: &Resources) -> Result<(), String> {
+    let v2 = cg.v2();
+    if let Some(bytes) = r.memory {
+        let mem: &MemController = cg
+            .controller_of()
+            .ok_or("no memory controller for --memory")?;
+        let limit = i64::try_from(bytes).map_err(|_| format!("memory limit {bytes} too large"))?;
+        if v2 {
+            mem.set_limit(limit)
+                .map_err(|e| format!("cannot set memory.max: {e}"))?;
+            // No swap: the limit is the memory the app gets (memory.swap.max only exists
+            // with swap accounting).
+            if mem.path().join("memory.swap.max").exists() {
+                mem.set_memswap_limit(0)
+                    .map_err(|e| format!("cannot set memory.swap.max: {e}"))?;
+            }
+        } else {
+            // memory+swap must stay >= memory: lift it first, then lower both to the limit,
+            // so the app cannot swap past its limit (memsw exists only with swap accounting).
+            let memsw = mem.path().join("memory.memsw.limit_in_bytes").exists();
+            if memsw {
+                mem.set_memswap_limit(-1)
+                    .map_err(|e| format!("cannot set memory.memsw.limit_in_bytes: {e}"))?;
+            }
+            mem.set_limit(limit)
+                .map_err(|e| format!("cannot set memory.limit_in_bytes: {e}"))?;
+            if memsw {
+                mem.set_memswap_limit(limit)
+                    .map_err(|e| format!("cannot set memory.memsw.limit_in_bytes: {e}"))?;
+            } else {
+                mem.set_swappiness(0)
+                    .map_err(|e| format!("cannot set memory.swappiness: {e}"))?;
+            }
+        }
+    }
+    if r.cpu_millis.is_some() || r.cpu_shares.is_some() {
+        let cpu: &CpuController = cg
+            .controller_of()
+            .ok_or("no cpu controller for --cpu/--cpu-shares")?;
+        if let Some(millis) = r.cpu_millis {
+            // Period first: a v1 quota is checked against the period (and the parent's ratio).
+            cpu.set_cfs_quota_and_period(None, Some(CFS_PERIOD_US))
+                .and_then(|()| cpu.set_cfs_quota_and_period(Some(cfs_quota(millis)), None))
+                .map_err(|e| format!("cannot set the CPU quota: {e}"))?;
+        }
+        if let Some(shares) = r.cpu_shares {
+            // cgroups-rs writes the value as is: cpu.weight wants the converted one.
+            let value = if v2 {
+                shares_to_weight(shares)
+            } else {
+                shares.clamp(2, MAX_SHARES)
+            };
+            cpu.set_shares(value)
+                .map_err(|e| format!("cannot set the CPU shares: {e}"))?;
+        }
+    }
+    if let Some(n) = r.pids {
+        let pids: &PidController = cg
+            .controller_of()
+            .ok_or("no pids controller for --pids-limit")?;
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        pids.set_pid_max(MaxValue::Value(n))
+            .map_err(|e| format!("cannot set pids.max: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(
+        memory: Option<u64>,
+        cpu: Option<u64>,
+        shares: Option<u64>,
+        pids: Option<u64>,
+    ) -> Resources {
+        Resources {
+            memory,
+            cpu_millis: cpu,
+            cpu_shares: shares,
+            pids,
+            oom_score_adj: Some(5),
+        }
+    }
+
+    #[test]
+    fn pod_limits_are_sums_only_when_every_app_sets_them() {
+        let a = res(Some(10), Some(100), Some(512), None);
+        let b = res(Some(20), None, Some(1024), Some(7));
+        let t = pod_total(&[&a, &b]);
+        let expected = Resources {
+            oom_score_adj: None,
+            ..res(Some(30), None, Some(1536), None)
+        };
+        assert_eq!(t, expected);
+        assert_eq!(pod_total(&[]), Resources::default());
+        let big = res(None, None, Some(200_000), None);
+        assert_eq!(pod_total(&[&big, &big]).cpu_shares, Some(MAX_SHARES));
+    }
+
+    #[test]
+    fn quota_and_weight_conversions() {
+        assert_eq!(cfs_quota(250), 25_000);
+        assert_eq!(cfs_quota(1000), 100_000);
+        assert_eq!(cfs_quota(1), 1_000, "clamped to the kernel minimum");
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
     }
 }

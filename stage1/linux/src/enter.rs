@@ -8,7 +8,7 @@ use nix::fcntl::OFlag;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Gid, Uid};
+use nix::unistd::{fork, ForkResult};
 
 use orbit_stage1::{paths, AppStatus};
 
@@ -58,7 +58,10 @@ pub fn enter(args: &Args) -> Result<i32, String> {
         Mode::empty(),
     )
     .map_err(|e| format!("cannot open the app's root: {e}"))?;
+    crate::security::not_dumpable();
+    join_cgroups_of(pid)?;
     let namespaces = [
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("net", CloneFlags::CLONE_NEWNET),
@@ -102,28 +105,13 @@ pub fn enter(args: &Args) -> Result<i32, String> {
 }
 
 fn become_app_user_and_exec(app: &orbit_stage1::App, command: &[String]) -> String {
-    let gids: Vec<Gid> = std::iter::once(app.user.gid)
-        .chain(app.user.additional_gids.iter().copied())
-        .map(Gid::from_raw)
-        .collect();
-    if let Err(e) = nix::unistd::setgroups(&gids)
-        .and_then(|_| {
-            nix::unistd::setresgid(
-                Gid::from_raw(app.user.gid),
-                Gid::from_raw(app.user.gid),
-                Gid::from_raw(app.user.gid),
-            )
-        })
-        .and_then(|_| {
-            nix::unistd::setresuid(
-                Uid::from_raw(app.user.uid),
-                Uid::from_raw(app.user.uid),
-                Uid::from_raw(app.user.uid),
-            )
-        })
-    {
-        return format!("cannot take the app's identity: {e}");
+    // Exactly the app's confinement: identity, capabilities, no_new_privs, seccomp.
+    if let Err(e) = crate::security::confine(app) {
+        return e;
     }
+    let Some(path) = crate::app::resolve(&command[0], &app.env) else {
+        return format!("{}: not found in the app", command[0]);
+    };
     let argv: Vec<CString> = command
         .iter()
         .filter_map(|a| CString::new(a.as_bytes()).ok())
@@ -134,28 +122,50 @@ fn become_app_user_and_exec(app: &orbit_stage1::App, command: &[String]) -> Stri
         .filter_map(|e| CString::new(e.as_bytes()).ok())
         .collect();
     if let Ok(term) = std::env::var("TERM") {
-        env.push(CString::new(format!("TERM={term}")).unwrap_or_default());
+        env.extend(CString::new(format!("TERM={term}")).ok());
     }
-    let path = app
-        .env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
-    let candidates: Vec<String> = if command[0].contains('/') {
-        vec![command[0].clone()]
-    } else {
-        path.split(':')
-            .map(|d| format!("{d}/{}", command[0]))
-            .collect()
+    let Ok(cpath) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return format!("{}: bad path", path.display());
     };
-    for c in candidates {
-        if std::path::Path::new(&c).is_file() {
-            let Ok(cpath) = CString::new(c.clone()) else {
-                continue;
-            };
-            let e = nix::unistd::execve(&cpath, &argv, &env).unwrap_err();
-            return format!("cannot execute {c}: {e}");
-        }
+    let e = nix::unistd::execve(&cpath, &argv, &env).unwrap_err();
+    format!("cannot execute {}: {e}", path.display())
+}
+
+/// Moves this process into the cgroups of `pid` (every hierarchy), before joining its
+/// mount namespace: an entered process is accounted and limited like the app.
+fn join_cgroups_of(pid: i32) -> Result<(), String> {
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("cannot read the app's cgroups: {e}"))?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read mountinfo: {e}"))?;
+    let me = std::process::id().to_string();
+    for line in theirs.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or("/"));
+        let Some(mountpoint) = cgroup_mount(&mounts, controllers) else {
+            continue;
+        };
+        let procs = format!("{mountpoint}{}/cgroup.procs", path.trim_end_matches('/'));
+        std::fs::write(&procs, &me)
+            .map_err(|e| format!("cannot join the app's cgroup {procs}: {e}"))?;
     }
-    format!("{}: not found in the app", command[0])
+    Ok(())
+}
+
+/// The mount point of the cgroup hierarchy with these controllers ("" for cgroup2).
+fn cgroup_mount(mountinfo: &str, controllers: &str) -> Option<String> {
+    let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+    mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mut post = post.split(' ');
+        let fstype = post.next()?;
+        let opts: Vec<&str> = post.nth(1)?.split(',').collect();
+        let point = pre.split(' ').nth(4)?;
+        let matches = match fstype {
+            "cgroup2" => wanted.is_empty(),
+            "cgroup" => !wanted.is_empty() && wanted.iter().all(|w| opts.contains(w)),
+            _ => false,
+        };
+        matches.then(|| point.to_string())
+    })
 }

@@ -82,6 +82,9 @@ fn run(
     mask: SigSet,
 ) -> Result<i32, String> {
     let t0 = std::time::Instant::now();
+    // The pod's PID 1 is the host's orbit binary: keep the pod's processes from reading or
+    // tracing it through /proc/1.
+    crate::security::not_dumpable();
     // A pid-namespace init only receives signals it has a handler for: install no-op
     // handlers; the signals stay blocked and are read from a signalfd.
     let handler = SigAction::new(

@@ -21,6 +21,7 @@ mod enter;
 mod init;
 mod mounts;
 mod run;
+mod security;
 mod util;
 
 pub use args::Args;

@@ -159,6 +159,7 @@ pub fn enter_app_root(
     match flavor {
         Flavor::Ns => {
             system_mounts(root)?;
+            mask_paths(root, &app.isolators)?;
             etc_files(pod, root)?;
         }
         Flavor::Fly => {
@@ -189,6 +190,62 @@ pub fn enter_app_root(
             Path::new("/"),
             None,
             MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Hides the masked paths (an empty read-only tmpfs over directories, the pod's /dev/null
+/// over files) and makes the read-only ones read-only. Paths missing on this kernel are skipped.
+fn mask_paths(root: &Path, iso: &orbit_stage1::Isolators) -> R {
+    let null = root.join("dev/null");
+    for p in &iso.masked_paths {
+        let target = in_root(root, p)?;
+        let Ok(meta) = target.symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            mnt(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0"),
+            )?;
+        } else {
+            mnt(
+                Some(&null.to_string_lossy()),
+                &target,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
+        }
+    }
+    for p in &iso.readonly_paths {
+        let target = in_root(root, p)?;
+        if target.symlink_metadata().is_err() {
+            continue;
+        }
+        let t = target.to_string_lossy().into_owned();
+        mnt(
+            Some(&t),
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        mnt(
+            None,
+            &target,
+            None,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
             None,
         )?;
     }
