@@ -89,10 +89,13 @@ in_ns() {
 crun delete -f orbit-bench-crun >/dev/null 2>&1 || true
 runc delete -f orbit-bench-runc >/dev/null 2>&1 || true
 cmd_orbit="$o run --net=none $IMG --exec /bin/true"
+# The same pod with every run-time confinement lifted (capabilities, seccomp, masked paths):
+# confinement must not cost start-up time (issue 5).
+cmd_orbit_insecure="$o --insecure-options=all-run run --net=none $IMG --exec /bin/true"
 cmd_crun="crun run --bundle $B orbit-bench-crun"
 cmd_runc="runc run --bundle $B orbit-bench-runc"
 cmd_podman="podman run --rm --network none $IMG /bin/true"
-for c in "$cmd_orbit" "$cmd_crun" "$cmd_runc" "$cmd_podman"; do
+for c in "$cmd_orbit" "$cmd_orbit_insecure" "$cmd_crun" "$cmd_runc" "$cmd_podman"; do
   # shellcheck disable=SC2086
   in_ns $c || { echo "bench/run.sh: '$c' failed" >&2; exit 1; }
 done
@@ -103,19 +106,21 @@ done
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 in_ns hyperfine -N --warmup "$WARMUP" --min-runs "$RUNS" --export-json "$W/start.json" \
   -n orbit  --prepare "$o gc --grace-period=0" "$cmd_orbit" \
+  -n orbit-insecure --prepare "$o gc --grace-period=0" "$cmd_orbit_insecure" \
   -n crun   --prepare true "$cmd_crun" \
   -n runc   --prepare true "$cmd_runc" \
   -n podman --prepare true "$cmd_podman" >&2
 "$o" gc --grace-period=0 >/dev/null
 
 echo "== start /bin/true, no network (hyperfine -N --warmup $WARMUP --min-runs $RUNS; $(nproc) CPUs, load average before: $load)"
-jq -r '.results[] | "\(.command | .[0:8] | . + (" " * (8 - length)))  median \(.median*1000*10|round/10) ms  min \(.min*1000*10|round/10) ms  mean \(.mean*1000*10|round/10) ± \(.stddev*1000*10|round/10) ms  n=\(.times|length)"' "$W/start.json"
+jq -r '.results[] | "\(.command | .[0:14] | . + (" " * (14 - length)))  median \(.median*1000*10|round/10) ms  min \(.min*1000*10|round/10) ms  mean \(.mean*1000*10|round/10) ± \(.stddev*1000*10|round/10) ms  n=\(.times|length)"' "$W/start.json"
 jq -r '
   (.results | map({(.command): .median}) | add) as $m |
   def r(x): (x * 100 | round) / 100;
   "orbit / crun   = \(r($m.orbit / $m.crun))x   (target <= 1.5)  \(if $m.orbit / $m.crun <= 1.5 then "ok" else "MISSED" end)",
   "podman / orbit = \(r($m.podman / $m.orbit))x   (target >= 5)    \(if $m.podman / $m.orbit >= 5 then "ok" else "MISSED" end)",
-  "orbit / runc   = \(r($m.orbit / $m.runc))x"
+  "orbit / runc   = \(r($m.orbit / $m.runc))x",
+  "confined / unconfined orbit = \(r($m.orbit / $m["orbit-insecure"]))x   (defaults vs --insecure-options=all-run)"
 ' "$W/start.json"
 
 # --- where orbit's time goes: PHASE_RUNS × `orbit --debug run`, same namespace setup.
