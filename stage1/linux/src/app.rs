@@ -175,6 +175,22 @@ pub fn start(
     }
 }
 
+/// Gives the app default signal dispositions and an empty mask: the init's handlers, its
+/// blocked set, and the SIGPIPE that Rust's runtime ignores (ignored signals survive
+/// `execve`, and an app that ignores SIGPIPE misbehaves in pipelines) must not leak into it.
+pub(crate) fn reset_signals(mask: &SigSet) -> nix::Result<()> {
+    for s in mask.iter().chain([nix::sys::signal::Signal::SIGPIPE]) {
+        // SAFETY: restoring the default disposition is always sound.
+        let _ = unsafe {
+            sigaction(
+                s,
+                &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()),
+            )
+        };
+    }
+    mask.thread_unblock()
+}
+
 enum Setup {
     Exec(String),
     Other(String),
@@ -193,18 +209,7 @@ fn setup_and_exec(
     mask: &SigSet,
     io: &Stdio,
 ) -> Result<std::convert::Infallible, Setup> {
-    // Undo the init's signal setup: default handlers, nothing blocked.
-    for s in mask.iter() {
-        // SAFETY: restoring the default disposition is always sound.
-        let _ = unsafe {
-            sigaction(
-                s,
-                &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()),
-            )
-        };
-    }
-    mask.thread_unblock()
-        .map_err(other("cannot unblock signals"))?;
+    reset_signals(mask).map_err(other("cannot unblock signals"))?;
     security::not_dumpable();
     nix::unistd::setsid().map_err(other("setsid"))?;
     security::oom_score_adj(app).map_err(Setup::Other)?;

@@ -6,6 +6,7 @@ use std::os::fd::AsFd;
 
 use nix::fcntl::OFlag;
 use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::SigSet;
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult};
@@ -105,6 +106,9 @@ pub fn enter(args: &Args) -> Result<i32, String> {
 }
 
 fn become_app_user_and_exec(app: &orbit_stage1::App, command: &[String]) -> String {
+    if let Err(e) = crate::app::reset_signals(&SigSet::empty()) {
+        return format!("cannot reset signals: {e}");
+    }
     // Exactly the app's confinement: identity, capabilities, no_new_privs, seccomp.
     if let Err(e) = crate::security::confine(app) {
         return e;
