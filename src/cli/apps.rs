@@ -209,6 +209,7 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
         mutable: true,
         insecure_image: ctx.insecure_image,
         insecure: ctx.insecure_run,
+        private_users: false,
     };
     let prepared = prepare::prepare(
         &ctx.store,

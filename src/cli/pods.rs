@@ -106,6 +106,10 @@ pub struct PodFlags {
     /// Write the pod's UUID to this file.
     #[arg(long, value_name = "FILE")]
     pub uuid_file_save: Option<PathBuf>,
+    /// Run the pod in a user namespace with a private uid/gid range (root in the pod is an
+    /// unprivileged id on the host).
+    #[arg(long)]
+    pub private_users: bool,
     /// Pod annotation KEY=VALUE (repeatable); orbit.dev/stage1 selects a stage1.
     #[arg(long, value_name = "KEY=VALUE")]
     pub annotation: Vec<String>,
@@ -356,6 +360,7 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         mutable: false,
         insecure_image: ctx.insecure_image,
         insecure: ctx.insecure_run,
+        private_users: args.pod.private_users,
     };
     Ok((req, stage1))
 }

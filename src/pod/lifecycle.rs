@@ -185,6 +185,9 @@ pub fn remove_locked(
             }
         }
     }
+    if status::manifest(pod).is_ok_and(|m| m.user_namespace.is_some()) {
+        super::userns::release(pods, &pod.uuid)?;
+    }
     let doomed = if pod.state == DirState::Garbage {
         pod.clone()
     } else {

@@ -14,5 +14,6 @@ pub mod spec;
 pub mod stage1;
 pub mod status;
 pub mod store;
+pub mod userns;
 
 pub use error::PodError;

@@ -83,6 +83,8 @@ pub struct PodRequest {
     pub insecure_image: bool,
     /// Run-time checks lifted by `--insecure-options`.
     pub insecure: InsecureRun,
+    /// `--private-users`: a user namespace with a private id range.
+    pub private_users: bool,
 }
 
 /// A prepared pod and the lock that keeps gc away until it is handed to its stage1.
@@ -135,7 +137,7 @@ pub fn prepare(
     };
     let pod = pods.transition(&embryo, DirState::Prepare)?;
     guard.path = Some(pod.path.clone());
-    write_pod(store, &pod, req, &resolved, &names)?;
+    write_pod(store, pods, &pod, req, &resolved, &names)?;
     stage1.save(&pod.path)?;
     let pod = pods.transition(&pod, DirState::Prepared)?;
     guard.path = None;
@@ -162,6 +164,11 @@ fn validate(req: &PodRequest) -> Result<(), PodError> {
     if req.apps.iter().filter(|a| a.interactive).count() > 0 && req.apps.len() > 1 {
         return Err(PodError::BadSpec(
             "--interactive works only with a single app".into(),
+        ));
+    }
+    if req.private_users && (req.net == "host" || req.no_overlay || req.mutable) {
+        return Err(PodError::BadSpec(
+            "--private-users works with --net=none, overlay roots and immutable pods (not --net=host, --no-overlay or app sandbox) in this version".into(),
         ));
     }
     if !["none", "host"].contains(&req.net.as_str()) {
@@ -300,6 +307,7 @@ fn app_names(req: &PodRequest, resolved: &[Resolved]) -> Result<Vec<String>, Pod
 
 fn write_pod(
     store: &Store,
+    pods: &PodStore,
     pod: &PodRef,
     req: &PodRequest,
     resolved: &[Resolved],
@@ -326,7 +334,15 @@ fn write_pod(
         fs::create_dir_all(&d).map_err(|e| PodError::io("cannot create", &d, e))?;
     }
     write_etc(&pod.path, &hostname, &req.net)?;
+    let user_namespace = if req.private_users {
+        let ns = super::userns::allocate(pods, &pod.uuid)?;
+        give_pod_root_its_dirs(&pod.path, &apps, &req.volumes, &ns)?;
+        Some(ns)
+    } else {
+        None
+    };
     let manifest = PodManifest {
+        user_namespace,
         interface_version: INTERFACE_VERSION,
         uuid: pod.uuid.clone(),
         hostname,
@@ -518,6 +534,7 @@ pub fn add_app(
         mutable: true,
         insecure_image,
         insecure,
+        private_users: false,
     };
     let resolved = resolve_images(store, trust, &pod_req)?;
     let name = app_names(&pod_req, &resolved)?.remove(0);
@@ -562,4 +579,35 @@ fn write_manifest(pod: &PodRef, manifest: &PodManifest) -> Result<(), PodError> 
     let bytes = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
     orbit_stage1::status::write_atomic(&path, &bytes)
         .map_err(|e| PodError::io("cannot write", &path, e))
+}
+
+/// In a `--private-users` pod, root is an unprivileged host id: it must own what it writes
+/// (each app's directory, upper and work dirs, status file and log) and the empty volumes.
+fn give_pod_root_its_dirs(
+    pod: &Path,
+    apps: &[App],
+    volumes: &[orbit_stage1::Volume],
+    ns: &orbit_stage1::UserNamespace,
+) -> Result<(), PodError> {
+    let mut owned = Vec::new();
+    for a in apps {
+        let dir = paths::app_dir(pod, &a.name);
+        let log = paths::app_log(pod, &a.name);
+        fs::write(&log, b"").map_err(|e| PodError::io("cannot create", &log, e))?;
+        for p in [
+            dir.clone(),
+            dir.join("upper"),
+            dir.join("work"),
+            dir.join("rootfs"),
+            paths::app_status(pod, &a.name),
+            log,
+        ] {
+            owned.push(p);
+        }
+    }
+    for v in volumes.iter().filter(|v| v.kind == VolumeKind::Empty) {
+        owned.push(paths::volume_dir(pod, &v.name));
+    }
+    let refs: Vec<&Path> = owned.iter().map(|p| p.as_path()).collect();
+    super::userns::chown_to_pod_root(&refs, ns)
 }

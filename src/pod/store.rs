@@ -77,6 +77,11 @@ impl PodStore {
         }
     }
 
+    /// `<store>/pods`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The directory of a state.
     pub fn state_dir(&self, s: DirState) -> PathBuf {
         self.root.join(s.dir())

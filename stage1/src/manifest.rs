@@ -47,6 +47,9 @@ pub struct PodManifest {
     /// Network request.
     #[serde(default)]
     pub network: Network,
+    /// Run the pod in a user namespace with this private id range (`--private-users`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<UserNamespace>,
     /// A mutable pod (`orbit app sandbox`): the stage1 keeps running with no apps and waits
     /// for `app-add` / `app-start`.
     #[serde(default)]
@@ -175,4 +178,16 @@ pub enum VolumeKind {
 pub struct Network {
     /// `none` (own empty namespace with loopback) or `host`.
     pub mode: String,
+}
+
+/// A pod's private uid/gid range: pod ids 0..size map to host ids base..base+size.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserNamespace {
+    /// First host uid (pod uid 0).
+    pub uid_base: u32,
+    /// First host gid (pod gid 0).
+    pub gid_base: u32,
+    /// Number of ids.
+    pub size: u32,
 }

@@ -61,7 +61,9 @@ pub fn enter(args: &Args) -> Result<i32, String> {
     .map_err(|e| format!("cannot open the app's root: {e}"))?;
     crate::security::not_dumpable();
     join_cgroups_of(pid)?;
+    // The user namespace first: the others belong to it in a --private-users pod.
     let namespaces = [
+        ("user", CloneFlags::CLONE_NEWUSER),
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),

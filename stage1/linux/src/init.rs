@@ -190,9 +190,12 @@ impl Pod<'_> {
         }
         let a = self.apps[idx].app.clone();
         let mut status = AppStatus::created();
-        let result = self
-            .cgroups
-            .set_app_limits(&a.name, &a.isolators.resources)
+        let limits = match self.manifest.user_namespace {
+            // The pod cgroup's limits (set by the supervisor) bound a --private-users pod.
+            Some(_) => Ok(()),
+            None => self.cgroups.set_app_limits(&a.name, &a.isolators.resources),
+        };
+        let result = limits
             .map_err(|message| app::Failure {
                 code: orbit_stage1::EXIT_STAGE1_FAILURE,
                 message,

@@ -22,6 +22,7 @@ mod init;
 mod mounts;
 mod run;
 mod security;
+mod userns;
 mod util;
 
 pub use args::Args;

@@ -158,7 +158,7 @@ pub fn enter_app_root(
     )?;
     match flavor {
         Flavor::Ns => {
-            system_mounts(root)?;
+            system_mounts(root, manifest.user_namespace.is_some())?;
             mask_paths(root, &app.isolators)?;
             etc_files(pod, root)?;
         }
@@ -252,7 +252,24 @@ fn mask_paths(root: &Path, iso: &orbit_stage1::Isolators) -> R {
     Ok(())
 }
 
-fn system_mounts(root: &Path) -> R {
+fn make_device(p: &Path, major: u64, minor: u64) -> R {
+    mknod(
+        p,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(major, minor),
+    )
+    .map_err(|e| format!("mknod {}: {e}", p.display()))?;
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        Mode::from_bits_truncate(0o666),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
+fn system_mounts(root: &Path, userns: bool) -> R {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = in_root(root, "/proc")?;
     ensure_dir(&proc_dir)?;
@@ -284,20 +301,19 @@ fn system_mounts(root: &Path) -> R {
         ("tty", 5, 0),
     ] {
         let p = dev.join(name);
-        mknod(
-            &p,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
-        )
-        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
-        nix::sys::stat::fchmodat(
-            nix::fcntl::AT_FDCWD,
-            &p,
-            Mode::from_bits_truncate(0o666),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+        if userns {
+            // A user namespace cannot create device nodes: bind the host's instead.
+            std::fs::File::create(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+            mnt(
+                Some(&format!("/dev/{name}")),
+                &p,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
+            continue;
+        }
+        make_device(&p, major, minor)?;
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;

@@ -48,6 +48,12 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
         .collect();
     cgroups.set_pod_limits(&limits)?;
 
+    if let (Flavor::Ns, Some(ns)) = (flavor, manifest.user_namespace) {
+        let result = run_in_user_namespace(&pod, &manifest, &ns, &cgroups, args);
+        let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.clone()).collect();
+        cgroups.remove(&apps);
+        return result;
+    }
     let mut flags = CloneFlags::CLONE_NEWNS;
     if flavor == Flavor::Ns {
         flags |= CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
@@ -92,7 +98,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
         ForkResult::Parent { child } => {
             let joined = cgroups.join_pod(child.as_raw());
             let result = match joined {
-                Ok(()) => supervise(&pod, child, mask),
+                Ok(()) => supervise(&pod, child, child, mask),
                 Err(e) => {
                     let _ = kill(child, Signal::SIGKILL);
                     let _ = waitpid(child, None);
@@ -102,6 +108,156 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
             let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.clone()).collect();
             cgroups.remove(&apps);
             result
+        }
+    }
+}
+
+/// The signals the supervisor handles, blocked so they are read from a signalfd.
+fn supervisor_mask() -> Result<SigSet, String> {
+    let mut mask = SigSet::empty();
+    for s in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
+        mask.add(*s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    Ok(mask)
+}
+
+/// Makes the calling process die with its parent (a killed `orbit run` takes the pod down).
+fn die_with_parent() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a valid signal number has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+}
+
+/// A `--private-users` pod (see `userns.rs`): the supervisor keeps the host user namespace;
+/// a child creates the user namespace, the supervisor writes its id maps and mounts the
+/// idmapped layers, then the child creates the pod's other namespaces and forks the init.
+fn run_in_user_namespace(
+    pod: &Path,
+    manifest: &orbit_stage1::PodManifest,
+    ns: &orbit_stage1::UserNamespace,
+    cgroups: &PodCgroups,
+    args: &Args,
+) -> Result<i32, String> {
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("cannot create a mount namespace: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make mounts private: {e}"))?;
+    let (inner, idmaps) = crate::userns::idmapped_manifest(pod, manifest);
+    let mask = supervisor_mask()?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: single-threaded; the child creates namespaces and forks the init.
+    match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
+        ForkResult::Child => {
+            drop((ready_r, go_w));
+            die_with_parent();
+            let code =
+                match user_namespace_child(&inner, &ready_w, &go_r, cgroups, args.debug, mask) {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("stage1 ns: {e}");
+                        orbit_stage1::EXIT_STAGE1_FAILURE
+                    }
+                };
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => {
+            drop((ready_w, go_r));
+            let setup = (|| {
+                let mut b = [0u8; 1];
+                if nix::unistd::read(&ready_r, &mut b).map_err(|e| e.to_string())? != 1 {
+                    return Err("the pod's user namespace could not be created".to_string());
+                }
+                crate::userns::write_maps(child.as_raw(), ns)?;
+                for (source, target) in &idmaps {
+                    crate::userns::idmapped_mount(source, target, child.as_raw())?;
+                }
+                cgroups.join_pod(child.as_raw())?;
+                nix::unistd::write(&go_w, b"g").map_err(|e| e.to_string())?;
+                let mut pid = [0u8; 16];
+                let n = nix::unistd::read(&ready_r, &mut pid).map_err(|e| e.to_string())?;
+                String::from_utf8_lossy(&pid[..n])
+                    .trim()
+                    .parse::<i32>()
+                    .map_err(|_| "the pod init did not start".to_string())
+            })();
+            match setup {
+                Ok(init) => supervise(pod, child, Pid::from_raw(init), mask),
+                Err(e) => {
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// In the child: user namespace, wait for the maps, become its root, the pod's other
+/// namespaces, then fork the init and wait for it.
+fn user_namespace_child(
+    manifest: &orbit_stage1::PodManifest,
+    ready: &OwnedFd,
+    go: &OwnedFd,
+    cgroups: &PodCgroups,
+    debug: bool,
+    mask: SigSet,
+) -> Result<i32, String> {
+    unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("cannot create the user namespace: {e}"))?;
+    nix::unistd::write(ready, b"r").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 1];
+    if nix::unistd::read(go, &mut b).map_err(|e| e.to_string())? != 1 {
+        return Err("the supervisor did not finish the user namespace setup".into());
+    }
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| format!("setgid 0 in the user namespace: {e}"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(|e| format!("setuid 0 in the user namespace: {e}"))?;
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    unshare(flags).map_err(|e| format!("cannot create the pod's namespaces: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make the pod's mounts private: {e}"))?;
+    let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
+    // SAFETY: single-threaded; the child runs the pod init.
+    match unsafe { fork() }.map_err(|e| format!("cannot fork the pod init: {e}"))? {
+        ForkResult::Child => {
+            die_with_parent();
+            std::process::exit(init::main(Flavor::Ns, &pod, manifest, cgroups, debug, mask));
+        }
+        ForkResult::Parent { child } => {
+            nix::unistd::write(ready, child.to_string().as_bytes()).map_err(|e| e.to_string())?;
+            loop {
+                match waitpid(child, None) {
+                    Ok(status) => {
+                        if let Some((code, _)) = exit_of(status) {
+                            return Ok(code);
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("waitpid: {e}")),
+                }
+            }
         }
     }
 }
@@ -140,12 +296,14 @@ fn lock_pod(pod: &Path, args: &Args) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-fn supervise(pod: &Path, init: Pid, mask: SigSet) -> Result<i32, String> {
+/// Waits for `child` (the pod init, or the process that forked it) and forwards stop
+/// signals to the pod's `init`; records the pod's exit.
+fn supervise(pod: &Path, child: Pid, init: Pid, mask: SigSet) -> Result<i32, String> {
     write_file(pod, paths::PID, &init.to_string());
     let sfd =
         SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd: {e}"))?;
     let code = loop {
-        if let Some(code) = reap(init)? {
+        if let Some(code) = reap(child)? {
             break code;
         }
         let Some(info) = sfd.read_signal().map_err(|e| format!("signalfd: {e}"))? else {

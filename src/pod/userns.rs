@@ -1,0 +1,91 @@
+//! Private uid/gid ranges for `--private-users` pods: each pod gets 65536 ids of its own,
+//! allocated under a lock in the store (`pods/userns.json`) so no two pods share a range;
+//! ranges of pods that no longer exist are reclaimed on the next allocation.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::chown;
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use orbit_stage1::UserNamespace;
+
+use super::store::PodStore;
+use super::PodError;
+
+/// Ids per pod.
+pub const RANGE_SIZE: u32 = 65536;
+/// The first host id handed out (above the usual system and login ranges).
+const FIRST_BASE: u32 = 0x0100_0000;
+/// How many ranges exist.
+const MAX_RANGES: u32 = 4096;
+
+fn with_ranges<T>(
+    pods: &PodStore,
+    f: impl FnOnce(&mut BTreeMap<String, u32>) -> Result<T, PodError>,
+) -> Result<T, PodError> {
+    let lock_path = pods.root().join("userns.lock");
+    let lock_file = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| PodError::io("cannot open", &lock_path, e))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| PodError::io("cannot lock", &lock_path, e.into()))?;
+    let path = pods.root().join("userns.json");
+    let mut ranges: BTreeMap<String, u32> = match fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| PodError::Corrupt {
+            uuid: "-".into(),
+            detail: format!("{}: {e}", path.display()),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(PodError::io("cannot read", &path, e)),
+    };
+    let out = f(&mut ranges)?;
+    let bytes = serde_json::to_vec_pretty(&ranges).expect("a map serializes");
+    orbit_stage1::status::write_atomic(&path, &bytes)
+        .map_err(|e| PodError::io("cannot write", &path, e))?;
+    Ok(out)
+}
+
+/// Allocates a range for pod `uuid`.
+pub fn allocate(pods: &PodStore, uuid: &str) -> Result<UserNamespace, PodError> {
+    let live: Vec<String> = pods.list()?.into_iter().map(|p| p.uuid).collect();
+    with_ranges(pods, |ranges| {
+        ranges.retain(|u, _| live.contains(u) || u == uuid);
+        let used: Vec<u32> = ranges.values().copied().collect();
+        let slot = (0..MAX_RANGES).find(|s| !used.contains(s)).ok_or_else(|| {
+            PodError::BadSpec(format!(
+                "all {MAX_RANGES} private user ranges are in use; remove exited pods (`orbit gc`)"
+            ))
+        })?;
+        ranges.insert(uuid.to_string(), slot);
+        let base = FIRST_BASE + slot * RANGE_SIZE;
+        Ok(UserNamespace {
+            uid_base: base,
+            gid_base: base,
+            size: RANGE_SIZE,
+        })
+    })
+}
+
+/// Releases pod `uuid`'s range.
+pub fn release(pods: &PodStore, uuid: &str) -> Result<(), PodError> {
+    with_ranges(pods, |ranges| {
+        ranges.remove(uuid);
+        Ok(())
+    })
+}
+
+/// Gives the pod's root (host id `base`) the directories it must write to.
+pub fn chown_to_pod_root(paths: &[&Path], ns: &UserNamespace) -> Result<(), PodError> {
+    for p in paths {
+        if p.exists() {
+            chown(p, Some(ns.uid_base), Some(ns.gid_base))
+                .map_err(|e| PodError::io("cannot chown", p, e))?;
+        }
+    }
+    Ok(())
+}
