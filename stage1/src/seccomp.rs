@@ -342,10 +342,43 @@ pub fn compile(s: &Seccomp) -> Result<Vec<seccompiler::BpfProgram>, String> {
         .collect())
 }
 
-/// Loads a compiled filter into the calling thread (no_new_privs or CAP_SYS_ADMIN required).
-pub fn apply(programs: &[seccompiler::BpfProgram]) -> Result<(), String> {
+/// Loads a compiled filter into the calling thread. With `no_new_privs` the filter is
+/// loaded the usual way (seccompiler, which sets no_new_privs itself); without it — a
+/// privileged app that keeps CAP_SYS_ADMIN — it is loaded with a raw `seccomp(2)` call,
+/// because seccompiler would set no_new_privs regardless and break the app's setuid binaries.
+pub fn apply(programs: &[seccompiler::BpfProgram], no_new_privs: bool) -> Result<(), String> {
     for p in programs {
-        seccompiler::apply_filter(p).map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
+        if no_new_privs {
+            seccompiler::apply_filter(p)
+                .map_err(|e| format!("cannot load the seccomp filter: {e}"))?;
+        } else {
+            load_without_no_new_privs(p)?;
+        }
+    }
+    Ok(())
+}
+
+fn load_without_no_new_privs(program: &[seccompiler::sock_filter]) -> Result<(), String> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| "seccomp filter too long".to_string())?,
+        // seccompiler's sock_filter is declared #[repr(C)] with the kernel's layout, the same
+        // as libc's.
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot load the seccomp filter: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

@@ -219,6 +219,9 @@ fn setup_and_exec(
         cgroups
             .join_app(&app.name, nix::unistd::getpid().as_raw())
             .map_err(Setup::Other)?;
+        if flavor == Flavor::Ns {
+            crate::devices::restrict("self").map_err(Setup::Other)?;
+        }
     }
     if flavor == Flavor::Ns {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)

@@ -17,6 +17,7 @@ mod app;
 mod args;
 mod cgroup;
 mod control;
+mod devices;
 mod enter;
 mod init;
 mod mounts;

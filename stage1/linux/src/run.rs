@@ -181,6 +181,7 @@ fn run_in_user_namespace(
                     crate::userns::idmapped_mount(source, target, child.as_raw())?;
                 }
                 cgroups.join_pod(child.as_raw())?;
+                crate::devices::restrict(&child.as_raw().to_string())?;
                 nix::unistd::write(&go_w, b"g").map_err(|e| e.to_string())?;
                 let mut pid = [0u8; 16];
                 let n = nix::unistd::read(&ready_r, &mut pid).map_err(|e| e.to_string())?;

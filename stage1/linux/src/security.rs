@@ -79,7 +79,7 @@ pub fn confine(app: &App) -> Result<(), String> {
     }
     if let Some(filter) = &iso.seccomp {
         let programs = orbit_stage1::seccomp::compile(filter)?;
-        orbit_stage1::seccomp::apply(&programs)?;
+        orbit_stage1::seccomp::apply(&programs, iso.no_new_privileges)?;
     }
     Ok(())
 }

@@ -1,0 +1,57 @@
+//! The device allow-list of an app's cgroup (cgroup v1 `devices` controller): apps may
+//! create device nodes (CAP_MKNOD) but open only the harmless ones — null, zero, full,
+//! random, urandom, tty, console, ptmx and the pod's own pseudo-terminals — never a host
+//! disk. On a pure cgroup2 host this needs a BPF device program, which orbit does not load
+//! yet (the process-level defences still apply: no CAP_SYS_RAWIO, read-only /sys).
+
+/// The rules written after `a` is denied (docker's default list).
+const ALLOWED: [&str; 11] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// The v1 devices cgroup directory of process `pid`, if the devices controller is mounted.
+fn devices_dir(pid: &str) -> Option<String> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+        ctrl.split(',')
+            .any(|c| c == "devices")
+            .then(|| path.to_string())
+    })?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let point = mounts.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mut post = post.split(' ');
+        (post.next()? == "cgroup" && post.nth(1)?.split(',').any(|o| o == "devices"))
+            .then(|| pre.split(' ').nth(4).map(String::from))?
+    })?;
+    Some(format!("{point}{}", path.trim_end_matches('/')))
+}
+
+/// Restricts the devices cgroup of process `pid` ("self" for the caller) to [`ALLOWED`].
+/// A host without the v1 devices controller is left as it is.
+pub fn restrict(pid: &str) -> Result<(), String> {
+    let Some(dir) = devices_dir(pid) else {
+        return Ok(());
+    };
+    let write = |file: &str, rule: &str| {
+        std::fs::write(format!("{dir}/{file}"), rule)
+            .map_err(|e| format!("cannot write '{rule}' to {dir}/{file}: {e}"))
+    };
+    write("devices.deny", "a")?;
+    for rule in ALLOWED {
+        write("devices.allow", rule)?;
+    }
+    Ok(())
+}
