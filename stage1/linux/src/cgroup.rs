@@ -241,8 +241,9 @@ fn apply(cg: &Cgroup, r: &Resources) -> Result<(), String> {
                 mem.set_memswap_limit(limit)
                     .map_err(|e| format!("cannot set memory.memsw.limit_in_bytes: {e}"))?;
             } else {
-                mem.set_swappiness(0)
-                    .map_err(|e| format!("cannot set memory.swappiness: {e}"))?;
+                // Without swap accounting the best there is: keep the cgroup's anonymous
+                // memory out of swap. Best effort — the memory limit itself is in place.
+                let _ = mem.set_swappiness(0);
             }
         }
     }
