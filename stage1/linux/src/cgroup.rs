@@ -18,12 +18,13 @@ use cgroups_rs::fs::{hierarchies, Cgroup, Controller, Hierarchy, MaxValue, Subsy
 use cgroups_rs::CgroupPid;
 use orbit_stage1::Resources;
 
-/// The controllers a pod's cgroups are made in. Left out: cpuset (every new v1 cpuset
-/// cgroup needs cpus/mems copied in — about a millisecond per pod and app — and orbit does
-/// not pin CPUs), and net_cls/net_prio/perf_event/hugetlb/rdma, which orbit does not use.
-const CONTROLLERS: [&str; 8] = [
-    "memory", "pids", "cpu", "cpuacct", "blkio", "devices", "freezer", "systemd",
-];
+/// The controllers a pod's cgroups are made in: the ones orbit sets limits or rules in, plus
+/// cpuacct for accounting. On cgroup v1 every hierarchy costs a mkdir, a `cgroup.procs`
+/// write (slow: it synchronizes RCU) and an rmdir per pod and per app, so the rest stay out:
+/// cpuset (a new v1 cpuset cgroup also needs cpus/mems copied in), blkio and freezer (no
+/// I/O limits or pause yet), name=systemd (systemd tracks pods through their scope), and
+/// net_cls/net_prio/perf_event/hugetlb/rdma.
+const CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "devices"];
 
 /// The machine's hierarchy (v1 or v2, as cgroups-rs detects it) restricted to [`CONTROLLERS`].
 #[derive(Debug)]
