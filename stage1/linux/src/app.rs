@@ -213,15 +213,13 @@ fn setup_and_exec(
     security::not_dumpable();
     nix::unistd::setsid().map_err(other("setsid"))?;
     security::oom_score_adj(app).map_err(Setup::Other)?;
-    // In a --private-users pod the cgroup tree belongs to the host's root, which the pod's
-    // root is not: its apps stay in the pod's cgroup (joined by the supervisor).
-    if manifest.user_namespace.is_none() {
-        cgroups
-            .join_app(&app.name, nix::unistd::getpid().as_raw())
-            .map_err(Setup::Other)?;
-        if flavor == Flavor::Ns {
-            crate::devices::restrict("self").map_err(Setup::Other)?;
-        }
+    // In a --private-users pod the supervisor made the app's cgroup, set its limits and
+    // device rules, and delegated its cgroup.procs: the app only joins it.
+    cgroups
+        .join_app(&app.name, nix::unistd::getpid().as_raw())
+        .map_err(Setup::Other)?;
+    if flavor == Flavor::Ns && manifest.user_namespace.is_none() {
+        crate::devices::restrict("self").map_err(Setup::Other)?;
     }
     if flavor == Flavor::Ns {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)

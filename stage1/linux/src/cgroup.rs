@@ -151,6 +151,35 @@ impl PodCgroups {
         kills > 0
     }
 
+    /// Hands app `app`'s cgroup (already created) to a `--private-users` pod's root
+    /// (host `uid`/`gid`) so the app can join it from inside its user namespace: its
+    /// `cgroup.procs` and `tasks` files change owner; limits and device rules stay the host's.
+    /// Returns the app's devices-controller directory, if any.
+    pub fn delegate_app(
+        &self,
+        app: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Option<std::path::PathBuf>, String> {
+        let rel = format!("orbit/{}/{app}", self.uuid);
+        let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, self.base.clone());
+        let mut devices = None;
+        for sub in cg.subsystems() {
+            let dir = sub.to_controller().path().to_path_buf();
+            for f in ["cgroup.procs", "tasks"] {
+                let p = dir.join(f);
+                if p.exists() {
+                    std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                        .map_err(|e| format!("cannot delegate {}: {e}", p.display()))?;
+                }
+            }
+            if sub.controller_name() == "devices" {
+                devices = Some(dir);
+            }
+        }
+        Ok(devices)
+    }
+
     /// Kills whatever is left in the pod's cgroups and removes them, apps first.
     pub fn remove(&self, apps: &[String]) {
         let pod_rel = format!("orbit/{}", self.uuid);

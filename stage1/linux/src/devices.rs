@@ -4,6 +4,8 @@
 //! disk. On a pure cgroup2 host this needs a BPF device program, which orbit does not load
 //! yet (the process-level defences still apply: no CAP_SYS_RAWIO, read-only /sys).
 
+use std::path::Path;
+
 /// The rules written after `a` is denied (docker's default list).
 const ALLOWED: [&str; 11] = [
     "c *:* m",
@@ -42,12 +44,18 @@ fn devices_dir(pid: &str) -> Option<String> {
 /// Restricts the devices cgroup of process `pid` ("self" for the caller) to [`ALLOWED`].
 /// A host without the v1 devices controller is left as it is.
 pub fn restrict(pid: &str) -> Result<(), String> {
-    let Some(dir) = devices_dir(pid) else {
-        return Ok(());
-    };
+    match devices_dir(pid) {
+        Some(dir) => restrict_dir(Path::new(&dir)),
+        None => Ok(()),
+    }
+}
+
+/// Restricts the v1 devices cgroup directory `dir` to [`ALLOWED`].
+pub fn restrict_dir(dir: &Path) -> Result<(), String> {
     let write = |file: &str, rule: &str| {
-        std::fs::write(format!("{dir}/{file}"), rule)
-            .map_err(|e| format!("cannot write '{rule}' to {dir}/{file}: {e}"))
+        let p = dir.join(file);
+        std::fs::write(&p, rule)
+            .map_err(|e| format!("cannot write '{rule}' to {}: {e}", p.display()))
     };
     write("devices.deny", "a")?;
     for rule in ALLOWED {

@@ -182,6 +182,16 @@ fn run_in_user_namespace(
                 }
                 cgroups.join_pod(child.as_raw())?;
                 crate::devices::restrict(&child.as_raw().to_string())?;
+                // Each app gets its own cgroup with its limits and device rules, set here by
+                // the host's root and delegated so the app can join it from inside.
+                for a in &manifest.apps {
+                    cgroups.set_app_limits(&a.name, &a.isolators.resources)?;
+                    if let Some(devices) =
+                        cgroups.delegate_app(&a.name, ns.uid_base, ns.gid_base)?
+                    {
+                        crate::devices::restrict_dir(&devices)?;
+                    }
+                }
                 nix::unistd::write(&go_w, b"g").map_err(|e| e.to_string())?;
                 let mut pid = [0u8; 16];
                 let n = nix::unistd::read(&ready_r, &mut pid).map_err(|e| e.to_string())?;
