@@ -84,6 +84,16 @@ fn host_root_owned_files_are_not_writable_and_processes_run_as_the_range() {
         host_uid >= 65536,
         "the app runs as an unprivileged host uid: {uid_line}"
     );
+    // The app sits in its own cgroup below the pod's (delegated to the pod's root).
+    let cgroups = fs::read_to_string(format!("/proc/{app_pid}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find(|l| l.split(':').nth(1) == Some("memory"))
+        .unwrap_or_default();
+    assert!(
+        memory.ends_with(&format!("/orbit/{}/busybox", pod.uuid)),
+        "app cgroup: {cgroups}"
+    );
     let o = orbit(
         &w,
         &[
