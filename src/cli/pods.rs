@@ -365,7 +365,25 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
     Ok((req, stage1))
 }
 
+/// Says loudly which protections `--insecure-options` turned off for this pod.
+fn warn_insecure(ctx: &Context) {
+    if ctx.insecure_image {
+        eprintln!("orbit: WARNING: --insecure-options=image: images fetched for this pod are not verified");
+    }
+    let run = ctx.insecure_run;
+    if run.capabilities {
+        eprintln!("orbit: WARNING: --insecure-options=capabilities: apps run PRIVILEGED (every capability, no no_new_privs)");
+    }
+    if run.seccomp {
+        eprintln!("orbit: WARNING: --insecure-options=seccomp: apps run without a seccomp filter");
+    }
+    if run.paths {
+        eprintln!("orbit: WARNING: --insecure-options=paths: /proc and /sys paths are not masked or read-only");
+    }
+}
+
 fn do_prepare(ctx: &Context, args: &RunArgs) -> anyhow::Result<Prepared> {
+    warn_insecure(ctx);
     let started = std::time::Instant::now();
     let (req, stage1) = pod_request(ctx, args)?;
     let pods = PodStore::new(ctx.store.root());
@@ -392,9 +410,6 @@ fn do_prepare(ctx: &Context, args: &RunArgs) -> anyhow::Result<Prepared> {
 
 /// `orbit run`: prepare, then become the pod (exec its stage1).
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
-    if ctx.insecure_image {
-        eprintln!("orbit: WARNING: --insecure-options=image: images fetched for this pod are not verified");
-    }
     let prepared = do_prepare(ctx, &args)?;
     let pods = PodStore::new(ctx.store.root());
     Err(lifecycle::exec_run(&pods, prepared, ctx.debug).into())
