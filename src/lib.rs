@@ -6,4 +6,5 @@
 pub mod config;
 pub mod image;
 pub mod pod;
+pub mod systemd;
 pub mod trust;

@@ -221,5 +221,5 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
     if let Some(f) = &flags.uuid_file_save {
         std::fs::write(f, format!("{}\n", prepared.pod.uuid))?;
     }
-    Err(lifecycle::exec_run(pods, prepared, ctx.debug).into())
+    Err(lifecycle::exec_run(pods, prepared, ctx.debug, ctx.systemd).into())
 }

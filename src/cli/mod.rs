@@ -27,6 +27,10 @@ pub struct Cli {
     /// Store directory (images, layers, pods) [default: /var/lib/orbit].
     #[arg(long, global = true, env = "ORBIT_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Register pods with systemd (transient scope, machined): auto (when a manager answers
+    /// on the system bus), yes (required), no.
+    #[arg(long, global = true, value_enum, default_value_t = SystemdMode::Auto)]
+    pub systemd: SystemdMode,
     /// Print debugging output (timings, full error chains) to stderr.
     #[arg(long, global = true)]
     pub debug: bool,
@@ -44,6 +48,17 @@ pub struct Cli {
     pub user_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--systemd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SystemdMode {
+    /// When a manager answers on the system bus.
+    Auto,
+    /// Always; an error without a manager.
+    Yes,
+    /// Never.
+    No,
 }
 
 /// Checks `--insecure-options` can turn off.
@@ -195,6 +210,8 @@ pub struct Context {
     pub insecure_image: bool,
     /// Run-time checks that are off.
     pub insecure_run: orbit::pod::isolation::InsecureRun,
+    /// Whether to register pods with systemd.
+    pub systemd: orbit::systemd::Mode,
 }
 
 impl Cli {
@@ -229,6 +246,11 @@ impl Cli {
             debug: self.debug,
             insecure_image: has(&[InsecureOption::Image]),
             insecure_run,
+            systemd: match self.systemd {
+                SystemdMode::Auto => orbit::systemd::Mode::Auto,
+                SystemdMode::Yes => orbit::systemd::Mode::Yes,
+                SystemdMode::No => orbit::systemd::Mode::No,
+            },
         }
     }
 }

@@ -412,7 +412,16 @@ fn do_prepare(ctx: &Context, args: &RunArgs) -> anyhow::Result<Prepared> {
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     let prepared = do_prepare(ctx, &args)?;
     let pods = PodStore::new(ctx.store.root());
-    Err(lifecycle::exec_run(&pods, prepared, ctx.debug).into())
+    let uuid = prepared.pod.uuid.clone();
+    let err = lifecycle::exec_run(&pods, prepared, ctx.debug, ctx.systemd);
+    // exec_run returns only when the pod could not start: the pod this command prepared
+    // goes with it, so a refusal (e.g. by systemd) leaves no half-made pod behind.
+    if let Ok(pod) = pods.find(&uuid) {
+        if !status::is_running(&pod) {
+            let _ = lifecycle::remove(&pods, &pod, ctx.debug);
+        }
+    }
+    Err(err.into())
 }
 
 /// `orbit prepare`.
@@ -426,7 +435,7 @@ pub fn prepare_cmd(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
 pub fn run_prepared(ctx: &Context, uuid: &str) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
     let prepared = lifecycle::claim_prepared(&pods, uuid)?;
-    Err(lifecycle::exec_run(&pods, prepared, ctx.debug).into())
+    Err(lifecycle::exec_run(&pods, prepared, ctx.debug, ctx.systemd).into())
 }
 
 /// `orbit status`.

@@ -14,7 +14,15 @@ use super::PodError;
 /// Moves a prepared pod to `run/` and execs its stage1's `run` entrypoint: this process
 /// becomes the pod. The pod's lock is handed over as `--lock-fd`, so it is never free
 /// between preparation and the stage1 (gc cannot mistake a starting pod for an exited one).
-pub fn exec_run(pods: &PodStore, prepared: Prepared, debug: bool) -> PodError {
+pub fn exec_run(
+    pods: &PodStore,
+    prepared: Prepared,
+    debug: bool,
+    systemd: crate::systemd::Mode,
+) -> PodError {
+    if let Err(e) = register_with_systemd(&prepared, systemd) {
+        return e;
+    }
     let pod = match pods.transition(&prepared.pod, DirState::Run) {
         Ok(p) => p,
         Err(e) => return e,
@@ -37,6 +45,30 @@ pub fn exec_run(pods: &PodStore, prepared: Prepared, debug: bool) -> PodError {
         "cannot execute stage1 '{}': {err}",
         prepared.stage1.name()
     ))
+}
+
+/// Moves this process (about to become the pod) into the transient scope
+/// `orbit-<uuid>.scope` and registers the pod with machined, when systemd is used.
+fn register_with_systemd(prepared: &Prepared, mode: crate::systemd::Mode) -> Result<(), PodError> {
+    let sd = |e: crate::systemd::SystemdError| PodError::Stage1(e.to_string());
+    let Some(systemd) = crate::systemd::Systemd::connect(mode).map_err(sd)? else {
+        return Ok(());
+    };
+    let uuid = &prepared.pod.uuid;
+    let images: Vec<String> = super::status::manifest(&prepared.pod)?
+        .apps
+        .iter()
+        .map(|a| a.image.name.clone())
+        .collect();
+    let description = format!("orbit pod {uuid} ({})", images.join(", "));
+    let me = std::process::id();
+    systemd
+        .start_scope(&format!("orbit-{uuid}.scope"), &description, &[me])
+        .map_err(sd)?;
+    systemd
+        .register_machine(&format!("orbit-{uuid}"), me, &prepared.pod.path)
+        .map_err(sd)?;
+    Ok(())
 }
 
 /// Takes a prepared pod for running (refusing one that someone else is starting).

@@ -1,0 +1,182 @@
+//! systemd over D-Bus (zbus, blocking API), without depending on it: when a manager answers
+//! on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured), `orbit run` moves itself into
+//! a transient scope `orbit-<uuid>.scope` (slice machine.slice, Delegate=yes) before it
+//! becomes the pod, and registers the pod with systemd-machined as machine `orbit-<uuid>`.
+//! The scope ends, and machined forgets the machine, when the pod's processes are gone —
+//! also after a kill -9 — so nothing is left behind.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use zbus::blocking::{Connection, Proxy};
+use zbus::zvariant::{OwnedObjectPath, Value};
+
+/// Failures talking to systemd.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    /// No manager on the bus (and the user required one).
+    #[error("no systemd manager answers on the system bus ({0}); run without --systemd=yes, or point DBUS_SYSTEM_BUS_ADDRESS at one")]
+    Unavailable(String),
+    /// A D-Bus call failed.
+    #[error("systemd refused {what}: {error}")]
+    Call { what: String, error: String },
+    /// A job did not finish in time.
+    #[error("systemd did not finish {0} within 10 s")]
+    Timeout(String),
+}
+
+/// When to use systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// When a manager answers.
+    #[default]
+    Auto,
+    /// Always (an error without a manager).
+    Yes,
+    /// Never.
+    No,
+}
+
+/// A connection to the system bus with a systemd manager on it.
+pub struct Systemd {
+    conn: Connection,
+}
+
+fn call_err(what: &str) -> impl FnOnce(zbus::Error) -> SystemdError + '_ {
+    move |e| SystemdError::Call {
+        what: what.to_string(),
+        error: e.to_string(),
+    }
+}
+
+impl Systemd {
+    /// Connects according to `mode`: `None` when systemd is not to be used or not there.
+    pub fn connect(mode: Mode) -> Result<Option<Systemd>, SystemdError> {
+        if mode == Mode::No {
+            return Ok(None);
+        }
+        let attempt = Connection::system()
+            .map_err(|e| e.to_string())
+            .and_then(|conn| {
+                let manager = manager(&conn).map_err(|e| e.to_string())?;
+                manager
+                    .get_property::<String>("Version")
+                    .map_err(|e| e.to_string())?;
+                Ok(conn)
+            });
+        match (attempt, mode) {
+            (Ok(conn), _) => Ok(Some(Systemd { conn })),
+            (Err(e), Mode::Yes) => Err(SystemdError::Unavailable(e)),
+            (Err(_), _) => Ok(None),
+        }
+    }
+
+    /// Starts transient scope `name` holding `pids` and waits until it runs.
+    pub fn start_scope(
+        &self,
+        name: &str,
+        description: &str,
+        pids: &[u32],
+    ) -> Result<(), SystemdError> {
+        let what = format!("scope {name}");
+        let manager = manager(&self.conn).map_err(call_err(&what))?;
+        manager
+            .call_method("Subscribe", &())
+            .map_err(call_err(&what))?;
+        let mut removed = manager
+            .receive_signal("JobRemoved")
+            .map_err(call_err(&what))?;
+        let props: Vec<(&str, Value)> = vec![
+            ("Description", Value::from(description)),
+            ("PIDs", Value::from(pids.to_vec())),
+            ("Slice", Value::from("machine.slice")),
+            ("Delegate", Value::from(true)),
+            ("CollectMode", Value::from("inactive-or-failed")),
+        ];
+        let aux: Vec<(&str, Vec<(&str, Value)>)> = Vec::new();
+        let job: OwnedObjectPath = manager
+            .call("StartTransientUnit", &(name, "fail", props, aux))
+            .map_err(call_err(&what))?;
+        // The scope exists once its job is removed (machined needs that before it can
+        // register a machine in it).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for msg in removed.by_ref() {
+            let body = msg.body();
+            if let Ok((_, path, unit, result)) =
+                body.deserialize::<(u32, OwnedObjectPath, String, String)>()
+            {
+                if path == job {
+                    if result != "done" {
+                        return Err(SystemdError::Call {
+                            what,
+                            error: format!("job for {unit} ended with '{result}'"),
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        Err(SystemdError::Timeout(what))
+    }
+
+    /// Registers machine `name` (class container) with systemd-machined, led by `leader`.
+    /// `Ok(false)` when machined is not running (that is not an error).
+    pub fn register_machine(
+        &self,
+        name: &str,
+        leader: u32,
+        root: &Path,
+    ) -> Result<bool, SystemdError> {
+        let what = format!("machine {name}");
+        let machined = Proxy::new(
+            &self.conn,
+            "org.freedesktop.machine1",
+            "/org/freedesktop/machine1",
+            "org.freedesktop.machine1.Manager",
+        )
+        .map_err(call_err(&what))?;
+        let id: Vec<u8> = Vec::new();
+        let root = root.to_string_lossy().into_owned();
+        match machined.call::<_, _, OwnedObjectPath>(
+            "RegisterMachine",
+            &(name, id, "orbit", "container", leader, root.as_str()),
+        ) {
+            Ok(_) => Ok(true),
+            Err(zbus::Error::MethodError(n, _, _))
+                if n.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(SystemdError::Call {
+                what,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    /// The unit's properties the status shows (ActiveState), for tests and `orbit status`.
+    pub fn unit_state(&self, name: &str) -> Option<String> {
+        let manager = manager(&self.conn).ok()?;
+        let path: OwnedObjectPath = manager.call("GetUnit", &(name,)).ok()?;
+        let unit = Proxy::new(
+            &self.conn,
+            "org.freedesktop.systemd1",
+            path,
+            "org.freedesktop.systemd1.Unit",
+        )
+        .ok()?;
+        unit.get_property::<String>("ActiveState").ok()
+    }
+}
+
+fn manager(conn: &Connection) -> zbus::Result<Proxy<'static>> {
+    Proxy::new(
+        conn,
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+    )
+}
