@@ -1,0 +1,258 @@
+//! systemd integration against a real systemd manager and machined on their own D-Bus bus
+//! (tests/harness/systemd-user-bus.sh, started per test and stopped on drop): the pod's
+//! transient scope and machine exist while it runs — with the right properties and the
+//! pod's processes in the scope's cgroup — and are gone afterwards, also after kill -9;
+//! `--systemd=yes` without a manager is a clear error that leaves no pod.
+
+mod common;
+#[path = "common/pods.rs"]
+mod pods_common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{text, World};
+use pods_common::*;
+
+/// A systemd manager + machined for one test.
+struct Manager {
+    dir: PathBuf,
+    bus: String,
+}
+
+impl Manager {
+    fn up() -> Manager {
+        // Short path: the bus socket lives below it.
+        let dir = PathBuf::from(format!(
+            "/tmp/osd-{}",
+            &uuid::Uuid::new_v4().to_string()[..8]
+        ));
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/harness/systemd-user-bus.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .arg(&dir)
+            .env("SDU_MACHINED", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "systemd harness: {}",
+            text(&out.stderr)
+        );
+        let exports = text(&out.stdout);
+        let get = |k: &str| {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {k}=")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        Manager {
+            dir,
+            bus: get("DBUS_SYSTEM_BUS_ADDRESS"),
+        }
+    }
+
+    fn busctl(&self, args: &[&str]) -> String {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", self.bus))
+            .args(args)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    }
+
+    fn unit_property(&self, unit: &str, iface: &str, prop: &str) -> Option<String> {
+        let path = self.busctl(&[
+            "call",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "GetUnit",
+            "s",
+            unit,
+        ]);
+        let path = path.split('"').nth(1)?.to_string();
+        let v = self.busctl(&[
+            "get-property",
+            "org.freedesktop.systemd1",
+            &path,
+            iface,
+            prop,
+        ]);
+        (!v.is_empty()).then(|| v.trim().to_string())
+    }
+
+    fn machines(&self) -> String {
+        self.busctl(&[
+            "call",
+            "org.freedesktop.machine1",
+            "/org/freedesktop/machine1",
+            "org.freedesktop.machine1.Manager",
+            "ListMachines",
+        ])
+    }
+
+    fn orbit(&self, w: &World, args: &[&str]) -> Command {
+        let mut c = w.cmd(args);
+        c.env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus);
+        c
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/harness/systemd-user-bus.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("down")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_pod(m: &Manager, w: &World, extra: &[&str]) -> (Child, String) {
+    let uuid_file = w.path(&format!("uuid-{}", uuid::Uuid::new_v4()));
+    let mut args = vec![
+        "--systemd=yes",
+        "run",
+        "--uuid-file-save",
+        uuid_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let child = m
+        .orbit(w, &args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let uuid = poll(Duration::from_secs(20), "uuid file", || {
+        let s = std::fs::read_to_string(&uuid_file).unwrap_or_default();
+        (s.trim().len() == 36).then(|| s.trim().to_string())
+    });
+    let ready = orbit(w, &["status", "--wait-ready", &uuid]);
+    assert!(ready.status.success(), "{}", text(&ready.stderr));
+    (child, uuid)
+}
+
+#[test]
+fn scope_and_machine_exist_while_the_pod_runs_and_vanish_after() {
+    let w = pod_world();
+    let m = Manager::up();
+    let (mut child, uuid) = spawn_pod(
+        &m,
+        &w,
+        &[BUSYBOX, "--exec", "/bin/sh", "--", "-c", "sleep 1000"],
+    );
+    let unit = format!("orbit-{uuid}.scope");
+    assert_eq!(
+        m.unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+            .as_deref(),
+        Some("s \"active\"")
+    );
+    assert_eq!(
+        m.unit_property(&unit, "org.freedesktop.systemd1.Scope", "Delegate")
+            .as_deref(),
+        Some("b true")
+    );
+    let slice = m
+        .unit_property(&unit, "org.freedesktop.systemd1.Scope", "Slice")
+        .unwrap();
+    assert!(slice.contains("machine.slice"), "{slice}");
+    let desc = m
+        .unit_property(&unit, "org.freedesktop.systemd1.Unit", "Description")
+        .unwrap();
+    assert!(desc.contains(&uuid) && desc.contains("busybox"), "{desc}");
+    // The pod's app runs inside the scope's cgroup.
+    let cgroup = m
+        .unit_property(&unit, "org.freedesktop.systemd1.Scope", "ControlGroup")
+        .unwrap();
+    let cgroup = cgroup
+        .trim_start_matches("s ")
+        .trim_matches('"')
+        .to_string();
+    let app_pid = status_json(&w, &uuid)["apps"][0]["pid"].as_i64().unwrap();
+    let proc_cgroup = std::fs::read_to_string(format!("/proc/{app_pid}/cgroup")).unwrap();
+    assert!(
+        proc_cgroup
+            .lines()
+            .any(|l| l.starts_with("9:name=systemd:") && l.contains(&cgroup)),
+        "app not in {cgroup}: {proc_cgroup}"
+    );
+    assert!(
+        m.machines().contains(&format!("orbit-{uuid}")),
+        "{}",
+        m.machines()
+    );
+
+    out_ok(&w, &["stop", &uuid]);
+    let st = wait_within(&mut child, Duration::from_secs(20)).expect("orbit run exits");
+    assert_eq!(st.code(), Some(143));
+    poll(Duration::from_secs(10), "scope gone", || {
+        m.unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+            .is_none()
+            .then_some(())
+    });
+    poll(Duration::from_secs(10), "machine gone", || {
+        (!m.machines().contains(&format!("orbit-{uuid}"))).then_some(())
+    });
+}
+
+#[test]
+fn kill_9_of_the_pod_leaves_no_unit() {
+    let w = pod_world();
+    let m = Manager::up();
+    let (mut child, uuid) = spawn_pod(
+        &m,
+        &w,
+        &[BUSYBOX, "--exec", "/bin/sh", "--", "-c", "sleep 1000"],
+    );
+    let unit = format!("orbit-{uuid}.scope");
+    assert!(m
+        .unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+        .is_some());
+    child.kill().unwrap();
+    let _ = child.wait();
+    poll(Duration::from_secs(10), "scope gone after kill -9", || {
+        m.unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+            .is_none()
+            .then_some(())
+    });
+    poll(
+        Duration::from_secs(10),
+        "machine gone after kill -9",
+        || (!m.machines().contains(&format!("orbit-{uuid}"))).then_some(()),
+    );
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+}
+
+#[test]
+fn systemd_yes_without_a_manager_is_a_clear_error_and_leaves_no_pod() {
+    let w = pod_world();
+    let out = w
+        .cmd(&["--systemd=yes", "run", BUSYBOX, "--exec", "/bin/true"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("no systemd manager"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_no_pods(&w);
+    // auto without a manager just runs the pod.
+    let out = w
+        .cmd(&["run", BUSYBOX, "--exec", "/bin/true"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
