@@ -62,9 +62,13 @@ fn register_with_systemd(prepared: &Prepared, mode: crate::systemd::Mode) -> Res
         .collect();
     let description = format!("orbit pod {uuid} ({})", images.join(", "));
     let me = std::process::id();
-    systemd
-        .start_scope(&format!("orbit-{uuid}.scope"), &description, &[me])
-        .map_err(sd)?;
+    // Already a unit's process (systemd sets INVOCATION_ID for units it starts): the unit
+    // is the pod's cgroup; a nested scope would pull orbit out of its own service.
+    if std::env::var_os("INVOCATION_ID").is_none() {
+        systemd
+            .start_scope(&format!("orbit-{uuid}.scope"), &description, &[me])
+            .map_err(sd)?;
+    }
     systemd
         .register_machine(&format!("orbit-{uuid}"), me, &prepared.pod.path)
         .map_err(sd)?;
