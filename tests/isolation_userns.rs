@@ -9,6 +9,7 @@ mod pods_common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use common::text;
 use pods_common::*;
@@ -181,4 +182,84 @@ fn private_users_refuses_combinations_it_does_not_support() {
         assert!(err.contains("--private-users"), "{err}");
     }
     assert_no_pods(&w);
+}
+
+#[test]
+fn kill_9_of_the_supervisor_takes_a_private_users_pod_down_and_the_layers_stay_read_only() {
+    let w = pod_world();
+    let mut pod = BgPod::start(
+        &w,
+        &[
+            "--private-users",
+            BUSYBOX,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "sleep 1000",
+        ],
+    );
+    let init: u32 = fs::read_to_string(pod_dir(&w, &pod.uuid).join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The shared layers are mounted read-only (idmapped) in the pod's mount namespace.
+    let mountinfo = fs::read_to_string(format!("/proc/{init}/mountinfo")).unwrap();
+    let idmapped: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m.contains("/idmapped/"))
+        })
+        .collect();
+    assert!(!idmapped.is_empty(), "{mountinfo}");
+    for l in &idmapped {
+        let opts = l.split(' ').nth(5).unwrap();
+        assert!(
+            opts.split(',').any(|o| o == "ro"),
+            "idmapped layer mount is writable: {l}"
+        );
+    }
+    let pidns = pidns_of(init as i64);
+    // kill -9 the supervisor (the `orbit run` process).
+    let run_pid = pod.run_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = pod.wait(Duration::from_secs(20));
+    assert_pod_gone(&pod.uuid, pidns.as_deref());
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+}
+
+#[test]
+fn concurrent_preparations_never_share_a_range() {
+    let w = pod_world();
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            w.cmd(&["prepare", "--private-users", BUSYBOX, "--exec", "/bin/true"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut bases = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let uuid = text(&out.stdout).trim().to_string();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(pod_dir(&w, &uuid).join("pod.json")).unwrap())
+                .unwrap();
+        bases.push(manifest["userNamespace"]["uidBase"].as_u64().unwrap());
+    }
+    let mut unique = bases.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), bases.len(), "shared ranges: {bases:?}");
+    out_ok(&w, &["gc", "--grace-period=0", "--expire-prepared=0s"]);
 }

@@ -92,6 +92,9 @@ pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
         }
     }
     remove_abandoned_new_dirs(pods);
+    if pods.root().join("userns.json").exists() {
+        super::userns::reclaim(pods)?;
+    }
     Ok(report)
 }
 

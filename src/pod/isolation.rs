@@ -47,10 +47,25 @@ pub fn capability_name(name: &str) -> Result<String, PodError> {
     };
     caps::Capability::from_str(&full).map_err(|_| {
         bad(format!(
-            "'{name}' is not a capability (e.g. CAP_NET_ADMIN; see capabilities(7))"
+            "'{name}' is not a capability (e.g. CAP_NET_ADMIN or ALL; see capabilities(7))"
         ))
     })?;
     Ok(full)
+}
+
+/// Capability names from a flag; `ALL` stands for every capability.
+fn capability_names(names: &[String]) -> Result<Vec<String>, PodError> {
+    let mut out = Vec::new();
+    for n in names.iter().filter(|n| !n.trim().is_empty()) {
+        if n.trim().eq_ignore_ascii_case("all") {
+            out.extend(caps::all().into_iter().map(|c| c.to_string()));
+        } else {
+            out.push(capability_name(n)?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// Builds an app's isolators.
@@ -63,17 +78,9 @@ pub fn isolators(
     let retain = req
         .caps_retain
         .as_ref()
-        .map(|r| {
-            r.iter()
-                .map(|c| capability_name(c))
-                .collect::<Result<Vec<_>, _>>()
-        })
+        .map(|r| capability_names(r))
         .transpose()?;
-    let remove = req
-        .caps_remove
-        .iter()
-        .map(|c| capability_name(c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let remove = capability_names(&req.caps_remove)?;
     if insecure.capabilities {
         let mut all: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect();
         all.sort();
@@ -107,9 +114,35 @@ pub fn isolators(
             )));
         }
     }
+    check_resources(&req.resources)?;
     iso.resources = req.resources.clone();
     Ok(iso)
 }
+
+/// Rejects limits no app can run under.
+fn check_resources(r: &Resources) -> Result<(), PodError> {
+    const MIN_MEMORY: u64 = 4 << 20;
+    if r.memory.is_some_and(|m| m < MIN_MEMORY) {
+        return Err(bad(
+            "--memory: at least 4M (a process needs more than that to start)".into(),
+        ));
+    }
+    if r.cpu_millis == Some(0) {
+        return Err(bad("--cpu: at least 1 millicore (1000 = one CPU)".into()));
+    }
+    if r.cpu_shares == Some(0) {
+        return Err(bad("--cpu-shares: at least 2".into()));
+    }
+    if r.pids == Some(0) {
+        return Err(bad(
+            "--pids-limit: at least 1 (the app itself is a process)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Syscalls without which no app can start or exit.
+const ESSENTIAL: [&str; 4] = ["execve", "exit_group", "exit", "rt_sigreturn"];
 
 /// Parses `--seccomp mode=retain|remove[,errno=NAME],SYSCALL…`.
 pub fn parse_seccomp(spec: &str) -> Result<Seccomp, PodError> {
@@ -133,7 +166,17 @@ pub fn parse_seccomp(spec: &str) -> Result<Seccomp, PodError> {
         }
     }
     let allow: Vec<String> = match mode.as_deref() {
-        Some("retain") => calls,
+        Some("retain") => {
+            let missing: Vec<&str> = ESSENTIAL
+                .iter()
+                .copied()
+                .filter(|e| !calls.iter().any(|c| c == e))
+                .collect();
+            if !missing.is_empty() {
+                return Err(bad(format!("--seccomp mode=retain must allow {} too (the app cannot start or exit without them)", missing.join(", "))));
+            }
+            calls
+        }
         Some("remove") => orbit_stage1::seccomp::DEFAULT_ALLOWED
             .iter()
             .map(|s| s.to_string())
@@ -258,16 +301,60 @@ mod tests {
                 && s.errno == 38
         );
         assert_eq!(
-            parse_seccomp("mode=retain,read,write,exit").unwrap().allow,
-            vec!["read", "write", "exit"]
+            parse_seccomp("mode=retain,execve,exit_group,exit,rt_sigreturn,write")
+                .unwrap()
+                .allow,
+            vec!["execve", "exit_group", "exit", "rt_sigreturn", "write"]
         );
         for bad in [
             "read",
+            "mode=retain,read,write",
+            "mode=remove,errno=0",
             "mode=keep,read",
             "mode=retain,no_such_syscall",
             "mode=remove,errno=EWHAT",
         ] {
             assert!(parse_seccomp(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn all_capabilities_and_impossible_limits() {
+        let root = AppUser::default();
+        let none = IsolationRequest {
+            caps_remove: vec!["ALL".into()],
+            ..Default::default()
+        };
+        assert!(isolators(&none, &root, InsecureRun::default())
+            .unwrap()
+            .capabilities
+            .is_empty());
+        for r in [
+            Resources {
+                memory: Some(4096),
+                ..Default::default()
+            },
+            Resources {
+                cpu_millis: Some(0),
+                ..Default::default()
+            },
+            Resources {
+                cpu_shares: Some(0),
+                ..Default::default()
+            },
+            Resources {
+                pids: Some(0),
+                ..Default::default()
+            },
+        ] {
+            let req = IsolationRequest {
+                resources: r.clone(),
+                ..Default::default()
+            };
+            assert!(
+                isolators(&req, &root, InsecureRun::default()).is_err(),
+                "{r:?} accepted"
+            );
         }
     }
 

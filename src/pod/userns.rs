@@ -50,11 +50,10 @@ fn with_ranges<T>(
     Ok(out)
 }
 
-/// Allocates a range for pod `uuid`.
+/// Allocates a range for pod `uuid`. Ranges are released when their pod is removed;
+/// ranges of pods that vanished without that are reclaimed by [`reclaim`] (`orbit gc`).
 pub fn allocate(pods: &PodStore, uuid: &str) -> Result<UserNamespace, PodError> {
-    let live: Vec<String> = pods.list()?.into_iter().map(|p| p.uuid).collect();
     with_ranges(pods, |ranges| {
-        ranges.retain(|u, _| live.contains(u) || u == uuid);
         let used: Vec<u32> = ranges.values().copied().collect();
         let slot = (0..MAX_RANGES).find(|s| !used.contains(s)).ok_or_else(|| {
             PodError::BadSpec(format!(
@@ -68,6 +67,18 @@ pub fn allocate(pods: &PodStore, uuid: &str) -> Result<UserNamespace, PodError> 
             gid_base: base,
             size: RANGE_SIZE,
         })
+    })
+}
+
+/// Drops the ranges of pods that no longer exist in any state. Pods move between state
+/// directories by rename without this lock, so a pod counts as gone only when two scans,
+/// made while holding the lock, both miss it.
+pub fn reclaim(pods: &PodStore) -> Result<(), PodError> {
+    with_ranges(pods, |ranges| {
+        let first: Vec<String> = pods.list()?.into_iter().map(|p| p.uuid).collect();
+        let second: Vec<String> = pods.list()?.into_iter().map(|p| p.uuid).collect();
+        ranges.retain(|u, _| first.contains(u) || second.contains(u));
+        Ok(())
     })
 }
 

@@ -151,6 +151,7 @@ fn run_in_user_namespace(
     .map_err(|e| format!("cannot make mounts private: {e}"))?;
     let (inner, idmaps) = crate::userns::idmapped_manifest(pod, manifest);
     let mask = supervisor_mask()?;
+    let supervisor = nix::unistd::getpid();
     let (ready_r, ready_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -159,14 +160,15 @@ fn run_in_user_namespace(
         ForkResult::Child => {
             drop((ready_r, go_w));
             die_with_parent();
-            let code =
-                match user_namespace_child(&inner, &ready_w, &go_r, cgroups, args.debug, mask) {
-                    Ok(code) => code,
-                    Err(e) => {
-                        eprintln!("stage1 ns: {e}");
-                        orbit_stage1::EXIT_STAGE1_FAILURE
-                    }
-                };
+            let code = match user_namespace_child(
+                supervisor, &inner, &ready_w, &go_r, cgroups, args.debug, mask,
+            ) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("stage1 ns: {e}");
+                    orbit_stage1::EXIT_STAGE1_FAILURE
+                }
+            };
             std::process::exit(code);
         }
         ForkResult::Parent { child } => {
@@ -215,6 +217,7 @@ fn run_in_user_namespace(
 /// In the child: user namespace, wait for the maps, become its root, the pod's other
 /// namespaces, then fork the init and wait for it.
 fn user_namespace_child(
+    supervisor: Pid,
     manifest: &orbit_stage1::PodManifest,
     ready: &OwnedFd,
     go: &OwnedFd,
@@ -235,6 +238,12 @@ fn user_namespace_child(
         .map_err(|e| format!("setgid 0 in the user namespace: {e}"))?;
     nix::unistd::setresuid(root_uid, root_uid, root_uid)
         .map_err(|e| format!("setuid 0 in the user namespace: {e}"))?;
+    // Changing credentials clears the parent-death signal: arm it again, and give up if the
+    // supervisor is already gone.
+    die_with_parent();
+    if nix::unistd::getppid() != supervisor {
+        return Err("the supervisor exited during setup".into());
+    }
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS

@@ -58,8 +58,18 @@ pub fn confine(app: &App) -> Result<(), String> {
         .map_err(|e| format!("cannot set effective capabilities: {e}"))?;
     caps::set(None, CapSet::Permitted, &kept)
         .map_err(|e| format!("cannot set permitted capabilities: {e}"))?;
-    caps::set(None, CapSet::Inheritable, &kept)
-        .map_err(|e| format!("cannot set inheritable capabilities: {e}"))?;
+    // Inheritable holds only what must survive exec as ambient (empty for root apps), so a
+    // file with inheritable capabilities gains nothing (moby's CVE-2022-24769).
+    caps::set(
+        None,
+        CapSet::Inheritable,
+        &if non_root {
+            ambient.clone()
+        } else {
+            CapsHashSet::new()
+        },
+    )
+    .map_err(|e| format!("cannot set inheritable capabilities: {e}"))?;
     caps::clear(None, CapSet::Ambient)
         .map_err(|e| format!("cannot clear ambient capabilities: {e}"))?;
     if non_root {
