@@ -131,7 +131,7 @@ impl Systemd {
         root: &Path,
     ) -> Result<bool, SystemdError> {
         let what = format!("machine {name}");
-        let machined = Proxy::new(
+        let machined = proxy(
             &self.conn,
             "org.freedesktop.machine1",
             "/org/freedesktop/machine1",
@@ -156,27 +156,29 @@ impl Systemd {
             }),
         }
     }
-
-    /// The unit's properties the status shows (ActiveState), for tests and `orbit status`.
-    pub fn unit_state(&self, name: &str) -> Option<String> {
-        let manager = manager(&self.conn).ok()?;
-        let path: OwnedObjectPath = manager.call("GetUnit", &(name,)).ok()?;
-        let unit = Proxy::new(
-            &self.conn,
-            "org.freedesktop.systemd1",
-            path,
-            "org.freedesktop.systemd1.Unit",
-        )
-        .ok()?;
-        unit.get_property::<String>("ActiveState").ok()
-    }
 }
 
 fn manager(conn: &Connection) -> zbus::Result<Proxy<'static>> {
-    Proxy::new(
+    proxy(
         conn,
         "org.freedesktop.systemd1",
         "/org/freedesktop/systemd1",
         "org.freedesktop.systemd1.Manager",
     )
+}
+
+/// A proxy that does not cache properties: zbus would otherwise fetch all of them and add a
+/// match rule on creation — round trips orbit run pays for on every pod start.
+fn proxy(
+    conn: &Connection,
+    destination: &'static str,
+    path: &'static str,
+    interface: &'static str,
+) -> zbus::Result<Proxy<'static>> {
+    zbus::blocking::proxy::Builder::new(conn)
+        .destination(destination)?
+        .path(path)?
+        .interface(interface)?
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
 }
