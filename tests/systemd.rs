@@ -256,3 +256,60 @@ fn systemd_yes_without_a_manager_is_a_clear_error_and_leaves_no_pod() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn socket_activation_fds_reach_the_first_app() {
+    let w = pod_world();
+    // A free loopback port (released just before systemd-socket-activate binds it).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out_file = w.path("activation.out");
+    let script = "echo fds=$LISTEN_FDS pid=$LISTEN_PID self=$$; readlink /proc/self/fd/3; if [ -e /proc/self/fd/4 ]; then echo extra-fd; fi";
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(common::orbit_bin())
+        .args([
+            "--systemd=no",
+            "run",
+            BUSYBOX,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            script,
+        ])
+        .envs(
+            w.cmd(&[])
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first connection makes systemd-socket-activate start orbit with the socket.
+    let _conn = poll(Duration::from_secs(10), "activation listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let status =
+        wait_within(&mut activator, Duration::from_secs(20)).expect("the activated pod exits");
+    assert!(status.success(), "{status}");
+    let out = std::fs::read_to_string(&out_file).unwrap();
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or_default();
+    let self_pid = first.rsplit("self=").next().unwrap();
+    assert_eq!(
+        first,
+        format!("fds=1 pid={self_pid} self={self_pid}"),
+        "LISTEN_PID names the app itself: {out}"
+    );
+    assert!(
+        lines.next().unwrap_or_default().starts_with("socket:["),
+        "fd 3 is the socket: {out}"
+    );
+    assert!(!out.contains("extra-fd"), "{out}");
+}

@@ -259,7 +259,7 @@ fn setup_and_exec(
         libc::dup2(stdout, 1);
         libc::dup2(stderr, 2);
     }
-    exec(app)
+    exec(manifest, app)
 }
 
 /// In the child, inside the app's root: allocates a pty from the app's /dev/ptmx, sends the
@@ -325,7 +325,7 @@ fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
 }
 
 /// Resolves `exec[0]` against the app's own PATH (not the host's) and execs it.
-fn exec(app: &App) -> Result<std::convert::Infallible, Setup> {
+fn exec(manifest: &PodManifest, app: &App) -> Result<std::convert::Infallible, Setup> {
     security::confine(app).map_err(Setup::Other)?;
     let Some(arg0) = app.exec.first() else {
         return Err(Setup::Exec(
@@ -344,10 +344,14 @@ fn exec(app: &App) -> Result<std::convert::Infallible, Setup> {
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
         .map_err(other("argv"))?;
+    let first_app = manifest.apps.first().is_some_and(|a| a.name == app.name);
+    crate::activation::close_unless_first(first_app);
     let envp: Vec<CString> = app
         .env
         .iter()
-        .map(|e| CString::new(e.as_bytes()))
+        .cloned()
+        .chain(crate::activation::app_environment(first_app))
+        .map(|e| CString::new(e.into_bytes()))
         .collect::<Result<_, _>>()
         .map_err(other("env"))?;
     let e = nix::unistd::execve(&cpath, &argv, &envp).unwrap_err();

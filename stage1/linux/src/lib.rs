@@ -13,6 +13,7 @@
 //! supervisor, the pod init (reaping, signal forwarding, logs, status files) and the app
 //! launcher.
 
+mod activation;
 mod app;
 mod args;
 mod cgroup;

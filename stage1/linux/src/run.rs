@@ -39,6 +39,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     let manifest = read_manifest(&pod)?;
     let _lock = lock_pod(&pod, args)?;
+    crate::activation::accept_from_systemd();
     write_file(&pod, paths::STARTED, &now());
     let cgroups = PodCgroups::create(&pod, &args.uuid)?;
     let limits: Vec<&orbit_stage1::Resources> = manifest
