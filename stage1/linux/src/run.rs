@@ -62,30 +62,15 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
             flags |= CloneFlags::CLONE_NEWNET;
         }
     }
-    unshare(flags).map_err(|e| format!("cannot create the pod's namespaces: {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("cannot make the pod's mounts private: {e}"))?;
+    new_namespaces(flags)?;
 
-    let mut mask = SigSet::empty();
-    for s in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
-        mask.add(*s);
-    }
-    mask.thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+    let mask = supervisor_mask()?;
     let supervisor = nix::unistd::getpid();
     // SAFETY: stage1 is single-threaded here; the child only calls async-signal-safe
     // functions until it runs the pod init, which is ordinary Rust in a fresh process.
     match unsafe { fork() }.map_err(|e| format!("cannot fork the pod init: {e}"))? {
         ForkResult::Child => {
-            // Die with the supervisor: a killed `orbit run` takes the whole pod down.
-            // SAFETY: prctl with PR_SET_PDEATHSIG and a valid signal number has no memory effects.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+            die_with_parent();
             // In a new pid namespace the parent is outside it and getppid() is 0; otherwise
             // a changed parent means the supervisor died before PDEATHSIG was armed.
             let ppid = nix::unistd::getppid();
@@ -111,6 +96,19 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
             result
         }
     }
+}
+
+/// Creates namespaces `flags` for this process and keeps its mounts from propagating back.
+fn new_namespaces(flags: CloneFlags) -> Result<(), String> {
+    unshare(flags).map_err(|e| format!("cannot create the pod's namespaces: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot make the pod's mounts private: {e}"))
 }
 
 /// The signals the supervisor handles, blocked so they are read from a signalfd.
@@ -140,16 +138,7 @@ fn run_in_user_namespace(
     cgroups: &PodCgroups,
     args: &Args,
 ) -> Result<i32, String> {
-    unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("cannot create a mount namespace: {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("cannot make mounts private: {e}"))?;
+    new_namespaces(CloneFlags::CLONE_NEWNS)?;
     let (inner, idmaps) = crate::userns::idmapped_manifest(pod, manifest);
     let mask = supervisor_mask()?;
     let supervisor = nix::unistd::getpid();
@@ -250,15 +239,7 @@ fn user_namespace_child(
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNET;
-    unshare(flags).map_err(|e| format!("cannot create the pod's namespaces: {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("cannot make the pod's mounts private: {e}"))?;
+    new_namespaces(flags)?;
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     // SAFETY: single-threaded; the child runs the pod init.
     match unsafe { fork() }.map_err(|e| format!("cannot fork the pod init: {e}"))? {
