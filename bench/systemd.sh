@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# systemd registration cost: `orbit run` of /bin/true with --systemd=yes (transient scope +
+# machined registration, against a real systemd manager and machined started by
+# tests/harness/systemd-user-bus.sh) and with --systemd=no, in one hyperfine run.
+# Env: BENCH_DIR (default /var/tmp/orbit-bench-systemd), RUNS (30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+W=${BENCH_DIR:-/var/tmp/orbit-bench-systemd}
+RUNS=${RUNS:-30}
+scripts/deps.sh hyperfine jq busybox-static systemd dbus-daemon dbus-user-session systemd-container
+cargo build --release --workspace --quiet
+mkdir -p "$W"
+o=$root/target/release/orbit
+export ORBIT_DIR=$W/store ORBIT_LOCAL_CONFIG=$W/config ORBIT_SYSTEM_CONFIG=$W/config-vendor ORBIT_USER_CONFIG=$W/config-user
+layout=$(images/build-example.sh "$W/example")
+"$o" trust --prefix example.com/busybox examples/demo-key.pub >/dev/null
+"$o" fetch --no-progress "oci:$layout" >/dev/null
+sdu=/tmp/obsd.$$
+trap 'tests/harness/systemd-user-bus.sh down "$sdu" >/dev/null 2>&1 || true; "$o" gc --grace-period=0 >/dev/null 2>&1 || true' EXIT
+eval "$(SDU_MACHINED=1 tests/harness/systemd-user-bus.sh up "$sdu" 2>/dev/null)"
+hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$W/systemd.json" \
+  -n with-systemd --prepare "$o gc --grace-period=0" "$o --systemd=yes run example.com/busybox --exec /bin/true" \
+  -n without --prepare "$o gc --grace-period=0" "$o --systemd=no run example.com/busybox --exec /bin/true" >&2
+jq -r '(.results | map({(.command): .median}) | add) as $m |
+  "median: with systemd \($m["with-systemd"]*1000*10|round/10) ms, without \($m.without*1000*10|round/10) ms",
+  "registration adds \((($m["with-systemd"] - $m.without)*1000*10|round)/10) ms (target < 5 ms)"' "$W/systemd.json"
