@@ -313,3 +313,67 @@ fn socket_activation_fds_reach_the_first_app() {
     );
     assert!(!out.contains("extra-fd"), "{out}");
 }
+
+#[test]
+fn run_unit_starts_the_pod_as_a_transient_service_and_stop_goes_through_systemd() {
+    let w = pod_world();
+    let m = Manager::up();
+    let out = m
+        .orbit(
+            &w,
+            &[
+                "run",
+                "--unit",
+                BUSYBOX,
+                "--exec",
+                "/bin/sh",
+                "--",
+                "-c",
+                "echo started; sleep 1000",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let uuid = text(&out.stdout).trim().to_string();
+    assert_eq!(uuid.len(), 36, "prints the UUID: {uuid:?}");
+    let ready = m
+        .orbit(&w, &["status", "--wait-ready", &uuid])
+        .output()
+        .unwrap();
+    assert!(ready.status.success(), "{}", text(&ready.stderr));
+    let unit = format!("orbit-{uuid}.service");
+    assert_eq!(status_json(&w, &uuid)["unit"], unit.as_str());
+    assert_eq!(
+        m.unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+            .as_deref(),
+        Some("s \"active\"")
+    );
+    assert_eq!(
+        m.unit_property(&unit, "org.freedesktop.systemd1.Service", "KillMode")
+            .as_deref(),
+        Some("s \"mixed\"")
+    );
+    // The service's main process is the pod's supervisor, and the app runs in its cgroup.
+    let main_pid = m
+        .unit_property(&unit, "org.freedesktop.systemd1.Service", "MainPID")
+        .unwrap();
+    let main_pid: i64 = main_pid.trim_start_matches("u ").parse().unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{main_pid}/cmdline")).unwrap();
+    assert!(
+        cmdline.contains("stage1") && cmdline.contains(&uuid),
+        "{cmdline:?}"
+    );
+    let out = m.orbit(&w, &["stop", &uuid]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let st = status_json(&w, &uuid);
+    assert_eq!(st["state"], "exited");
+    assert_eq!(st["exit_code"], 143, "{st}");
+    poll(Duration::from_secs(15), "service gone", || {
+        m.unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+            .is_none()
+            .then_some(())
+    });
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+}

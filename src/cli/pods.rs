@@ -106,6 +106,13 @@ pub struct PodFlags {
     /// Write the pod's UUID to this file.
     #[arg(long, value_name = "FILE")]
     pub uuid_file_save: Option<PathBuf>,
+    /// Start the pod as a transient systemd service (orbit-<uuid>.service, or NAME) and
+    /// print its UUID at once; `orbit stop` then goes through systemd.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "", value_name = "NAME")]
+    pub unit: Option<String>,
+    /// With --unit: restart policy (no, on-failure, always).
+    #[arg(long, value_name = "POLICY", requires = "unit")]
+    pub restart: Option<String>,
     /// Run the pod in a user namespace with a private uid/gid range (root in the pod is an
     /// unprivileged id on the host).
     #[arg(long)]
@@ -413,6 +420,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     let prepared = do_prepare(ctx, &args)?;
     let pods = PodStore::new(ctx.store.root());
     let uuid = prepared.pod.uuid.clone();
+    if let Some(unit) = &args.pod.unit {
+        return run_as_service(ctx, &pods, prepared, unit, args.pod.restart.as_deref());
+    }
     let err = lifecycle::exec_run(&pods, prepared, ctx.debug, ctx.systemd);
     // exec_run returns only when the pod could not start: the pod this command prepared
     // goes with it, so a refusal (e.g. by systemd) leaves no half-made pod behind.
@@ -422,6 +432,54 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
         }
     }
     Err(err.into())
+}
+
+/// `orbit run --unit`: the prepared pod runs as a transient systemd service executing
+/// `orbit run-prepared UUID` with this command's store and configuration.
+fn run_as_service(
+    ctx: &Context,
+    pods: &PodStore,
+    prepared: Prepared,
+    unit: &str,
+    restart: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(r) = restart {
+        if !["no", "on-failure", "always"].contains(&r) {
+            bail!("--restart={r}: use no, on-failure or always");
+        }
+    }
+    let uuid = prepared.pod.uuid.clone();
+    let unit = if unit.is_empty() {
+        format!("orbit-{uuid}.service")
+    } else if unit.ends_with(".service") {
+        unit.to_string()
+    } else {
+        format!("{unit}.service")
+    };
+    let exe = std::env::current_exe().context("cannot find the orbit binary")?;
+    let mut argv: Vec<String> = vec![exe.display().to_string()];
+    for (flag, dir) in [
+        ("--dir", ctx.store.root()),
+        ("--system-config", &ctx.config.vendor),
+        ("--local-config", &ctx.config.system),
+        ("--user-config", &ctx.config.user),
+    ] {
+        argv.push(flag.to_string());
+        argv.push(dir.display().to_string());
+    }
+    if ctx.debug {
+        argv.push("--debug".into());
+    }
+    argv.extend(["run-prepared".to_string(), uuid.clone()]);
+    if let Err(e) = lifecycle::start_as_service(prepared, &unit, &argv, restart) {
+        if let Ok(pod) = pods.find(&uuid) {
+            let _ = lifecycle::remove(pods, &pod, ctx.debug);
+        }
+        return Err(e.into());
+    }
+    println!("{uuid}");
+    eprintln!("started pod {uuid} as {unit}");
+    Ok(())
 }
 
 /// `orbit prepare`.
@@ -477,6 +535,9 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         return output::json(&info);
     }
     println!("state={}", info.state);
+    if let Some(unit) = &info.unit {
+        println!("unit={unit}");
+    }
     println!("created={}", info.created);
     if !info.started.is_empty() {
         println!("started={}", info.started);

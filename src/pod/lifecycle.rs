@@ -75,6 +75,44 @@ fn register_with_systemd(prepared: &Prepared, mode: crate::systemd::Mode) -> Res
     Ok(())
 }
 
+/// The pod-directory file naming the systemd service that runs the pod (`--unit`).
+pub const UNIT_FILE: &str = "systemd-unit";
+
+/// Starts a prepared pod as transient service `unit` running `argv` (the orbit command line
+/// that claims and runs the prepared pod), and records the unit in the pod directory.
+pub fn start_as_service(
+    prepared: Prepared,
+    unit: &str,
+    argv: &[String],
+    restart: Option<&str>,
+) -> Result<(), PodError> {
+    let sd = |e: crate::systemd::SystemdError| PodError::Stage1(e.to_string());
+    let systemd = crate::systemd::Systemd::connect(crate::systemd::Mode::Yes)
+        .map_err(sd)?
+        .expect("Mode::Yes connects or fails");
+    let images: Vec<String> = super::status::manifest(&prepared.pod)?
+        .apps
+        .iter()
+        .map(|a| a.image.name.clone())
+        .collect();
+    let description = format!("orbit pod {} ({})", prepared.pod.uuid, images.join(", "));
+    let path = prepared.pod.path.join(UNIT_FILE);
+    std::fs::write(&path, unit).map_err(|e| PodError::io("cannot write", &path, e))?;
+    // The service claims the pod itself: let go of it first.
+    drop(prepared);
+    systemd
+        .start_service(unit, &description, argv, restart)
+        .map_err(sd)
+}
+
+/// The systemd unit running a pod, if it was started with `--unit`.
+pub fn unit_of(pod: &PodRef) -> Option<String> {
+    std::fs::read_to_string(pod.path.join(UNIT_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
 /// Takes a prepared pod for running (refusing one that someone else is starting).
 pub fn claim_prepared(pods: &PodStore, uuid: &str) -> Result<Prepared, PodError> {
     let pod = pods.find(uuid)?;
@@ -110,6 +148,22 @@ pub fn stop(
             state: status::state(&pod),
             what: "it is not running".into(),
         });
+    }
+    if let (Some(unit), false) = (unit_of(&pod), force) {
+        // A pod run as a service stops through systemd, so the unit records a clean stop.
+        if let Ok(Some(systemd)) = crate::systemd::Systemd::connect(crate::systemd::Mode::Auto) {
+            systemd
+                .stop_unit(&unit)
+                .map_err(|e| PodError::Stage1(e.to_string()))?;
+            if !wait_unlocked(&pod.path, timeout) {
+                return Err(PodError::Stage1(format!(
+                    "pod {} did not stop within {}s; use `orbit stop --force`",
+                    pod.uuid,
+                    timeout.as_secs()
+                )));
+            }
+            return Ok(pod);
+        }
     }
     let stage1 = Stage1::load(&pod.path)?;
     let mut cmd = stage1.command("stop", &pod.path, &pod.uuid, debug)?;

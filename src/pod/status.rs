@@ -31,6 +31,9 @@ pub struct PodInfo {
     pub finished: String,
     /// The apps.
     pub apps: Vec<AppInfo>,
+    /// The systemd service running the pod (`orbit run --unit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// One app of a pod.
@@ -139,5 +142,6 @@ pub fn info(pod: &PodRef) -> Result<PodInfo, PodError> {
         state,
         stage1,
         apps,
+        unit: super::lifecycle::unit_of(pod),
     })
 }

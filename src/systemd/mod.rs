@@ -109,6 +109,65 @@ impl Systemd {
         Err(SystemdError::Timeout(what))
     }
 
+    /// Starts transient service `name` running `argv` (the pod: `orbit run-prepared UUID`),
+    /// systemd-run style: KillMode=mixed (SIGTERM to the pod's supervisor, which stops the
+    /// apps), Delegate=yes, in machine.slice, optionally restarted.
+    pub fn start_service(
+        &self,
+        name: &str,
+        description: &str,
+        argv: &[String],
+        restart: Option<&str>,
+    ) -> Result<(), SystemdError> {
+        let what = format!("service {name}");
+        let manager = manager(&self.conn).map_err(call_err(&what))?;
+        let exec_start = vec![(argv[0].clone(), argv.to_vec(), false)];
+        let mut props: Vec<(&str, Value)> = vec![
+            ("Description", Value::from(description)),
+            ("ExecStart", Value::from(exec_start)),
+            ("Type", Value::from("simple")),
+            ("KillMode", Value::from("mixed")),
+            ("Delegate", Value::from(true)),
+            ("Slice", Value::from("machine.slice")),
+            ("CollectMode", Value::from("inactive-or-failed")),
+        ];
+        if let Some(r) = restart {
+            props.push(("Restart", Value::from(r)));
+        }
+        let aux: Vec<(&str, Vec<(&str, Value)>)> = Vec::new();
+        let _job: OwnedObjectPath = manager
+            .call("StartTransientUnit", &(name, "fail", props, aux))
+            .map_err(call_err(&what))?;
+        Ok(())
+    }
+
+    /// Stops unit `name` (StopUnit, mode replace); returns at once.
+    pub fn stop_unit(&self, name: &str) -> Result<(), SystemdError> {
+        let what = format!("stopping {name}");
+        let manager = manager(&self.conn).map_err(call_err(&what))?;
+        let _job: OwnedObjectPath = manager
+            .call("StopUnit", &(name, "replace"))
+            .map_err(call_err(&what))?;
+        Ok(())
+    }
+
+    /// A unit's ActiveState (`active`, `inactive`, `failed`…), or `None` when it is gone.
+    pub fn unit_state(&self, name: &str) -> Option<String> {
+        let manager = manager(&self.conn).ok()?;
+        let path: OwnedObjectPath = manager.call("GetUnit", &(name,)).ok()?;
+        let unit = zbus::blocking::proxy::Builder::<Proxy>::new(&self.conn)
+            .destination("org.freedesktop.systemd1")
+            .ok()?
+            .path(path)
+            .ok()?
+            .interface("org.freedesktop.systemd1.Unit")
+            .ok()?
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .ok()?;
+        unit.get_property::<String>("ActiveState").ok()
+    }
+
     /// Registers machine `name` (class container) with systemd-machined, led by `leader`.
     /// `Ok(false)` when machined is not running (that is not an error).
     pub fn register_machine(
