@@ -377,3 +377,52 @@ fn run_unit_starts_the_pod_as_a_transient_service_and_stop_goes_through_systemd(
     out_ok(&w, &["gc", "--grace-period=0"]);
     assert_no_pods(&w);
 }
+
+#[test]
+fn unit_name_collision_is_a_clear_error_and_leaves_no_pod() {
+    let w = pod_world();
+    let m = Manager::up();
+    let name = format!("orbit-collide-{}", &uuid::Uuid::new_v4().to_string()[..8]);
+    let first = m
+        .orbit(
+            &w,
+            &[
+                "run",
+                &format!("--unit={name}"),
+                BUSYBOX,
+                "--exec",
+                "/bin/sh",
+                "--",
+                "-c",
+                "sleep 1000",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let uuid = text(&first.stdout).trim().to_string();
+    let second = m
+        .orbit(
+            &w,
+            &[
+                "run",
+                &format!("--unit={name}"),
+                BUSYBOX,
+                "--exec",
+                "/bin/true",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(125));
+    let err = text(&second.stderr);
+    assert!(
+        err.contains(&name) && err.contains("systemd refused"),
+        "{err}"
+    );
+    // Only the first pod exists.
+    let pods = list_json(&w);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0]["uuid"], uuid.as_str());
+    let _ = m.orbit(&w, &["stop", "--force", &uuid]).output();
+}
