@@ -193,7 +193,13 @@ impl PodCgroups {
                 continue;
             }
             let _ = cg.kill();
-            let _ = cg.delete();
+            // Killed processes leave their cgroup only once the kernel has finished them:
+            // retry the removal for a bounded while instead of leaking an empty cgroup.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while cg.delete().is_err() && std::time::Instant::now() < deadline {
+                let _ = cg.kill();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
     }
 }
