@@ -426,3 +426,47 @@ fn unit_name_collision_is_a_clear_error_and_leaves_no_pod() {
     assert_eq!(pods[0]["uuid"], uuid.as_str());
     let _ = m.orbit(&w, &["stop", "--force", &uuid]).output();
 }
+
+#[test]
+fn run_prepared_unit_runs_a_prepared_pod_as_a_named_service() {
+    let w = pod_world();
+    let m = Manager::up();
+    let uuid = out_ok(
+        &w,
+        &[
+            "prepare",
+            BUSYBOX,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "sleep 1000",
+        ],
+    )
+    .trim()
+    .to_string();
+    let name = format!("orbit-named-{}", &uuid[..8]);
+    let out = m
+        .orbit(&w, &["run-prepared", &format!("--unit={name}"), &uuid])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ready = m
+        .orbit(&w, &["status", "--wait-ready", &uuid])
+        .output()
+        .unwrap();
+    assert!(ready.status.success(), "{}", text(&ready.stderr));
+    let unit = format!("{name}.service");
+    assert_eq!(
+        m.unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+            .as_deref(),
+        Some("s \"active\"")
+    );
+    assert!(m
+        .orbit(&w, &["stop", &uuid])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    assert_eq!(status_json(&w, &uuid)["exit_code"], 143);
+}

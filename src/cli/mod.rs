@@ -91,6 +91,12 @@ pub enum Command {
     RunPrepared {
         /// Pod UUID (or unambiguous prefix).
         uuid: String,
+        /// Run it as a transient systemd service (orbit-<uuid>.service, or NAME).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "", value_name = "NAME")]
+        unit: Option<String>,
+        /// With --unit: restart policy (no, on-failure, always).
+        #[arg(long, value_name = "POLICY", requires = "unit")]
+        restart: Option<String>,
     },
     /// Show a pod's state, pid, apps and exit codes.
     Status(pods::StatusArgs),
@@ -262,7 +268,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => pods::run(&ctx, args),
         Command::Prepare(args) => pods::prepare_cmd(&ctx, args),
-        Command::RunPrepared { uuid } => pods::run_prepared(&ctx, &uuid),
+        Command::RunPrepared {
+            uuid,
+            unit,
+            restart,
+        } => pods::run_prepared(&ctx, &uuid, unit.as_deref(), restart.as_deref()),
         Command::Status(args) => pods::status_cmd(&ctx, args),
         Command::List(args) => pods::list(&ctx, args),
         Command::Enter(args) => pods::enter(&ctx, args),

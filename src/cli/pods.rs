@@ -421,7 +421,14 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
     let uuid = prepared.pod.uuid.clone();
     if let Some(unit) = &args.pod.unit {
-        return run_as_service(ctx, &pods, prepared, unit, args.pod.restart.as_deref());
+        return run_as_service(
+            ctx,
+            &pods,
+            prepared,
+            unit,
+            args.pod.restart.as_deref(),
+            true,
+        );
     }
     let err = lifecycle::exec_run(&pods, prepared, ctx.debug, ctx.systemd);
     // exec_run returns only when the pod could not start: the pod this command prepared
@@ -442,6 +449,7 @@ fn run_as_service(
     prepared: Prepared,
     unit: &str,
     restart: Option<&str>,
+    owned: bool,
 ) -> anyhow::Result<()> {
     if let Some(r) = restart {
         if !["no", "on-failure", "always"].contains(&r) {
@@ -472,7 +480,8 @@ fn run_as_service(
     }
     argv.extend(["run-prepared".to_string(), uuid.clone()]);
     if let Err(e) = lifecycle::start_as_service(prepared, &unit, &argv, restart) {
-        if let Ok(pod) = pods.find(&uuid) {
+        // A pod this command prepared goes with the failure; one prepared earlier stays.
+        if let Some(pod) = pods.find(&uuid).ok().filter(|_| owned) {
             let _ = lifecycle::remove(pods, &pod, ctx.debug);
         }
         return Err(e.into());
@@ -490,9 +499,17 @@ pub fn prepare_cmd(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// `orbit run-prepared`.
-pub fn run_prepared(ctx: &Context, uuid: &str) -> anyhow::Result<()> {
+pub fn run_prepared(
+    ctx: &Context,
+    uuid: &str,
+    unit: Option<&str>,
+    restart: Option<&str>,
+) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
     let prepared = lifecycle::claim_prepared(&pods, uuid)?;
+    if let Some(unit) = unit {
+        return run_as_service(ctx, &pods, prepared, unit, restart, false);
+    }
     Err(lifecycle::exec_run(&pods, prepared, ctx.debug, ctx.systemd).into())
 }
 
