@@ -470,3 +470,92 @@ fn run_prepared_unit_runs_a_prepared_pod_as_a_named_service() {
         .success());
     assert_eq!(status_json(&w, &uuid)["exit_code"], 143);
 }
+
+/// A static helper that sends its argument to $NOTIFY_SOCKET (busybox cannot).
+fn notify_helper(w: &World) -> PathBuf {
+    let dir = w.path("notify-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("notify.c");
+    std::fs::write(
+        &src,
+        r#"#include <sys/socket.h>
+#include <sys/un.h>
+#include <string.h>
+#include <stdlib.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    const char *p = getenv("NOTIFY_SOCKET");
+    if (!p || argc < 2) return 2;
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strncpy(a.sun_path, p, sizeof a.sun_path - 1);
+    if (sendto(s, argv[1], strlen(argv[1]), 0, (struct sockaddr *)&a, sizeof a) < 0) { perror("sendto"); return 1; }
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let st = Command::new("cc")
+        .arg("-static")
+        .arg("-O2")
+        .arg("-o")
+        .arg(dir.join("notify"))
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc failed");
+    dir
+}
+
+#[test]
+fn notify_socket_readiness_is_relayed_and_seen_by_wait_ready() {
+    let w = pod_world();
+    let bin = notify_helper(&w);
+    let sock_path = w.path("systemd-notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let uuid_file = w.path("uuid");
+    let vol = format!("t,kind=host,source={},readOnly=true", bin.display());
+    let mut child = w
+        .cmd(&[
+            "--systemd=no",
+            "run",
+            "--uuid-file-save",
+            uuid_file.to_str().unwrap(),
+            "--volume",
+            &vol,
+            BUSYBOX,
+            "--mount",
+            "volume=t,target=/t",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "echo $NOTIFY_SOCKET; /t/notify READY=1; sleep 1000",
+        ])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock
+        .recv(&mut buf)
+        .expect("the app's READY=1 reaches the unit's notify socket");
+    assert_eq!(&buf[..n], b"READY=1");
+    let uuid = poll(Duration::from_secs(10), "uuid file", || {
+        let s = std::fs::read_to_string(&uuid_file).unwrap_or_default();
+        (s.trim().len() == 36).then(|| s.trim().to_string())
+    });
+    let ready = orbit(&w, &["status", "--wait-ready", &uuid]);
+    assert!(ready.status.success(), "{}", text(&ready.stderr));
+    let st = status_json(&w, &uuid);
+    assert_eq!(st["notify"], true);
+    assert!(st["ready"].is_string(), "{st}");
+    assert_eq!(
+        text(&orbit(&w, &["logs", &uuid]).stdout).lines().next(),
+        Some("/run/orbit/notify.sock")
+    );
+    out_ok(&w, &["stop", &uuid]);
+    let _ = wait_within(&mut child, Duration::from_secs(20));
+}

@@ -532,7 +532,10 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         loop {
             pod = pods.refresh(&pod)?;
             let info = status::info(&pod)?;
-            if info.state == "running" && info.apps.iter().all(|a| a.state() == "running") {
+            if info.state == "running"
+                && info.apps.iter().all(|a| a.state() == "running")
+                && (!info.notify || info.ready.is_some())
+            {
                 break;
             }
             if info.state != "prepared" && info.state != "running"

@@ -31,6 +31,11 @@ pub struct PodInfo {
     pub finished: String,
     /// The apps.
     pub apps: Vec<AppInfo>,
+    /// When an app announced readiness (sd_notify READY=1), for pods under a notify unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// Whether the pod relays sd_notify messages (it then is ready only after READY=1).
+    pub notify: bool,
     /// The systemd service running the pod (`orbit run --unit`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
@@ -143,5 +148,7 @@ pub fn info(pod: &PodRef) -> Result<PodInfo, PodError> {
         stage1,
         apps,
         unit: super::lifecycle::unit_of(pod),
+        ready: Some(read_trim(pod, "ready")).filter(|r| !r.is_empty()),
+        notify: pod.path.join("notify.sock").exists(),
     })
 }

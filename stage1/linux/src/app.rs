@@ -351,6 +351,7 @@ fn exec(manifest: &PodManifest, app: &App) -> Result<std::convert::Infallible, S
         .iter()
         .cloned()
         .chain(crate::activation::app_environment(first_app))
+        .chain(crate::notify::app_environment())
         .map(|e| CString::new(e.into_bytes()))
         .collect::<Result<_, _>>()
         .map_err(other("env"))?;

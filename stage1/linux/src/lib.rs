@@ -22,6 +22,7 @@ mod devices;
 mod enter;
 mod init;
 mod mounts;
+mod notify;
 mod run;
 mod security;
 mod userns;

@@ -177,6 +177,18 @@ pub fn enter_app_root(
         }
     }
     volumes(pod, manifest, app, root)?;
+    if crate::notify::enabled() {
+        let target = in_root(root, crate::notify::IN_APP)?;
+        ensure_file(&target)?;
+        let source = pod.join(crate::notify::POD_FILE);
+        mnt(
+            Some(&source.to_string_lossy()),
+            &target,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+    }
     match flavor {
         Flavor::Ns => pivot(root)?,
         Flavor::Fly => {

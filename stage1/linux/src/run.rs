@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
@@ -40,6 +40,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let manifest = read_manifest(&pod)?;
     let _lock = lock_pod(&pod, args)?;
     crate::activation::accept_from_systemd();
+    let relay = crate::notify::setup(&pod)?;
     write_file(&pod, paths::STARTED, &now());
     let cgroups = PodCgroups::create(&pod, &args.uuid)?;
     let limits: Vec<&orbit_stage1::Resources> = manifest
@@ -50,7 +51,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     cgroups.set_pod_limits(&limits)?;
 
     if let (Flavor::Ns, Some(ns)) = (flavor, manifest.user_namespace) {
-        let result = run_in_user_namespace(&pod, &manifest, &ns, &cgroups, args);
+        let result = run_in_user_namespace(&pod, &manifest, &ns, &cgroups, args, relay.as_ref());
         let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.clone()).collect();
         cgroups.remove(&apps);
         return result;
@@ -84,7 +85,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
         ForkResult::Parent { child } => {
             let joined = cgroups.join_pod(child.as_raw());
             let result = match joined {
-                Ok(()) => supervise(&pod, child, child, mask),
+                Ok(()) => supervise(&pod, child, child, mask, relay.as_ref()),
                 Err(e) => {
                     let _ = kill(child, Signal::SIGKILL);
                     let _ = waitpid(child, None);
@@ -137,6 +138,7 @@ fn run_in_user_namespace(
     ns: &orbit_stage1::UserNamespace,
     cgroups: &PodCgroups,
     args: &Args,
+    relay: Option<&crate::notify::Relay>,
 ) -> Result<i32, String> {
     new_namespaces(CloneFlags::CLONE_NEWNS)?;
     let (inner, idmaps) = crate::userns::idmapped_manifest(pod, manifest);
@@ -193,7 +195,7 @@ fn run_in_user_namespace(
                     .map_err(|_| "the pod init did not start".to_string())
             })();
             match setup {
-                Ok(init) => supervise(pod, child, Pid::from_raw(init), mask),
+                Ok(init) => supervise(pod, child, Pid::from_raw(init), mask, relay),
                 Err(e) => {
                     let _ = kill(child, Signal::SIGKILL);
                     let _ = waitpid(child, None);
@@ -300,20 +302,40 @@ fn lock_pod(pod: &Path, args: &Args) -> Result<OwnedFd, String> {
 
 /// Waits for `child` (the pod init, or the process that forked it) and forwards stop
 /// signals to the pod's `init`; records the pod's exit.
-fn supervise(pod: &Path, child: Pid, init: Pid, mask: SigSet) -> Result<i32, String> {
+fn supervise(
+    pod: &Path,
+    child: Pid,
+    init: Pid,
+    mask: SigSet,
+    relay: Option<&crate::notify::Relay>,
+) -> Result<i32, String> {
     write_file(pod, paths::PID, &init.to_string());
-    let sfd =
-        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd: {e}"))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
     let code = loop {
         if let Some(code) = reap(child)? {
             break code;
         }
-        let Some(info) = sfd.read_signal().map_err(|e| format!("signalfd: {e}"))? else {
-            continue;
-        };
-        let sig = Signal::try_from(info.ssi_signo as i32).ok();
-        if sig.is_some_and(|s| FORWARDED.contains(&s)) {
-            let _ = kill(init, Signal::SIGTERM);
+        let mut fds = vec![nix::poll::PollFd::new(
+            sfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if let Some(r) = relay {
+            fds.push(nix::poll::PollFd::new(r.fd(), nix::poll::PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        drop(fds);
+        if let Some(r) = relay {
+            r.relay(pod);
+        }
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let sig = Signal::try_from(info.ssi_signo as i32).ok();
+            if sig.is_some_and(|s| FORWARDED.contains(&s)) {
+                let _ = kill(init, Signal::SIGTERM);
+            }
         }
     };
     write_file(pod, paths::EXIT, &code.to_string());
