@@ -58,7 +58,11 @@ pub fn setup(pod: &Path) -> Result<Option<Relay>, String> {
         }
         None => upstream.connect(&target),
     };
-    connected.map_err(|e| format!("cannot reach NOTIFY_SOCKET {target}: {e}"))?;
+    if let Err(e) = connected {
+        // A stale NOTIFY_SOCKET (no unit waiting) must not keep the pod from starting.
+        eprintln!("stage1: warning: ignoring NOTIFY_SOCKET {target}: {e}");
+        return Ok(None);
+    }
     let path = pod.join(POD_FILE);
     let _ = std::fs::remove_file(&path);
     let listener =
