@@ -559,3 +559,116 @@ fn notify_socket_readiness_is_relayed_and_seen_by_wait_ready() {
     out_ok(&w, &["stop", &uuid]);
     let _ = wait_within(&mut child, Duration::from_secs(20));
 }
+
+/// Reads journald native-protocol datagrams: `KEY=value` lines and binary `KEY\n<len><data>\n` fields.
+fn journal_fields(d: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < d.len() {
+        let end = d[i..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(d.len(), |p| i + p);
+        let line = &d[i..end];
+        if let Some(eq) = line.iter().position(|b| *b == b'=') {
+            out.insert(
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            );
+            i = end + 1;
+        } else {
+            let key = String::from_utf8_lossy(line).into_owned();
+            let len = u64::from_le_bytes(d[end + 1..end + 9].try_into().unwrap()) as usize;
+            out.insert(
+                key,
+                String::from_utf8_lossy(&d[end + 9..end + 9 + len]).into_owned(),
+            );
+            i = end + 9 + len + 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn app_output_reaches_journald_with_pod_and_app_fields() {
+    let w = pod_world();
+    let sock_path = w.path("journal.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let uuid_file = w.path("uuid");
+    let out = w
+        .cmd(&[
+            "--systemd=no",
+            "run",
+            "--log=both",
+            "--uuid-file-save",
+            uuid_file.to_str().unwrap(),
+            BUSYBOX,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2",
+        ])
+        .env("ORBIT_JOURNAL_SOCKET", &sock_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let uuid = std::fs::read_to_string(&uuid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a journal entry per line");
+        got.push(journal_fields(&buf[..n]));
+    }
+    got.sort_by_key(|f| f["MESSAGE"].clone());
+    assert_eq!(got[0]["MESSAGE"], "to-stderr");
+    assert_eq!(got[0]["PRIORITY"], "3");
+    assert_eq!(got[1]["MESSAGE"], "to-stdout");
+    assert_eq!(got[1]["PRIORITY"], "6");
+    for f in &got {
+        assert_eq!(f["ORBIT_POD"], uuid);
+        assert_eq!(f["ORBIT_APP"], "busybox");
+        assert_eq!(f["SYSLOG_IDENTIFIER"], "busybox");
+    }
+    // --log=both keeps the CRI file too.
+    assert!(text(&orbit(&w, &["logs", &uuid]).stdout).contains("to-stdout"));
+    // --log=journal: no file; `orbit logs` points at journalctl.
+    let out = w
+        .cmd(&[
+            "--systemd=no",
+            "run",
+            "--log=journal",
+            "--uuid-file-save",
+            uuid_file.to_str().unwrap(),
+            BUSYBOX,
+            "--exec",
+            "/bin/true",
+        ])
+        .env("ORBIT_JOURNAL_SOCKET", &sock_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let uuid = std::fs::read_to_string(&uuid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let err = text(&orbit(&w, &["logs", &uuid]).stderr);
+    assert!(err.contains("journalctl ORBIT_POD="), "{err}");
+    // --log=journal without journald is refused before anything is created.
+    let out = w
+        .cmd(&["run", "--log=journal", BUSYBOX, "--exec", "/bin/true"])
+        .env("ORBIT_JOURNAL_SOCKET", "/nonexistent/journal")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("journald is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+}

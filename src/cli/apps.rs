@@ -210,6 +210,7 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
         insecure_image: ctx.insecure_image,
         insecure: ctx.insecure_run,
         private_users: false,
+        log: flags.log.clone(),
     };
     let prepared = prepare::prepare(
         &ctx.store,

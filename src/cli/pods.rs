@@ -106,6 +106,10 @@ pub struct PodFlags {
     /// Write the pod's UUID to this file.
     #[arg(long, value_name = "FILE")]
     pub uuid_file_save: Option<PathBuf>,
+    /// Where app output goes besides the terminal: file (CRI logs for `orbit logs`), journal,
+    /// or both [default: both when journald runs, else file].
+    #[arg(long, value_name = "TARGET")]
+    pub log: Option<String>,
     /// Start the pod as a transient systemd service (orbit-<uuid>.service, or NAME) and
     /// print its UUID at once; `orbit stop` then goes through systemd.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "", value_name = "NAME")]
@@ -368,6 +372,7 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         insecure_image: ctx.insecure_image,
         insecure: ctx.insecure_run,
         private_users: args.pod.private_users,
+        log: args.pod.log.clone(),
     };
     Ok((req, stage1))
 }

@@ -54,6 +54,12 @@ fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
 /// Prints the logs of a pod.
 pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodError> {
     let manifest = status::manifest(pod)?;
+    if !manifest.log.file {
+        return Err(PodError::BadSpec(format!(
+            "pod {} logs to the journal only (--log=journal): use `journalctl ORBIT_POD={}`",
+            pod.uuid, pod.uuid
+        )));
+    }
     let apps: Vec<String> = match &opts.app {
         Some(a) if manifest.apps.iter().any(|x| &x.name == a) => vec![a.clone()],
         Some(a) => {

@@ -85,6 +85,8 @@ pub struct PodRequest {
     pub insecure: InsecureRun,
     /// `--private-users`: a user namespace with a private id range.
     pub private_users: bool,
+    /// `--log`: file, journal or both (`None`: both when journald is there, else file).
+    pub log: Option<String>,
 }
 
 /// A prepared pod and the lock that keeps gc away until it is handed to its stage1.
@@ -342,6 +344,7 @@ fn write_pod(
         None
     };
     let manifest = PodManifest {
+        log: log_target(req.log.as_deref())?,
         user_namespace,
         interface_version: INTERFACE_VERSION,
         uuid: pod.uuid.clone(),
@@ -535,6 +538,7 @@ pub fn add_app(
         insecure_image,
         insecure,
         private_users: false,
+        log: None,
     };
     let resolved = resolve_images(store, trust, &pod_req)?;
     let name = app_names(&pod_req, &resolved)?.remove(0);
@@ -610,4 +614,37 @@ fn give_pod_root_its_dirs(
     }
     let refs: Vec<&Path> = owned.iter().map(|p| p.as_path()).collect();
     super::userns::chown_to_pod_root(&refs, ns)
+}
+
+/// journald's native socket (`ORBIT_JOURNAL_SOCKET` overrides it, for tests).
+fn journal_socket() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("ORBIT_JOURNAL_SOCKET")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/run/systemd/journal/socket".into());
+    path.exists().then_some(path)
+}
+
+/// Where app output goes, from `--log`.
+fn log_target(choice: Option<&str>) -> Result<orbit_stage1::LogTarget, PodError> {
+    let journal = journal_socket();
+    let need_journal = |file: bool| {
+        journal.clone().map(|j| orbit_stage1::LogTarget { file, journal: Some(j) }).ok_or_else(|| {
+            PodError::BadSpec("--log=journal: journald is not running here (no /run/systemd/journal/socket); use --log=file".into())
+        })
+    };
+    match choice {
+        None => Ok(orbit_stage1::LogTarget {
+            file: true,
+            journal,
+        }),
+        Some("file") => Ok(orbit_stage1::LogTarget {
+            file: true,
+            journal: None,
+        }),
+        Some("journal") => need_journal(false),
+        Some("both") => need_journal(true),
+        Some(other) => Err(PodError::BadSpec(format!(
+            "--log={other}: use file, journal or both"
+        ))),
+    }
 }

@@ -11,8 +11,8 @@ pub mod status;
 
 pub use isolators::{Isolators, Resources, Seccomp};
 pub use manifest::{
-    App, AppImage, AppRootfs, AppUser, Mount, Network, PodManifest, Stage1Manifest, UserNamespace,
-    Volume, VolumeKind, ENTRYPOINTS,
+    App, AppImage, AppRootfs, AppUser, LogTarget, Mount, Network, PodManifest, Stage1Manifest,
+    UserNamespace, Volume, VolumeKind, ENTRYPOINTS,
 };
 pub use status::{AppState, AppStatus};
 

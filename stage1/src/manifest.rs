@@ -47,6 +47,9 @@ pub struct PodManifest {
     /// Network request.
     #[serde(default)]
     pub network: Network,
+    /// Where the apps' output goes besides the terminal (`--log`).
+    #[serde(default)]
+    pub log: LogTarget,
     /// Run the pod in a user namespace with this private id range (`--private-users`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_namespace: Option<UserNamespace>,
@@ -190,4 +193,24 @@ pub struct UserNamespace {
     pub gid_base: u32,
     /// Number of ids.
     pub size: u32,
+}
+
+/// Where app output is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogTarget {
+    /// The per-app CRI log file (`apps/<name>/log`).
+    pub file: bool,
+    /// journald's native socket, when lines also go to the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<PathBuf>,
+}
+
+impl Default for LogTarget {
+    fn default() -> Self {
+        LogTarget {
+            file: true,
+            journal: None,
+        }
+    }
 }

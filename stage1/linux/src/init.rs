@@ -30,7 +30,9 @@ extern "C" fn ignore_signal(_: libc::c_int) {}
 struct Output {
     app: String,
     fd: OwnedFd,
+    stream: Stream,
     writer: LineWriter,
+    journal_lines: crate::journal::Lines,
     echo: i32,
 }
 
@@ -53,6 +55,7 @@ struct Pod<'a> {
     input: Option<OwnedFd>,
     first_failure: Option<i32>,
     stopping: bool,
+    journal: Option<crate::journal::Journal>,
 }
 
 /// Runs the pod; returns its exit status.
@@ -135,6 +138,11 @@ fn run(
         input: None,
         first_failure: None,
         stopping: false,
+        journal: manifest
+            .log
+            .journal
+            .clone()
+            .and_then(|j| crate::journal::Journal::new(j, &manifest.uuid)),
     };
     for a in &manifest.apps {
         pod.add(a.clone())?;
@@ -164,11 +172,15 @@ impl Pod<'_> {
         }
         mounts::mount_app_root(&self.dir, &a)
             .map_err(|e| format!("app {}: cannot mount its root: {e}", a.name))?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(paths::app_log(&self.dir, &a.name))
-            .ok();
+        let log = if self.manifest.log.file {
+            File::options()
+                .create(true)
+                .append(true)
+                .open(paths::app_log(&self.dir, &a.name))
+                .ok()
+        } else {
+            None
+        };
         let status = AppStatus::created();
         let _ = status.write(&paths::app_status(&self.dir, &a.name));
         self.apps.push(Running {
@@ -219,7 +231,9 @@ impl Pod<'_> {
                     self.outputs.push(Output {
                         app: a.name.clone(),
                         fd,
+                        stream,
                         writer: LineWriter::new(stream),
+                        journal_lines: Default::default(),
                         echo,
                     });
                 }
@@ -343,13 +357,17 @@ impl Pod<'_> {
                 .and_then(|a| a.log.as_mut());
             match nix::unistd::read(o.fd.as_fd(), buf) {
                 Ok(0) => closed.push(i),
-                Ok(n) => emit(o, &buf[..n], log),
+                Ok(n) => emit(o, &buf[..n], log, self.journal.as_ref()),
                 Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) if running => {}
                 Err(_) => closed.push(i),
             }
         }
         for i in closed.into_iter().rev() {
             let mut o = self.outputs.remove(i);
+            if let Some(j) = &self.journal {
+                let (app, stream) = (o.app.clone(), o.stream);
+                o.journal_lines.finish(|line| j.send(&app, stream, line));
+            }
             if let Some(log) = self
                 .apps
                 .iter_mut()
@@ -481,7 +499,17 @@ impl Drop for RawTerminal {
     }
 }
 
-fn emit(o: &mut Output, data: &[u8], log: Option<&mut File>) {
+fn emit(
+    o: &mut Output,
+    data: &[u8],
+    log: Option<&mut File>,
+    journal: Option<&crate::journal::Journal>,
+) {
+    if let Some(j) = journal {
+        let (app, stream) = (o.app.clone(), o.stream);
+        o.journal_lines
+            .feed(data, |line| j.send(&app, stream, line));
+    }
     if o.echo >= 0 {
         // SAFETY: fds 1 and 2 are the init's own stdout/stderr, open for its whole life.
         let fd = unsafe { BorrowedFd::borrow_raw(o.echo) };

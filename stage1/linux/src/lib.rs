@@ -21,6 +21,7 @@ mod control;
 mod devices;
 mod enter;
 mod init;
+mod journal;
 mod mounts;
 mod notify;
 mod run;
