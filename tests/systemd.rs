@@ -148,7 +148,38 @@ fn scope_and_machine_exist_while_the_pod_runs_and_vanish_after() {
     let (mut child, uuid) = spawn_pod(
         &m,
         &w,
-        &[BUSYBOX, "--exec", "/bin/sh", "--", "-c", "sleep 1000"],
+        &[
+            BUSYBOX,
+            "--memory=64M",
+            "--pids-limit=50",
+            "--cpu=500",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "sleep 1000",
+        ],
+    );
+    // The pod's limits are the scope's unit properties too.
+    let scope = format!("orbit-{uuid}.scope");
+    assert_eq!(
+        m.unit_property(&scope, "org.freedesktop.systemd1.Scope", "MemoryMax")
+            .as_deref(),
+        Some("t 67108864")
+    );
+    assert_eq!(
+        m.unit_property(&scope, "org.freedesktop.systemd1.Scope", "TasksMax")
+            .as_deref(),
+        Some("t 50")
+    );
+    assert_eq!(
+        m.unit_property(
+            &scope,
+            "org.freedesktop.systemd1.Scope",
+            "CPUQuotaPerSecUSec"
+        )
+        .as_deref(),
+        Some("t 500000")
     );
     let unit = format!("orbit-{uuid}.scope");
     assert_eq!(

@@ -55,18 +55,29 @@ fn register_with_systemd(prepared: &Prepared, mode: crate::systemd::Mode) -> Res
         return Ok(());
     };
     let uuid = &prepared.pod.uuid;
-    let images: Vec<String> = super::status::manifest(&prepared.pod)?
-        .apps
-        .iter()
-        .map(|a| a.image.name.clone())
-        .collect();
+    let manifest = super::status::manifest(&prepared.pod)?;
+    let images: Vec<String> = manifest.apps.iter().map(|a| a.image.name.clone()).collect();
     let description = format!("orbit pod {uuid} ({})", images.join(", "));
     let me = std::process::id();
+    // The pod's limits (sums over its apps, each only when every app sets it) become the
+    // scope's MemoryMax, CPUQuota and TasksMax; orbit's per-app cgroups sit below.
+    let sum = |f: fn(&orbit_stage1::Resources) -> Option<u64>| -> Option<u64> {
+        manifest
+            .apps
+            .iter()
+            .map(|a| f(&a.isolators.resources))
+            .sum()
+    };
+    let limits = crate::systemd::ScopeLimits {
+        memory: sum(|r| r.memory),
+        cpu_millis: sum(|r| r.cpu_millis),
+        tasks: sum(|r| r.pids),
+    };
     // Already a unit's process (systemd sets INVOCATION_ID for units it starts): the unit
     // is the pod's cgroup; a nested scope would pull orbit out of its own service.
     if std::env::var_os("INVOCATION_ID").is_none() {
         systemd
-            .start_scope(&format!("orbit-{uuid}.scope"), &description, &[me])
+            .start_scope(&format!("orbit-{uuid}.scope"), &description, &[me], &limits)
             .map_err(sd)?;
     }
     systemd

@@ -37,6 +37,17 @@ pub enum Mode {
     No,
 }
 
+/// The pod's resource limits as unit properties (MemoryMax, CPUQuota, TasksMax).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScopeLimits {
+    /// Bytes.
+    pub memory: Option<u64>,
+    /// Millicores.
+    pub cpu_millis: Option<u64>,
+    /// Processes and threads.
+    pub tasks: Option<u64>,
+}
+
 /// A connection to the system bus with a systemd manager on it.
 pub struct Systemd {
     conn: Connection,
@@ -79,16 +90,27 @@ impl Systemd {
         name: &str,
         description: &str,
         pids: &[u32],
+        limits: &ScopeLimits,
     ) -> Result<(), SystemdError> {
         let what = format!("scope {name}");
         let manager = manager(&self.conn).map_err(call_err(&what))?;
-        let props: Vec<(&str, Value)> = vec![
+        let mut props: Vec<(&str, Value)> = vec![
             ("Description", Value::from(description)),
             ("PIDs", Value::from(pids.to_vec())),
             ("Slice", Value::from("machine.slice")),
             ("Delegate", Value::from(true)),
             ("CollectMode", Value::from("inactive-or-failed")),
         ];
+        if let Some(m) = limits.memory {
+            props.push(("MemoryMax", Value::from(m)));
+        }
+        if let Some(c) = limits.cpu_millis {
+            // CPUQuota= in D-Bus form: microseconds of CPU time per second.
+            props.push(("CPUQuotaPerSecUSec", Value::from(c * 1000)));
+        }
+        if let Some(t) = limits.tasks {
+            props.push(("TasksMax", Value::from(t)));
+        }
         let aux: Vec<(&str, Vec<(&str, Value)>)> = Vec::new();
         let _job: OwnedObjectPath = manager
             .call("StartTransientUnit", &(name, "fail", props, aux))
