@@ -703,3 +703,22 @@ fn app_output_reaches_journald_with_pod_and_app_fields() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_manager_shutting_down_stops_its_pods_cleanly() {
+    let w = pod_world();
+    let m = Manager::up();
+    let (mut child, uuid) = spawn_pod(
+        &m,
+        &w,
+        &[BUSYBOX, "--exec", "/bin/sh", "--", "-c", "sleep 1000"],
+    );
+    // systemd stops every unit when it goes down, the pod's scope included: the pod must end
+    // as a stopped pod (exit recorded, nothing leaked), not be left half-alive.
+    drop(m);
+    let st = wait_within(&mut child, Duration::from_secs(20)).expect("orbit run exits");
+    assert!(matches!(st.code(), Some(143) | None), "{st}");
+    assert_eq!(status_json(&w, &uuid)["state"], "exited");
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+}

@@ -562,6 +562,11 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     println!("state={}", info.state);
     if let Some(unit) = &info.unit {
         println!("unit={unit}");
+        let state = orbit::systemd::Systemd::connect(ctx.systemd)
+            .ok()
+            .flatten()
+            .and_then(|sd| sd.unit_state(unit));
+        println!("unit-state={}", state.as_deref().unwrap_or("gone"));
     }
     println!("created={}", info.created);
     if !info.started.is_empty() {
