@@ -20,7 +20,7 @@ pub fn exec_run(
     debug: bool,
     systemd: crate::systemd::Mode,
 ) -> PodError {
-    if let Err(e) = register_with_systemd(&prepared, systemd) {
+    if let Err(e) = register_with_systemd(&prepared, systemd, debug) {
         return e;
     }
     let pod = match pods.transition(&prepared.pod, DirState::Run) {
@@ -49,11 +49,19 @@ pub fn exec_run(
 
 /// Moves this process (about to become the pod) into the transient scope
 /// `orbit-<uuid>.scope` and registers the pod with machined, when systemd is used.
-fn register_with_systemd(prepared: &Prepared, mode: crate::systemd::Mode) -> Result<(), PodError> {
+fn register_with_systemd(
+    prepared: &Prepared,
+    mode: crate::systemd::Mode,
+    timing: bool,
+) -> Result<(), PodError> {
+    let t0 = std::time::Instant::now();
     let sd = |e: crate::systemd::SystemdError| PodError::Stage1(e.to_string());
     let Some(systemd) = crate::systemd::Systemd::connect(mode).map_err(sd)? else {
         return Ok(());
     };
+    if timing {
+        eprintln!("orbit: systemd: connected after {:?}", t0.elapsed());
+    }
     let uuid = &prepared.pod.uuid;
     let manifest = super::status::manifest(&prepared.pod)?;
     let images: Vec<String> = manifest.apps.iter().map(|a| a.image.name.clone()).collect();
@@ -80,9 +88,18 @@ fn register_with_systemd(prepared: &Prepared, mode: crate::systemd::Mode) -> Res
             .start_scope(&format!("orbit-{uuid}.scope"), &description, &[me], &limits)
             .map_err(sd)?;
     }
+    if timing {
+        eprintln!("orbit: systemd: scope ready after {:?}", t0.elapsed());
+    }
     systemd
         .register_machine(&format!("orbit-{uuid}"), me, &prepared.pod.path)
         .map_err(sd)?;
+    if timing {
+        eprintln!(
+            "orbit: systemd: machine registered after {:?}",
+            t0.elapsed()
+        );
+    }
     Ok(())
 }
 
