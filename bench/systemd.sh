@@ -17,7 +17,7 @@ layout=$(images/build-example.sh "$W/example")
 "$o" trust --prefix example.com/busybox examples/demo-key.pub >/dev/null
 "$o" fetch --no-progress "oci:$layout" >/dev/null
 sdu=/tmp/obsd.$$
-trap 'tests/harness/systemd-user-bus.sh down "$sdu" >/dev/null 2>&1 || true; "$o" gc --grace-period=0 >/dev/null 2>&1 || true' EXIT
+trap 'tests/harness/systemd-user-bus.sh down "$sdu" >/dev/null 2>&1 || true; rm -rf "$sdu"; "$o" gc --grace-period=0 >/dev/null 2>&1 || true' EXIT
 eval "$(SDU_MACHINED=1 tests/harness/systemd-user-bus.sh up "$sdu" 2>/dev/null)"
 hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$W/systemd.json" \
   -n with-systemd --prepare "$o gc --grace-period=0" "$o --systemd=yes run example.com/busybox --exec /bin/true" \
