@@ -9,6 +9,11 @@ fn main() -> std::process::ExitCode {
     if args.get(1).map(String::as_str) == Some("stage1") {
         return stage1(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some(orbit::systemd::REGISTER_MACHINE) {
+        return std::process::ExitCode::from(
+            orbit::systemd::register_machine_helper(&args[2..]) as u8
+        );
+    }
     cli::main()
 }
 

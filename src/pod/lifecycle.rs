@@ -20,9 +20,10 @@ pub fn exec_run(
     debug: bool,
     systemd: crate::systemd::Mode,
 ) -> PodError {
-    if let Err(e) = register_with_systemd(&prepared, systemd, debug) {
-        return e;
-    }
+    let scope = match register_with_systemd(&prepared, systemd, debug) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
     let pod = match pods.transition(&prepared.pod, DirState::Run) {
         Ok(p) => p,
         Err(e) => return e,
@@ -40,6 +41,9 @@ pub fn exec_run(
         Err(e) => return e,
     };
     cmd.arg(format!("--lock-fd={fd}"));
+    if let Some(scope) = scope {
+        cmd.env(orbit_stage1::WAIT_CGROUP_ENV, scope);
+    }
     let err = cmd.exec();
     PodError::Stage1(format!(
         "cannot execute stage1 '{}': {err}",
@@ -47,17 +51,21 @@ pub fn exec_run(
     ))
 }
 
-/// Moves this process (about to become the pod) into the transient scope
-/// `orbit-<uuid>.scope` and registers the pod with machined, when systemd is used.
+/// Puts this process (about to become the pod) into the transient scope
+/// `orbit-<uuid>.scope` and has the pod registered with machined, when systemd is used.
+/// Neither waits on the start path: systemd moves us while the stage1 starts up (the stage1
+/// waits for the move before it forks the pod, told by `ORBIT_WAIT_CGROUP`), and a small
+/// helper process registers the machine once the scope holds the pod. Returns the scope to
+/// wait for.
 fn register_with_systemd(
     prepared: &Prepared,
     mode: crate::systemd::Mode,
     timing: bool,
-) -> Result<(), PodError> {
+) -> Result<Option<String>, PodError> {
     let t0 = std::time::Instant::now();
     let sd = |e: crate::systemd::SystemdError| PodError::Stage1(e.to_string());
     let Some(systemd) = crate::systemd::Systemd::connect(mode).map_err(sd)? else {
-        return Ok(());
+        return Ok(None);
     };
     if timing {
         eprintln!("orbit: systemd: connected after {:?}", t0.elapsed());
@@ -83,24 +91,31 @@ fn register_with_systemd(
     };
     // Already a unit's process (systemd sets INVOCATION_ID for units it starts): the unit
     // is the pod's cgroup; a nested scope would pull orbit out of its own service.
-    if std::env::var_os("INVOCATION_ID").is_none() {
+    let scope = std::env::var_os("INVOCATION_ID")
+        .is_none()
+        .then(|| format!("orbit-{uuid}.scope"));
+    if let Some(name) = &scope {
         systemd
-            .start_scope(&format!("orbit-{uuid}.scope"), &description, &[me], &limits)
+            .start_scope(name, &description, &[me], &limits, false)
             .map_err(sd)?;
     }
     if timing {
-        eprintln!("orbit: systemd: scope ready after {:?}", t0.elapsed());
+        eprintln!("orbit: systemd: scope requested after {:?}", t0.elapsed());
     }
-    systemd
-        .register_machine(&format!("orbit-{uuid}"), me, &prepared.pod.path)
-        .map_err(sd)?;
-    if timing {
-        eprintln!(
-            "orbit: systemd: machine registered after {:?}",
-            t0.elapsed()
-        );
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = std::process::Command::new(exe)
+            .args([
+                crate::systemd::REGISTER_MACHINE,
+                &format!("orbit-{uuid}"),
+                &me.to_string(),
+                &prepared.pod.path.to_string_lossy(),
+                scope.as_deref().unwrap_or(""),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn();
     }
-    Ok(())
+    Ok(scope)
 }
 
 /// The pod-directory file naming the systemd service that runs the pod (`--unit`).

@@ -6,10 +6,38 @@
 //! also after a kill -9 — so nothing is left behind.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zbus::blocking::{Connection, Proxy};
 use zbus::zvariant::{OwnedObjectPath, Value};
+
+/// The hidden `orbit` subcommand that registers a pod with machined off the start path:
+/// `orbit __register-machine NAME LEADER ROOT [SCOPE]`.
+pub const REGISTER_MACHINE: &str = "__register-machine";
+
+/// `orbit __register-machine`: waits (bounded) until `leader` is in `scope` (machined
+/// finds the machine's unit through it), then registers. Failures are warnings: a pod runs
+/// without machined, too.
+pub fn register_machine_helper(args: &[String]) -> i32 {
+    let [name, leader, root, scope] = args else {
+        return 2;
+    };
+    let Ok(leader) = leader.parse::<u32>() else {
+        return 2;
+    };
+    if !scope.is_empty() && !orbit_stage1::wait_in_cgroup(leader, scope, Duration::from_secs(10)) {
+        return 1;
+    }
+    match Systemd::connect(Mode::Auto)
+        .map(|s| s.map(|s| s.register_machine(name, leader, Path::new(root))))
+    {
+        Ok(Some(Err(e))) | Err(e) => {
+            eprintln!("orbit: warning: {e}");
+            1
+        }
+        _ => 0,
+    }
+}
 
 /// Failures talking to systemd.
 #[derive(Debug, thiserror::Error)]
@@ -82,15 +110,16 @@ impl Systemd {
         }
     }
 
-    /// Starts transient scope `name` holding `pids` and waits until the first pid is in it
-    /// (machined can register a machine only then). Waiting on /proc/PID/cgroup instead of
-    /// subscribing to JobRemoved saves D-Bus round trips on every pod start.
+    /// Starts transient scope `name` holding `pids`; with `wait`, returns only once the first
+    /// pid is in it. Waiting on /proc/PID/cgroup instead of subscribing to JobRemoved saves
+    /// D-Bus round trips on every pod start.
     pub fn start_scope(
         &self,
         name: &str,
         description: &str,
         pids: &[u32],
         limits: &ScopeLimits,
+        wait: bool,
     ) -> Result<(), SystemdError> {
         let what = format!("scope {name}");
         let manager = manager(&self.conn).map_err(call_err(&what))?;
@@ -115,18 +144,11 @@ impl Systemd {
         let _job: OwnedObjectPath = manager
             .call("StartTransientUnit", &(name, "fail", props, aux))
             .map_err(call_err(&what))?;
-        let Some(pid) = pids.first() else {
+        let Some(pid) = pids.first().filter(|_| wait) else {
             return Ok(());
         };
-        let needle = format!("/{name}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let cgroups =
-                std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-            if cgroups.lines().any(|l| l.ends_with(&needle)) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        if orbit_stage1::wait_in_cgroup(*pid, name, Duration::from_secs(10)) {
+            return Ok(());
         }
         Err(SystemdError::Timeout(what))
     }

@@ -19,6 +19,26 @@ pub use status::{AppState, AppStatus};
 /// The stage1 interface version this build of orbit speaks.
 pub const INTERFACE_VERSION: u32 = 1;
 
+/// Set by stage0 when systemd is moving the `run` process into a unit's cgroup (the value
+/// names it, e.g. `orbit-<uuid>.scope`): `run` waits until /proc/self/cgroup shows it before
+/// it starts the pod, so every pod process lands in the unit.
+pub const WAIT_CGROUP_ENV: &str = "ORBIT_WAIT_CGROUP";
+
+/// Waits until process `pid`'s cgroup path (any hierarchy) ends with `/unit`, at most
+/// `timeout`; true when it got there.
+pub fn wait_in_cgroup(pid: u32, unit: &str, timeout: std::time::Duration) -> bool {
+    let needle = format!("/{unit}");
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cgroups.lines().any(|l| l.ends_with(&needle)) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    false
+}
+
 /// Exit status of `run` when the stage1 itself failed (not an app).
 pub const EXIT_STAGE1_FAILURE: i32 = 125;
 /// Exit status when an app's executable cannot be run (not found / not executable).

@@ -39,6 +39,21 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     let manifest = read_manifest(&pod)?;
     let _lock = lock_pod(&pod, args)?;
+    // stage0 asked systemd to move this process into the pod's unit: no pod process may
+    // start before the move is done.
+    if let Some(unit) = std::env::var_os(orbit_stage1::WAIT_CGROUP_ENV) {
+        let unit = unit.to_string_lossy().into_owned();
+        std::env::remove_var(orbit_stage1::WAIT_CGROUP_ENV);
+        if !orbit_stage1::wait_in_cgroup(
+            std::process::id(),
+            &unit,
+            std::time::Duration::from_secs(10),
+        ) {
+            return Err(format!(
+                "systemd did not move the pod into {unit} within 10 s"
+            ));
+        }
+    }
     crate::activation::accept_from_systemd();
     let relay = crate::notify::setup(&pod)?;
     write_file(&pod, paths::STARTED, &now());
