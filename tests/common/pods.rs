@@ -464,11 +464,14 @@ impl<'a> BgPod<'a> {
         pod.uuid = uuid;
         let ready = orbit(w, &["status", "--wait-ready", &pod.uuid]);
         if !ready.status.success() {
+            // Everything that tells why: the pod's recorded status and the run's exit.
+            let status = text(&orbit(w, &["status", "--format", "json", &pod.uuid]).stdout);
             let e = pod.stop_and_wait();
             panic!(
-                "pod {} did not become ready: {}\nrun stdout: {}\nrun stderr: {}",
+                "pod {} did not become ready: {}\nstatus: {status}\nrun exit: {}\nrun stdout: {}\nrun stderr: {}",
                 pod.uuid,
                 text(&ready.stderr),
+                e.status,
                 e.stdout,
                 e.stderr
             );
