@@ -3,7 +3,10 @@
 //! a transient scope `orbit-<uuid>.scope` (slice machine.slice, Delegate=yes) before it
 //! becomes the pod, and registers the pod with systemd-machined as machine `orbit-<uuid>`.
 //! The scope ends, and machined forgets the machine, when the pod's processes are gone —
-//! also after a kill -9 — so nothing is left behind.
+//! also after a kill -9 — so nothing is left behind. Neither step waits on the start path:
+//! the stage1 waits for systemd's move just before it forks the pod, and a helper process
+//! (`orbit __register-machine`) registers the machine. `orbit run --unit` starts the pod as
+//! a transient service instead.
 
 use std::path::Path;
 use std::time::Duration;

@@ -358,12 +358,19 @@ fn supervise(
     Ok(code)
 }
 
+/// Reaps finished children — the pod's `init` (its exit code is returned) and any other
+/// (stage0 may leave a short-lived helper behind when it execs into the stage1).
 fn reap(init: Pid) -> Result<Option<i32>, String> {
-    match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::StillAlive) => Ok(None),
-        Ok(status) => Ok(exit_of(status).map(|(code, _)| code)),
-        Err(nix::errno::Errno::ECHILD) => Ok(Some(orbit_stage1::EXIT_STAGE1_FAILURE)),
-        Err(e) => Err(format!("waitpid: {e}")),
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            Ok(status) if status.pid() == Some(init) => {
+                return Ok(exit_of(status).map(|(code, _)| code))
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::ECHILD) => return Ok(Some(orbit_stage1::EXIT_STAGE1_FAILURE)),
+            Err(e) => return Err(format!("waitpid: {e}")),
+        }
     }
 }
 
