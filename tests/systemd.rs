@@ -723,3 +723,55 @@ fn a_manager_shutting_down_stops_its_pods_cleanly() {
     out_ok(&w, &["gc", "--grace-period=0"]);
     assert_no_pods(&w);
 }
+
+#[test]
+fn run_unit_notify_is_active_once_the_app_says_ready() {
+    let w = pod_world();
+    let m = Manager::up();
+    let bin = notify_helper(&w);
+    let vol = format!("t,kind=host,source={},readOnly=true", bin.display());
+    let out = m
+        .orbit(
+            &w,
+            &[
+                "run",
+                "--unit",
+                "--notify",
+                "--volume",
+                &vol,
+                BUSYBOX,
+                "--mount",
+                "volume=t,target=/t",
+                "--exec",
+                "/bin/sh",
+                "--",
+                "-c",
+                "/t/notify READY=1; sleep 1000",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let uuid = text(&out.stdout).trim().to_string();
+    let unit = format!("orbit-{uuid}.service");
+    assert_eq!(
+        m.unit_property(&unit, "org.freedesktop.systemd1.Service", "Type")
+            .as_deref(),
+        Some("s \"notify\"")
+    );
+    // Type=notify: systemd holds the unit in "activating" until READY=1 arrives through
+    // the pod's relay.
+    poll(Duration::from_secs(15), "unit active after READY=1", || {
+        (m.unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+            .as_deref()
+            == Some("s \"active\""))
+        .then_some(())
+    });
+    assert!(status_json(&w, &uuid)["ready"].is_string());
+    assert!(m
+        .orbit(&w, &["stop", &uuid])
+        .output()
+        .unwrap()
+        .status
+        .success());
+}

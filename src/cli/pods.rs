@@ -117,6 +117,9 @@ pub struct PodFlags {
     /// With --unit: restart policy (no, on-failure, always).
     #[arg(long, value_name = "POLICY", requires = "unit")]
     pub restart: Option<String>,
+    /// With --unit: Type=notify — the unit is up only once an app says READY=1 (sd_notify).
+    #[arg(long, requires = "unit")]
+    pub notify: bool,
     /// Run the pod in a user namespace with a private uid/gid range (root in the pod is an
     /// unprivileged id on the host).
     #[arg(long)]
@@ -432,6 +435,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
             prepared,
             unit,
             args.pod.restart.as_deref(),
+            args.pod.notify,
             true,
         );
     }
@@ -454,6 +458,7 @@ fn run_as_service(
     prepared: Prepared,
     unit: &str,
     restart: Option<&str>,
+    notify: bool,
     owned: bool,
 ) -> anyhow::Result<()> {
     if let Some(r) = restart {
@@ -484,7 +489,7 @@ fn run_as_service(
         argv.push("--debug".into());
     }
     argv.extend(["run-prepared".to_string(), uuid.clone()]);
-    if let Err(e) = lifecycle::start_as_service(prepared, &unit, &argv, restart) {
+    if let Err(e) = lifecycle::start_as_service(prepared, &unit, &argv, restart, notify) {
         // A pod this command prepared goes with the failure; one prepared earlier stays.
         if let Some(pod) = pods.find(&uuid).ok().filter(|_| owned) {
             let _ = lifecycle::remove(pods, &pod, ctx.debug);
@@ -513,7 +518,7 @@ pub fn run_prepared(
     let pods = PodStore::new(ctx.store.root());
     let prepared = lifecycle::claim_prepared(&pods, uuid)?;
     if let Some(unit) = unit {
-        return run_as_service(ctx, &pods, prepared, unit, restart, false);
+        return run_as_service(ctx, &pods, prepared, unit, restart, false, false);
     }
     Err(lifecycle::exec_run(&pods, prepared, ctx.debug, ctx.systemd).into())
 }

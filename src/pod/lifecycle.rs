@@ -128,6 +128,7 @@ pub fn start_as_service(
     unit: &str,
     argv: &[String],
     restart: Option<&str>,
+    notify: bool,
 ) -> Result<(), PodError> {
     let sd = |e: crate::systemd::SystemdError| PodError::Stage1(e.to_string());
     let systemd = crate::systemd::Systemd::connect(crate::systemd::Mode::Yes)
@@ -144,7 +145,7 @@ pub fn start_as_service(
     // The service claims the pod itself: let go of it first.
     drop(prepared);
     systemd
-        .start_service(unit, &description, argv, restart)
+        .start_service(unit, &description, argv, restart, notify)
         .map_err(sd)
 }
 

@@ -165,6 +165,7 @@ impl Systemd {
         description: &str,
         argv: &[String],
         restart: Option<&str>,
+        notify: bool,
     ) -> Result<(), SystemdError> {
         let what = format!("service {name}");
         let manager = manager(&self.conn).map_err(call_err(&what))?;
@@ -172,7 +173,11 @@ impl Systemd {
         let mut props: Vec<(&str, Value)> = vec![
             ("Description", Value::from(description)),
             ("ExecStart", Value::from(exec_start)),
-            ("Type", Value::from("simple")),
+            // Type=notify: the pod's supervisor (the main process) relays the apps' READY=1.
+            (
+                "Type",
+                Value::from(if notify { "notify" } else { "simple" }),
+            ),
             ("KillMode", Value::from("mixed")),
             ("Delegate", Value::from(true)),
             ("Slice", Value::from("machine.slice")),
