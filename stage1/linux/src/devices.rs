@@ -23,22 +23,10 @@ const ALLOWED: [&str; 11] = [
 
 /// The v1 devices cgroup directory of process `pid`, if the devices controller is mounted.
 fn devices_dir(pid: &str) -> Option<String> {
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = cgroups.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-        ctrl.split(',')
-            .any(|c| c == "devices")
-            .then(|| path.to_string())
-    })?;
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let point = mounts.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        let mut post = post.split(' ');
-        (post.next()? == "cgroup" && post.nth(1)?.split(',').any(|o| o == "devices"))
-            .then(|| pre.split(' ').nth(4).map(String::from))?
-    })?;
-    Some(format!("{point}{}", path.trim_end_matches('/')))
+    let dirs = crate::cgroupfs::dirs_of(pid).ok()?;
+    dirs.into_iter()
+        .find(|(ctrl, _)| ctrl.split(',').any(|c| c == "devices"))
+        .map(|(_, dir)| dir)
 }
 
 /// Restricts the devices cgroup of process `pid` ("self" for the caller) to [`ALLOWED`].

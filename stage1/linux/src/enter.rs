@@ -140,38 +140,11 @@ fn become_app_user_and_exec(app: &orbit_stage1::App, command: &[String]) -> Stri
 /// Moves this process into the cgroups of `pid` (every hierarchy), before joining its
 /// mount namespace: an entered process is accounted and limited like the app.
 fn join_cgroups_of(pid: i32) -> Result<(), String> {
-    let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_err(|e| format!("cannot read the app's cgroups: {e}"))?;
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read mountinfo: {e}"))?;
     let me = std::process::id().to_string();
-    for line in theirs.lines() {
-        let mut f = line.splitn(3, ':');
-        let (_, controllers, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or("/"));
-        let Some(mountpoint) = cgroup_mount(&mounts, controllers) else {
-            continue;
-        };
-        let procs = format!("{mountpoint}{}/cgroup.procs", path.trim_end_matches('/'));
+    for (_, dir) in crate::cgroupfs::dirs_of(&pid.to_string())? {
+        let procs = format!("{dir}/cgroup.procs");
         std::fs::write(&procs, &me)
             .map_err(|e| format!("cannot join the app's cgroup {procs}: {e}"))?;
     }
     Ok(())
-}
-
-/// The mount point of the cgroup hierarchy with these controllers ("" for cgroup2).
-fn cgroup_mount(mountinfo: &str, controllers: &str) -> Option<String> {
-    let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
-    mountinfo.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        let mut post = post.split(' ');
-        let fstype = post.next()?;
-        let opts: Vec<&str> = post.nth(1)?.split(',').collect();
-        let point = pre.split(' ').nth(4)?;
-        let matches = match fstype {
-            "cgroup2" => wanted.is_empty(),
-            "cgroup" => !wanted.is_empty() && wanted.iter().all(|w| opts.contains(w)),
-            _ => false,
-        };
-        matches.then(|| point.to_string())
-    })
 }
