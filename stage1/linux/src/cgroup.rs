@@ -181,11 +181,12 @@ impl PodCgroups {
     }
 
     /// Kills whatever is left in the pod's cgroups and removes them, apps first.
-    pub fn remove(&self, apps: &[String]) {
+    pub fn remove(&self, manifest: &orbit_stage1::PodManifest) {
         let pod_rel = format!("orbit/{}", self.uuid);
-        for rel in apps
+        for rel in manifest
+            .apps
             .iter()
-            .map(|a| format!("{pod_rel}/{a}"))
+            .map(|a| format!("{pod_rel}/{}", a.name))
             .chain([pod_rel.clone()])
         {
             let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, self.base.clone());

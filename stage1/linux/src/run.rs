@@ -67,8 +67,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
 
     if let (Flavor::Ns, Some(ns)) = (flavor, manifest.user_namespace) {
         let result = run_in_user_namespace(&pod, &manifest, &ns, &cgroups, args, relay.as_ref());
-        let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.clone()).collect();
-        cgroups.remove(&apps);
+        cgroups.remove(&manifest);
         return result;
     }
     let mut flags = CloneFlags::CLONE_NEWNS;
@@ -107,8 +106,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
                     Err(e)
                 }
             };
-            let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.clone()).collect();
-            cgroups.remove(&apps);
+            cgroups.remove(&manifest);
             result
         }
     }
@@ -379,8 +377,7 @@ pub fn gc(args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     if let (Some(cgroups), Ok(manifest)) = (PodCgroups::load(&pod, &args.uuid), read_manifest(&pod))
     {
-        let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.clone()).collect();
-        cgroups.remove(&apps);
+        cgroups.remove(&manifest);
     }
     Ok(0)
 }
