@@ -72,8 +72,7 @@ fn register_with_systemd(
     }
     let uuid = &prepared.pod.uuid;
     let manifest = super::status::manifest(&prepared.pod)?;
-    let images: Vec<String> = manifest.apps.iter().map(|a| a.image.name.clone()).collect();
-    let description = format!("orbit pod {uuid} ({})", images.join(", "));
+    let description = unit_description(&prepared.pod.uuid, &manifest);
     let me = std::process::id();
     // The pod's limits (sums over its apps, each only when every app sets it) become the
     // scope's MemoryMax, CPUQuota and TasksMax; orbit's per-app cgroups sit below.
@@ -118,6 +117,16 @@ fn register_with_systemd(
     Ok(scope)
 }
 
+/// A pod's systemd unit description: its UUID and images.
+fn unit_description(uuid: &str, manifest: &orbit_stage1::PodManifest) -> String {
+    let images: Vec<&str> = manifest
+        .apps
+        .iter()
+        .map(|a| a.image.name.as_str())
+        .collect();
+    format!("orbit pod {uuid} ({})", images.join(", "))
+}
+
 /// The pod-directory file naming the systemd service that runs the pod (`--unit`).
 pub const UNIT_FILE: &str = "systemd-unit";
 
@@ -134,12 +143,8 @@ pub fn start_as_service(
     let systemd = crate::systemd::Systemd::connect(crate::systemd::Mode::Yes)
         .map_err(sd)?
         .expect("Mode::Yes connects or fails");
-    let images: Vec<String> = super::status::manifest(&prepared.pod)?
-        .apps
-        .iter()
-        .map(|a| a.image.name.clone())
-        .collect();
-    let description = format!("orbit pod {} ({})", prepared.pod.uuid, images.join(", "));
+    let description =
+        unit_description(&prepared.pod.uuid, &super::status::manifest(&prepared.pod)?);
     let path = prepared.pod.path.join(UNIT_FILE);
     std::fs::write(&path, unit).map_err(|e| PodError::io("cannot write", &path, e))?;
     // The service claims the pod itself: let go of it first.
