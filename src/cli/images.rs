@@ -175,26 +175,12 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
         }
         ImageCommand::Inspect { image, format } => inspect(ctx, &image, format.format),
         ImageCommand::Rm { images } => {
-            let mut failed = 0;
-            for i in &images {
-                match catalog::resolve(store, i)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|img| Ok(gc::remove(store, &img)?))
-                {
-                    Ok((names, report)) => {
-                        names.iter().for_each(|n| println!("removed {n}"));
-                        warn(&report.warnings);
-                    }
-                    Err(e) => {
-                        eprintln!("orbit: error: cannot remove {i}: {e:#}");
-                        failed += 1;
-                    }
-                }
-            }
-            if failed > 0 {
-                bail!("{failed} of {} image(s) not removed", images.len());
-            }
-            Ok(())
+            output::for_each_target(&images, ("remove", "image", "removed"), |i| {
+                let (names, report) = gc::remove(store, &catalog::resolve(store, i)?)?;
+                names.iter().for_each(|n| println!("removed {n}"));
+                warn(&report.warnings);
+                Ok(())
+            })
         }
         ImageCommand::Export {
             image,

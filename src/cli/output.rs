@@ -85,3 +85,23 @@ pub fn version(format: Format) -> anyhow::Result<()> {
         }
     }
 }
+
+/// Runs `each` for every target, reporting each failure as `cannot VERB TARGET: …`, and
+/// fails after trying them all when any did (`N of M NOUN(s) not DONE`).
+pub fn for_each_target(
+    targets: &[String],
+    (verb, noun, done): (&str, &str, &str),
+    mut each: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for t in targets {
+        if let Err(e) = each(t) {
+            eprintln!("orbit: error: cannot {verb} {t}: {e:#}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} {noun}(s) not {done}", targets.len());
+    }
+    Ok(())
+}

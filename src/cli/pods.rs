@@ -665,42 +665,24 @@ pub fn enter(ctx: &Context, args: EnterArgs) -> anyhow::Result<()> {
 pub fn stop(ctx: &Context, args: StopArgs) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
     let timeout = parse_duration(&args.timeout)?;
-    let mut failed = 0;
-    for u in &args.uuids {
-        match lifecycle::stop(&pods, u, args.force, timeout, ctx.debug) {
-            Ok(p) => println!("{}", p.uuid),
-            Err(e) => {
-                eprintln!("orbit: error: cannot stop {u}: {e}");
-                failed += 1;
-            }
-        }
-    }
-    if failed > 0 {
-        bail!("{failed} of {} pod(s) not stopped", args.uuids.len());
-    }
-    Ok(())
+    output::for_each_target(&args.uuids, ("stop", "pod", "stopped"), |u| {
+        println!(
+            "{}",
+            lifecycle::stop(&pods, u, args.force, timeout, ctx.debug)?.uuid
+        );
+        Ok(())
+    })
 }
 
 /// `orbit rm`.
 pub fn rm(ctx: &Context, uuids: Vec<String>) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
-    let mut failed = 0;
-    for u in &uuids {
-        match pods
-            .find(u)
-            .and_then(|p| lifecycle::remove(&pods, &p, ctx.debug).map(|_| p))
-        {
-            Ok(p) => println!("{}", p.uuid),
-            Err(e) => {
-                eprintln!("orbit: error: cannot remove {u}: {e}");
-                failed += 1;
-            }
-        }
-    }
-    if failed > 0 {
-        bail!("{failed} of {} pod(s) not removed", uuids.len());
-    }
-    Ok(())
+    output::for_each_target(&uuids, ("remove", "pod", "removed"), |u| {
+        let pod = pods.find(u)?;
+        lifecycle::remove(&pods, &pod, ctx.debug)?;
+        println!("{}", pod.uuid);
+        Ok(())
+    })
 }
 
 /// `orbit gc`.
