@@ -222,5 +222,6 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
     if let Some(f) = &flags.uuid_file_save {
         std::fs::write(f, format!("{}\n", prepared.pod.uuid))?;
     }
-    Err(lifecycle::exec_run(pods, prepared, ctx.debug, ctx.systemd).into())
+    let systemd = orbit::systemd::PendingSystemd::start(ctx.systemd);
+    Err(lifecycle::exec_run(pods, prepared, ctx.debug, systemd).into())
 }

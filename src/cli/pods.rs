@@ -15,6 +15,7 @@ use orbit::pod::prepare::{self, AppRequest, PodRequest, Prepared};
 use orbit::pod::stage1::{Stage1, STAGE1_ANNOTATION};
 use orbit::pod::store::PodStore;
 use orbit::pod::{lifecycle, spec, status};
+use orbit::systemd::PendingSystemd;
 use orbit::trust::TrustStore;
 
 use super::output::{self, Format};
@@ -425,6 +426,13 @@ fn do_prepare(ctx: &Context, args: &RunArgs) -> anyhow::Result<Prepared> {
 
 /// `orbit run`: prepare, then become the pod (exec its stage1).
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
+    // The bus connection is made while the pod is prepared (not needed with --unit, which
+    // connects on its own).
+    let systemd = PendingSystemd::start(if args.pod.unit.is_some() {
+        orbit::systemd::Mode::No
+    } else {
+        ctx.systemd
+    });
     let prepared = do_prepare(ctx, &args)?;
     let pods = PodStore::new(ctx.store.root());
     let uuid = prepared.pod.uuid.clone();
@@ -439,7 +447,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<()> {
             true,
         );
     }
-    let err = lifecycle::exec_run(&pods, prepared, ctx.debug, ctx.systemd);
+    let err = lifecycle::exec_run(&pods, prepared, ctx.debug, systemd);
     // exec_run returns only when the pod could not start: the pod this command prepared
     // goes with it, so a refusal (e.g. by systemd) leaves no half-made pod behind.
     if let Ok(pod) = pods.find(&uuid) {
@@ -516,11 +524,16 @@ pub fn run_prepared(
     restart: Option<&str>,
 ) -> anyhow::Result<()> {
     let pods = PodStore::new(ctx.store.root());
+    let systemd = PendingSystemd::start(if unit.is_some() {
+        orbit::systemd::Mode::No
+    } else {
+        ctx.systemd
+    });
     let prepared = lifecycle::claim_prepared(&pods, uuid)?;
     if let Some(unit) = unit {
         return run_as_service(ctx, &pods, prepared, unit, restart, false, false);
     }
-    Err(lifecycle::exec_run(&pods, prepared, ctx.debug, ctx.systemd).into())
+    Err(lifecycle::exec_run(&pods, prepared, ctx.debug, systemd).into())
 }
 
 /// `orbit status`.

@@ -18,7 +18,7 @@ pub fn exec_run(
     pods: &PodStore,
     prepared: Prepared,
     debug: bool,
-    systemd: crate::systemd::Mode,
+    systemd: crate::systemd::PendingSystemd,
 ) -> PodError {
     let scope = match register_with_systemd(&prepared, systemd, debug) {
         Ok(s) => s,
@@ -59,12 +59,12 @@ pub fn exec_run(
 /// wait for.
 fn register_with_systemd(
     prepared: &Prepared,
-    mode: crate::systemd::Mode,
+    pending: crate::systemd::PendingSystemd,
     timing: bool,
 ) -> Result<Option<String>, PodError> {
     let t0 = std::time::Instant::now();
     let sd = |e: crate::systemd::SystemdError| PodError::Stage1(e.to_string());
-    let Some(systemd) = crate::systemd::Systemd::connect(mode).map_err(sd)? else {
+    let Some(systemd) = pending.finish().map_err(sd)? else {
         return Ok(None);
     };
     if timing {

@@ -84,6 +84,29 @@ pub struct Systemd {
     conn: Connection,
 }
 
+/// A connection being made on a background thread, so that `orbit run` prepares its pod
+/// while the bus handshake and the manager probe (a few round trips) happen.
+pub struct PendingSystemd(Option<std::thread::JoinHandle<Result<Option<Systemd>, SystemdError>>>);
+
+impl PendingSystemd {
+    /// Starts connecting according to `mode` (nothing to do for `Mode::No`).
+    pub fn start(mode: Mode) -> PendingSystemd {
+        PendingSystemd(
+            (mode != Mode::No).then(|| std::thread::spawn(move || Systemd::connect(mode))),
+        )
+    }
+
+    /// Waits for the connection: `None` when systemd is not to be used or not there.
+    pub fn finish(self) -> Result<Option<Systemd>, SystemdError> {
+        match self.0 {
+            None => Ok(None),
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(SystemdError::Unavailable("connecting panicked".into()))),
+        }
+    }
+}
+
 fn call_err(what: &str) -> impl FnOnce(zbus::Error) -> SystemdError + '_ {
     move |e| SystemdError::Call {
         what: what.to_string(),

@@ -44,11 +44,20 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     if let Some(unit) = std::env::var_os(orbit_stage1::WAIT_CGROUP_ENV) {
         let unit = unit.to_string_lossy().into_owned();
         std::env::remove_var(orbit_stage1::WAIT_CGROUP_ENV);
-        if !orbit_stage1::wait_in_cgroup(
+        let waiting = std::time::Instant::now();
+        let moved = orbit_stage1::wait_in_cgroup(
             std::process::id(),
             &unit,
             std::time::Duration::from_secs(10),
-        ) {
+        );
+        if args.debug {
+            eprintln!(
+                "stage1 {}: waited {:?} for systemd to move the pod into {unit}",
+                flavor.name(),
+                waiting.elapsed()
+            );
+        }
+        if !moved {
             return Err(format!(
                 "systemd did not move the pod into {unit} within 10 s"
             ));
