@@ -5,7 +5,7 @@
 # pod from it with the default `ns` stage1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh busybox-static ca-certificates
+scripts/deps.sh busybox-static ca-certificates iptables containernetworking-plugins
 cargo build --release --workspace --quiet
 export PATH=$PWD/target/release:$PATH
 layout=$(images/build-example.sh build/example)

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod image;
+pub mod net;
 pub mod pod;
 pub mod systemd;
 pub mod trust;

@@ -14,6 +14,9 @@ fn main() -> std::process::ExitCode {
             orbit::systemd::register_machine_helper(&args[2..]) as u8
         );
     }
+    if args.get(1).map(String::as_str) == Some(orbit::net::TEARDOWN) {
+        return std::process::ExitCode::from(orbit::net::teardown_helper() as u8);
+    }
     cli::main()
 }
 

@@ -83,6 +83,57 @@ pub struct AppFlags {
     oom_score_adj: Option<i32>,
 }
 
+/// A pod's network options.
+#[derive(Args, Debug, Clone)]
+pub struct NetFlags {
+    /// Networks: default (NAT bridge orbit0), default-restricted (host-only), host, none
+    /// (loopback only), or CNI networks from net.d/ as NAME[:CNI_ARGS], comma-separated.
+    #[arg(
+        long,
+        env = "ORBIT_NET",
+        default_value = "default",
+        value_name = "NETS"
+    )]
+    pub net: String,
+    /// Forward a host port: NAME:HOSTPORT[:HOSTIP] (NAME a port the image names or exposes)
+    /// or PROTO:CONTAINERPORT:HOSTPORT[:HOSTIP] (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub port: Vec<String>,
+    /// Nameserver IP (repeatable), or host (the host's resolv.conf) or none (keep the image's).
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// DNS search domain (repeatable).
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// resolv.conf option, e.g. ndots:2 (repeatable).
+    #[arg(long, value_name = "OPT")]
+    pub dns_opt: Vec<String>,
+    /// resolv.conf domain.
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_domain: Option<String>,
+    /// An /etc/hosts entry IP=HOSTNAME[,ALIAS…], or host (start from the host's /etc/hosts)
+    /// (repeatable).
+    #[arg(long, value_name = "IP=NAME")]
+    pub hosts_entry: Vec<String>,
+    /// A directory of CNI plugins, searched before /usr/lib/cni, /opt/cni/bin and
+    /// /usr/libexec/cni (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub cni_plugin_dir: Vec<PathBuf>,
+}
+
+impl NetFlags {
+    /// The DNS and hosts part of the request.
+    pub fn dns(&self) -> orbit::net::dns::DnsRequest {
+        orbit::net::dns::DnsRequest {
+            servers: self.dns.clone(),
+            search: self.dns_search.clone(),
+            options: self.dns_opt.clone(),
+            domain: self.dns_domain.clone(),
+            hosts_entries: self.hosts_entry.clone(),
+        }
+    }
+}
+
 /// Pod-wide options of `run` and `prepare`.
 #[derive(Args, Debug, Clone)]
 pub struct PodFlags {
@@ -92,9 +143,8 @@ pub struct PodFlags {
     /// Hostname inside the pod (default orbit-<uuid prefix>).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Network: none (own namespace with loopback only) or host.
-    #[arg(long, default_value = "none")]
-    pub net: String,
+    #[command(flatten)]
+    pub net: NetFlags,
     /// Copy each app's root instead of overlaying the shared layers.
     #[arg(long)]
     no_overlay: bool,
@@ -369,7 +419,10 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         apps: app_requests_from(&args.apps, &args.pod.app)?,
         volumes,
         hostname: args.pod.hostname.clone(),
-        net: args.pod.net.clone(),
+        net: args.pod.net.net.clone(),
+        ports: args.pod.net.port.clone(),
+        dns: args.pod.net.dns(),
+        cni_plugin_dirs: args.pod.net.cni_plugin_dir.clone(),
         no_overlay: args.pod.no_overlay,
         annotations,
         mutable: false,

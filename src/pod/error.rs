@@ -27,6 +27,9 @@ pub enum PodError {
     /// An image problem.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// Networking failed.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// The stage1 cannot be used.
     #[error("{0}")]
     Stage1(String),

@@ -66,6 +66,12 @@ pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
                 };
                 let _ = std::fs::write(marked.path.join(MARKED), b"");
                 report.marked.push(pod.uuid.clone());
+                // An exited pod's network goes at once (its stage1's exit hook did not run
+                // if it was killed), whatever the grace period keeps of the rest.
+                if let Err(e) = detach_network(&marked.path) {
+                    report.failed.push((pod.uuid.clone(), e.to_string()));
+                    continue;
+                }
                 if !opts.mark_only && opts.grace_period.is_zero() {
                     Some(remove_locked(pods, &marked, &lock, opts.debug))
                 } else {
@@ -77,6 +83,7 @@ pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
             {
                 Some(remove_locked(pods, &pod, &lock, opts.debug))
             }
+            DirState::ExitedGarbage => detach_network(&pod.path).err().map(Err),
             DirState::Embryo | DirState::Prepare | DirState::Garbage if !opts.mark_only => {
                 Some(remove_locked(pods, &pod, &lock, opts.debug))
             }
@@ -96,6 +103,14 @@ pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
         super::userns::reclaim(pods)?;
     }
     Ok(report)
+}
+
+/// Detaches an exited pod from its networks, if it still is attached.
+pub fn detach_network(pod: &std::path::Path) -> Result<(), PodError> {
+    if crate::net::is_attached(pod) {
+        crate::net::detach(pod)?;
+    }
+    Ok(())
 }
 
 /// Removes `embryo/.new-*` directories whose creator died before naming them. Creating and

@@ -20,12 +20,15 @@ pub fn exec_run(
     debug: bool,
     systemd: crate::systemd::PendingSystemd,
 ) -> PodError {
-    let scope = match register_with_systemd(&prepared, systemd, debug) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
     let pod = match pods.transition(&prepared.pod, DirState::Run) {
         Ok(p) => p,
+        Err(e) => return e,
+    };
+    if let Err(e) = attach_network(pods, &pod, debug) {
+        return e;
+    }
+    let scope = match register_with_systemd(&pod, systemd, debug) {
+        Ok(s) => s,
         Err(e) => return e,
     };
     let fd = prepared.lock.as_raw_fd();
@@ -58,7 +61,7 @@ pub fn exec_run(
 /// helper process registers the machine once the scope holds the pod. Returns the scope to
 /// wait for.
 fn register_with_systemd(
-    prepared: &Prepared,
+    pod: &PodRef,
     pending: crate::systemd::PendingSystemd,
     timing: bool,
 ) -> Result<Option<String>, PodError> {
@@ -70,9 +73,9 @@ fn register_with_systemd(
     if timing {
         eprintln!("orbit: systemd: connected after {:?}", t0.elapsed());
     }
-    let uuid = &prepared.pod.uuid;
-    let manifest = super::status::manifest(&prepared.pod)?;
-    let description = unit_description(&prepared.pod.uuid, &manifest);
+    let uuid = &pod.uuid;
+    let manifest = super::status::manifest(pod)?;
+    let description = unit_description(&pod.uuid, &manifest);
     let me = std::process::id();
     // The pod's limits (sums over its apps, each only when every app sets it) become the
     // scope's MemoryMax, CPUQuota and TasksMax; orbit's per-app cgroups sit below.
@@ -107,7 +110,7 @@ fn register_with_systemd(
                 crate::systemd::REGISTER_MACHINE,
                 &format!("orbit-{uuid}"),
                 &me.to_string(),
-                &prepared.pod.path.to_string_lossy(),
+                &pod.path.to_string_lossy(),
                 scope.as_deref().unwrap_or(""),
             ])
             .stdin(std::process::Stdio::null())
@@ -115,6 +118,43 @@ fn register_with_systemd(
             .spawn();
     }
     Ok(scope)
+}
+
+/// Attaches a pod with CNI networks (its plan made at preparation), points its own name in
+/// /etc/hosts at its first address, and leaves the stage1 the teardown as its exit hook.
+fn attach_network(pods: &PodStore, pod: &PodRef, timing: bool) -> Result<(), PodError> {
+    let Some(plan) = crate::net::NetPlan::load(&pod.path)? else {
+        return Ok(());
+    };
+    let t0 = std::time::Instant::now();
+    let manifest = super::status::manifest(pod)?;
+    let hook = pod.path.join(orbit_stage1::paths::ON_EXIT);
+    let exe = std::env::current_exe().map_err(|e| {
+        PodError::io(
+            "cannot find the orbit binary",
+            Path::new("/proc/self/exe"),
+            e,
+        )
+    })?;
+    let argv = serde_json::json!([exe, crate::net::TEARDOWN]);
+    std::fs::write(&hook, argv.to_string()).map_err(|e| PodError::io("cannot write", &hook, e))?;
+    let store = pods.root().parent().unwrap_or(pods.root());
+    let status = crate::net::attach(&pod.path, &pod.uuid, &plan, &manifest.network.ports, store)?;
+    if let Some(ip) = status
+        .networks
+        .first()
+        .and_then(|n| n.ips.first())
+        .and_then(|cidr| cidr.split('/').next())
+    {
+        let hosts = pod.path.join(orbit_stage1::paths::ETC_DIR).join("hosts");
+        let text = std::fs::read_to_string(&hosts).unwrap_or_default();
+        let text = crate::net::dns::with_address(&text, &manifest.hostname, ip);
+        std::fs::write(&hosts, text).map_err(|e| PodError::io("cannot write", &hosts, e))?;
+    }
+    if timing {
+        eprintln!("orbit: networks attached after {:?}", t0.elapsed());
+    }
+    Ok(())
 }
 
 /// A pod's systemd unit description: its UUID and images.
@@ -324,6 +364,8 @@ pub fn remove_locked(
             }
         }
     }
+    // A network whose teardown fails keeps the pod (and its records) for a later retry.
+    super::gc::detach_network(&pod.path)?;
     if status::manifest(pod).is_ok_and(|m| m.user_namespace.is_some()) {
         super::userns::release(pods, &pod.uuid)?;
     }

@@ -12,8 +12,8 @@ use std::path::Path;
 use nix::fcntl::Flock;
 
 use orbit_stage1::{
-    paths, App, AppImage, AppRootfs, Mount, Network, PodManifest, Volume, VolumeKind,
-    INTERFACE_VERSION,
+    net_mode, paths, App, AppImage, AppRootfs, Mount, Network, NetworkRef, PodManifest, Volume,
+    VolumeKind, INTERFACE_VERSION,
 };
 
 use super::isolation::{self, InsecureRun, IsolationRequest};
@@ -71,8 +71,14 @@ pub struct PodRequest {
     pub volumes: Vec<Volume>,
     /// `--hostname`.
     pub hostname: Option<String>,
-    /// `--net`: `none` or `host`.
+    /// `--net`: `none`, `host`, or comma-separated CNI networks `NAME[:ARGS]`.
     pub net: String,
+    /// `--port`s.
+    pub ports: Vec<String>,
+    /// `--dns…` and `--hosts-entry`.
+    pub dns: crate::net::dns::DnsRequest,
+    /// `--cni-plugin-dir`s, searched before the default plugin directories.
+    pub cni_plugin_dirs: Vec<std::path::PathBuf>,
     /// `--no-overlay`: copy each app's root instead of overlaying the shared layers.
     pub no_overlay: bool,
     /// Pod annotations.
@@ -120,6 +126,8 @@ pub fn prepare(
     let fly;
     let req = if stage1.name() == "fly" {
         fly = PodRequest {
+            // fly pods share the host's network, whatever --net says.
+            net: net_mode::HOST.to_string(),
             insecure: InsecureRun {
                 capabilities: true,
                 seccomp: true,
@@ -133,13 +141,28 @@ pub fn prepare(
     };
     let resolved = resolve_images(store, trust, req)?;
     let names = app_names(req, &resolved)?;
+    // Networks are resolved (and their plugins looked for) before anything is made.
+    let network = network(req, &resolved)?;
+    let net_plan = if network.mode == net_mode::CNI {
+        Some(crate::net::plan(
+            trust.dirs(),
+            store.root(),
+            &network.networks,
+            &req.cni_plugin_dirs,
+        )?)
+    } else {
+        None
+    };
     let (embryo, lock) = pods.create()?;
     let mut guard = Cleanup {
         path: Some(embryo.path.clone()),
     };
     let pod = pods.transition(&embryo, DirState::Prepare)?;
     guard.path = Some(pod.path.clone());
-    write_pod(store, pods, &pod, req, &resolved, &names)?;
+    write_pod(store, pods, &pod, req, &resolved, &names, network)?;
+    if let Some(plan) = &net_plan {
+        plan.save(&pod.path)?;
+    }
     stage1.save(&pod.path)?;
     let pod = pods.transition(&pod, DirState::Prepared)?;
     guard.path = None;
@@ -170,15 +193,11 @@ fn validate(req: &PodRequest) -> Result<(), PodError> {
     }
     if req.private_users && (req.net == "host" || req.no_overlay || req.mutable) {
         return Err(PodError::BadSpec(
-            "--private-users works with --net=none, overlay roots and immutable pods (not --net=host, --no-overlay or app sandbox) in this version".into(),
+            "--private-users works with its own network, overlay roots and immutable pods (not --net=host, --no-overlay or app sandbox) in this version".into(),
         ));
     }
-    if !["none", "host"].contains(&req.net.as_str()) {
-        return Err(PodError::BadSpec(format!(
-            "--net={}: this version supports --net=none and --net=host",
-            req.net
-        )));
-    }
+    parse_net(&req.net)?;
+    crate::net::dns::validate(&req.dns)?;
     let mut seen = Vec::new();
     for v in &req.volumes {
         if seen.contains(&&v.name) {
@@ -314,6 +333,7 @@ fn write_pod(
     req: &PodRequest,
     resolved: &[Resolved],
     names: &[String],
+    network: Network,
 ) -> Result<(), PodError> {
     let hostname = req
         .hostname
@@ -335,7 +355,7 @@ fn write_pod(
         let d = paths::volume_dir(&pod.path, &v.name);
         fs::create_dir_all(&d).map_err(|e| PodError::io("cannot create", &d, e))?;
     }
-    write_etc(&pod.path, &hostname, &req.net)?;
+    write_etc(&pod.path, &hostname, &network, &req.dns)?;
     let user_namespace = if req.private_users {
         let ns = super::userns::allocate(pods, &pod.uuid)?;
         give_pod_root_its_dirs(&pod.path, &apps, &req.volumes, &ns)?;
@@ -351,9 +371,7 @@ fn write_pod(
         hostname,
         apps,
         volumes: req.volumes.clone(),
-        network: Network {
-            mode: req.net.clone(),
-        },
+        network,
         mutable: req.mutable,
         annotations: req.annotations.clone(),
     };
@@ -478,22 +496,104 @@ fn build_app(
     })
 }
 
-fn write_etc(pod: &Path, hostname: &str, net: &str) -> Result<(), PodError> {
+/// Splits `--net` into the mode and, for CNI networks, the networks (`NAME[:ARGS]`).
+fn parse_net(net: &str) -> Result<(String, Vec<NetworkRef>), PodError> {
+    match net {
+        net_mode::NONE | net_mode::HOST => return Ok((net.to_string(), Vec::new())),
+        "" => {
+            return Err(PodError::BadSpec(
+                "--net is empty: give none, host, default, default-restricted or network names"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    let mut networks: Vec<NetworkRef> = Vec::new();
+    for item in net.split(',') {
+        let (name, args) = match item.split_once(':') {
+            Some((n, a)) => (n, Some(a.to_string())),
+            None => (item, None),
+        };
+        if name == net_mode::NONE || name == net_mode::HOST {
+            return Err(PodError::BadSpec(format!(
+                "--net={net}: '{name}' cannot be combined with other networks"
+            )));
+        }
+        if !crate::net::conf::valid_name(name) {
+            return Err(PodError::BadSpec(format!(
+                "--net={net}: '{name}' is not a network name (letters, digits, '_', '.', '-')"
+            )));
+        }
+        if networks.iter().any(|n| n.name == name) {
+            return Err(PodError::BadSpec(format!(
+                "--net={net}: '{name}' is given twice"
+            )));
+        }
+        networks.push(NetworkRef {
+            name: name.to_string(),
+            args,
+        });
+    }
+    Ok((net_mode::CNI.to_string(), networks))
+}
+
+/// The pod's network: mode, networks and forwarded ports (named ports resolved against the
+/// first app's image, then the others').
+fn network(req: &PodRequest, resolved: &[Resolved]) -> Result<Network, PodError> {
+    let (mode, networks) = parse_net(&req.net)?;
+    let offered: Vec<crate::net::ports::ImagePort> = resolved
+        .iter()
+        .flat_map(|r| {
+            let rc = r.config.config.as_ref();
+            let labels: Vec<(String, String)> = rc
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let exposed: Vec<String> = rc
+                .and_then(|c| c.exposed_ports.as_ref())
+                .and_then(|v| v.as_object())
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            crate::net::ports::image_ports(&labels, &exposed)
+        })
+        .collect();
+    let ports = req
+        .ports
+        .iter()
+        .map(|p| crate::net::ports::parse(p, &offered))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !ports.is_empty() && mode != net_mode::CNI {
+        return Err(PodError::BadSpec(format!(
+            "--port needs a pod network; with --net={} the pod's ports are the host's or none",
+            mode
+        )));
+    }
+    Ok(Network {
+        mode,
+        networks,
+        ports,
+    })
+}
+
+fn write_etc(
+    pod: &Path,
+    hostname: &str,
+    network: &Network,
+    dns: &crate::net::dns::DnsRequest,
+) -> Result<(), PodError> {
+    use crate::net::dns;
     let etc = pod.join(paths::ETC_DIR);
     fs::create_dir_all(&etc).map_err(|e| PodError::io("cannot create", &etc, e))?;
-    let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    );
-    let resolv = if net == "host" {
-        fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-    } else {
-        String::new()
-    };
-    for (f, content) in [
-        ("hosts", hosts),
-        ("hostname", format!("{hostname}\n")),
-        ("resolv.conf", resolv),
-    ] {
+    let own = network.mode != net_mode::HOST;
+    // Only a network with a way out can use the host's servers.
+    let routed = network.mode == net_mode::CNI;
+    let hosts = dns::hosts(dns, hostname, dns::UNATTACHED_ADDRESS);
+    let mut files = vec![("hosts", hosts), ("hostname", format!("{hostname}\n"))];
+    if let Some(resolv) = dns::resolv_conf(dns, own, routed) {
+        files.push(("resolv.conf", resolv));
+    }
+    for (f, content) in files {
         let p = etc.join(f);
         fs::write(&p, content).map_err(|e| PodError::io("cannot write", &p, e))?;
     }
@@ -532,6 +632,9 @@ pub fn add_app(
         volumes: manifest.volumes.clone(),
         hostname: None,
         net: manifest.network.mode.clone(),
+        ports: Vec::new(),
+        dns: Default::default(),
+        cni_plugin_dirs: Vec::new(),
         no_overlay: false,
         annotations: BTreeMap::new(),
         mutable: true,

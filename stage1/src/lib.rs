@@ -5,15 +5,17 @@
 pub mod isolators;
 pub mod log;
 pub mod manifest;
+pub mod net;
 pub mod paths;
 pub mod seccomp;
 pub mod status;
 
 pub use isolators::{Isolators, Resources, Seccomp};
 pub use manifest::{
-    App, AppImage, AppRootfs, AppUser, LogTarget, Mount, Network, PodManifest, Stage1Manifest,
-    UserNamespace, Volume, VolumeKind, ENTRYPOINTS,
+    net_mode, App, AppImage, AppRootfs, AppUser, LogTarget, Mount, Network, NetworkRef,
+    PodManifest, PortMapping, Stage1Manifest, UserNamespace, Volume, VolumeKind, ENTRYPOINTS,
 };
+pub use net::{NetworkAttachment, NetworkStatus};
 pub use status::{AppState, AppStatus};
 
 /// The stage1 interface version this build of orbit speaks.

@@ -179,8 +179,55 @@ pub enum VolumeKind {
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
-    /// `none` (own empty namespace with loopback) or `host`.
+    /// `none` (own empty namespace with loopback), `host`, or `cni`: stage0 has made the
+    /// pod's network namespace, pinned at [`crate::paths::NETNS`] in the pod directory,
+    /// and attached [`Network::networks`] to it; the stage1 joins it.
     pub mode: String,
+    /// The CNI networks, in interface order (`eth0`, `eth1`, …), for mode `cni`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkRef>,
+    /// Ports forwarded from the host to the pod (mode `cni`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+}
+
+/// The pod network modes.
+pub mod net_mode {
+    /// Own network namespace with loopback only.
+    pub const NONE: &str = "none";
+    /// The host's network namespace.
+    pub const HOST: &str = "host";
+    /// A namespace made by stage0 with CNI networks attached.
+    pub const CNI: &str = "cni";
+}
+
+/// A CNI network a pod is attached to: `--net=NAME[:ARGS]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkRef {
+    /// The network's name (`default`, `default-restricted`, or a conflist in `net.d/`).
+    pub name: String,
+    /// Extra `CNI_ARGS` (`K=V;K=V`) for this network's plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+}
+
+/// A port forwarded from the host into the pod (CNI `portMappings`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    /// The port's name in the image, when it was given by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// The port inside the pod.
+    pub container_port: u16,
+    /// The port on the host.
+    pub host_port: u16,
+    /// The host address to listen on (all addresses when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
 }
 
 /// A pod's private uid/gid range: pod ids 0..size map to host ids base..base+size.

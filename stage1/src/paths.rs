@@ -22,6 +22,14 @@ pub const EXIT: &str = "exit";
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// Files the pod's `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` come from.
 pub const ETC_DIR: &str = "etc";
+/// The pod's network namespace (network mode `cni`), an nsfs bind mount made by stage0.
+pub const NETNS: &str = "netns";
+/// The pod's network status (JSON [`crate::NetworkStatus`]), written by stage0.
+pub const NETWORK_STATUS: &str = "network.json";
+/// What a stage1's `run` executes once the pod has exited (JSON array: argv), with the pod
+/// directory as working directory, before it releases the pod's lock. stage0 puts its
+/// network teardown here.
+pub const ON_EXIT: &str = "on-exit";
 
 /// The directory of app `name`.
 pub fn app_dir(pod: &Path, name: &str) -> PathBuf {

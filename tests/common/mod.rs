@@ -43,6 +43,9 @@ impl World {
             .env("ORBIT_SYSTEM_CONFIG", self.path("config/vendor"))
             .env("ORBIT_LOCAL_CONFIG", self.path("config/system"))
             .env("ORBIT_USER_CONFIG", self.path("config/user"))
+            // Pods get no network unless a test asks (network tests run orbit in a network
+            // namespace of their own, see tests/net.rs).
+            .env("ORBIT_NET", "none")
             .env_remove("RUST_BACKTRACE");
         c
     }

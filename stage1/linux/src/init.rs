@@ -102,7 +102,8 @@ fn run(
     if flavor == Flavor::Ns {
         nix::unistd::sethostname(&manifest.hostname)
             .map_err(|e| format!("cannot set the hostname: {e}"))?;
-        if manifest.network.mode != "host" {
+        // (A CNI pod's loopback was brought up by the supervisor that joined its namespace.)
+        if manifest.network.mode == orbit_stage1::net_mode::NONE {
             mounts::loopback_up().map_err(|e| format!("cannot bring up lo: {e}"))?;
         }
     } else {

@@ -39,6 +39,73 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     let manifest = read_manifest(&pod)?;
     let _lock = lock_pod(&pod, args)?;
+    let result = run_locked(flavor, args, &pod, &manifest);
+    run_exit_hook(&pod, args.debug);
+    result
+}
+
+/// Runs stage0's exit hook ([`paths::ON_EXIT`]) while the pod's lock is still held: the
+/// pod has exited and its status is written. Its failure is reported, not fatal: what it
+/// leaves undone, `orbit gc` finishes.
+fn run_exit_hook(pod: &Path, debug: bool) {
+    let Ok(text) = std::fs::read(pod.join(paths::ON_EXIT)) else {
+        return;
+    };
+    let argv: Vec<String> = match serde_json::from_slice(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("stage1: ignoring a malformed {}: {e}", paths::ON_EXIT);
+            return;
+        }
+    };
+    let Some((program, rest)) = argv.split_first() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    // The supervisor's children would go into the pod's pid namespace, which died with the
+    // pod's init (fork fails with ENOMEM there): the hook runs in the supervisor's own.
+    if let Ok(own) = std::fs::File::open("/proc/self/ns/pid") {
+        let _ = nix::sched::setns(own, CloneFlags::CLONE_NEWPID);
+    }
+    match std::process::Command::new(program)
+        .args(rest)
+        .current_dir(pod)
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(_) if debug => eprintln!("stage1: exit hook done in {:?}", started.elapsed()),
+        Ok(_) => {}
+        Err(e) => eprintln!("stage1: cannot run the exit hook {program}: {e}"),
+    }
+}
+
+/// In the pod's first process: joins the network namespace stage0 made for the pod
+/// (network mode `cni`) and brings its loopback up, before a user namespace is made (its
+/// root could not). The supervisor stays in the host's namespace, so its exit hook (the
+/// CNI teardown) runs there.
+fn join_pod_network(pod: &Path, manifest: &orbit_stage1::PodManifest) -> Result<(), String> {
+    if manifest.network.mode != orbit_stage1::net_mode::CNI {
+        return Ok(());
+    }
+    let path = pod.join(paths::NETNS);
+    let ns = std::fs::File::open(&path).map_err(|e| {
+        format!(
+            "cannot open the pod's network namespace {}: {e}",
+            path.display()
+        )
+    })?;
+    nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("cannot join the pod's network namespace: {e}"))?;
+    crate::mounts::loopback_up().map_err(|e| format!("cannot bring up lo: {e}"))
+}
+
+fn run_locked(
+    flavor: Flavor,
+    args: &Args,
+    pod: &Path,
+    manifest: &orbit_stage1::PodManifest,
+) -> Result<i32, String> {
+    let pod = pod.to_path_buf();
     // stage0 asked systemd to move this process into the pod's unit: no pod process may
     // start before the move is done.
     if let Some(unit) = std::env::var_os(orbit_stage1::WAIT_CGROUP_ENV) {
@@ -75,14 +142,14 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     cgroups.set_pod_limits(&limits)?;
 
     if let (Flavor::Ns, Some(ns)) = (flavor, manifest.user_namespace) {
-        let result = run_in_user_namespace(&pod, &manifest, &ns, &cgroups, args, relay.as_ref());
-        cgroups.remove(&manifest);
+        let result = run_in_user_namespace(&pod, manifest, &ns, &cgroups, args, relay.as_ref());
+        cgroups.remove(manifest);
         return result;
     }
     let mut flags = CloneFlags::CLONE_NEWNS;
     if flavor == Flavor::Ns {
         flags |= CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-        if manifest.network.mode != "host" {
+        if manifest.network.mode == orbit_stage1::net_mode::NONE {
             flags |= CloneFlags::CLONE_NEWNET;
         }
     }
@@ -101,8 +168,14 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
             if ppid.as_raw() != 0 && ppid != supervisor {
                 std::process::exit(orbit_stage1::EXIT_STAGE1_FAILURE);
             }
+            if flavor == Flavor::Ns {
+                if let Err(e) = join_pod_network(&pod, manifest) {
+                    eprintln!("stage1 ns: {e}");
+                    std::process::exit(orbit_stage1::EXIT_STAGE1_FAILURE);
+                }
+            }
             std::process::exit(init::main(
-                flavor, &pod, &manifest, &cgroups, args.debug, mask,
+                flavor, &pod, manifest, &cgroups, args.debug, mask,
             ));
         }
         ForkResult::Parent { child } => {
@@ -115,7 +188,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
                     Err(e)
                 }
             };
-            cgroups.remove(&manifest);
+            cgroups.remove(manifest);
             result
         }
     }
@@ -239,6 +312,8 @@ fn user_namespace_child(
     debug: bool,
     mask: SigSet,
 ) -> Result<i32, String> {
+    let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
+    join_pod_network(&pod, manifest)?;
     unshare(CloneFlags::CLONE_NEWUSER)
         .map_err(|e| format!("cannot create the user namespace: {e}"))?;
     nix::unistd::write(ready, b"r").map_err(|e| e.to_string())?;
@@ -258,13 +333,16 @@ fn user_namespace_child(
     if nix::unistd::getppid() != supervisor {
         return Err("the supervisor exited during setup".into());
     }
-    let flags = CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET;
+        | CloneFlags::CLONE_NEWIPC;
+    // A CNI pod's network namespace was joined by the supervisor, before this user
+    // namespace existed.
+    if manifest.network.mode == orbit_stage1::net_mode::NONE {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     new_namespaces(flags)?;
-    let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     // SAFETY: single-threaded; the child runs the pod init.
     match unsafe { fork() }.map_err(|e| format!("cannot fork the pod init: {e}"))? {
         ForkResult::Child => {
