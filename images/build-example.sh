@@ -31,6 +31,7 @@ printf 'Hello from orbit: a busybox pod, signed, verified and unpacked.\n' > "$e
 rm -rf "$out"
 "$bin/orbit-build-image" --out "$out" --name example.com/busybox:latest \
   --layer "gzip:$base" --layer "zstd:$etc" \
-  --env PATH=/bin --cmd /bin/cat --cmd /etc/motd >/dev/null
+  --env PATH=/bin --cmd /bin/cat --cmd /etc/motd \
+  --label orbit.dev/port.http=80/tcp --expose 80/tcp >/dev/null
 "$bin/orbit" image sign --key "$here/examples/demo-key.key" "oci:$out" >&2
 echo "$out"

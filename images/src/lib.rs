@@ -130,6 +130,8 @@ pub struct RunConfig {
     pub working_dir: Option<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Exposed ports (`80/tcp`).
+    pub exposed_ports: Vec<String>,
 }
 
 /// Digests of a written image.
@@ -170,6 +172,14 @@ pub fn config_json(diff_ids: &[String], run: &RunConfig) -> Value {
     }
     if !run.labels.is_empty() {
         c.insert("Labels".into(), json!(run.labels));
+    }
+    if !run.exposed_ports.is_empty() {
+        let ports: serde_json::Map<String, serde_json::Value> = run
+            .exposed_ports
+            .iter()
+            .map(|p| (p.clone(), json!({})))
+            .collect();
+        c.insert("ExposedPorts".into(), serde_json::Value::Object(ports));
     }
     json!({
         "created": "2023-11-14T22:13:20Z",

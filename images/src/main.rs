@@ -35,6 +35,12 @@ struct Args {
     /// Working directory.
     #[arg(long)]
     workdir: Option<String>,
+    /// Label KEY=VALUE (repeatable); `orbit.dev/port.NAME=PORT/PROTO` names a port.
+    #[arg(long)]
+    label: Vec<String>,
+    /// Exposed port PORT/PROTO (repeatable).
+    #[arg(long)]
+    expose: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,7 +60,16 @@ fn main() -> anyhow::Result<()> {
         cmd: (!a.cmd.is_empty()).then_some(a.cmd),
         env: a.env,
         working_dir: a.workdir,
-        ..RunConfig::default()
+        labels: a
+            .label
+            .iter()
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .with_context(|| format!("--label {l}: expected KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        exposed_ports: a.expose,
     };
     let w = write_image(&a.out, &a.name, &layers, &run)
         .with_context(|| format!("cannot write {}", a.out.display()))?;

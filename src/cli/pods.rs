@@ -652,6 +652,15 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     if let Some(c) = info.exit_code {
         println!("exit-code={c}");
     }
+    for n in &info.networks {
+        println!(
+            "networks={}:interface={},ip={},gateway={}",
+            n.name,
+            n.interface,
+            n.ips.join("+"),
+            n.gateways.join("+")
+        );
+    }
     for a in &info.apps {
         let code = a
             .status
@@ -704,10 +713,20 @@ pub fn list(ctx: &Context, args: ListFlags) -> anyhow::Result<()> {
             Some(c) => format!("{} ({c})", i.state),
             None => i.state.clone(),
         };
-        rows.push(vec![uuid, apps, images, state, i.created.clone()]);
+        // rkt's NETWORKS column: name:ip per network.
+        let networks = i
+            .networks
+            .iter()
+            .map(|n| {
+                let ip = n.ips.first().map(|c| c.split('/').next().unwrap_or(c));
+                format!("{}:{}", n.name, ip.unwrap_or("-"))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        rows.push(vec![uuid, apps, images, state, networks, i.created.clone()]);
     }
     output::table(
-        &["UUID", "APPS", "IMAGES", "STATE", "CREATED"],
+        &["UUID", "APPS", "IMAGES", "STATE", "NETWORKS", "CREATED"],
         &rows,
         !args.no_legend,
     );

@@ -39,6 +39,9 @@ pub struct PodInfo {
     /// The systemd service running the pod (`orbit run --unit`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The pod's CNI networks: interface, addresses and gateways (from its network status).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<orbit_stage1::NetworkAttachment>,
 }
 
 /// One app of a pod.
@@ -150,5 +153,10 @@ pub fn info(pod: &PodRef) -> Result<PodInfo, PodError> {
         unit: super::lifecycle::unit_of(pod),
         ready: Some(read_trim(pod, "ready")).filter(|r| !r.is_empty()),
         notify: pod.path.join("notify.sock").exists(),
+        networks: std::fs::read(pod.path.join(paths::NETWORK_STATUS))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<orbit_stage1::NetworkStatus>(&b).ok())
+            .map(|s| s.networks)
+            .unwrap_or_default(),
     })
 }

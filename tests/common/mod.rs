@@ -14,8 +14,12 @@ pub fn orbit_bin() -> PathBuf {
 }
 
 /// An isolated orbit world: its own store, config dirs and scratch space, removed on drop.
+/// With [`World::with_netns`], every orbit command runs in the world's own network
+/// namespace (its bridges, rules and pods stay there) with the default network.
 pub struct World {
     pub tmp: tempfile::TempDir,
+    /// The world's network namespace (dropped after the world's pods are collected).
+    pub netns: Option<std::sync::Arc<fs::File>>,
 }
 
 impl World {
@@ -24,7 +28,13 @@ impl World {
             .prefix("orbit-test-")
             .tempdir()
             .expect("tempdir");
-        World { tmp }
+        World { tmp, netns: None }
+    }
+
+    /// Makes orbit commands run in `netns` (an open network namespace file).
+    pub fn with_netns(mut self, netns: fs::File) -> World {
+        self.netns = Some(std::sync::Arc::new(netns));
+        self
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -45,8 +55,30 @@ impl World {
             .env("ORBIT_USER_CONFIG", self.path("config/user"))
             // Pods get no network unless a test asks (network tests run orbit in a network
             // namespace of their own, see tests/net.rs).
-            .env("ORBIT_NET", "none")
+            .env(
+                "ORBIT_NET",
+                if self.netns.is_some() {
+                    "default"
+                } else {
+                    "none"
+                },
+            )
             .env_remove("RUST_BACKTRACE");
+        if let Some(ns) = &self.netns {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            // SAFETY: setns(2) is a single async-signal-safe system call on a descriptor the
+            // parent keeps open; nothing else runs between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         c
     }
 

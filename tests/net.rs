@@ -1,0 +1,618 @@
+//! CNI networking against the real plugins (Debian's containernetworking-plugins), the real
+//! kernel and iptables. Every test runs orbit inside a network namespace of its own (the
+//! test's "host": bridges, rules and pods stay there) with a dummy interface `host0` at
+//! 10.99.0.1/24 standing for the host's address; traffic goes only between the test and its
+//! own pods. Each test ends by asserting that nothing of its pods is left: no veth, no pinned
+//! namespace, no per-pod iptables rule, no IPAM lease.
+
+mod common;
+#[path = "common/pods.rs"]
+mod pods_common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{text, World};
+use orbit_images::{tar_dir, write_image, Compression, Layer, RunConfig};
+use pods_common::*;
+
+const WEB: &str = "example.com/web:latest";
+const HOST_IP: &str = "10.99.0.1";
+
+/// A world whose orbit commands run in a fresh network namespace; on drop its pods are
+/// collected and the namespace deleted.
+struct NetWorld {
+    w: World,
+    name: String,
+}
+
+impl std::ops::Deref for NetWorld {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.w
+    }
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+}
+
+impl NetWorld {
+    fn new() -> NetWorld {
+        let name = format!("orbit-t-{}", &uuid::Uuid::new_v4().to_string()[..8]);
+        let out = sh(&format!("ip netns add {name}"));
+        assert!(out.status.success(), "ip netns add: {}", text(&out.stderr));
+        let file = fs::File::open(format!("/run/netns/{name}")).unwrap();
+        // The guard exists from here on: a failed setup still deletes the namespace.
+        let nw = NetWorld {
+            w: World::new().with_netns(file),
+            name,
+        };
+        // (This kernel has no dummy interfaces: a veth pair stands for the host's NIC.)
+        let out = nw.ns(&format!(
+            "ip link set lo up && ip link add host0 type veth peer name host0p && ip addr add {HOST_IP}/24 dev host0 && ip link set host0 up && ip link set host0p up"
+        ));
+        assert!(out.status.success(), "netns setup: {}", text(&out.stderr));
+        fetch(&nw, &layouts().busybox);
+        fetch(&nw, &web_layout());
+        nw
+    }
+
+    /// Runs a shell command in the world's namespace.
+    fn ns(&self, cmd: &str) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    fn ns_out(&self, cmd: &str) -> String {
+        let o = self.ns(cmd);
+        format!("{}{}", text(&o.stdout), text(&o.stderr))
+    }
+
+    /// The pods' veths (not the host0 pair standing for the host's NIC).
+    fn pod_veths(&self) -> Vec<String> {
+        self.ns_out("ip -o link show type veth")
+            .lines()
+            .filter(|l| !l.contains("host0"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn write_conf(&self, file: &str, json: &str) {
+        let d = self.path("config/system/net.d");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(file), json).unwrap();
+    }
+
+    /// Nothing of any pod is left in the namespace or the store.
+    fn assert_clean(&self) {
+        let veths = self.pod_veths();
+        assert!(veths.is_empty(), "veths left: {veths:?}");
+        let rules = self.ns_out("iptables-save");
+        let per_pod: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.contains("id: \"") || l.contains("CNI-DN-"))
+            .collect();
+        assert!(per_pod.is_empty(), "per-pod rules left: {per_pod:#?}");
+        let store = self.store();
+        let netns_mounts = mounts_with(&store.display().to_string());
+        assert!(netns_mounts.is_empty(), "mounts left: {netns_mounts:#?}");
+        for lease in leases(&store) {
+            panic!("IPAM lease left: {}", lease.display());
+        }
+    }
+}
+
+/// host-local's lease files (named after the address) under the store's IPAM directory.
+fn leases(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for net in fs::read_dir(store.join("net/ipam"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in fs::read_dir(net.path()).into_iter().flatten().flatten() {
+            let n = f.file_name().to_string_lossy().to_string();
+            if n.parse::<std::net::IpAddr>().is_ok() {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+impl Drop for NetWorld {
+    fn drop(&mut self) {
+        let _ = self.w.run(&["gc", "--grace-period=0"]);
+        let _ = sh(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// busybox with a named port: label `orbit.dev/port.http=80/tcp`, exposed 80/tcp and 53/udp.
+fn web_layout() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "net-web-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let src = dir.join("src");
+    fs::create_dir_all(src.join("bin")).unwrap();
+    fs::copy("/bin/busybox", src.join("bin/busybox")).unwrap();
+    for a in [
+        "sh", "httpd", "wget", "ip", "cat", "echo", "mkdir", "sleep", "nc", "ping", "ls", "true",
+    ] {
+        std::os::unix::fs::symlink("busybox", src.join("bin").join(a)).unwrap();
+    }
+    fs::create_dir_all(src.join("tmp")).unwrap();
+    fs::create_dir_all(src.join("etc")).unwrap();
+    let layout = dir.join("layout");
+    let run = RunConfig {
+        cmd: Some(vec!["/bin/sh".into()]),
+        env: vec!["PATH=/bin".into()],
+        labels: [("orbit.dev/port.http".to_string(), "80/tcp".to_string())].into(),
+        exposed_ports: vec!["80/tcp".into(), "53/udp".into()],
+        ..Default::default()
+    };
+    write_image(
+        &layout,
+        WEB,
+        &[Layer {
+            tar: tar_dir(&src).unwrap(),
+            compression: Compression::Gzip,
+        }],
+        &run,
+    )
+    .unwrap();
+    fs::remove_dir_all(&src).unwrap();
+    layout
+}
+
+/// A web server pod answering `/` with `body`.
+fn server<'a>(w: &'a NetWorld, body: &str, extra: &[&str]) -> BgPod<'a> {
+    let script = format!(
+        "mkdir -p /tmp/www && echo {body} > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www"
+    );
+    let mut args: Vec<&str> = extra.to_vec();
+    args.push(WEB);
+    args.extend(["--exec", "/bin/sh", "--", "-c"]);
+    args.push(&script);
+    BgPod::start(w, &args)
+}
+
+fn first_ip(w: &World, uuid: &str) -> String {
+    let st = status_json(w, uuid);
+    let ip = st["networks"][0]["ips"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no network in status: {st}"));
+    ip.split('/').next().unwrap().to_string()
+}
+
+/// Runs a one-shot pod and returns its output (asserting success).
+fn run_ok(w: &World, args: &[&str]) -> String {
+    let mut full = vec!["run"];
+    full.extend_from_slice(args);
+    out_ok(w, &full)
+}
+
+#[test]
+fn two_pods_on_the_default_network_reach_each_other_and_status_shows_the_network() {
+    let w = NetWorld::new();
+    let mut a = server(&w, "hello-from-a", &[]);
+    let ip = first_ip(&w, &a.uuid);
+    assert!(ip.starts_with("172.16.28."), "{ip}");
+    let st = status_json(&w, &a.uuid);
+    assert_eq!(st["networks"][0]["name"], "default");
+    assert_eq!(st["networks"][0]["interface"], "eth0");
+    assert_eq!(st["networks"][0]["gateways"][0], "172.16.28.1");
+    let text_status = out_ok(&w, &["status", &a.uuid]);
+    assert!(
+        text_status.contains(&format!(
+            "networks=default:interface=eth0,ip={ip}/24,gateway=172.16.28.1"
+        )),
+        "{text_status}"
+    );
+    let list = out_ok(&w, &["list"]);
+    assert!(
+        list.contains("NETWORKS") && list.contains(&format!("default:{ip}")),
+        "{list}"
+    );
+    let got = run_ok(
+        &w,
+        &[
+            WEB,
+            "--exec",
+            "/bin/wget",
+            "--",
+            "-qO-",
+            &format!("http://{ip}/"),
+        ],
+    );
+    assert_eq!(got.trim(), "hello-from-a");
+    // The pod's own name resolves to its address.
+    let hosts = run_ok(
+        &w,
+        &[
+            "--hostname=web1",
+            WEB,
+            "--exec",
+            "/bin/cat",
+            "--",
+            "/etc/hosts",
+        ],
+    );
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with("172.16.28.") && l.ends_with("\tweb1")),
+        "{hosts}"
+    );
+    out_ok(&w, &["stop", &a.uuid]);
+    a.wait(Duration::from_secs(20));
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}
+
+#[test]
+fn a_forwarded_port_answers_on_the_hosts_address_by_name_and_by_number() {
+    let w = NetWorld::new();
+    let mut a = server(&w, "by-name", &["--port=http:18080"]);
+    let mut b = server(&w, "by-number", &["--port=tcp:80:18081:10.99.0.1"]);
+    for (port, body) in [(18080, "by-name"), (18081, "by-number")] {
+        let out = w.ns(&format!("busybox wget -qO- http://{HOST_IP}:{port}/"));
+        assert_eq!(text(&out.stdout).trim(), body, "{}", text(&out.stderr));
+    }
+    // The same host port again is refused before anything is made.
+    let e = out_125(
+        &w,
+        &["run", "--port=http:18080", WEB, "--exec", "/bin/true"],
+    );
+    assert!(e.contains("18080") && e.contains(&a.uuid), "{e}");
+    // So is a port a program on the host holds.
+    let e = {
+        let ns = fs::File::open(format!("/run/netns/{}", w.name)).unwrap();
+        let holder = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this thread only; the thread ends after the check.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            std::net::TcpListener::bind("0.0.0.0:18082").unwrap()
+        })
+        .join()
+        .unwrap();
+        let e = out_125(
+            &w,
+            &["run", "--port=tcp:80:18082", WEB, "--exec", "/bin/true"],
+        );
+        drop(holder);
+        e
+    };
+    assert!(e.contains("already using it"), "{e}");
+    let e = out_125(&w, &["run", "--port=ftp:21", WEB, "--exec", "/bin/true"]);
+    assert!(
+        e.contains("no port named 'ftp'") && e.contains("http"),
+        "{e}"
+    );
+    for p in [&mut a, &mut b] {
+        out_ok(&w, &["stop", &p.uuid]);
+        p.wait(Duration::from_secs(20));
+    }
+    let rules = w.ns_out("iptables-save -t nat");
+    assert!(
+        !rules.contains("18080") && !rules.contains("18081"),
+        "{rules}"
+    );
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}
+
+#[test]
+fn default_restricted_reaches_the_host_but_nothing_beyond_its_subnet() {
+    let w = NetWorld::new();
+    let script = "ip route; ping -c1 -W2 172.16.29.1 >/dev/null && echo gw-ok; nc -w2 10.99.0.1 9 </dev/null 2>&1; true";
+    let out = run_ok(
+        &w,
+        &[
+            "--net=default-restricted",
+            WEB,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            script,
+        ],
+    );
+    assert!(!out.contains("default via"), "{out}");
+    assert!(out.contains("172.16.29.0/24"), "{out}");
+    assert!(out.contains("gw-ok"), "{out}");
+    assert!(out.contains("unreachable"), "{out}");
+    // The default network does route there (the connection is refused, not unreachable).
+    let out = run_ok(
+        &w,
+        &[
+            WEB,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "ip route; nc -w2 10.99.0.1 9 </dev/null 2>&1; true",
+        ],
+    );
+    assert!(out.contains("default via 172.16.28.1"), "{out}");
+    assert!(
+        out.contains("refused") && !out.contains("unreachable"),
+        "{out}"
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn none_has_only_loopback_and_host_sees_the_hosts_interfaces() {
+    let w = NetWorld::new();
+    let out = run_ok(
+        &w,
+        &["--net=none", WEB, "--exec", "/bin/ip", "--", "-o", "link"],
+    );
+    let links: Vec<&str> = out.lines().collect();
+    assert_eq!(links.len(), 1, "{out}");
+    assert!(links[0].contains(": lo:"), "{out}");
+    let out = run_ok(
+        &w,
+        &["--net=host", WEB, "--exec", "/bin/ip", "--", "-o", "addr"],
+    );
+    assert!(out.contains("host0") && out.contains(HOST_IP), "{out}");
+    assert!(status_json(&w, &only_pod_any(&w))["networks"].is_null());
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}
+
+fn only_pod_any(w: &World) -> String {
+    list_json(w)[0]["uuid"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn named_networks_bridge_and_macvlan_with_cni_args() {
+    let w = NetWorld::new();
+    let ipam = w.path("ipam").display().to_string();
+    w.write_conf(
+        "10-second.conflist",
+        &format!(
+            r#"{{"cniVersion":"1.0.0","name":"second","plugins":[{{"type":"bridge","bridge":"second0","isGateway":true,
+               "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.98.0.0/24"}}]],"dataDir":"{ipam}"}}}}]}}"#
+        ),
+    );
+    w.write_conf(
+        "20-mv.conf",
+        &format!(
+            r#"{{"cniVersion":"0.4.0","name":"mv","type":"macvlan","master":"host0","mode":"bridge",
+               "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.99.0.0/24","rangeStart":"10.99.0.100","rangeEnd":"10.99.0.120"}}]],"dataDir":"{ipam}"}}}}"#
+        ),
+    );
+    let out = run_ok(
+        &w,
+        &[
+            "--net=default,second:IP=10.98.0.50,mv",
+            WEB,
+            "--exec",
+            "/bin/ip",
+            "--",
+            "-o",
+            "-4",
+            "addr",
+        ],
+    );
+    assert!(out.contains("eth0") && out.contains("172.16.28."), "{out}");
+    assert!(
+        out.contains("eth1") && out.contains("10.98.0.50/24"),
+        "{out}"
+    );
+    assert!(
+        out.contains("eth2") && out.contains("10.99.0.100/24"),
+        "{out}"
+    );
+    let uuid = only_pod_any(&w);
+    let st = status_json(&w, &uuid);
+    let names: Vec<&str> = st["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "second", "mv"]);
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+    let left: Vec<_> = fs::read_dir(&ipam)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| {
+            f.file_name()
+                .to_string_lossy()
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "leases left in the named networks: {left:?}"
+    );
+}
+
+#[test]
+fn dns_and_hosts_files_follow_the_flags() {
+    let w = NetWorld::new();
+    let cat = ["--exec", "/bin/cat", "--", "/etc/resolv.conf", "/etc/hosts"];
+    let mut args = vec![
+        "--dns=10.1.1.1",
+        "--dns=10.1.1.2",
+        "--dns-search=a.example",
+        "--dns-opt=ndots:3",
+        "--dns-domain=a.example",
+        "--hosts-entry=10.2.2.2=db.local,db",
+        "--hostname=web",
+        WEB,
+    ];
+    args.extend(cat);
+    let out = run_ok(&w, &args);
+    assert!(out.starts_with("nameserver 10.1.1.1\nnameserver 10.1.1.2\ndomain a.example\nsearch a.example\noptions ndots:3\n"), "{out}");
+    assert!(
+        out.contains("127.0.0.1\tlocalhost\n") && out.contains("10.2.2.2\tdb.local db\n"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("172.16.28.") && l.ends_with("\tweb")),
+        "{out}"
+    );
+    // --dns=host copies the host's file; --hosts-entry=host starts from the host's hosts.
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let out = run_ok(
+        &w,
+        &[
+            "--dns=host",
+            WEB,
+            "--exec",
+            "/bin/cat",
+            "--",
+            "/etc/resolv.conf",
+        ],
+    );
+    assert_eq!(out, host_resolv);
+    let host_hosts = fs::read_to_string("/etc/hosts").unwrap();
+    let out = run_ok(
+        &w,
+        &[
+            "--hosts-entry=host",
+            WEB,
+            "--exec",
+            "/bin/cat",
+            "--",
+            "/etc/hosts",
+        ],
+    );
+    assert!(out.starts_with(host_hosts.trim_end()), "{out}");
+    // --dns=none leaves the image's own (this image has none).
+    let out = w.run(&[
+        "run",
+        "--dns=none",
+        WEB,
+        "--exec",
+        "/bin/ls",
+        "--",
+        "/etc/resolv.conf",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let e = out_125(
+        &w,
+        &["run", "--dns=dns.example", WEB, "--exec", "/bin/true"],
+    );
+    assert!(
+        e.contains("--dns=dns.example") && e.contains("not an IP"),
+        "{e}"
+    );
+    assert_no_pods_but_exited(&w);
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}
+
+/// Only exited pods (no half-made ones) are in the store.
+fn assert_no_pods_but_exited(w: &World) {
+    for (state, uuid) in pod_dirs(w) {
+        assert_eq!(state, "run", "pod {uuid} left in {state}");
+    }
+}
+
+#[test]
+fn a_hundred_create_destroy_cycles_leave_nothing() {
+    let w = NetWorld::new();
+    for i in 0..100 {
+        let out = w.run(&["run", WEB, "--exec", "/bin/true"]);
+        assert!(out.status.success(), "cycle {i}: {}", text(&out.stderr));
+        if i % 10 == 9 {
+            out_ok(&w, &["gc", "--grace-period=0"]);
+        }
+        // Each exit tore its network down already (the stage1's exit hook).
+        let veths = w.pod_veths();
+        assert!(veths.is_empty(), "cycle {i}: veth left: {veths:?}");
+    }
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+    w.assert_clean();
+}
+
+#[test]
+fn kill_9_of_a_networked_pod_then_gc_leaves_nothing() {
+    let w = NetWorld::new();
+    let mut a = server(&w, "doomed", &["--port=http:18090"]);
+    let uuid = a.uuid.clone();
+    assert_eq!(w.pod_veths().len(), 1, "{:?}", w.pod_veths());
+    // SAFETY: kill(2) of the orbit run process this test started.
+    unsafe { libc::kill(a.run_pid() as i32, libc::SIGKILL) };
+    a.wait(Duration::from_secs(20));
+    // Nothing ran the exit hook: the attachment is still there until gc.
+    assert!(pod_dir(&w, &uuid).join("net").exists());
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+    w.assert_clean();
+    let rules = w.ns_out("iptables-save -t nat");
+    assert!(!rules.contains("18090"), "{rules}");
+}
+
+#[test]
+fn bad_networks_are_clear_errors_and_leave_no_half_made_pod() {
+    let w = NetWorld::new();
+    let e = out_125(&w, &["run", "--net=nosuchnet", WEB, "--exec", "/bin/true"]);
+    assert!(e.contains("network 'nosuchnet': no such network"), "{e}");
+    w.write_conf(
+        "30-bad.conflist",
+        r#"{"cniVersion":"1.0.0","name":"noplugin","plugins":[{"type":"no-such-plugin"}]}"#,
+    );
+    let e = out_125(&w, &["run", "--net=noplugin", WEB, "--exec", "/bin/true"]);
+    assert!(
+        e.contains("network 'noplugin'") && e.contains("'no-such-plugin' not found"),
+        "{e}"
+    );
+    w.write_conf("40-broken.conflist", "{ \"name\": \"broken\", ");
+    let e = out_125(&w, &["run", "--net=broken", WEB, "--exec", "/bin/true"]);
+    assert!(e.contains("40-broken.conflist: not valid JSON"), "{e}");
+    // An exhausted subnet: one address, the second pod is refused and undone.
+    let ipam = w.path("ipam1").display().to_string();
+    w.write_conf(
+        "50-tiny.conflist",
+        &format!(
+            r#"{{"cniVersion":"1.0.0","name":"tiny","plugins":[{{"type":"bridge","bridge":"tiny0","isGateway":true,
+               "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.97.0.0/24","rangeStart":"10.97.0.10","rangeEnd":"10.97.0.10"}}]],"dataDir":"{ipam}"}}}}]}}"#
+        ),
+    );
+    let mut a = BgPod::start(
+        &w,
+        &["--net=tiny", WEB, "--exec", "/bin/sleep", "--", "1000"],
+    );
+    let e = out_125(
+        &w,
+        &["run", "--net=default,tiny", WEB, "--exec", "/bin/true"],
+    );
+    assert!(
+        e.contains("network 'tiny'") && e.contains("no IP addresses available"),
+        "{e}"
+    );
+    // The refused pod is gone, and so is its attachment to `default` (made first).
+    assert_eq!(pod_dirs(&w).len(), 1, "{:?}", pod_dirs(&w));
+    assert_eq!(w.pod_veths().len(), 1, "{:?}", w.pod_veths());
+    assert_eq!(
+        leases(&w.store()).len(),
+        0,
+        "the default network's lease was not released"
+    );
+    out_ok(&w, &["stop", &a.uuid]);
+    a.wait(Duration::from_secs(20));
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+    w.assert_clean();
+}
