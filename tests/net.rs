@@ -101,9 +101,8 @@ impl NetWorld {
         let store = self.store();
         let netns_mounts = mounts_with(&store.display().to_string());
         assert!(netns_mounts.is_empty(), "mounts left: {netns_mounts:#?}");
-        for lease in leases(&store) {
-            panic!("IPAM lease left: {}", lease.display());
-        }
+        let leases = leases(&store);
+        assert!(leases.is_empty(), "IPAM leases left: {leases:?}");
     }
 }
 
