@@ -615,3 +615,49 @@ fn bad_networks_are_clear_errors_and_leave_no_half_made_pod() {
     assert_no_pods(&w);
     w.assert_clean();
 }
+
+#[test]
+fn check_network_reports_a_pod_whose_interface_was_removed() {
+    let w = NetWorld::new();
+    let mut a = server(&w, "checked", &[]);
+    out_ok(&w, &["status", "--check-network", &a.uuid]);
+    let netns = pod_dir(&w, &a.uuid).join("netns");
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "link", "del", "eth0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let e = out_125(&w, &["status", "--check-network", &a.uuid]);
+    assert!(
+        e.contains("network 'default'") && e.contains("CHECK"),
+        "{e}"
+    );
+    out_ok(&w, &["stop", &a.uuid]);
+    a.wait(Duration::from_secs(20));
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}
+
+#[test]
+fn a_private_users_pod_gets_its_network_but_cannot_change_it() {
+    let w = NetWorld::new();
+    let script = "ip -o -4 addr show eth0; ip link set eth0 down 2>&1; cat /sys/class/net/eth0/operstate 2>&1; touch /sys/x 2>&1; true";
+    let out = run_ok(
+        &w,
+        &[
+            "--private-users",
+            WEB,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            script,
+        ],
+    );
+    assert!(out.contains("inet 172.16.28."), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}

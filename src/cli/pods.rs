@@ -229,6 +229,10 @@ pub struct StatusArgs {
     /// Wait until the pod and all its apps are running.
     #[arg(long)]
     wait_ready: bool,
+    /// Ask the CNI plugins whether the running pod's networks are still as they set them up
+    /// (CNI CHECK); fails with what is wrong.
+    #[arg(long)]
+    check_network: bool,
     #[command(flatten)]
     format: FormatArgs,
 }
@@ -602,6 +606,15 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             bail!("pod {} is still running after {w}", pod.uuid);
         }
         pod = pods.refresh(&pod)?;
+    }
+    if args.check_network {
+        if !status::is_running(&pod) {
+            bail!(
+                "pod {} is not running: there is no network to check",
+                pod.uuid
+            );
+        }
+        orbit::net::attach::check(&pod.path)?;
     }
     if args.wait_ready {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);

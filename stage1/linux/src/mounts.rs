@@ -288,13 +288,35 @@ fn system_mounts(root: &Path, userns: bool) -> R {
     mnt(Some("proc"), &proc_dir, Some("proc"), nosuid, None)?;
     let sys = in_root(root, "/sys")?;
     ensure_dir(&sys)?;
-    mnt(
+    match mount(
         Some("sysfs"),
         &sys,
         Some("sysfs"),
         nosuid | MsFlags::MS_RDONLY,
-        None,
-    )?;
+        None::<&str>,
+    ) {
+        Ok(()) => {}
+        // sysfs belongs to a network namespace: a user namespace may mount one only for a
+        // network namespace it owns, and a CNI pod's was made by the host. Show the host's
+        // read-only instead, as rootless runtimes do (its files are root's, not the pod's).
+        Err(nix::errno::Errno::EPERM) if userns => {
+            mnt(
+                Some("/sys"),
+                &sys,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            mnt(
+                None,
+                &sys,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid,
+                None,
+            )?;
+        }
+        Err(e) => return Err(format!("mount sysfs on {}: {e}", sys.display())),
+    }
     let dev = in_root(root, "/dev")?;
     ensure_dir(&dev)?;
     mnt(
