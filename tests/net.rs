@@ -260,9 +260,18 @@ fn a_forwarded_port_answers_on_the_hosts_address_by_name_and_by_number() {
     let w = NetWorld::new();
     let mut a = server(&w, "by-name", &["--port=http:18080"]);
     let mut b = server(&w, "by-number", &["--port=tcp:80:18081:10.99.0.1"]);
-    for (port, body) in [(18080, "by-name"), (18081, "by-number")] {
-        let out = w.ns(&format!("busybox wget -qO- http://{HOST_IP}:{port}/"));
-        assert_eq!(text(&out.stdout).trim(), body, "{}", text(&out.stderr));
+    for (addr, port, body) in [
+        (HOST_IP, 18080, "by-name"),
+        (HOST_IP, 18081, "by-number"),
+        ("127.0.0.1", 18080, "by-name"),
+    ] {
+        let out = w.ns(&format!("busybox wget -qO- http://{addr}:{port}/"));
+        assert_eq!(
+            text(&out.stdout).trim(),
+            body,
+            "{addr}:{port}: {}",
+            text(&out.stderr)
+        );
     }
     // The same host port again is refused before anything is made.
     let e = out_125(
