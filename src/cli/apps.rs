@@ -187,7 +187,7 @@ pub fn run(ctx: &Context, cmd: AppCommand) -> anyhow::Result<()> {
 }
 
 fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()> {
-    let annotations = flags.annotations()?;
+    let mut annotations = flags.annotations()?;
     let volumes = flags
         .volume
         .iter()
@@ -199,6 +199,7 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
         annotations.get(STAGE1_ANNOTATION).map(String::as_str),
         &ctx.config,
     )?;
+    super::pods::kvm_annotations(&mut annotations, &flags, &stage1, ctx)?;
     let req = PodRequest {
         apps: vec![],
         volumes,

@@ -154,6 +154,13 @@ pub struct PodFlags {
     /// Stage1 directory (with stage1.json).
     #[arg(long, value_name = "DIR")]
     pub stage1_path: Option<PathBuf>,
+    /// kvm stage1: the guest kernel (an uncompressed vmlinux with modules/ beside it, as
+    /// scripts/kvm-kernel.sh makes) [default: kvm/vmlinux in the config dirs].
+    #[arg(long, value_name = "PATH")]
+    pub kvm_kernel: Option<PathBuf>,
+    /// kvm stage1: accelerator, auto (KVM when it boots the guest, else TCG), kvm or tcg.
+    #[arg(long, value_name = "ACCEL", value_parser = ["auto", "kvm", "tcg"])]
+    pub kvm_accel: Option<String>,
     /// Write the pod's UUID to this file.
     #[arg(long, value_name = "FILE")]
     pub uuid_file_save: Option<PathBuf>,
@@ -419,6 +426,7 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         annotations.get(STAGE1_ANNOTATION).map(String::as_str),
         &ctx.config,
     )?;
+    kvm_annotations(&mut annotations, &args.pod, &stage1, ctx)?;
     let req = PodRequest {
         apps: app_requests_from(&args.apps, &args.pod.app)?,
         volumes,
@@ -436,6 +444,31 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         log: args.pod.log.clone(),
     };
     Ok((req, stage1))
+}
+
+/// For the kvm stage1: the guest kernel (found now, so a missing one fails before anything
+/// is made) and the accelerator, as pod annotations the stage1 reads.
+pub fn kvm_annotations(
+    annotations: &mut BTreeMap<String, String>,
+    flags: &PodFlags,
+    stage1: &Stage1,
+    ctx: &Context,
+) -> anyhow::Result<()> {
+    if stage1.name() != "kvm" {
+        if flags.kvm_kernel.is_some() || flags.kvm_accel.is_some() {
+            bail!("--kvm-kernel and --kvm-accel apply only to the kvm stage1");
+        }
+        return Ok(());
+    }
+    let kernel = orbit::pod::stage1::kvm_kernel(flags.kvm_kernel.as_deref(), &ctx.config)?;
+    annotations.insert(
+        orbit::pod::stage1::KVM_KERNEL_ANNOTATION.into(),
+        kernel.display().to_string(),
+    );
+    if let Some(a) = &flags.kvm_accel {
+        annotations.insert(orbit::pod::stage1::KVM_ACCEL_ANNOTATION.into(), a.clone());
+    }
+    Ok(())
 }
 
 /// Says loudly which protections `--insecure-options` turned off for this pod.

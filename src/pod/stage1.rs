@@ -14,9 +14,43 @@ use super::PodError;
 use crate::config::ConfigDirs;
 
 /// The built-in flavors.
-pub const BUILTIN: [&str; 2] = ["ns", "fly"];
+pub const BUILTIN: [&str; 3] = ["ns", "fly", "kvm"];
 /// The pod annotation that selects a stage1 (a name or a directory).
 pub const STAGE1_ANNOTATION: &str = "orbit.dev/stage1";
+
+/// The pod annotation naming the `kvm` flavor's guest kernel.
+pub const KVM_KERNEL_ANNOTATION: &str = "orbit.dev/kvm-kernel";
+/// The pod annotation choosing the `kvm` flavor's accelerator.
+pub const KVM_ACCEL_ANNOTATION: &str = "orbit.dev/kvm-accel";
+
+/// The `kvm` flavor's guest kernel: `explicit` (`--kvm-kernel`), else `kvm/vmlinux` in the
+/// config dirs (user, system, vendor), with its `modules/` beside it.
+pub fn kvm_kernel(explicit: Option<&Path>, config: &ConfigDirs) -> Result<PathBuf, PodError> {
+    let candidates: Vec<PathBuf> = match explicit {
+        Some(p) => vec![p.to_path_buf()],
+        None => config
+            .all()
+            .iter()
+            .rev()
+            .map(|d| d.join("kvm").join("vmlinux"))
+            .collect(),
+    };
+    for c in &candidates {
+        if c.is_file() {
+            if !c.with_file_name("modules").join("order").is_file() {
+                return Err(PodError::Stage1(format!(
+                    "guest kernel {}: no modules/order beside it; make kernels with scripts/kvm-kernel.sh",
+                    c.display()
+                )));
+            }
+            return std::fs::canonicalize(c).map_err(|e| PodError::io("cannot resolve", c, e));
+        }
+    }
+    Err(PodError::Stage1(format!(
+        "the kvm stage1 needs a guest kernel and found none at {}; run `scripts/kvm-kernel.sh` (installs QEMU and the kernel to /usr/lib/orbit/kvm) or pass --kvm-kernel=PATH",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    )))
+}
 
 /// A selected stage1.
 #[derive(Debug, Clone)]
@@ -57,12 +91,6 @@ impl Stage1 {
         let name = name.or(annotation).unwrap_or("ns");
         if BUILTIN.contains(&name) {
             return Ok(builtin(name));
-        }
-        if name == "kvm" {
-            return Err(PodError::Stage1(
-                "the kvm stage1 is not available in this build yet; use --stage1-name ns or fly"
-                    .into(),
-            ));
         }
         if name.contains('/') {
             return Stage1::from_dir(Path::new(name));

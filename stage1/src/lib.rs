@@ -2,6 +2,7 @@
 //! and every stage1 flavor. `stage1/INTERFACE.md` describes the same contract in prose; the
 //! two must agree.
 
+pub mod agent;
 pub mod isolators;
 pub mod log;
 pub mod manifest;

@@ -23,6 +23,7 @@ mod devices;
 mod enter;
 mod init;
 mod journal;
+mod kvm;
 mod mounts;
 mod notify;
 mod run;
@@ -39,6 +40,8 @@ pub enum Flavor {
     Ns,
     /// Host (mount namespace + chroot only).
     Fly,
+    /// A QEMU microVM per pod.
+    Kvm,
 }
 
 impl Flavor {
@@ -47,6 +50,7 @@ impl Flavor {
         match s {
             "ns" => Some(Flavor::Ns),
             "fly" => Some(Flavor::Fly),
+            "kvm" => Some(Flavor::Kvm),
             _ => None,
         }
     }
@@ -56,6 +60,7 @@ impl Flavor {
         match self {
             Flavor::Ns => "ns",
             Flavor::Fly => "fly",
+            Flavor::Kvm => "kvm",
         }
     }
 }
@@ -69,15 +74,24 @@ pub fn main(flavor: Flavor, entrypoint: &str, raw_args: &[String]) -> i32 {
             return orbit_stage1::EXIT_STAGE1_FAILURE;
         }
     };
-    let result = match entrypoint {
-        "run" => run::run(flavor, &args),
-        "enter" => enter::enter(&args),
-        "stop" => run::stop(&args),
-        "gc" => run::gc(&args),
-        "app-add" | "app-start" | "app-stop" | "app-rm" => {
-            control::request(&entrypoint[4..], &args)
+    let result = match (flavor, entrypoint) {
+        (Flavor::Kvm, "run") => kvm::run(&args),
+        (Flavor::Kvm, "enter") => kvm::enter(&args),
+        (Flavor::Kvm, "stop") => kvm::stop(&args),
+        (Flavor::Kvm, "gc") => kvm::gc(&args),
+        (Flavor::Kvm, e) if e.starts_with("app-") => {
+            Err("the kvm stage1 does not support mutable pods (app add/start/stop/rm) yet".into())
         }
-        other => Err(format!("unknown entrypoint '{other}'")),
+        (_, entrypoint) => match entrypoint {
+            "run" => run::run(flavor, &args),
+            "enter" => enter::enter(&args),
+            "stop" => run::stop(&args),
+            "gc" => run::gc(&args),
+            "app-add" | "app-start" | "app-stop" | "app-rm" => {
+                control::request(&entrypoint[4..], &args)
+            }
+            other => Err(format!("unknown entrypoint '{other}'")),
+        },
     };
     match result {
         Ok(code) => code,

@@ -157,7 +157,7 @@ pub fn enter_app_root(
         None,
     )?;
     match flavor {
-        Flavor::Ns => {
+        Flavor::Ns | Flavor::Kvm => {
             system_mounts(root, manifest.user_namespace.is_some())?;
             mask_paths(root, &app.isolators)?;
             etc_files(pod, root)?;
@@ -190,7 +190,7 @@ pub fn enter_app_root(
         )?;
     }
     match flavor {
-        Flavor::Ns => pivot(root)?,
+        Flavor::Ns | Flavor::Kvm => pivot(root)?,
         Flavor::Fly => {
             nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
             nix::unistd::chroot(".").map_err(|e| format!("chroot {}: {e}", root.display()))?;

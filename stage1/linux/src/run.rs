@@ -47,7 +47,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
 /// Runs stage0's exit hook ([`paths::ON_EXIT`]) while the pod's lock is still held: the
 /// pod has exited and its status is written. Its failure is reported, not fatal: what it
 /// leaves undone, `orbit gc` finishes.
-fn run_exit_hook(pod: &Path, debug: bool) {
+pub(crate) fn run_exit_hook(pod: &Path, debug: bool) {
     let Ok(text) = std::fs::read(pod.join(paths::ON_EXIT)) else {
         return;
     };
@@ -105,9 +105,14 @@ fn run_locked(
     pod: &Path,
     manifest: &orbit_stage1::PodManifest,
 ) -> Result<i32, String> {
-    let pod = pod.to_path_buf();
-    // stage0 asked systemd to move this process into the pod's unit: no pod process may
-    // start before the move is done.
+    wait_for_systemd(flavor, args)?;
+    crate::activation::accept_from_systemd();
+    run_locked_rest(flavor, args, pod.to_path_buf(), manifest)
+}
+
+/// stage0 asked systemd to move this process into the pod's unit: no pod process may start
+/// before the move is done.
+pub(crate) fn wait_for_systemd(flavor: Flavor, args: &Args) -> Result<(), String> {
     if let Some(unit) = std::env::var_os(orbit_stage1::WAIT_CGROUP_ENV) {
         let unit = unit.to_string_lossy().into_owned();
         std::env::remove_var(orbit_stage1::WAIT_CGROUP_ENV);
@@ -130,7 +135,15 @@ fn run_locked(
             ));
         }
     }
-    crate::activation::accept_from_systemd();
+    Ok(())
+}
+
+fn run_locked_rest(
+    flavor: Flavor,
+    args: &Args,
+    pod: std::path::PathBuf,
+    manifest: &orbit_stage1::PodManifest,
+) -> Result<i32, String> {
     let relay = crate::notify::setup(&pod)?;
     write_file(&pod, paths::STARTED, &now());
     let cgroups = PodCgroups::create(&pod, &args.uuid)?;
@@ -195,7 +208,7 @@ fn run_locked(
 }
 
 /// Creates namespaces `flags` for this process and keeps its mounts from propagating back.
-fn new_namespaces(flags: CloneFlags) -> Result<(), String> {
+pub(crate) fn new_namespaces(flags: CloneFlags) -> Result<(), String> {
     unshare(flags).map_err(|e| format!("cannot create the pod's namespaces: {e}"))?;
     mount(
         None::<&str>,
@@ -368,7 +381,7 @@ fn user_namespace_child(
 
 /// The pod's lock: the descriptor stage0 handed over (`--lock-fd`), or a fresh one.
 /// Either way it is close-on-exec, so apps never hold it.
-fn lock_pod(pod: &Path, args: &Args) -> Result<OwnedFd, String> {
+pub(crate) fn lock_pod(pod: &Path, args: &Args) -> Result<OwnedFd, String> {
     let fd = match args.lock_fd {
         Some(n) => {
             // SAFETY: stage0 passed this descriptor for us to own; nothing else in this

@@ -1,0 +1,413 @@
+//! The apps in the guest: their roots (kernel filesystems, /etc files, volumes, read-only
+//! root), a memory cgroup each, spawning with the app's identity, output streaming, reaping
+//! (PID 1 reaps every orphan too) and `exec` requests.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use orbit_stage1::agent::{AgentConfig, GuestApp, ToHost, STDERR, STDOUT};
+
+use crate::Port;
+
+enum Kind {
+    App {
+        name: String,
+        cgroup: PathBuf,
+        readers: Vec<JoinHandle<()>>,
+    },
+    Exec {
+        id: u64,
+        readers: Vec<JoinHandle<()>>,
+    },
+}
+
+struct State {
+    running: HashMap<i32, Kind>,
+    apps_left: usize,
+}
+
+/// Runs and reaps the apps.
+#[derive(Clone)]
+pub struct Supervisor {
+    port: Port,
+    config: Arc<AgentConfig>,
+    state: Arc<Mutex<State>>,
+}
+
+fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), String> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {} on {}: {e}", source.display(), target.display()))?;
+    if read_only {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("remount {} read-only: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
+fn ensure_like(source: &Path, target: &Path) -> Result<(), String> {
+    if target.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+    }
+    let made = if source.is_dir() {
+        std::fs::create_dir_all(target)
+    } else {
+        std::fs::File::create(target).map(drop)
+    };
+    made.map_err(|e| format!("cannot create {}: {e}", target.display()))
+}
+
+/// Mounts what the app sees: /proc, /sys (read-only), /dev, the pod's /etc files, its
+/// volumes; makes its root read-only if asked.
+fn prepare_root(app: &GuestApp) -> Result<(), String> {
+    let root = Path::new(&app.root);
+    let inside = |p: &str| root.join(p.trim_start_matches('/'));
+    let mut binds: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
+    for m in app.etc_files.iter().chain(&app.mounts) {
+        binds.push((PathBuf::from(&m.source), inside(&m.target), m.read_only));
+    }
+    for (src, dst, _) in &binds {
+        ensure_like(src, dst)?;
+    }
+    for d in ["proc", "sys", "dev"] {
+        std::fs::create_dir_all(inside(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    if app.read_only_rootfs {
+        bind(root, root, true)?;
+    }
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        Some("proc"),
+        &inside("proc"),
+        Some("proc"),
+        nosuid,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount proc: {e}"))?;
+    mount(
+        Some("sysfs"),
+        &inside("sys"),
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount sysfs: {e}"))?;
+    bind(Path::new("/dev"), &inside("dev"), false)?;
+    for (src, dst, ro) in &binds {
+        bind(src, dst, *ro)?;
+    }
+    Ok(())
+}
+
+/// `arg0` resolved inside `root` with the app's PATH (the path to exec after chroot).
+fn resolve(root: &Path, arg0: &str, env: &[String]) -> Option<String> {
+    if arg0.contains('/') {
+        return root
+            .join(arg0.trim_start_matches('/'))
+            .exists()
+            .then(|| arg0.to_string());
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':').find_map(|dir| {
+        let candidate = format!("{}/{arg0}", dir.trim_end_matches('/'));
+        root.join(candidate.trim_start_matches('/'))
+            .exists()
+            .then_some(candidate)
+    })
+}
+
+fn reader(
+    port: Port,
+    mut pipe: impl Read + Send + 'static,
+    make: impl Fn(String) -> ToHost + Send + 'static,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16384];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => port.send(&make(String::from_utf8_lossy(&buf[..n]).into_owned())),
+            }
+        }
+    })
+}
+
+/// Spawns `argv` in `app`'s root as the app's user, in `cgroup` when given.
+fn spawn(
+    app: &GuestApp,
+    argv: &[String],
+    cgroup: Option<&Path>,
+) -> Result<std::process::Child, (i32, String)> {
+    let root = Path::new(&app.root);
+    let program = resolve(root, &argv[0], &app.env)
+        .ok_or_else(|| (127, format!("{}: not found in the app's root", argv[0])))?;
+    let c_root = CString::new(app.root.as_str()).map_err(|e| (125, e.to_string()))?;
+    let c_wd = CString::new(app.working_directory.as_str()).map_err(|e| (125, e.to_string()))?;
+    let c_procs = cgroup
+        .map(|c| CString::new(c.join("cgroup.procs").to_string_lossy().as_bytes()))
+        .transpose()
+        .map_err(|e| (125, e.to_string()))?;
+    let (uid, gid) = (app.uid, app.gid);
+    let mut groups: Vec<libc::gid_t> = vec![gid];
+    groups.extend(&app.additional_gids);
+    let mut cmd = Command::new(&program);
+    cmd.arg0(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .envs(app.env.iter().filter_map(|e| e.split_once('=')))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe system calls between fork and exec, on data prepared
+    // before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if let Some(procs) = &c_procs {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return fail();
+                }
+                libc::close(fd);
+            }
+            if libc::chroot(c_root.as_ptr()) != 0 || libc::chdir(c_wd.as_ptr()) != 0 {
+                return fail();
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return fail();
+            }
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| (126, format!("cannot start {}: {e}", argv[0])))
+}
+
+fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
+    match status {
+        WaitStatus::Exited(_, c) => Some((c, None)),
+        WaitStatus::Signaled(_, s, _) => Some((128 + s as i32, Some(s as i32))),
+        _ => None,
+    }
+}
+
+fn oom_killed(cgroup: &Path) -> bool {
+    std::fs::read_to_string(cgroup.join("memory.events"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
+}
+
+impl Supervisor {
+    /// A supervisor for `config`'s apps, reporting on `port`.
+    pub fn new(port: Port, config: AgentConfig) -> Supervisor {
+        Supervisor {
+            port,
+            state: Arc::new(Mutex::new(State {
+                running: HashMap::new(),
+                apps_left: config.apps.len(),
+            })),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Starts every app; one that cannot start is reported as failed (and counts as done).
+    pub fn start_apps(&self) {
+        for app in &self.config.apps {
+            let cgroup = PathBuf::from("/sys/fs/cgroup").join(&app.name);
+            let started = prepare_root(app).map_err(|e| (125, e)).and_then(|()| {
+                std::fs::create_dir_all(&cgroup).map_err(|e| (125, format!("cgroup: {e}")))?;
+                if let Some(m) = app.memory {
+                    std::fs::write(cgroup.join("memory.max"), m.to_string())
+                        .map_err(|e| (125, format!("memory.max: {e}")))?;
+                    let _ = std::fs::write(cgroup.join("memory.swap.max"), "0");
+                }
+                // Hold the lock while spawning: the reaper must find the pid registered.
+                let mut st = self.state.lock().unwrap();
+                let mut child = spawn(app, &app.exec, Some(&cgroup))?;
+                let name = app.name.clone();
+                let (n1, n2) = (name.clone(), name.clone());
+                let readers = vec![
+                    reader(
+                        self.port.clone(),
+                        child.stdout.take().unwrap(),
+                        move |data| ToHost::Output {
+                            app: n1.clone(),
+                            stream: STDOUT,
+                            data,
+                        },
+                    ),
+                    reader(
+                        self.port.clone(),
+                        child.stderr.take().unwrap(),
+                        move |data| ToHost::Output {
+                            app: n2.clone(),
+                            stream: STDERR,
+                            data,
+                        },
+                    ),
+                ];
+                let pid = child.id() as i32;
+                st.running.insert(
+                    pid,
+                    Kind::App {
+                        name: name.clone(),
+                        cgroup: cgroup.clone(),
+                        readers,
+                    },
+                );
+                self.port.send(&ToHost::Started { app: name, pid });
+                Ok(())
+            });
+            if let Err((code, error)) = started {
+                self.port.send(&ToHost::Failed {
+                    app: app.name.clone(),
+                    code,
+                    error,
+                });
+                self.state.lock().unwrap().apps_left -= 1;
+            }
+        }
+    }
+
+    /// Runs an `exec` request in an app's root.
+    pub fn exec(&self, id: u64, app: &str, argv: &[String]) {
+        let Some(a) = self.config.apps.iter().find(|a| a.name == app) else {
+            self.port.send(&ToHost::ExecOutput {
+                id,
+                stream: STDERR,
+                data: format!("no app named '{app}'\n"),
+            });
+            self.port.send(&ToHost::ExecExited { id, code: 125 });
+            return;
+        };
+        if argv.is_empty() {
+            self.port.send(&ToHost::ExecExited { id, code: 125 });
+            return;
+        }
+        let cgroup = PathBuf::from("/sys/fs/cgroup").join(&a.name);
+        let mut st = self.state.lock().unwrap();
+        match spawn(a, argv, cgroup.exists().then_some(cgroup.as_path())) {
+            Ok(mut child) => {
+                let readers = vec![
+                    reader(
+                        self.port.clone(),
+                        child.stdout.take().unwrap(),
+                        move |data| ToHost::ExecOutput {
+                            id,
+                            stream: STDOUT,
+                            data,
+                        },
+                    ),
+                    reader(
+                        self.port.clone(),
+                        child.stderr.take().unwrap(),
+                        move |data| ToHost::ExecOutput {
+                            id,
+                            stream: STDERR,
+                            data,
+                        },
+                    ),
+                ];
+                st.running
+                    .insert(child.id() as i32, Kind::Exec { id, readers });
+            }
+            Err((code, error)) => {
+                self.port.send(&ToHost::ExecOutput {
+                    id,
+                    stream: STDERR,
+                    data: format!("{error}\n"),
+                });
+                self.port.send(&ToHost::ExecExited { id, code });
+            }
+        }
+    }
+
+    /// Sends `sig` to every running app.
+    pub fn signal_apps(&self, sig: Signal) {
+        let st = self.state.lock().unwrap();
+        for (pid, kind) in &st.running {
+            if matches!(kind, Kind::App { .. }) {
+                let _ = kill(Pid::from_raw(*pid), sig);
+            }
+        }
+    }
+
+    /// Reaps children (and orphans) until every app has exited.
+    pub fn reap_until_done(&self) {
+        loop {
+            if self.state.lock().unwrap().apps_left == 0 {
+                return;
+            }
+            let status = match waitpid(None::<Pid>, None) {
+                Ok(s) => s,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            let (Some(pid), Some((code, signal))) = (status.pid(), exit_code(status)) else {
+                continue;
+            };
+            let kind = self.state.lock().unwrap().running.remove(&pid.as_raw());
+            match kind {
+                Some(Kind::App {
+                    name,
+                    cgroup,
+                    readers,
+                }) => {
+                    for r in readers {
+                        let _ = r.join();
+                    }
+                    let oom = oom_killed(&cgroup);
+                    self.port.send(&ToHost::Exited {
+                        app: name,
+                        code,
+                        signal,
+                        oom,
+                    });
+                    self.state.lock().unwrap().apps_left -= 1;
+                }
+                Some(Kind::Exec { id, readers }) => {
+                    let port = self.port.clone();
+                    std::thread::spawn(move || {
+                        for r in readers {
+                            let _ = r.join();
+                        }
+                        port.send(&ToHost::ExecExited { id, code });
+                    });
+                }
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `orbit-kvm-agent`: PID 1 of a `kvm` pod's microVM. It mounts the kernel filesystems,
+//! loads the virtio modules shipped in the initramfs, mounts the pod directory shared by
+//! the host (9p), configures the network the host moved into the VM, runs the apps in
+//! their roots with their identity, environment, volumes and memory limits, streams their
+//! output and exit status to the host over a virtio-serial port, runs `exec` requests
+//! (`orbit enter`), and powers the VM off when the last app has exited.
+
+mod apps;
+mod setup;
+
+use std::io::{BufRead, BufReader, Write};
+use std::sync::{Arc, Mutex};
+
+use orbit_stage1::agent::{line, AgentConfig, ToGuest, ToHost};
+
+/// The port to the host, shared by every thread that reports.
+#[derive(Clone)]
+pub struct Port(Arc<Mutex<std::fs::File>>);
+
+impl Port {
+    /// Sends one message (one write of one line).
+    pub fn send(&self, msg: &ToHost) {
+        if let Ok(mut f) = self.0.lock() {
+            let _ = f.write_all(&line(msg));
+        }
+    }
+}
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("orbit-kvm-agent: runs only as PID 1 of a kvm pod's VM");
+        std::process::exit(2);
+    }
+    if let Err(e) = run() {
+        eprintln!("orbit-kvm-agent: {e}");
+    }
+    setup::power_off();
+}
+
+fn run() -> Result<(), String> {
+    setup::kernel_filesystems()?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline
+        .split_whitespace()
+        .any(|w| w == orbit_stage1::agent::PROBE_ARG)
+    {
+        println!("{}", orbit_stage1::agent::PROBE_MARKER);
+        return Ok(());
+    }
+    setup::load_modules()?;
+    let port_path = setup::find_port()?;
+    let port_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&port_path)
+        .map_err(|e| format!("cannot open {}: {e}", port_path.display()))?;
+    let reader = port_file
+        .try_clone()
+        .map_err(|e| format!("cannot dup the port: {e}"))?;
+    let port = Port(Arc::new(Mutex::new(port_file)));
+    setup::mount_pod()?;
+    let config_path =
+        std::path::Path::new(orbit_stage1::agent::POD_MOUNT).join(orbit_stage1::agent::CONFIG_FILE);
+    let config: AgentConfig = serde_json::from_slice(
+        &std::fs::read(&config_path)
+            .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?,
+    )
+    .map_err(|e| format!("bad {}: {e}", config_path.display()))?;
+    setup::shares(&config)?;
+    setup::network(&config)?;
+    let _ = nix::unistd::sethostname(&config.hostname);
+    port.send(&ToHost::Ready);
+    let sup = apps::Supervisor::new(port.clone(), config);
+    // Requests from the host, on a thread of their own.
+    let s = sup.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(reader).lines() {
+            let Ok(l) = l else { break };
+            match serde_json::from_str::<ToGuest>(&l) {
+                Ok(ToGuest::Stop) => s.signal_apps(nix::sys::signal::Signal::SIGTERM),
+                Ok(ToGuest::Kill) => s.signal_apps(nix::sys::signal::Signal::SIGKILL),
+                Ok(ToGuest::Exec { id, app, argv }) => s.exec(id, &app, &argv),
+                Err(_) => {}
+            }
+        }
+    });
+    sup.start_apps();
+    sup.reap_until_done();
+    port.send(&ToHost::Done);
+    nix::unistd::sync();
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The guest's initramfs: the agent as `/init` with the shared libraries it links, busybox
+//! (for `ip`), and the kernel's virtio/9p modules with their load order. Built once per
+//! agent and kernel and cached under /run/orbit/kvm (uncompressed: fastest under TCG).
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Where built initramfs images are kept (tmpfs: gone at reboot, like the binaries' mtimes
+/// they are keyed by may change).
+const CACHE: &str = "/run/orbit/kvm";
+
+/// The guest agent binary: `ORBIT_KVM_AGENT`, or `orbit-kvm-agent` next to the orbit binary.
+pub fn agent_binary() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ORBIT_KVM_AGENT") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the orbit binary: {e}"))?;
+    let agent = exe.with_file_name("orbit-kvm-agent");
+    if agent.is_file() {
+        return Ok(agent);
+    }
+    Err(format!(
+        "the kvm guest agent {} is missing; build it with `cargo build --release --workspace` (or set ORBIT_KVM_AGENT)",
+        agent.display()
+    ))
+}
+
+fn stamp(path: &Path, h: &mut impl Hasher) -> Result<(), String> {
+    let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    (path, m.len(), m.mtime(), m.mtime_nsec(), m.ino()).hash(h);
+    Ok(())
+}
+
+/// The shared libraries `binary` needs (as `ldd` lists them), host paths.
+fn libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| format!("ldd {}: {e}", binary.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not a dynamic executable") || text.contains("statically linked") {
+        return Ok(Vec::new());
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.trim().split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+struct Archive {
+    out: std::io::BufWriter<std::fs::File>,
+    dirs: BTreeSet<String>,
+    ino: u32,
+}
+
+impl Archive {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<(), String> {
+        self.ino += 1;
+        let w = cpio::newc::Builder::new(name.trim_start_matches('/'))
+            .ino(self.ino)
+            .mode(mode)
+            .nlink(1)
+            .write(&mut self.out, data.len() as u32);
+        let mut w = w;
+        w.write_all(data).map_err(|e| e.to_string())?;
+        w.finish().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn dir(&mut self, path: &str) -> Result<(), String> {
+        let mut acc = String::new();
+        for part in path.trim_matches('/').split('/').filter(|p| !p.is_empty()) {
+            acc.push('/');
+            acc.push_str(part);
+            if self.dirs.insert(acc.clone()) {
+                let a = acc.clone();
+                self.entry(&a, 0o040755, &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<(), String> {
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent)?;
+        }
+        self.entry(path, 0o100000 | mode, data)
+    }
+}
+
+/// The initramfs for `agent` and the modules in `modules_dir` (path of the cached image).
+pub fn initramfs(agent: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
+    let busybox = Path::new("/bin/busybox");
+    let order_file = modules_dir.join("order");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stamp(agent, &mut h)?;
+    stamp(&order_file, &mut h)?;
+    stamp(busybox, &mut h).map_err(|e| format!("{e} (install busybox-static)"))?;
+    let cached = Path::new(CACHE).join(format!("initrd-{:016x}.cpio", h.finish()));
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    std::fs::create_dir_all(CACHE).map_err(|e| format!("mkdir {CACHE}: {e}"))?;
+    let tmp = cached.with_extension(format!("{}.tmp", std::process::id()));
+    let file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut a = Archive {
+        out: std::io::BufWriter::new(file),
+        dirs: BTreeSet::new(),
+        ino: 0,
+    };
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let result = (|| {
+        for d in [
+            "/proc",
+            "/sys",
+            "/dev",
+            "/tmp",
+            "/pod",
+            "/etc",
+            "/lib/modules",
+        ] {
+            a.dir(d)?;
+        }
+        a.file("/init", 0o755, &read(agent)?)?;
+        for lib in libraries(agent)? {
+            a.file(&lib.display().to_string(), 0o755, &read(&lib)?)?;
+        }
+        a.file("/bin/busybox", 0o755, &read(busybox)?)?;
+        let order = std::fs::read_to_string(&order_file)
+            .map_err(|e| format!("cannot read {}: {e}", order_file.display()))?;
+        a.file("/lib/modules/order", 0o644, order.as_bytes())?;
+        for m in order.lines().filter(|l| !l.is_empty()) {
+            a.file(
+                &format!("/lib/modules/{m}.ko"),
+                0o644,
+                &read(&modules_dir.join(format!("{m}.ko")))?,
+            )?;
+        }
+        let out = cpio::newc::trailer(&mut a.out).map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())
+    })();
+    drop(a);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot build the guest initramfs: {e}"));
+    }
+    std::fs::rename(&tmp, &cached).map_err(|e| format!("{}: {e}", cached.display()))?;
+    Ok(cached)
+}

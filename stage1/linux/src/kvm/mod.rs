@@ -1,0 +1,669 @@
+//! The `kvm` flavor, host side: every pod in its own QEMU microVM. The apps' roots are
+//! mounted on the host exactly as for `ns` and shared with the guest over 9p; the guest
+//! agent (`orbit-kvm-agent`, PID 1 in the VM) runs the apps and reports over a
+//! virtio-serial port; this supervisor turns its reports into the same pod-directory files
+//! as `ns` (app status, CRI logs, pid, exit), relays `orbit stop` and `orbit enter`, and
+//! exits with the pod's status when the VM has powered off.
+
+mod initrd;
+mod net;
+mod qemu;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use orbit_stage1::agent::{
+    self, AgentConfig, ExecRequest, GuestApp, GuestInterface, GuestMount, GuestShare, ToGuest,
+    ToHost,
+};
+use orbit_stage1::log::{LineWriter, Stream};
+use orbit_stage1::{net_mode, paths, AppState, AppStatus, PodManifest, VolumeKind};
+
+use crate::util::{now, read_manifest, write_file};
+use crate::Args;
+
+/// The pod annotation naming the guest kernel (set by stage0 from `--kvm-kernel` or the
+/// config dirs' `kvm/vmlinux`).
+pub const KERNEL_ANNOTATION: &str = "orbit.dev/kvm-kernel";
+/// The pod annotation choosing the accelerator (`auto`, `kvm`, `tcg`).
+pub const ACCEL_ANNOTATION: &str = "orbit.dev/kvm-accel";
+
+/// Where the agent and control sockets live (short paths: unix sockets have a length limit).
+const SOCKETS: &str = "/run/orbit/kvm";
+
+fn agent_socket(uuid: &str) -> PathBuf {
+    Path::new(SOCKETS).join(format!("{uuid}.agent"))
+}
+
+fn control_socket(uuid: &str) -> PathBuf {
+    Path::new(SOCKETS).join(format!("{uuid}.ctl"))
+}
+
+fn kvm_dir(pod: &Path) -> PathBuf {
+    pod.join("kvm")
+}
+
+/// `run`.
+pub fn run(args: &Args) -> Result<i32, String> {
+    let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
+    let manifest = read_manifest(&pod)?;
+    let _lock = crate::run::lock_pod(&pod, args)?;
+    crate::run::wait_for_systemd(crate::Flavor::Kvm, args)?;
+    let result = run_vm(args, &pod, &manifest);
+    remove_sockets(&args.uuid);
+    crate::run::run_exit_hook(&pod, args.debug);
+    result
+}
+
+fn remove_sockets(uuid: &str) {
+    let _ = std::fs::remove_file(agent_socket(uuid));
+    let _ = std::fs::remove_file(control_socket(uuid));
+}
+
+/// The agent's configuration for `manifest`, and the 9p shares besides the pod directory.
+fn agent_config(
+    pod: &Path,
+    manifest: &PodManifest,
+    interfaces: Vec<GuestInterface>,
+    debug: bool,
+) -> (AgentConfig, Vec<(String, PathBuf, bool)>) {
+    let mut shares = Vec::new();
+    let mut guest_shares = Vec::new();
+    let mut volume_paths: HashMap<String, String> = HashMap::new();
+    for (i, v) in manifest.volumes.iter().enumerate() {
+        let guest = match v.kind {
+            VolumeKind::Host => {
+                let tag = format!("vol{i}");
+                let path = format!("/volumes/{}", v.name);
+                shares.push((
+                    tag.clone(),
+                    PathBuf::from(v.source.clone().unwrap_or_default()),
+                    v.read_only,
+                ));
+                guest_shares.push(GuestShare {
+                    tag,
+                    path: path.clone(),
+                });
+                path
+            }
+            VolumeKind::Empty => format!("{}/volumes/{}", agent::POD_MOUNT, v.name),
+        };
+        volume_paths.insert(v.name.clone(), guest);
+    }
+    let etc = |f: &str| GuestMount {
+        source: format!("{}/{}/{f}", agent::POD_MOUNT, paths::ETC_DIR),
+        target: format!("/etc/{f}"),
+        read_only: false,
+    };
+    let apps = manifest
+        .apps
+        .iter()
+        .map(|a| GuestApp {
+            name: a.name.clone(),
+            root: format!("{}/apps/{}/rootfs", agent::POD_MOUNT, a.name),
+            exec: a.exec.clone(),
+            env: a.env.clone(),
+            uid: a.user.uid,
+            gid: a.user.gid,
+            additional_gids: a.user.additional_gids.clone(),
+            working_directory: a.working_directory.clone(),
+            mounts: a
+                .mounts
+                .iter()
+                .filter_map(|m| {
+                    let v = manifest.volumes.iter().find(|v| v.name == m.volume)?;
+                    Some(GuestMount {
+                        source: volume_paths.get(&m.volume)?.clone(),
+                        target: m.target.clone(),
+                        read_only: v.read_only,
+                    })
+                })
+                .collect(),
+            etc_files: ["hosts", "hostname", "resolv.conf"]
+                .iter()
+                .filter(|f| pod.join(paths::ETC_DIR).join(f).exists())
+                .map(|f| etc(f))
+                .collect(),
+            memory: a.isolators.resources.memory,
+            read_only_rootfs: a.read_only_rootfs,
+        })
+        .collect();
+    (
+        AgentConfig {
+            hostname: manifest.hostname.clone(),
+            apps,
+            shares: guest_shares,
+            interfaces,
+            debug,
+        },
+        shares,
+    )
+}
+
+/// The guest NICs: the pod's CNI interfaces (addresses and gateway from network.json).
+fn guest_interfaces(pod: &Path) -> Vec<GuestInterface> {
+    let Ok(bytes) = std::fs::read(pod.join(paths::NETWORK_STATUS)) else {
+        return Vec::new();
+    };
+    let Ok(status) = serde_json::from_slice::<orbit_stage1::NetworkStatus>(&bytes) else {
+        return Vec::new();
+    };
+    status
+        .networks
+        .into_iter()
+        .take(1)
+        .map(|n| GuestInterface {
+            ips: n.ips,
+            gateway: n.gateways.first().cloned(),
+        })
+        .collect()
+}
+
+/// Per-app bookkeeping on the host.
+struct AppRecord {
+    status: AppStatus,
+    log: Option<std::fs::File>,
+    out: LineWriter,
+    err: LineWriter,
+}
+
+struct Session {
+    pod: PathBuf,
+    apps: HashMap<String, AppRecord>,
+    /// Apps in the order they exited, with their codes.
+    exits: Vec<(String, i32)>,
+    execs: Arc<Mutex<HashMap<u64, Sender<ToHost>>>>,
+    terminal: bool,
+}
+
+impl Session {
+    fn write_status(&self, app: &str) {
+        if let Some(r) = self.apps.get(app) {
+            let _ = r.status.write(&paths::app_status(&self.pod, app));
+        }
+    }
+
+    fn handle(&mut self, msg: ToHost) -> bool {
+        match msg {
+            ToHost::Ready => {}
+            ToHost::Started { app, pid } => {
+                if let Some(r) = self.apps.get_mut(&app) {
+                    r.status.state = AppState::Running;
+                    r.status.pid = Some(pid);
+                    r.status.started_at = Some(now());
+                }
+                self.write_status(&app);
+            }
+            ToHost::Failed { app, code, error } => {
+                eprintln!("stage1 kvm: app {app}: {error}");
+                self.finish(&app, code, None, None, Some(error));
+            }
+            ToHost::Output { app, stream, data } => {
+                if self.terminal {
+                    let _ = if stream == agent::STDERR {
+                        std::io::stderr().write_all(data.as_bytes())
+                    } else {
+                        std::io::stdout().write_all(data.as_bytes())
+                    };
+                }
+                if let Some(r) = self.apps.get_mut(&app) {
+                    let w = if stream == agent::STDERR {
+                        &mut r.err
+                    } else {
+                        &mut r.out
+                    };
+                    if let Some(f) = r.log.as_mut() {
+                        let _ = w.feed(data.as_bytes(), &now(), f);
+                    }
+                }
+            }
+            ToHost::Exited {
+                app,
+                code,
+                signal,
+                oom,
+            } => {
+                let reason = oom.then(|| "OOMKilled".to_string());
+                self.finish(&app, code, signal, reason, None);
+            }
+            ToHost::ExecOutput { id, .. } | ToHost::ExecExited { id, .. } => {
+                let sender = self.execs.lock().unwrap().get(&id).cloned();
+                if let (Some(s), m) = (sender, msg) {
+                    let _ = s.send(m);
+                }
+            }
+            ToHost::Done => return false,
+        }
+        true
+    }
+
+    fn finish(
+        &mut self,
+        app: &str,
+        code: i32,
+        signal: Option<i32>,
+        reason: Option<String>,
+        error: Option<String>,
+    ) {
+        if let Some(r) = self.apps.get_mut(app) {
+            if let Some(f) = r.log.as_mut() {
+                let t = now();
+                let _ = r.out.flush_partial(&t, f);
+                let _ = r.err.flush_partial(&t, f);
+            }
+            r.status.state = AppState::Exited;
+            r.status.pid = None;
+            r.status.exit_code = Some(code);
+            r.status.signal = signal;
+            r.status.reason = reason;
+            r.status.error = error;
+            r.status.finished_at = Some(now());
+        }
+        self.exits.push((app.to_string(), code));
+        self.write_status(app);
+    }
+}
+
+fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String> {
+    if manifest.apps.iter().any(|a| a.interactive) {
+        return Err("--interactive is not supported by the kvm stage1 yet".into());
+    }
+    let kernel = manifest
+        .annotations
+        .get(KERNEL_ANNOTATION)
+        .map(PathBuf::from)
+        .ok_or("no guest kernel given (stage0 sets the orbit.dev/kvm-kernel annotation)")?;
+    let modules = kernel.with_file_name("modules");
+    let agent_bin = initrd::agent_binary()?;
+    let initramfs = initrd::initramfs(&agent_bin, &modules)?;
+    let want = manifest
+        .annotations
+        .get(ACCEL_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or("auto");
+    let accel = qemu::choose_accel(want, &kernel, &initramfs)?;
+    // The apps' roots are mounted here, in a mount namespace of the supervisor's own that
+    // QEMU shares (so the 9p server sees them) and that vanishes with both.
+    crate::run::new_namespaces(CloneFlags::CLONE_NEWNS)?;
+    for a in &manifest.apps {
+        crate::mounts::mount_app_root(pod, a)?;
+    }
+    let cni = manifest.network.mode == net_mode::CNI;
+    let netns = pod.join(paths::NETNS);
+    let tap = if cni {
+        Some((net::TAP.to_string(), net::setup(&netns, "eth0")?))
+    } else {
+        None
+    };
+    let (config, volume_shares) = agent_config(
+        pod,
+        manifest,
+        if cni {
+            guest_interfaces(pod)
+        } else {
+            Vec::new()
+        },
+        args.debug,
+    );
+    let dir = kvm_dir(pod);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    orbit_stage1::status::write_atomic(
+        &pod.join(agent::CONFIG_FILE),
+        &serde_json::to_vec(&config).expect("config serializes"),
+    )
+    .map_err(|e| format!("cannot write the agent configuration: {e}"))?;
+    let mut shares = vec![(agent::POD_TAG.to_string(), pod.to_path_buf(), false)];
+    shares.extend(volume_shares);
+    let memory_bytes: u64 = manifest
+        .apps
+        .iter()
+        .filter_map(|a| a.isolators.resources.memory)
+        .sum();
+    let memory_mib = (memory_bytes / (1 << 20) + 192).max(256);
+    let millis: u64 = manifest
+        .apps
+        .iter()
+        .filter_map(|a| a.isolators.resources.cpu_millis)
+        .sum();
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let cpus = (millis.div_ceil(1000) as u32).clamp(1, host_cpus);
+    std::fs::create_dir_all(SOCKETS).map_err(|e| format!("mkdir {SOCKETS}: {e}"))?;
+    let sock = agent_socket(&args.uuid);
+    let _ = std::fs::remove_file(&sock);
+    let listener =
+        UnixListener::bind(&sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
+    let vm = qemu::Vm {
+        kernel: &kernel,
+        initrd: &initramfs,
+        accel: &accel,
+        memory_mib,
+        cpus,
+        shares,
+        agent_socket: &sock,
+        tap,
+        cmdline: "",
+    };
+    let console = dir.join("console.log");
+    let console_file =
+        std::fs::File::create(&console).map_err(|e| format!("{}: {e}", console.display()))?;
+    let mut cmd = vm.command();
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(console_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(console_file);
+    let netns_file = if cni {
+        Some(std::fs::File::open(&netns).map_err(|e| format!("{}: {e}", netns.display()))?)
+    } else {
+        None
+    };
+    let netns_fd = netns_file.as_ref().map(|f| f.as_raw_fd());
+    // SAFETY: prctl and setns are single system calls, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(fd) = netns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    // Signals for the supervisor are taken by a thread (blocked here, inherited by threads;
+    // QEMU gets them unblocked back by the exec's default mask reset below).
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    let started = Instant::now();
+    let mut qemu = cmd.spawn().map_err(|e| format!("cannot start {} (install qemu-system-x86 from bookworm-backports: scripts/kvm-kernel.sh): {e}", qemu::QEMU))?;
+    drop(netns_file);
+    write_file(pod, paths::PID, &std::process::id().to_string());
+    write_file(&dir, "qemu.pid", &qemu.id().to_string());
+    write_file(pod, paths::STARTED, &now());
+    if accel == "tcg" && args.debug {
+        eprintln!("stage1 kvm: running under TCG");
+    }
+    let stream = match accept(&listener, &mut qemu) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            let tail = std::fs::read_to_string(&console).unwrap_or_default();
+            return Err(format!("{e}; QEMU said: {}", tail.trim()));
+        }
+    };
+    let writer = Arc::new(Mutex::new(stream.try_clone().map_err(|e| e.to_string())?));
+    spawn_signal_thread(mask, writer.clone());
+    let execs: Arc<Mutex<HashMap<u64, Sender<ToHost>>>> = Arc::default();
+    spawn_control_thread(&args.uuid, writer.clone(), execs.clone())?;
+    let mut session = Session {
+        pod: pod.to_path_buf(),
+        apps: manifest
+            .apps
+            .iter()
+            .map(|a| {
+                let log = manifest.log.file.then(|| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(paths::app_log(pod, &a.name))
+                        .ok()
+                });
+                (
+                    a.name.clone(),
+                    AppRecord {
+                        status: AppStatus::created(),
+                        log: log.flatten(),
+                        out: LineWriter::new(Stream::Stdout),
+                        err: LineWriter::new(Stream::Stderr),
+                    },
+                )
+            })
+            .collect(),
+        exits: Vec::new(),
+        execs,
+        terminal: true,
+    };
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<ToHost>(&line) {
+            Ok(msg) => {
+                if matches!(msg, ToHost::Ready) && args.debug {
+                    eprintln!("stage1 kvm: agent ready after {:?}", started.elapsed());
+                }
+                if !session.handle(msg) {
+                    break;
+                }
+            }
+            Err(e) if args.debug => eprintln!("stage1 kvm: bad agent message ({e}): {line}"),
+            Err(_) => {}
+        }
+    }
+    wait_qemu(&mut qemu, Duration::from_secs(30));
+    if args.debug {
+        eprintln!("stage1 kvm: VM gone after {:?}", started.elapsed());
+    }
+    // Apps the VM took down with it (QEMU killed, guest crashed).
+    let unfinished: Vec<String> = manifest
+        .apps
+        .iter()
+        .filter(|a| {
+            session
+                .apps
+                .get(&a.name)
+                .is_some_and(|r| r.status.state != AppState::Exited)
+        })
+        .map(|a| a.name.clone())
+        .collect();
+    for a in unfinished {
+        session.finish(&a, 137, Some(9), Some("VMTerminated".into()), None);
+    }
+    let code = session
+        .exits
+        .iter()
+        .find(|(_, c)| *c != 0)
+        .map(|(_, c)| *c)
+        .unwrap_or(0);
+    write_file(pod, paths::EXIT, &code.to_string());
+    write_file(pod, paths::FINISHED, &now());
+    Ok(code)
+}
+
+/// Accepts the agent's port connection (QEMU connects at start-up) unless QEMU exits first.
+fn accept(listener: &UnixListener, qemu: &mut std::process::Child) -> Result<UnixStream, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+        if let Ok(Some(st)) = qemu.try_wait() {
+            return Err(format!("QEMU exited ({st}) before the VM started"));
+        }
+        if Instant::now() > deadline {
+            return Err("QEMU did not connect the agent's port within 60 s".into());
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(listener),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
+    }
+}
+
+fn wait_qemu(qemu: &mut std::process::Child, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    loop {
+        match qemu.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = qemu.kill();
+                let _ = qemu.wait();
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn send(writer: &Arc<Mutex<UnixStream>>, msg: &ToGuest) {
+    if let Ok(mut w) = writer.lock() {
+        let _ = w.write_all(&agent::line(msg));
+    }
+}
+
+/// First SIGTERM/SIGINT/SIGHUP: the agent stops the apps (SIGTERM); a second one kills them.
+fn spawn_signal_thread(mask: SigSet, writer: Arc<Mutex<UnixStream>>) {
+    std::thread::spawn(move || {
+        let mut first = true;
+        while mask.wait().is_ok() {
+            send(
+                &writer,
+                if first {
+                    &ToGuest::Stop
+                } else {
+                    &ToGuest::Kill
+                },
+            );
+            first = false;
+        }
+    });
+}
+
+/// Serves `enter` on the control socket: each request becomes an agent `exec`, its output
+/// and exit relayed back as agent messages, one per line.
+fn spawn_control_thread(
+    uuid: &str,
+    writer: Arc<Mutex<UnixStream>>,
+    execs: Arc<Mutex<HashMap<u64, Sender<ToHost>>>>,
+) -> Result<(), String> {
+    let path = control_socket(uuid);
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let next = Arc::new(Mutex::new(0u64));
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (writer, execs, next) = (writer.clone(), execs.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let mut reader = BufReader::new(&conn);
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let Ok(req) = serde_json::from_str::<ExecRequest>(&line) else {
+                    return;
+                };
+                let id = {
+                    let mut n = next.lock().unwrap();
+                    *n += 1;
+                    *n
+                };
+                let (tx, rx) = channel();
+                execs.lock().unwrap().insert(id, tx);
+                send(
+                    &writer,
+                    &ToGuest::Exec {
+                        id,
+                        app: req.app,
+                        argv: req.argv,
+                    },
+                );
+                let mut out = &conn;
+                for msg in rx {
+                    let done = matches!(msg, ToHost::ExecExited { .. });
+                    if out.write_all(&agent::line(&msg)).is_err() || done {
+                        break;
+                    }
+                }
+                execs.lock().unwrap().remove(&id);
+            });
+        }
+    });
+    Ok(())
+}
+
+/// `enter`: runs the command in the app inside the VM through the supervisor; exits with
+/// its status.
+pub fn enter(args: &Args) -> Result<i32, String> {
+    let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
+    let manifest = read_manifest(&pod)?;
+    let app = match &args.app {
+        Some(a) => a.clone(),
+        None if manifest.apps.len() == 1 => manifest.apps[0].name.clone(),
+        None => return Err("the pod has several apps: pick one with --app".into()),
+    };
+    let argv = if args.command.is_empty() {
+        vec!["/bin/sh".to_string()]
+    } else {
+        args.command.clone()
+    };
+    let mut conn = UnixStream::connect(control_socket(&args.uuid))
+        .map_err(|e| format!("the pod's VM does not answer ({e}); is it running?"))?;
+    conn.write_all(&agent::line(&ExecRequest { app, argv }))
+        .map_err(|e| e.to_string())?;
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<ToHost>(&line) {
+            Ok(ToHost::ExecOutput { stream, data, .. }) => {
+                let _ = if stream == agent::STDERR {
+                    std::io::stderr().write_all(data.as_bytes())
+                } else {
+                    std::io::stdout().write_all(data.as_bytes())
+                };
+            }
+            Ok(ToHost::ExecExited { code, .. }) => return Ok(code),
+            _ => {}
+        }
+    }
+    Err("the pod's VM went away during the command".into())
+}
+
+/// `stop`: SIGTERM to the supervisor (the agent stops the apps, the VM powers off), or with
+/// `--force` SIGKILL to QEMU.
+pub fn stop(args: &Args) -> Result<i32, String> {
+    let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
+    let (file, sig) = if args.force {
+        (kvm_dir(&pod).join("qemu.pid"), Signal::SIGKILL)
+    } else {
+        (pod.join(paths::PID), Signal::SIGTERM)
+    };
+    let pid: i32 = std::fs::read_to_string(&file)
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .trim()
+        .parse()
+        .map_err(|_| format!("malformed {}", file.display()))?;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(0),
+        Err(e) => Err(format!("cannot signal pid {pid}: {e}")),
+    }
+}
+
+/// `gc`: the sockets a killed supervisor left (QEMU died with it: parent-death signal).
+pub fn gc(args: &Args) -> Result<i32, String> {
+    remove_sockets(&args.uuid);
+    Ok(0)
+}

@@ -1,0 +1,172 @@
+//! The QEMU command line (machine `microvm`, 9p shares, the agent's virtio-serial port, an
+//! optional tap NIC) and the accelerator choice.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// microvm's firmware.
+const BIOS: &str = "/usr/share/qemu/qboot.rom";
+
+/// What the VM is made of.
+pub struct Vm<'a> {
+    /// Uncompressed kernel.
+    pub kernel: &'a Path,
+    /// Initramfs.
+    pub initrd: &'a Path,
+    /// `kvm` or `tcg`.
+    pub accel: &'a str,
+    /// MiB.
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// 9p shares: tag, host path, read-only.
+    pub shares: Vec<(String, PathBuf, bool)>,
+    /// The unix socket QEMU connects the agent's port to.
+    pub agent_socket: &'a Path,
+    /// A tap device (in QEMU's network namespace) and the MAC the guest NIC takes.
+    pub tap: Option<(String, String)>,
+    /// Extra kernel command line words.
+    pub cmdline: &'a str,
+}
+
+impl Vm<'_> {
+    /// The command (not started).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(QEMU);
+        c.args(["-M", "microvm", "-bios", BIOS])
+            .args(["-m", &self.memory_mib.to_string()])
+            .args(["-smp", &self.cpus.to_string()])
+            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+            .args(["-serial", "stdio"])
+            .arg("-kernel")
+            .arg(self.kernel)
+            .arg("-initrd")
+            .arg(self.initrd)
+            .args([
+                "-append",
+                &format!("console=ttyS0 quiet panic=-1 {}", self.cmdline),
+            ])
+            .args(["-accel", self.accel]);
+        for (i, (tag, path, ro)) in self.shares.iter().enumerate() {
+            let mut fsdev = format!(
+                "local,id=fs{i},path={},security_model=none,multidevs=remap",
+                path.display()
+            );
+            if *ro {
+                fsdev.push_str(",readonly=on");
+            }
+            c.args(["-fsdev", &fsdev]).args([
+                "-device",
+                &format!("virtio-9p-device,fsdev=fs{i},mount_tag={tag}"),
+            ]);
+        }
+        c.args(["-device", "virtio-serial-device"])
+            .args([
+                "-chardev",
+                &format!("socket,id=agent,path={}", self.agent_socket.display()),
+            ])
+            .args([
+                "-device",
+                &format!(
+                    "virtserialport,chardev=agent,name={}",
+                    orbit_stage1::agent::PORT_NAME
+                ),
+            ]);
+        if let Some((tap, mac)) = &self.tap {
+            c.args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            ])
+            .args(["-device", &format!("virtio-net-device,netdev=n0,mac={mac}")]);
+        }
+        c
+    }
+}
+
+/// Where the accelerator probe's answer is kept for this boot.
+const ACCEL_CACHE: &str = "/run/orbit/kvm/accel";
+
+/// The accelerator for `--kvm-accel=want` (`auto`, `kvm`, `tcg`). `auto` uses KVM when
+/// /dev/kvm opens and a probe VM (the same kernel and initramfs, powering off at once)
+/// boots with it (answer cached until reboot); otherwise TCG, saying so.
+pub fn choose_accel(want: &str, kernel: &Path, initrd: &Path) -> Result<String, String> {
+    match want {
+        "kvm" | "tcg" => return Ok(want.to_string()),
+        "auto" | "" => {}
+        other => return Err(format!("--kvm-accel={other}: use auto, kvm or tcg")),
+    }
+    if let Ok(cached) = std::fs::read_to_string(ACCEL_CACHE) {
+        return Ok(cached.trim().to_string());
+    }
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let accel = if kvm_opens && probe(kernel, initrd) {
+        "kvm"
+    } else {
+        eprintln!("stage1 kvm: KVM cannot boot the guest here; falling back to TCG (software emulation: slow)");
+        "tcg"
+    };
+    let _ = std::fs::create_dir_all("/run/orbit/kvm");
+    let _ = std::fs::write(ACCEL_CACHE, accel);
+    Ok(accel.to_string())
+}
+
+/// Boots the probe VM with KVM: true when the agent printed its marker.
+fn probe(kernel: &Path, initrd: &Path) -> bool {
+    let mut c = Command::new(QEMU);
+    c.args(["-M", "microvm", "-bios", BIOS, "-m", "128", "-nodefaults"])
+        .args([
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            &format!(
+                "console=ttyS0 quiet panic=-1 {}",
+                orbit_stage1::agent::PROBE_ARG
+            ),
+        ])
+        .args(["-accel", "kvm"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let Ok(mut child) = c.spawn() else {
+        return false;
+    };
+    let out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut o) = out {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    // A working KVM boots the probe in well under a second; a broken one hangs or crashes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+    reader
+        .join()
+        .unwrap_or_default()
+        .contains(orbit_stage1::agent::PROBE_MARKER)
+}

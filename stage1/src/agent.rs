@@ -1,0 +1,180 @@
+//! The `kvm` flavor's host ↔ guest-agent protocol: the agent's configuration (a file on the
+//! pod share) and the messages on the virtio-serial port, one JSON object per line.
+
+use serde::{Deserialize, Serialize};
+
+/// The virtio-serial port name the agent talks on.
+pub const PORT_NAME: &str = "orbit.agent";
+/// The 9p mount tag of the pod directory.
+pub const POD_TAG: &str = "pod";
+/// Where the agent mounts the pod directory in the guest.
+pub const POD_MOUNT: &str = "/pod";
+/// The agent's configuration, relative to the pod directory.
+pub const CONFIG_FILE: &str = "kvm/agent.json";
+
+/// What the agent runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// The pod's hostname.
+    pub hostname: String,
+    /// The apps, in order.
+    pub apps: Vec<GuestApp>,
+    /// Extra 9p shares (host volumes): tag and guest mount point.
+    #[serde(default)]
+    pub shares: Vec<GuestShare>,
+    /// The guest's network interfaces, in order (`eth0`, …).
+    #[serde(default)]
+    pub interfaces: Vec<GuestInterface>,
+    /// Chatty agent.
+    #[serde(default)]
+    pub debug: bool,
+}
+
+/// One app, as the guest sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestApp {
+    /// The app's name.
+    pub name: String,
+    /// Its root in the guest (on the pod share).
+    pub root: String,
+    /// argv.
+    pub exec: Vec<String>,
+    /// Environment.
+    pub env: Vec<String>,
+    /// uid, gid, supplementary gids.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// See `uid`.
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    /// Working directory inside the root.
+    pub working_directory: String,
+    /// Bind mounts: guest source → target inside the root.
+    #[serde(default)]
+    pub mounts: Vec<GuestMount>,
+    /// The pod's /etc files to bind (guest paths), by target name.
+    #[serde(default)]
+    pub etc_files: Vec<GuestMount>,
+    /// Memory limit in bytes (a cgroup in the guest; exceeding it is an OOM kill).
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// Read-only root.
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+}
+
+/// A bind mount in the guest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestMount {
+    /// Guest path.
+    pub source: String,
+    /// Path inside the app root.
+    pub target: String,
+    /// Read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// An extra 9p share.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestShare {
+    /// 9p mount tag.
+    pub tag: String,
+    /// Guest mount point.
+    pub path: String,
+}
+
+/// A guest NIC's configuration (the pod's CNI address, moved into the VM).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestInterface {
+    /// Addresses, CIDR.
+    pub ips: Vec<String>,
+    /// Default gateway, if any.
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// Output streams.
+pub const STDOUT: u8 = 1;
+/// See [`STDOUT`].
+pub const STDERR: u8 = 2;
+
+/// Guest → host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub enum ToHost {
+    /// The agent is up and read its configuration.
+    Ready,
+    /// An app started (guest pid).
+    Started { app: String, pid: i32 },
+    /// An app could not start.
+    Failed {
+        app: String,
+        code: i32,
+        error: String,
+    },
+    /// Output of an app.
+    Output {
+        app: String,
+        stream: u8,
+        data: String,
+    },
+    /// An app exited: code (128+n for a signal), the signal, whether its memory limit killed it.
+    Exited {
+        app: String,
+        code: i32,
+        signal: Option<i32>,
+        oom: bool,
+    },
+    /// Output of an `exec`.
+    ExecOutput { id: u64, stream: u8, data: String },
+    /// An `exec` ended.
+    ExecExited { id: u64, code: i32 },
+    /// Every app has exited; the guest powers off next.
+    Done,
+}
+
+/// Host → guest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub enum ToGuest {
+    /// SIGTERM to every app (`orbit stop`).
+    Stop,
+    /// SIGKILL to every app.
+    Kill,
+    /// Run `argv` in `app`'s root with its identity and environment (`orbit enter`).
+    Exec {
+        id: u64,
+        app: String,
+        argv: Vec<String>,
+    },
+}
+
+/// Encodes a message as one line.
+pub fn line<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec(msg).expect("message serializes");
+    v.push(b'\n');
+    v
+}
+
+/// Kernel command-line word that makes the agent only print [`PROBE_MARKER`] and power off
+/// (the host's check that an accelerator boots the guest).
+pub const PROBE_ARG: &str = "orbit.probe";
+/// See [`PROBE_ARG`].
+pub const PROBE_MARKER: &str = "orbit-kvm-probe-ok";
+
+/// A request on a `kvm` pod's control socket (from `orbit enter`): run `argv` in `app`; the
+/// answers are [`ToHost::ExecOutput`] lines and a final [`ToHost::ExecExited`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The app.
+    pub app: String,
+    /// The command.
+    pub argv: Vec<String>,
+}
