@@ -670,3 +670,39 @@ fn a_private_users_pod_gets_its_network_but_cannot_change_it() {
     out_ok(&w, &["gc", "--grace-period=0"]);
     w.assert_clean();
 }
+
+#[test]
+fn a_kvm_pod_takes_the_pods_address_and_reaches_an_ns_pod() {
+    let w = NetWorld::new();
+    let kernel = std::env::var("ORBIT_TEST_KVM_KERNEL")
+        .unwrap_or_else(|_| "/var/cache/orbit-kvm/vmlinux".to_string());
+    let mut a = server(&w, "hello-vm", &[]);
+    let ip = first_ip(&w, &a.uuid);
+    let k = format!("--kvm-kernel={kernel}");
+    let url = format!("http://{ip}/");
+    let out = run_ok(
+        &w,
+        &[
+            "--stage1-name=kvm",
+            &k,
+            WEB,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            &format!("ip -o -4 addr show eth0; wget -qO- {url}"),
+        ],
+    );
+    assert!(out.contains("hello-vm"), "{out}");
+    let kvm_uuid = list_json(&w)
+        .iter()
+        .find(|p| p["stage1"] == "kvm")
+        .map(|p| p["uuid"].as_str().unwrap().to_string())
+        .unwrap();
+    let vm_ip = first_ip(&w, &kvm_uuid);
+    assert!(out.contains(&format!("inet {vm_ip}/24")), "{out}");
+    out_ok(&w, &["stop", &a.uuid]);
+    a.wait(Duration::from_secs(20));
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}

@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh busybox-static skopeo umoci openssl zstd ca-certificates iproute2 iptables containernetworking-plugins \
   systemd dbus-daemon dbus-user-session systemd-container
 [ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root (the tests use mounts, namespaces and chown)" >&2; exit 1; }
+# QEMU (bookworm-backports) and the kvm stage1's guest kernel, made once and kept.
+scripts/kvm-kernel.sh /var/cache/orbit-kvm >/dev/null
+export ORBIT_TEST_KVM_KERNEL=/var/cache/orbit-kvm/vmlinux
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --release --workspace --quiet

@@ -86,7 +86,7 @@ fn agent_config(
                 let path = format!("/volumes/{}", v.name);
                 shares.push((
                     tag.clone(),
-                    PathBuf::from(v.source.clone().unwrap_or_default()),
+                    v.source.clone().unwrap_or_default(),
                     v.read_only,
                 ));
                 guest_shares.push(GuestShare {

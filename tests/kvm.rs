@@ -1,0 +1,253 @@
+//! The `kvm` stage1 against real QEMU (microvm, TCG here: this machine's /dev/kvm cannot boot
+//! the stock kernel) and the guest kernel made by scripts/kvm-kernel.sh (tests/run.sh makes
+//! it; ORBIT_TEST_KVM_KERNEL points at it). Every boot costs seconds, so each test boots as
+//! few VMs as it can and checks several things per boot.
+
+mod common;
+#[path = "common/pods.rs"]
+mod pods_common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{text, World};
+use pods_common::*;
+
+fn kernel() -> String {
+    let k = std::env::var("ORBIT_TEST_KVM_KERNEL")
+        .unwrap_or_else(|_| "/var/cache/orbit-kvm/vmlinux".to_string());
+    assert!(
+        PathBuf::from(&k).is_file(),
+        "no guest kernel at {k}: run `scripts/kvm-kernel.sh /var/cache/orbit-kvm` (tests/run.sh does)"
+    );
+    format!("--kvm-kernel={k}")
+}
+
+/// `run` arguments for a kvm pod: the stage1, the kernel, then `rest`.
+fn kvm<'a>(k: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--stage1-name=kvm", k];
+    v.extend_from_slice(rest);
+    v
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn qemu_pid(w: &World, uuid: &str) -> i32 {
+    fs::read_to_string(pod_dir(w, uuid).join("kvm/qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// No VM, socket or mount of the pod is left.
+fn assert_vm_gone(w: &World, uuid: &str, qemu: i32) {
+    assert!(!alive(qemu), "QEMU {qemu} of pod {uuid} survived");
+    for ext in ["agent", "ctl"] {
+        let s = PathBuf::from(format!("/run/orbit/kvm/{uuid}.{ext}"));
+        assert!(!s.exists(), "{} left", s.display());
+    }
+    let mounts = mounts_with(&w.store().display().to_string());
+    assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+}
+
+#[test]
+fn a_two_app_pod_runs_in_a_vm_with_env_user_workdir_volume_and_logs() {
+    let w = pod_world();
+    let k = kernel();
+    let vol = w.path("vol");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("in"), "from-host\n").unwrap();
+    let volume = format!("data,kind=host,source={}", vol.display());
+    let script =
+        "echo foo=$FOO; id; pwd; cat /data/in; echo from-guest > /data/out; uname -r; exit 3";
+    let args = kvm(
+        &k,
+        &[
+            "--volume",
+            &volume,
+            BUSYBOX,
+            "--set-env=FOO=bar",
+            "--working-dir=/tmp",
+            "--mount",
+            "volume=data,target=/data",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            script,
+            "---",
+            BUSYBOX,
+            "--name=second",
+            "--user=1000",
+            "--group=100",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "id -u; echo second-err >&2",
+        ],
+    );
+    let out = run_expect(&w, &args, 3);
+    assert!(out.contains("foo=bar"), "{out}");
+    assert!(out.contains("uid=0(root)"), "{out}");
+    assert!(out.contains("/tmp\n"), "{out}");
+    assert!(out.contains("from-host"), "{out}");
+    assert!(out.contains("1000\n"), "{out}");
+    // The guest runs the guest kernel.
+    let version = fs::read_to_string(
+        PathBuf::from(k.trim_start_matches("--kvm-kernel=")).with_file_name("kernel.version"),
+    )
+    .unwrap();
+    assert!(out.contains(&format!("{}\n", version.trim())), "{out}");
+    assert_eq!(fs::read_to_string(vol.join("out")).unwrap(), "from-guest\n");
+    let uuid = only_pod(&w);
+    let st = status_json(&w, &uuid);
+    assert_eq!(st["stage1"], "kvm");
+    assert_eq!(st["exit_code"], 3);
+    assert_eq!(st["apps"][0]["exitCode"], 3);
+    assert_eq!(st["apps"][1]["exitCode"], 0);
+    let logs = cri_log(&w, &uuid, "second");
+    assert!(
+        logs.iter()
+            .any(|(_, s, _, t)| s == "stderr" && t == "second-err"),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|(_, s, _, t)| s == "stdout" && t == "1000"),
+        "{logs:?}"
+    );
+    let qemu = qemu_pid(&w, &uuid);
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+    assert_vm_gone(&w, &uuid, qemu);
+}
+
+#[test]
+fn enter_runs_in_the_guest_and_stop_is_graceful_while_force_kills_the_vm() {
+    let w = pod_world();
+    let k = kernel();
+    let script = "trap 'echo got-term; exit 7' TERM; echo up; while true; do sleep 0.1; done";
+    let mut a = BgPod::start(
+        &w,
+        &kvm(&k, &[BUSYBOX, "--exec", "/bin/sh", "--", "-c", script]),
+    );
+    let o = orbit(
+        &w,
+        &[
+            "enter",
+            &a.uuid,
+            "/bin/sh",
+            "-c",
+            "echo inside $(hostname); cat /proc/1/comm; exit 4",
+        ],
+    );
+    assert_eq!(code(&o), 4, "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(&format!("inside orbit-{}", &a.uuid[..8])),
+        "{out}"
+    );
+    // PID 1 in there is the guest agent, not the host's init.
+    assert!(out.contains("init"), "{out}");
+    let qemu = qemu_pid(&w, &a.uuid);
+    out_ok(&w, &["stop", &a.uuid]);
+    let e = a.wait(Duration::from_secs(60));
+    assert_eq!(e.status.code(), Some(7), "{}", e.stderr);
+    assert!(e.stdout.contains("got-term"), "{}", e.stdout);
+    assert_vm_gone(&w, &a.uuid, qemu);
+
+    let mut b = BgPod::start(
+        &w,
+        &kvm(&k, &[BUSYBOX, "--exec", "/bin/sleep", "--", "1000"]),
+    );
+    let qemu = qemu_pid(&w, &b.uuid);
+    out_ok(&w, &["stop", "--force", &b.uuid]);
+    let e = b.wait(Duration::from_secs(60));
+    assert_eq!(e.status.code(), Some(137), "{}", e.stderr);
+    let st = status_json(&w, &b.uuid);
+    assert_eq!(st["apps"][0]["exitCode"], 137);
+    assert_eq!(st["apps"][0]["reason"], "VMTerminated");
+    assert_vm_gone(&w, &b.uuid, qemu);
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+}
+
+#[test]
+fn kill_9_of_the_supervisor_takes_the_vm_down_and_gc_cleans_up() {
+    let w = pod_world();
+    let k = kernel();
+    let mut a = BgPod::start(
+        &w,
+        &kvm(&k, &[BUSYBOX, "--exec", "/bin/sleep", "--", "1000"]),
+    );
+    let qemu = qemu_pid(&w, &a.uuid);
+    assert!(alive(qemu));
+    // SAFETY: kill(2) of the orbit run process this test started.
+    unsafe { libc::kill(a.run_pid() as i32, libc::SIGKILL) };
+    a.wait(Duration::from_secs(30));
+    poll(
+        Duration::from_secs(10),
+        "QEMU to die with its supervisor",
+        || (!alive(qemu)).then_some(()),
+    );
+    let uuid = a.uuid.clone();
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+    assert_vm_gone(&w, &uuid, qemu);
+}
+
+#[test]
+fn an_app_over_its_memory_limit_is_reported_as_oom_killed() {
+    let w = pod_world();
+    let k = kernel();
+    run_expect(
+        &w,
+        &kvm(
+            &k,
+            &[
+                "--memory=32M",
+                BUSYBOX,
+                "--exec",
+                "/bin/sh",
+                "--",
+                "-c",
+                "x=a; while true; do x=$x$x; done",
+            ],
+        ),
+        137,
+    );
+    let st = status_json(&w, &only_pod(&w));
+    assert_eq!(st["apps"][0]["reason"], "OOMKilled", "{st}");
+}
+
+#[test]
+fn a_missing_kernel_is_a_clear_error_before_anything_is_made() {
+    let w = pod_world();
+    let e = out_125(
+        &w,
+        &[
+            "run",
+            "--stage1-name=kvm",
+            "--kvm-kernel=/nonexistent/vmlinux",
+            BUSYBOX,
+        ],
+    );
+    assert!(
+        e.contains("scripts/kvm-kernel.sh") && e.contains("/nonexistent/vmlinux"),
+        "{e}"
+    );
+    // Without --kvm-kernel the config dirs are searched, and named.
+    let e = out_125(&w, &["run", "--stage1-name=kvm", BUSYBOX]);
+    assert!(
+        e.contains("kvm/vmlinux") && e.contains("scripts/kvm-kernel.sh"),
+        "{e}"
+    );
+    assert_no_pods(&w);
+    let e = out_125(&w, &["run", "--kvm-accel=tcg", BUSYBOX]);
+    assert!(e.contains("only to the kvm stage1"), "{e}");
+}
