@@ -581,6 +581,7 @@ sys.stdout.write("\n@@EXIT %d\n" % os.waitstatus_to_exitcode(st))
     ] {
         cmd.env(k, v);
     }
+    cmd.env("ORBIT_NET", "none");
     let o = output_within(cmd, Duration::from_secs(40));
     let all = text(&o.stdout);
     let (shown, exit) = all

@@ -411,7 +411,7 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
         }
     };
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(|e| e.to_string())?));
-    spawn_signal_thread(mask, writer.clone());
+    spawn_signal_thread(mask, writer.clone(), qemu.id());
     let execs: Arc<Mutex<HashMap<u64, Sender<ToHost>>>> = Arc::default();
     spawn_control_thread(&args.uuid, writer.clone(), execs.clone())?;
     let mut session = Session {
@@ -535,19 +535,36 @@ fn send(writer: &Arc<Mutex<UnixStream>>, msg: &ToGuest) {
     }
 }
 
-/// First SIGTERM/SIGINT/SIGHUP: the agent stops the apps (SIGTERM); a second one kills them.
-fn spawn_signal_thread(mask: SigSet, writer: Arc<Mutex<UnixStream>>) {
+/// How long a stopped VM has to power off before QEMU is killed (an agent that cannot
+/// answer must not keep a pod alive).
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// First SIGTERM/SIGINT/SIGHUP: the agent stops the apps (SIGTERM), and QEMU is killed if
+/// the VM is still there after [`STOP_GRACE`]; a second signal kills the apps at once.
+/// QEMU is signalled through a pidfd, which cannot name a recycled pid.
+fn spawn_signal_thread(mask: SigSet, writer: Arc<Mutex<UnixStream>>, qemu: u32) {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, qemu as libc::pid_t, 0) } as i32;
     std::thread::spawn(move || {
         let mut first = true;
         while mask.wait().is_ok() {
-            send(
-                &writer,
-                if first {
-                    &ToGuest::Stop
-                } else {
-                    &ToGuest::Kill
-                },
-            );
+            let msg = if first { ToGuest::Stop } else { ToGuest::Kill };
+            send(&writer, &msg);
+            if first && pidfd >= 0 {
+                std::thread::spawn(move || {
+                    std::thread::sleep(STOP_GRACE);
+                    // SAFETY: pidfd_send_signal(2) on our own pidfd; no memory is passed.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            pidfd,
+                            libc::SIGKILL,
+                            std::ptr::null::<libc::siginfo_t>(),
+                            0,
+                        )
+                    };
+                });
+            }
             first = false;
         }
     });

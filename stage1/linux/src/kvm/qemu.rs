@@ -45,10 +45,7 @@ impl Vm<'_> {
             .arg(self.kernel)
             .arg("-initrd")
             .arg(self.initrd)
-            .args([
-                "-append",
-                &format!("console=ttyS0 quiet panic=-1 {}", self.cmdline),
-            ])
+            .args(["-append", &format!("{} {}", base_cmdline(), self.cmdline)])
             .args(["-accel", self.accel]);
         for (i, (tag, path, ro)) in self.shares.iter().enumerate() {
             let mut fsdev = format!(
@@ -84,6 +81,35 @@ impl Vm<'_> {
         }
         c
     }
+}
+
+/// The guest kernel's command line. The timing words matter under TCG: a starved emulated
+/// CPU (several VMs on few cores) cannot calibrate its TSC against the PIT and then hangs
+/// in early boot; giving the host's TSC rate (`tsc_early_khz`), the delay-loop constant
+/// (`lpj`, HZ=250) and skipping the timer check lets every VM boot. Harmless under KVM.
+fn base_cmdline() -> String {
+    let mut c = String::from("console=ttyS0 quiet panic=-1");
+    if let Some(khz) = host_cpu_khz() {
+        c.push_str(&format!(
+            " tsc_early_khz={khz} lpj={} no_timer_check",
+            khz * 4
+        ));
+    }
+    c
+}
+
+/// The host CPU's clock in kHz, from /proc/cpuinfo.
+fn host_cpu_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64)
 }
 
 /// Where the accelerator probe's answer is kept for this boot.
@@ -134,10 +160,7 @@ fn probe(kernel: &Path, initrd: &Path) -> bool {
         .arg(initrd)
         .args([
             "-append",
-            &format!(
-                "console=ttyS0 quiet panic=-1 {}",
-                orbit_stage1::agent::PROBE_ARG
-            ),
+            &format!("{} {}", base_cmdline(), orbit_stage1::agent::PROBE_ARG),
         ])
         .args(["-accel", "kvm"])
         .stdin(Stdio::null())
