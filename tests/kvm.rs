@@ -251,3 +251,19 @@ fn a_missing_kernel_is_a_clear_error_before_anything_is_made() {
     let e = out_125(&w, &["run", "--kvm-accel=tcg", BUSYBOX]);
     assert!(e.contains("only to the kvm stage1"), "{e}");
 }
+
+#[test]
+fn an_interactive_app_gets_the_vms_serial_console_as_its_terminal() {
+    let w = pod_world();
+    let k = kernel();
+    let mut args = vec!["run"];
+    args.extend(kvm(&k, &["--interactive", BUSYBOX, "--exec", "/bin/sh"]));
+    let (shown, exit) = under_pty(&w, &args, "tty; echo $((6*7)); exit 5\n");
+    assert_eq!(exit, 5, "terminal showed:\n{shown}");
+    assert!(
+        shown.contains("/dev/ttyS0") && shown.contains("42"),
+        "{shown}"
+    );
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+}

@@ -538,58 +538,6 @@ fn pid_namespace_and_minimal_dev() {
 
 // ---------------------------------------------------------------- interactive
 
-/// Runs `orbit ARGS` under a pseudo-terminal (python's pty), types `input`, returns
-/// (everything the terminal showed, exit status).
-fn under_pty(w: &World, args: &[&str], input: &str) -> (String, i32) {
-    // Types `input` once the shell's prompt ("# ") shows (or after 10 s), then reads until
-    // the terminal closes; prints what it saw and "@@EXIT <status>".
-    let py = r##"
-import os, pty, select, sys, time
-data, args = sys.argv[1].encode(), sys.argv[2:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp(args[0], args)
-out, sent, start = b"", False, time.time()
-while time.time() - start < 30:
-    if not sent and (b"# " in out or time.time() - start > 10):
-        os.write(fd, data)
-        sent = True
-    r, _, _ = select.select([fd], [], [], 0.05)
-    if not r:
-        continue
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        chunk = b""
-    if not chunk:
-        break
-    out += chunk
-else:
-    os.kill(pid, 9)
-_, st = os.waitpid(pid, 0)
-sys.stdout.write(out.decode(errors="replace"))
-sys.stdout.write("\n@@EXIT %d\n" % os.waitstatus_to_exitcode(st))
-"##;
-    let orbit = common::orbit_bin();
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg("-c").arg(py).arg(input).arg(&orbit).args(args);
-    for (k, v) in [
-        ("ORBIT_DIR", w.store()),
-        ("ORBIT_SYSTEM_CONFIG", w.path("config/vendor")),
-        ("ORBIT_LOCAL_CONFIG", w.path("config/system")),
-        ("ORBIT_USER_CONFIG", w.path("config/user")),
-    ] {
-        cmd.env(k, v);
-    }
-    cmd.env("ORBIT_NET", "none");
-    let o = output_within(cmd, Duration::from_secs(40));
-    let all = text(&o.stdout);
-    let (shown, exit) = all
-        .rsplit_once("\n@@EXIT ")
-        .unwrap_or_else(|| panic!("pty helper failed: {all}\n{}", text(&o.stderr)));
-    (shown.to_string(), exit.trim().parse().unwrap())
-}
-
 #[test]
 fn interactive_pod_gets_a_terminal() {
     let w = pod_world();

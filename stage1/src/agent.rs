@@ -64,7 +64,13 @@ pub struct GuestApp {
     /// Read-only root.
     #[serde(default)]
     pub read_only_rootfs: bool,
+    /// Runs on the VM's serial console (the user's terminal) instead of with piped output.
+    #[serde(default)]
+    pub interactive: bool,
 }
+
+/// The guest console an interactive app gets as its terminal.
+pub const CONSOLE: &str = "/dev/ttyS0";
 
 /// A bind mount in the guest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -159,11 +159,31 @@ fn reader(
     })
 }
 
-/// Spawns `argv` in `app`'s root as the app's user, in `cgroup` when given.
+/// Threads forwarding a child's piped stdout and stderr as `make(stream, data)` messages
+/// (none for an interactive child: its output goes to the console).
+fn readers(
+    port: &Port,
+    child: &mut std::process::Child,
+    make: impl Fn(u8, String) -> ToHost + Send + Sync + Clone + 'static,
+) -> Vec<JoinHandle<()>> {
+    let mut out = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        let m = make.clone();
+        out.push(reader(port.clone(), o, move |d| m(STDOUT, d)));
+    }
+    if let Some(e) = child.stderr.take() {
+        out.push(reader(port.clone(), e, move |d| make(STDERR, d)));
+    }
+    out
+}
+
+/// Spawns `argv` in `app`'s root as the app's user, in `cgroup` when given; `interactive`
+/// gives it the serial console as its controlling terminal.
 fn spawn(
     app: &GuestApp,
     argv: &[String],
     cgroup: Option<&Path>,
+    interactive: bool,
 ) -> Result<std::process::Child, (i32, String)> {
     let root = Path::new(&app.root);
     let program = resolve(root, &argv[0], &app.env)
@@ -181,10 +201,22 @@ fn spawn(
     cmd.arg0(&argv[0])
         .args(&argv[1..])
         .env_clear()
-        .envs(app.env.iter().filter_map(|e| e.split_once('=')))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(app.env.iter().filter_map(|e| e.split_once('=')));
+    if interactive {
+        let tty = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(orbit_stage1::agent::CONSOLE)
+                .map(Stdio::from)
+                .map_err(|e| (125, format!("cannot open the console: {e}")))
+        };
+        cmd.stdin(tty()?).stdout(tty()?).stderr(tty()?);
+    } else {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    }
     // SAFETY: only async-signal-safe system calls between fork and exec, on data prepared
     // before the fork.
     unsafe {
@@ -207,6 +239,9 @@ fn spawn(
                 return fail();
             }
             libc::setsid();
+            if interactive {
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+            }
             Ok(())
         });
     }
@@ -255,29 +290,14 @@ impl Supervisor {
                 }
                 // Hold the lock while spawning: the reaper must find the pid registered.
                 let mut st = self.state.lock().unwrap();
-                let mut child = spawn(app, &app.exec, Some(&cgroup))?;
+                let mut child = spawn(app, &app.exec, Some(&cgroup), app.interactive)?;
                 let name = app.name.clone();
-                let (n1, n2) = (name.clone(), name.clone());
-                let readers = vec![
-                    reader(
-                        self.port.clone(),
-                        child.stdout.take().unwrap(),
-                        move |data| ToHost::Output {
-                            app: n1.clone(),
-                            stream: STDOUT,
-                            data,
-                        },
-                    ),
-                    reader(
-                        self.port.clone(),
-                        child.stderr.take().unwrap(),
-                        move |data| ToHost::Output {
-                            app: n2.clone(),
-                            stream: STDERR,
-                            data,
-                        },
-                    ),
-                ];
+                let n = name.clone();
+                let readers = readers(&self.port, &mut child, move |stream, data| ToHost::Output {
+                    app: n.clone(),
+                    stream,
+                    data,
+                });
                 let pid = child.id() as i32;
                 st.running.insert(
                     pid,
@@ -318,28 +338,11 @@ impl Supervisor {
         }
         let cgroup = PathBuf::from("/sys/fs/cgroup").join(&a.name);
         let mut st = self.state.lock().unwrap();
-        match spawn(a, argv, cgroup.exists().then_some(cgroup.as_path())) {
+        match spawn(a, argv, cgroup.exists().then_some(cgroup.as_path()), false) {
             Ok(mut child) => {
-                let readers = vec![
-                    reader(
-                        self.port.clone(),
-                        child.stdout.take().unwrap(),
-                        move |data| ToHost::ExecOutput {
-                            id,
-                            stream: STDOUT,
-                            data,
-                        },
-                    ),
-                    reader(
-                        self.port.clone(),
-                        child.stderr.take().unwrap(),
-                        move |data| ToHost::ExecOutput {
-                            id,
-                            stream: STDERR,
-                            data,
-                        },
-                    ),
-                ];
+                let readers = readers(&self.port, &mut child, move |stream, data| {
+                    ToHost::ExecOutput { id, stream, data }
+                });
                 st.running
                     .insert(child.id() as i32, Kind::Exec { id, readers });
             }

@@ -135,6 +135,7 @@ fn agent_config(
                 .collect(),
             memory: a.isolators.resources.memory,
             read_only_rootfs: a.read_only_rootfs,
+            interactive: a.interactive,
         })
         .collect();
     (
@@ -274,9 +275,6 @@ impl Session {
 }
 
 fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String> {
-    if manifest.apps.iter().any(|a| a.interactive) {
-        return Err("--interactive is not supported by the kvm stage1 yet".into());
-    }
     let kernel = manifest
         .annotations
         .get(KERNEL_ANNOTATION)
@@ -358,9 +356,14 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     let console_file =
         std::fs::File::create(&console).map_err(|e| format!("{}: {e}", console.display()))?;
     let mut cmd = vm.command();
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(console_file.try_clone().map_err(|e| e.to_string())?)
-        .stderr(console_file);
+    if manifest.apps.iter().any(|a| a.interactive) {
+        // The guest's serial console is the app's terminal: QEMU's stdio is ours.
+        cmd.stderr(console_file);
+    } else {
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(console_file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(console_file);
+    }
     let netns_file = if cni {
         Some(std::fs::File::open(&netns).map_err(|e| format!("{}: {e}", netns.display()))?)
     } else {

@@ -88,7 +88,8 @@ impl Vm<'_> {
 /// in early boot; giving the host's TSC rate (`tsc_early_khz`), the delay-loop constant
 /// (`lpj`, HZ=250) and skipping the timer check lets every VM boot. Harmless under KVM.
 fn base_cmdline() -> String {
-    let mut c = String::from("console=ttyS0 quiet panic=-1");
+    // pci=off: microvm has no PCI bus (probing it only prints an error).
+    let mut c = String::from("console=ttyS0 quiet panic=-1 pci=off");
     if let Some(khz) = host_cpu_khz() {
         c.push_str(&format!(
             " tsc_early_khz={khz} lpj={} no_timer_check",
