@@ -250,6 +250,16 @@ fn a_missing_kernel_is_a_clear_error_before_anything_is_made() {
     assert_no_pods(&w);
     let e = out_125(&w, &["run", "--kvm-accel=tcg", BUSYBOX]);
     assert!(e.contains("only to the kvm stage1"), "{e}");
+    let k = kernel();
+    let e = out_125(
+        &w,
+        &["run", "--stage1-name=kvm", &k, "--private-users", BUSYBOX],
+    );
+    assert!(
+        e.contains("kvm stage1") && e.contains("--private-users"),
+        "{e}"
+    );
+    assert_no_pods(&w);
 }
 
 #[test]

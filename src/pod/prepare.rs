@@ -139,6 +139,11 @@ pub fn prepare(
     } else {
         req
     };
+    if stage1.name() == "kvm" && (req.private_users || req.mutable) {
+        return Err(PodError::BadSpec(
+            "the kvm stage1 runs neither --private-users pods (the VM is their boundary) nor mutable pods (app sandbox) in this version".into(),
+        ));
+    }
     let resolved = resolve_images(store, trust, req)?;
     let names = app_names(req, &resolved)?;
     // Networks are resolved (and their plugins looked for) before anything is made.
