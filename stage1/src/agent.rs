@@ -184,3 +184,6 @@ pub struct ExecRequest {
     /// The command.
     pub argv: Vec<String>,
 }
+
+/// Kernel command-line word telling the agent the VM has a NIC (load its modules).
+pub const NET_ARG: &str = "orbit.net";

@@ -7,6 +7,7 @@ pub mod isolators;
 pub mod log;
 pub mod manifest;
 pub mod net;
+pub mod netif;
 pub mod paths;
 pub mod seccomp;
 pub mod status;

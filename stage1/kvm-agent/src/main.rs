@@ -47,7 +47,11 @@ fn run() -> Result<(), String> {
         println!("{}", orbit_stage1::agent::PROBE_MARKER);
         return Ok(());
     }
-    setup::load_modules()?;
+    setup::load_modules(
+        cmdline
+            .split_whitespace()
+            .any(|w| w == orbit_stage1::agent::NET_ARG),
+    )?;
     let port_path = setup::find_port()?;
     let port_file = std::fs::OpenOptions::new()
         .read(true)

@@ -71,28 +71,7 @@ pub fn mount_app_root(pod: &Path, a: &App) -> R {
 
 /// Brings the loopback interface of a fresh network namespace up.
 pub fn loopback_up() -> Result<(), String> {
-    // SAFETY: plain socket/ioctl calls on a zeroed, correctly sized ifreq; the fd is closed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error().to_string());
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
-        if r == 0 {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
-        }
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if r != 0 {
-            return Err(err.to_string());
-        }
-    }
-    Ok(())
+    orbit_stage1::netif::loopback_up()
 }
 
 /// A path inside the app root for an absolute in-app path, refusing `..` and refusing to

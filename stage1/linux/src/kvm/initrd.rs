@@ -12,6 +12,19 @@ use std::path::{Path, PathBuf};
 /// they are keyed by may change).
 const CACHE: &str = "/run/orbit/kvm";
 
+/// Modules the kernel script makes that the agent never uses (virtiofs, vsock, PCI
+/// transports: microvm has virtio-mmio): left out of the initramfs.
+const UNUSED_MODULES: [&str; 8] = [
+    "fuse",
+    "virtiofs",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+    "virtio_pci",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+];
+
 /// The guest agent binary: `ORBIT_KVM_AGENT`, or `orbit-kvm-agent` next to the orbit binary.
 pub fn agent_binary() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("ORBIT_KVM_AGENT") {
@@ -103,6 +116,7 @@ pub fn initramfs(agent: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
     let busybox = Path::new("/bin/busybox");
     let order_file = modules_dir.join("order");
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    (env!("CARGO_PKG_VERSION"), UNUSED_MODULES).hash(&mut h);
     stamp(agent, &mut h)?;
     stamp(&order_file, &mut h)?;
     stamp(busybox, &mut h).map_err(|e| format!("{e} (install busybox-static)"))?;
@@ -136,10 +150,14 @@ pub fn initramfs(agent: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
             a.file(&lib.display().to_string(), 0o755, &read(&lib)?)?;
         }
         a.file("/bin/busybox", 0o755, &read(busybox)?)?;
-        let order = std::fs::read_to_string(&order_file)
-            .map_err(|e| format!("cannot read {}: {e}", order_file.display()))?;
+        let order: String = std::fs::read_to_string(&order_file)
+            .map_err(|e| format!("cannot read {}: {e}", order_file.display()))?
+            .lines()
+            .filter(|m| !m.is_empty() && !UNUSED_MODULES.contains(m))
+            .map(|m| format!("{m}\n"))
+            .collect();
         a.file("/lib/modules/order", 0o644, order.as_bytes())?;
-        for m in order.lines().filter(|l| !l.is_empty()) {
+        for m in order.lines() {
             a.file(
                 &format!("/lib/modules/{m}.ko"),
                 0o644,
@@ -155,5 +173,12 @@ pub fn initramfs(agent: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
         return Err(format!("cannot build the guest initramfs: {e}"));
     }
     std::fs::rename(&tmp, &cached).map_err(|e| format!("{}: {e}", cached.display()))?;
+    // Older images (another agent build) go: QEMU has read a running VM's at its start.
+    for old in std::fs::read_dir(CACHE).into_iter().flatten().flatten() {
+        let name = old.file_name().to_string_lossy().into_owned();
+        if name.starts_with("initrd-") && name.ends_with(".cpio") && old.path() != cached {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
     Ok(cached)
 }

@@ -349,8 +349,8 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
         cpus,
         shares,
         agent_socket: &sock,
+        cmdline: if tap.is_some() { agent::NET_ARG } else { "" },
         tap,
-        cmdline: "",
     };
     let console = dir.join("console.log");
     let console_file =
