@@ -208,6 +208,10 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
         ports: flags.net.port.clone(),
         dns: flags.net.dns(),
         cni_plugin_dirs: flags.net.cni_plugin_dir.clone(),
+        registry: ctx.registry.clone(),
+        pull_policy: ctx
+            .pull_policy
+            .unwrap_or(orbit::image::fetch::PullPolicy::New),
         no_overlay: false,
         annotations,
         mutable: true,

@@ -133,6 +133,10 @@ pub fn fetch(ctx: &Context, args: FetchArgs) -> anyhow::Result<()> {
             insecure_skip_verify: ctx.insecure_image,
             progress: !args.no_progress && !args.quiet && std::io::stderr().is_terminal(),
             jobs: args.jobs,
+            registry: ctx.registry.clone(),
+            pull_policy: ctx
+                .pull_policy
+                .unwrap_or(orbit::image::fetch::PullPolicy::Update),
         };
         let started = Instant::now();
         let out = fetch::fetch(&ctx.store, &trust_store(ctx), &source, &opts)
@@ -152,6 +156,7 @@ pub fn fetch(ctx: &Context, args: FetchArgs) -> anyhow::Result<()> {
                 format!("signature verified with key {fingerprint}")
             }
             Verification::Insecure => "NOT verified".into(),
+            Verification::Stored => "already in the store; the registry has nothing newer".into(),
         };
         eprintln!(
             "{} ({how}; {} layer(s) unpacked, {} already present)",

@@ -34,9 +34,22 @@ pub struct Cli {
     /// Print debugging output (timings, full error chains) to stderr.
     #[arg(long, global = true)]
     pub debug: bool,
-    /// Checks to skip: image, seccomp, capabilities, paths, all-run, all. Loud on purpose.
+    /// Checks to skip: image, tls, http, seccomp, capabilities, paths, all-run, all. Loud on
+    /// purpose.
     #[arg(long, global = true, value_delimiter = ',', value_name = "OPTS")]
     pub insecure_options: Vec<InsecureOption>,
+    /// Registries: when to fetch a docker:// image — never (store only), new (when the
+    /// store lacks it; run/prepare's default), update (when the registry has another
+    /// manifest for the name; fetch's default).
+    #[arg(long, global = true, value_enum, value_name = "POLICY")]
+    pub pull_policy: Option<PullPolicyArg>,
+    /// Registries: a CA certificate (PEM) to trust besides the system's (repeatable); also
+    /// read: certs.d/REGISTRY/*.crt in the config dirs, /etc/containers and /etc/docker.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
+    /// Registries: the platform to take from a multi-arch index (os/arch[/variant]).
+    #[arg(long, global = true, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Vendor configuration directory, lowest precedence (rkt's name) [default: /usr/lib/orbit].
     #[arg(long, global = true, env = "ORBIT_SYSTEM_CONFIG", value_name = "DIR")]
     pub system_config: Option<PathBuf>,
@@ -61,6 +74,17 @@ pub enum SystemdMode {
     No,
 }
 
+/// `--pull-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicyArg {
+    /// Only the store.
+    Never,
+    /// Fetch when missing.
+    New,
+    /// Fetch when the registry has a newer manifest.
+    Update,
+}
+
 /// Checks `--insecure-options` can turn off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InsecureOption {
@@ -68,6 +92,10 @@ pub enum InsecureOption {
     None,
     /// Image signature verification.
     Image,
+    /// Registry TLS certificate checks.
+    Tls,
+    /// TLS itself: talk plain HTTP to registries.
+    Http,
     /// The seccomp filter (apps run unfiltered).
     Seccomp,
     /// Capability dropping and no_new_privs (privileged apps).
@@ -218,9 +246,58 @@ pub struct Context {
     pub insecure_run: orbit::pod::isolation::InsecureRun,
     /// Whether to register pods with systemd.
     pub systemd: orbit::systemd::Mode,
+    /// How to reach registries.
+    pub registry: orbit::image::registry::RegistryOptions,
+    /// `--pull-policy`, when given.
+    pub pull_policy: Option<orbit::image::fetch::PullPolicy>,
 }
 
 impl Cli {
+    /// Registry settings: `--insecure-options=tls|http`, `--ca-cert`, `--platform`, and the
+    /// certs.d and credential files users already have.
+    fn registry_options(&self, config: &ConfigDirs) -> orbit::image::registry::RegistryOptions {
+        let on = |o: InsecureOption| self.insecure_options.contains(&o);
+        let mut certs_dirs: Vec<PathBuf> = config
+            .all()
+            .iter()
+            .rev()
+            .map(|d| d.join("certs.d"))
+            .collect();
+        certs_dirs.extend(["/etc/containers/certs.d", "/etc/docker/certs.d"].map(PathBuf::from));
+        let mut auth_files: Vec<PathBuf> = config
+            .all()
+            .iter()
+            .rev()
+            .map(|d| d.join("auth.json"))
+            .collect();
+        if let Some(h) = std::env::var_os("HOME") {
+            auth_files.push(PathBuf::from(h).join(".docker/config.json"));
+        }
+        if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+            auth_files.push(PathBuf::from(x).join("containers/auth.json"));
+        }
+        if on(InsecureOption::Tls) {
+            eprintln!(
+                "orbit: WARNING: --insecure-options=tls: registry certificates are not checked"
+            );
+        }
+        if on(InsecureOption::Http) {
+            eprintln!(
+                "orbit: WARNING: --insecure-options=http: registries are reached over plain HTTP"
+            );
+        }
+        orbit::image::registry::RegistryOptions {
+            insecure_tls: on(InsecureOption::Tls),
+            insecure_http: on(InsecureOption::Http),
+            ca_certs: self.ca_cert.clone(),
+            certs_dirs,
+            auth_files,
+            platform: self.platform.clone(),
+            jobs: 4,
+            verbose: self.debug,
+        }
+    }
+
     fn context(&self) -> Context {
         let mut config = ConfigDirs::default();
         if let Some(d) = &self.system_config {
@@ -242,6 +319,7 @@ impl Cli {
             seccomp: has(&[InsecureOption::Seccomp, InsecureOption::AllRun]),
             paths: has(&[InsecureOption::Paths, InsecureOption::AllRun]),
         };
+        let registry = self.registry_options(&config);
         Context {
             store: Store::new(
                 self.dir
@@ -252,6 +330,12 @@ impl Cli {
             debug: self.debug,
             insecure_image: has(&[InsecureOption::Image]),
             insecure_run,
+            registry,
+            pull_policy: self.pull_policy.map(|p| match p {
+                PullPolicyArg::Never => orbit::image::fetch::PullPolicy::Never,
+                PullPolicyArg::New => orbit::image::fetch::PullPolicy::New,
+                PullPolicyArg::Update => orbit::image::fetch::PullPolicy::Update,
+            }),
             systemd: match self.systemd {
                 SystemdMode::Auto => orbit::systemd::Mode::Auto,
                 SystemdMode::Yes => orbit::systemd::Mode::Yes,

@@ -435,6 +435,10 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         ports: args.pod.net.port.clone(),
         dns: args.pod.net.dns(),
         cni_plugin_dirs: args.pod.net.cni_plugin_dir.clone(),
+        registry: ctx.registry.clone(),
+        pull_policy: ctx
+            .pull_policy
+            .unwrap_or(orbit::image::fetch::PullPolicy::New),
         no_overlay: args.pod.no_overlay,
         annotations,
         mutable: false,

@@ -51,7 +51,12 @@ fn looks_like_hex(s: &str, min_len: usize) -> bool {
 pub fn resolve(store: &Store, reference_str: &str) -> Result<StoredImage> {
     let entries = store.images()?;
     if let Some(src) = SourceRef::parse(reference_str) {
-        let digest = src?.open()?.manifest_digest;
+        let src = src?;
+        if let SourceRef::Registry { reference } = &src {
+            let name = super::registry::store_name(&super::registry::parse(reference)?);
+            return resolve(store, &name);
+        }
+        let digest = src.open()?.manifest_digest;
         if entries.iter().any(|e| e.digest == digest) {
             return Ok(group(&entries, &digest, None));
         }

@@ -116,6 +116,9 @@ pub enum ImageError {
     /// A detached signature file is unreadable.
     #[error(transparent)]
     SigFile(#[from] crate::trust::SigFileError),
+    /// A registry could not be used.
+    #[error("registry {registry}: {detail}")]
+    Registry { registry: String, detail: String },
     /// Platform selection found nothing.
     #[error("{source_name} has no manifest for this platform ({platform}); fetch an image built for {platform}")]
     NoPlatform {

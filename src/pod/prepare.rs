@@ -79,6 +79,10 @@ pub struct PodRequest {
     pub dns: crate::net::dns::DnsRequest,
     /// `--cni-plugin-dir`s, searched before the default plugin directories.
     pub cni_plugin_dirs: Vec<std::path::PathBuf>,
+    /// How to reach registries for `docker://` images.
+    pub registry: crate::image::registry::RegistryOptions,
+    /// When to fetch `docker://` images.
+    pub pull_policy: crate::image::fetch::PullPolicy,
     /// `--no-overlay`: copy each app's root instead of overlaying the shared layers.
     pub no_overlay: bool,
     /// Pod annotations.
@@ -249,6 +253,8 @@ fn resolve_images(
                 let src = src?;
                 let opts = FetchOptions {
                     insecure_skip_verify: req.insecure_image,
+                    registry: req.registry.clone(),
+                    pull_policy: req.pull_policy,
                     ..FetchOptions::default()
                 };
                 let done = fetch::fetch(store, trust, &src, &opts)?;
@@ -640,6 +646,8 @@ pub fn add_app(
         ports: Vec::new(),
         dns: Default::default(),
         cni_plugin_dirs: Vec::new(),
+        registry: Default::default(),
+        pull_policy: crate::image::fetch::PullPolicy::New,
         no_overlay: false,
         annotations: BTreeMap::new(),
         mutable: true,

@@ -37,11 +37,21 @@ pub enum SourceRef {
         file: PathBuf,
         reference: Option<String>,
     },
+    /// A registry: `docker://[REGISTRY/]REPO[:TAG|@DIGEST]` (what follows the prefix).
+    Registry { reference: String },
 }
 
 impl SourceRef {
     /// Parses `TRANSPORT:PATH[:REF]`; `None` when `s` has no known transport prefix.
     pub fn parse(s: &str) -> Option<Result<SourceRef>> {
+        if let Some(r) = s.strip_prefix(super::registry::PREFIX) {
+            if r.is_empty() {
+                return Some(Err(ImageError::BadSource(s.to_string())));
+            }
+            return Some(Ok(SourceRef::Registry {
+                reference: r.to_string(),
+            }));
+        }
         let (transport, rest) = s.split_once(':')?;
         let (path, reference) = match rest.split_once(':') {
             Some((p, r)) => (
@@ -75,6 +85,7 @@ impl SourceRef {
         match self {
             SourceRef::Oci { dir, .. } => dir,
             SourceRef::OciArchive { file, .. } | SourceRef::DockerArchive { file, .. } => file,
+            SourceRef::Registry { reference } => Path::new(reference),
         }
     }
 
@@ -125,6 +136,8 @@ impl SourceRef {
             SourceRef::DockerArchive { file, reference } => {
                 docker::open(file, &self.to_string(), reference.as_deref())?
             }
+            // Registries are pulled into a local layout first (`fetch`).
+            SourceRef::Registry { .. } => return Err(ImageError::BadSource(self.to_string())),
         };
         let sig_path = self.detached_signature_path();
         if sig_path.exists() {
@@ -138,6 +151,9 @@ impl SourceRef {
 impl std::fmt::Display for SourceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (t, p, r) = match self {
+            SourceRef::Registry { reference } => {
+                return write!(f, "{}{reference}", super::registry::PREFIX)
+            }
             SourceRef::Oci { dir, reference } => ("oci", dir, reference),
             SourceRef::OciArchive { file, reference } => ("oci-archive", file, reference),
             SourceRef::DockerArchive { file, reference } => ("docker-archive", file, reference),

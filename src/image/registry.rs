@@ -1,0 +1,552 @@
+//! Fetching from registries (`docker://[REGISTRY/]REPO[:TAG|@DIGEST]`, Docker Registry HTTP
+//! API v2 / OCI distribution) with `oci-client`: the manifest (an index resolves to this
+//! platform or `--platform`), the config and the layers are downloaded — in parallel,
+//! bounded, hashed while streaming, resumed with HTTP ranges after an interruption, layers
+//! the store already has taken from it — into a temporary OCI layout together with the
+//! image's cosign signature (the `sha256-<hex>.sig` tag), which the ordinary import then
+//! verifies and unpacks. Nothing reaches the store unless that import succeeds.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_client::client::{
+    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
+use oci_client::manifest::{OciDescriptor, OciImageIndex, OciManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::error::{ImageError, Result};
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// `--insecure-options=tls`: accept any certificate.
+    pub insecure_tls: bool,
+    /// `--insecure-options=http`: plain HTTP.
+    pub insecure_http: bool,
+    /// `--ca-cert` files (PEM), trusted besides the system's.
+    pub ca_certs: Vec<PathBuf>,
+    /// `certs.d` directories: `<dir>/<registry>/*.crt` are trusted for that registry.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Credential files in docker's format, searched in order.
+    pub auth_files: Vec<PathBuf>,
+    /// `--platform` (`os/arch[/variant]`), default this host's.
+    pub platform: Option<String>,
+    /// Parallel layer downloads.
+    pub jobs: usize,
+    /// Print what is downloaded.
+    pub verbose: bool,
+}
+
+/// The transport prefix.
+pub const PREFIX: &str = "docker://";
+
+/// Parses the part after `docker://` into a reference (Docker Hub defaults applied).
+pub fn parse(s: &str) -> Result<Reference> {
+    let r = s.strip_prefix(PREFIX).unwrap_or(s);
+    r.parse::<Reference>()
+        .map_err(|e| ImageError::BadSource(format!("{PREFIX}{r}: {e}")))
+}
+
+/// The name the image gets in the store: `REGISTRY/REPO:TAG` (or `@DIGEST`).
+pub fn store_name(r: &Reference) -> String {
+    match (r.tag(), r.digest()) {
+        (Some(t), _) => format!("{}/{}:{t}", r.registry(), r.repository()),
+        (None, Some(d)) => format!("{}/{}@{d}", r.registry(), r.repository()),
+        (None, None) => format!("{}/{}:latest", r.registry(), r.repository()),
+    }
+}
+
+fn fail(r: &Reference, detail: impl std::fmt::Display) -> ImageError {
+    ImageError::Registry {
+        registry: r.registry().to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// A user-facing explanation of a client error.
+fn explain(r: &Reference, e: oci_client::errors::OciDistributionError) -> ImageError {
+    use oci_client::errors::OciDistributionError as E;
+    let text = e.to_string();
+    let detail = match &e {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => format!(
+            "authentication failed ({text}); check the credentials (`orbit login {}`)",
+            r.registry()
+        ),
+        E::ImageManifestNotFoundError(_) => {
+            format!("{}: no such image or tag ({text})", r.whole())
+        }
+        _ if text.contains("dns error") || text.contains("failed to lookup") => {
+            format!("unknown host ({text})")
+        }
+        _ if text.contains("Connection refused") => format!("connection refused ({text})"),
+        _ if text.contains("certificate") || text.contains("Certificate") => format!(
+            "TLS certificate not trusted ({text}); pass --ca-cert, put it in certs.d/{}/, or --insecure-options=tls",
+            r.registry()
+        ),
+        _ => text,
+    };
+    fail(r, detail)
+}
+
+/// True for errors a retry may cure (throttling, server errors, dropped connections).
+fn retryable(e: &oci_client::errors::OciDistributionError) -> bool {
+    let t = e.to_string();
+    [
+        "429",
+        "500",
+        "502",
+        "503",
+        "504",
+        "connection",
+        "timed out",
+        "reset",
+        "body",
+    ]
+    .iter()
+    .any(|k| t.to_ascii_lowercase().contains(k))
+}
+
+/// Credentials for `registry` from docker-style files (`{"auths": {REG: {"auth": b64}}}`).
+pub fn credentials(files: &[PathBuf], registry: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    for f in files {
+        let Ok(text) = std::fs::read(f) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let auths = &v["auths"];
+        for key in [
+            registry.to_string(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ] {
+            let Some(a) = auths[&key]["auth"].as_str() else {
+                continue;
+            };
+            let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(a) else {
+                continue;
+            };
+            let raw = String::from_utf8_lossy(&raw).into_owned();
+            if let Some((u, p)) = raw.split_once(':') {
+                return Some((u.to_string(), p.to_string()));
+            }
+        }
+    }
+    None
+}
+
+fn client(r: &Reference, opts: &RegistryOptions) -> Result<Client> {
+    let mut certs = Vec::new();
+    let mut files: Vec<PathBuf> = opts.ca_certs.clone();
+    for d in &opts.certs_dirs {
+        for e in std::fs::read_dir(d.join(r.registry()))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = e.path();
+            if matches!(p.extension().and_then(|e| e.to_str()), Some("crt" | "pem")) {
+                files.push(p);
+            }
+        }
+    }
+    for f in files {
+        let data = std::fs::read(&f).map_err(|e| {
+            fail(
+                r,
+                format!("cannot read CA certificate {}: {e}", f.display()),
+            )
+        })?;
+        certs.push(Certificate {
+            encoding: CertificateEncoding::Pem,
+            data,
+        });
+    }
+    let platform = opts.platform.clone();
+    let config = ClientConfig {
+        protocol: if opts.insecure_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        accept_invalid_certificates: opts.insecure_tls,
+        extra_root_certificates: certs,
+        platform_resolver: Some(Box::new(move |entries| {
+            resolve_platform(entries, platform.as_deref())
+        })),
+        connect_timeout: Some(Duration::from_secs(10)),
+        read_timeout: Some(Duration::from_secs(60)),
+        ..ClientConfig::default()
+    };
+    Ok(Client::new(config))
+}
+
+/// The index entry for `want` (`os/arch[/variant]`), default this host's.
+fn resolve_platform(
+    entries: &[oci_client::manifest::ImageIndexEntry],
+    want: Option<&str>,
+) -> Option<String> {
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let want = want
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("linux/{host_arch}"));
+    let mut parts = want.split('/');
+    let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
+    entries
+        .iter()
+        .find(|e| {
+            e.platform.as_ref().is_some_and(|p| {
+                Some(p.os.to_string().as_str()) == os
+                    && Some(p.architecture.to_string().as_str()) == arch
+                    && (variant.is_none() || p.variant.as_deref() == variant)
+            })
+        })
+        .map(|e| e.digest.clone())
+}
+
+fn auth_for(r: &Reference, opts: &RegistryOptions) -> RegistryAuth {
+    match credentials(&opts.auth_files, r.registry()) {
+        Some((u, p)) => RegistryAuth::Basic(u, p),
+        None => RegistryAuth::Anonymous,
+    }
+}
+
+const MANIFEST_TYPES: [&str; 4] = [
+    oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+    oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
+    oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
+    oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+];
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+}
+
+fn blob_file(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// Retries `f` with back-off where a retry can help.
+async fn with_retries<T, F, Fut>(r: &Reference, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = std::result::Result<T, oci_client::errors::OciDistributionError>,
+    >,
+{
+    let mut delay = Duration::from_millis(300);
+    for attempt in 1.. {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 4 && retryable(&e) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                let err = explain(r, e);
+                return Err(match err {
+                    ImageError::Registry { registry, detail } => ImageError::Registry {
+                        registry,
+                        detail: format!("{what}: {detail}"),
+                    },
+                    other => other,
+                });
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Downloads blob `desc` into `layout`, resuming `downloads/<hex>.partial` if a previous
+/// attempt left one, verifying its digest, or hard-linking `have` (the store's copy).
+async fn download_blob(
+    client: &Client,
+    r: &Reference,
+    desc: &OciDescriptor,
+    layout: &Path,
+    downloads: &Path,
+    have: Option<PathBuf>,
+) -> Result<bool> {
+    let dest = blob_file(layout, &desc.digest);
+    if let Some(h) = have.filter(|h| h.is_file()) {
+        if std::fs::hard_link(&h, &dest).is_ok() || std::fs::copy(&h, &dest).is_ok() {
+            return Ok(false);
+        }
+    }
+    let hex = desc.digest.trim_start_matches("sha256:").to_string();
+    let partial = downloads.join(format!("{hex}.partial"));
+    let io = |e: std::io::Error| ImageError::Io {
+        context: format!("download of {}", desc.digest),
+        error: e,
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let have_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        let result: std::result::Result<(), String> = async {
+            let resp = client
+                .pull_blob_stream_partial(r, desc, have_bytes, None)
+                .await
+                .map_err(|e| explain(r, e).to_string())?;
+            let (mut stream, append) = match resp {
+                BlobResponse::Full(s) => (s, false),
+                BlobResponse::Partial(s) => (s, true),
+            };
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(append)
+                .write(true)
+                .truncate(!append)
+                .open(&partial)
+                .map_err(|e| e.to_string())?;
+            while let Some(chunk) = stream.try_next().await.map_err(|e| e.to_string())? {
+                f.write_all(&chunk).map_err(|e| e.to_string())?;
+            }
+            f.sync_all().map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(()) => break,
+            Err(e) if attempts < 4 => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(300 * attempts)).await;
+            }
+            Err(e) => {
+                return Err(fail(
+                    r,
+                    format!(
+                        "download of {} failed: {e} (what arrived is kept and resumed next time)",
+                        desc.digest
+                    ),
+                ))
+            }
+        }
+    }
+    // The whole file against its digest: a bad blob is thrown away, not kept for resuming.
+    let bytes = std::fs::read(&partial).map_err(io)?;
+    if sha256_hex(&bytes) != hex {
+        let _ = std::fs::remove_file(&partial);
+        return Err(ImageError::DigestMismatch {
+            what: format!("blob {} from {}", desc.digest, r.whole()),
+            expected: desc.digest.clone(),
+            actual: format!("sha256:{}", sha256_hex(&bytes)),
+        });
+    }
+    std::fs::rename(&partial, &dest).map_err(io)?;
+    Ok(true)
+}
+
+/// The digest the registry's manifest for `r` has now (for `--pull-policy=update`).
+pub fn current_digest(r: &Reference, opts: &RegistryOptions) -> Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(r, format!("cannot start the HTTP runtime: {e}")))?;
+    rt.block_on(async {
+        let client = client(r, opts)?;
+        let auth = auth_for(r, opts);
+        let (bytes, _) = with_retries(r, "manifest", || {
+            client.pull_manifest_raw(r, &auth, &MANIFEST_TYPES)
+        })
+        .await?;
+        Ok(format!("sha256:{}", sha256_hex(&bytes)))
+    })
+}
+
+/// What a pull left in the temporary layout.
+pub struct Pulled {
+    /// The name for the store.
+    pub name: String,
+    /// Blobs downloaded (not taken from the store).
+    pub downloaded: usize,
+}
+
+/// Pulls `r` (and its signature, if the registry has one) into the OCI layout `layout`
+/// (created), using `downloads` for resumable partial blobs; `store_blob` names the store's
+/// copy of a blob, if any.
+pub fn pull(
+    r: &Reference,
+    opts: &RegistryOptions,
+    layout: &Path,
+    downloads: &Path,
+    store_blob: &(dyn Fn(&str) -> Option<PathBuf> + Sync),
+) -> Result<Pulled> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(r, format!("cannot start the HTTP runtime: {e}")))?;
+    rt.block_on(pull_async(r, opts, layout, downloads, store_blob))
+}
+
+async fn pull_async(
+    r: &Reference,
+    opts: &RegistryOptions,
+    layout: &Path,
+    downloads: &Path,
+    store_blob: &(dyn Fn(&str) -> Option<PathBuf> + Sync),
+) -> Result<Pulled> {
+    let client = client(r, opts)?;
+    let auth = auth_for(r, opts);
+    std::fs::create_dir_all(layout.join("blobs/sha256")).map_err(|e| ImageError::Io {
+        context: format!("cannot create {}", layout.display()),
+        error: e,
+    })?;
+    std::fs::create_dir_all(downloads).map_err(|e| ImageError::Io {
+        context: format!("cannot create {}", downloads.display()),
+        error: e,
+    })?;
+    let write = |digest: &str, bytes: &[u8]| -> Result<()> {
+        std::fs::write(blob_file(layout, digest), bytes).map_err(|e| ImageError::Io {
+            context: format!("cannot write blob {digest}"),
+            error: e,
+        })
+    };
+    // The top manifest (possibly an index), exactly as the registry serves it: its digest
+    // is what signatures name.
+    let (top, top_digest) = with_retries(r, "manifest", || {
+        client.pull_manifest_raw(r, &auth, &MANIFEST_TYPES)
+    })
+    .await?;
+    if let Some(want) = r.digest() {
+        if format!("sha256:{}", sha256_hex(&top)) != want {
+            return Err(ImageError::DigestMismatch {
+                what: format!("manifest of {}", r.whole()),
+                expected: want.to_string(),
+                actual: format!("sha256:{}", sha256_hex(&top)),
+            });
+        }
+    }
+    // What the registry says the digest is does not matter: the bytes decide.
+    let _ = top_digest;
+    let top_digest = format!("sha256:{}", sha256_hex(&top));
+    write(&top_digest, &top)?;
+    let parsed: OciManifest = serde_json::from_slice(&top)
+        .map_err(|e| ImageError::malformed(format!("manifest of {}", r.whole()), e))?;
+    let (top_media, image_manifest) = match parsed {
+        OciManifest::Image(m) => (
+            m.media_type
+                .clone()
+                .unwrap_or_else(|| oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.into()),
+            m,
+        ),
+        OciManifest::ImageIndex(idx) => {
+            let media = idx
+                .media_type
+                .clone()
+                .unwrap_or_else(|| oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE.into());
+            let digest =
+                resolve_platform(&idx.manifests, opts.platform.as_deref()).ok_or_else(|| {
+                    fail(
+                        r,
+                        format!(
+                            "{} has no image for {}",
+                            r.whole(),
+                            opts.platform.as_deref().unwrap_or("this platform")
+                        ),
+                    )
+                })?;
+            let child = Reference::with_digest(
+                r.registry().to_string(),
+                r.repository().to_string(),
+                digest.clone(),
+            );
+            let (bytes, _) = with_retries(r, "platform manifest", || {
+                client.pull_manifest_raw(&child, &auth, &MANIFEST_TYPES)
+            })
+            .await?;
+            if format!("sha256:{}", sha256_hex(&bytes)) != digest {
+                return Err(ImageError::DigestMismatch {
+                    what: format!("platform manifest of {}", r.whole()),
+                    expected: digest,
+                    actual: format!("sha256:{}", sha256_hex(&bytes)),
+                });
+            }
+            write(&digest, &bytes)?;
+            let _: &OciImageIndex = &idx;
+            match serde_json::from_slice(&bytes)
+                .map_err(|e| ImageError::malformed("platform manifest", e))?
+            {
+                OciManifest::Image(m) => (media, m),
+                OciManifest::ImageIndex(_) => {
+                    return Err(fail(r, "nested image indexes are not supported"))
+                }
+            }
+        }
+    };
+    // Config and layers, in parallel (bounded).
+    let mut blobs: Vec<OciDescriptor> = vec![image_manifest.config.clone()];
+    blobs.extend(image_manifest.layers.iter().cloned());
+    let jobs = opts.jobs.max(1);
+    let downloaded: Vec<bool> = futures_util::stream::iter(blobs.iter().map(|d| {
+        let have = store_blob(&d.digest);
+        download_blob(&client, r, d, layout, downloads, have)
+    }))
+    .buffer_unordered(jobs)
+    .try_collect()
+    .await?;
+    // The signature, if the registry has one (`sha256-<hex>.sig`).
+    let sig_tag = format!("sha256-{}.sig", top_digest.trim_start_matches("sha256:"));
+    let sig_ref = Reference::with_tag(
+        r.registry().to_string(),
+        r.repository().to_string(),
+        sig_tag.clone(),
+    );
+    let mut index_entries = vec![serde_json::json!({
+        "mediaType": top_media,
+        "digest": top_digest,
+        "size": top.len(),
+        "annotations": {"org.opencontainers.image.ref.name": store_name(r)},
+    })];
+    if let Ok((sig, _)) = client
+        .pull_manifest_raw(&sig_ref, &auth, &MANIFEST_TYPES)
+        .await
+    {
+        let sig_digest = format!("sha256:{}", sha256_hex(&sig));
+        write(&sig_digest, &sig)?;
+        if let Ok(OciManifest::Image(m)) = serde_json::from_slice::<OciManifest>(&sig) {
+            let mut descs = vec![m.config.clone()];
+            descs.extend(m.layers.iter().cloned());
+            for d in &descs {
+                download_blob(&client, &sig_ref, d, layout, downloads, None).await?;
+            }
+        }
+        index_entries.push(serde_json::json!({
+            "mediaType": oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+            "digest": sig_digest,
+            "size": sig.len(),
+            "annotations": {"org.opencontainers.image.ref.name": sig_tag},
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": index_entries});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .map_err(|e| ImageError::Io {
+        context: "cannot write the pulled layout's index".into(),
+        error: e,
+    })?;
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .map_err(|e| ImageError::Io {
+        context: "cannot write the pulled layout".into(),
+        error: e,
+    })?;
+    Ok(Pulled {
+        name: store_name(r),
+        downloaded: downloaded.iter().filter(|d| **d).count(),
+    })
+}
