@@ -3,7 +3,7 @@
 # lints, builds, and runs the whole test suite as root against the real kernel and tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh busybox-static skopeo umoci openssl zstd ca-certificates iproute2 iptables containernetworking-plugins \
+scripts/deps.sh busybox-static skopeo umoci openssl zstd ca-certificates iproute2 iptables containernetworking-plugins docker-registry apache2-utils \
   systemd dbus-daemon dbus-user-session systemd-container
 [ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root (the tests use mounts, namespaces and chown)" >&2; exit 1; }
 # QEMU (bookworm-backports) and the kvm stage1's guest kernel, made once and kept.

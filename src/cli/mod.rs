@@ -3,6 +3,7 @@
 
 mod apps;
 mod images;
+mod login;
 mod output;
 mod pods;
 mod trust;
@@ -171,6 +172,10 @@ pub enum Command {
     App(apps::AppCommand),
     /// Import images into the store, verifying their signatures.
     Fetch(FetchArgs),
+    /// Store credentials for a registry (user config dir's auth.json, mode 0600).
+    Login(login::LoginArgs),
+    /// Forget the credentials for a registry.
+    Logout(login::LogoutArgs),
     /// Work with images in the store.
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -194,7 +199,8 @@ pub enum Command {
 /// Arguments of `orbit fetch`.
 #[derive(Args, Debug)]
 pub struct FetchArgs {
-    /// Sources: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF].
+    /// Sources: docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF],
+    /// docker-archive:FILE[:REF].
     #[arg(required = true, value_name = "SOURCE")]
     pub sources: Vec<String>,
     /// Store the image under this name (NAME[:TAG]) instead of the one the source gives.
@@ -374,6 +380,8 @@ pub fn main() -> ExitCode {
         } => pods::export(&ctx, &uuid, &file, app.as_deref(), name, overwrite),
         Command::App(cmd) => apps::run(&ctx, cmd),
         Command::Fetch(args) => images::fetch(&ctx, args),
+        Command::Login(args) => login::login(&ctx, args),
+        Command::Logout(args) => login::logout(&ctx, args),
         Command::Image(cmd) => images::run(&ctx, cmd),
         Command::Trust(args) => trust::run(&ctx, args),
         Command::Version(f) => output::version(f.format),

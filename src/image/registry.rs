@@ -55,7 +55,13 @@ pub fn parse(s: &str) -> Result<Reference> {
 pub fn store_name(r: &Reference) -> String {
     match (r.tag(), r.digest()) {
         (Some(t), _) => format!("{}/{}:{t}", r.registry(), r.repository()),
-        (None, Some(d)) => format!("{}/{}@{d}", r.registry(), r.repository()),
+        // By digest: the digest as the tag (a store name always has one).
+        (None, Some(d)) => format!(
+            "{}/{}:{}",
+            r.registry(),
+            r.repository(),
+            d.replace(':', "-")
+        ),
         (None, None) => format!("{}/{}:latest", r.registry(), r.repository()),
     }
 }
@@ -70,7 +76,17 @@ fn fail(r: &Reference, detail: impl std::fmt::Display) -> ImageError {
 /// A user-facing explanation of a client error.
 fn explain(r: &Reference, e: oci_client::errors::OciDistributionError) -> ImageError {
     use oci_client::errors::OciDistributionError as E;
-    let text = e.to_string();
+    // The whole chain: reqwest's own message hides the cause (TLS, DNS, refused…).
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
     let detail = match &e {
         E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => format!(
             "authentication failed ({text}); check the credentials (`orbit login {}`)",
@@ -294,13 +310,22 @@ async fn download_blob(
         attempts += 1;
         let have_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
         let result: std::result::Result<(), String> = async {
-            let resp = client
-                .pull_blob_stream_partial(r, desc, have_bytes, None)
-                .await
-                .map_err(|e| explain(r, e).to_string())?;
-            let (mut stream, append) = match resp {
-                BlobResponse::Full(s) => (s, false),
-                BlobResponse::Partial(s) => (s, true),
+            // A range only to resume: a plain GET otherwise.
+            let (mut stream, append) = if have_bytes == 0 {
+                let s = client
+                    .pull_blob_stream(r, desc)
+                    .await
+                    .map_err(|e| explain(r, e).to_string())?;
+                (s, false)
+            } else {
+                match client
+                    .pull_blob_stream_partial(r, desc, have_bytes, None)
+                    .await
+                    .map_err(|e| explain(r, e).to_string())?
+                {
+                    BlobResponse::Full(s) => (s, false),
+                    BlobResponse::Partial(s) => (s, true),
+                }
             };
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
@@ -315,8 +340,13 @@ async fn download_blob(
             f.sync_all().map_err(|e| e.to_string())
         }
         .await;
+        // Everything arrived but the stream still failed (oci-client checks the digest as
+        // it streams): the digest check below says what is wrong.
+        let complete =
+            std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) >= desc.size as u64;
         match result {
             Ok(()) => break,
+            Err(_) if complete => break,
             Err(e) if attempts < 4 => {
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(300 * attempts)).await;
