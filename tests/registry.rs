@@ -404,3 +404,27 @@ fn many_layers_download_in_parallel_and_a_partial_download_is_resumed() {
     );
     assert_eq!(ran.trim(), (512 * 1024).to_string());
 }
+
+#[test]
+fn a_refused_connection_and_a_bad_reference_are_clear_errors() {
+    let w = World::new();
+    // Port 1 on loopback: nothing listens there.
+    let e = w.fails(&[
+        "--insecure-options=image",
+        "fetch",
+        "docker://127.0.0.1:1/busybox:latest",
+    ]);
+    assert!(
+        e.contains("127.0.0.1:1") && e.contains("connection refused"),
+        "{e}"
+    );
+    w.assert_store_empty();
+    let leftovers: Vec<_> = fs::read_dir(w.store())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".pull-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let e = w.fails(&["fetch", "docker://"]);
+    assert!(e.contains("docker://"), "{e}");
+}

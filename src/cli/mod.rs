@@ -301,6 +301,7 @@ impl Cli {
             platform: self.platform.clone(),
             jobs: 4,
             verbose: self.debug,
+            progress: false,
         }
     }
 

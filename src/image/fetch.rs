@@ -102,9 +102,13 @@ fn fetch_from_registry(
             error: e,
         })?;
     let layout = work.path().join("layout");
+    let registry_opts = registry::RegistryOptions {
+        progress: opts.progress,
+        ..opts.registry.clone()
+    };
     let pulled = registry::pull(
         &r,
-        &opts.registry,
+        &registry_opts,
         &layout,
         &store.root().join("downloads"),
         &|d: &str| {

@@ -39,6 +39,8 @@ pub struct RegistryOptions {
     pub jobs: usize,
     /// Print what is downloaded.
     pub verbose: bool,
+    /// A progress bar per download (on a terminal).
+    pub progress: bool,
 }
 
 /// The transport prefix.
@@ -292,6 +294,7 @@ async fn download_blob(
     layout: &Path,
     downloads: &Path,
     have: Option<PathBuf>,
+    progress: Option<&indicatif::MultiProgress>,
 ) -> Result<bool> {
     let dest = blob_file(layout, &desc.digest);
     if let Some(h) = have.filter(|h| h.is_file()) {
@@ -305,6 +308,18 @@ async fn download_blob(
         context: format!("download of {}", desc.digest),
         error: e,
     };
+    let bar = progress.map(|mp| {
+        let bar = mp.add(indicatif::ProgressBar::new(desc.size.max(0) as u64));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("pulling {}", &hex[..12.min(hex.len())]));
+        bar
+    });
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -334,8 +349,14 @@ async fn download_blob(
                 .truncate(!append)
                 .open(&partial)
                 .map_err(|e| e.to_string())?;
+            if let Some(b) = &bar {
+                b.set_position(if append { have_bytes } else { 0 });
+            }
             while let Some(chunk) = stream.try_next().await.map_err(|e| e.to_string())? {
                 f.write_all(&chunk).map_err(|e| e.to_string())?;
+                if let Some(b) = &bar {
+                    b.inc(chunk.len() as u64);
+                }
             }
             f.sync_all().map_err(|e| e.to_string())
         }
@@ -361,6 +382,9 @@ async fn download_blob(
                 ))
             }
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     // The whole file against its digest: a bad blob is thrown away, not kept for resuming.
     let bytes = std::fs::read(&partial).map_err(io)?;
@@ -518,9 +542,10 @@ async fn pull_async(
     let mut blobs: Vec<OciDescriptor> = vec![image_manifest.config.clone()];
     blobs.extend(image_manifest.layers.iter().cloned());
     let jobs = opts.jobs.max(1);
+    let mp = opts.progress.then(indicatif::MultiProgress::new);
     let downloaded: Vec<bool> = futures_util::stream::iter(blobs.iter().map(|d| {
         let have = store_blob(&d.digest);
-        download_blob(&client, r, d, layout, downloads, have)
+        download_blob(&client, r, d, layout, downloads, have, mp.as_ref())
     }))
     .buffer_unordered(jobs)
     .try_collect()
@@ -548,7 +573,7 @@ async fn pull_async(
             let mut descs = vec![m.config.clone()];
             descs.extend(m.layers.iter().cloned());
             for d in &descs {
-                download_blob(&client, &sig_ref, d, layout, downloads, None).await?;
+                download_blob(&client, &sig_ref, d, layout, downloads, None, None).await?;
             }
         }
         index_entries.push(serde_json::json!({
