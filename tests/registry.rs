@@ -428,3 +428,115 @@ fn a_refused_connection_and_a_bad_reference_are_clear_errors() {
     let e = w.fails(&["fetch", "docker://"]);
     assert!(e.contains("docker://"), "{e}");
 }
+
+fn put_blob(layout: &Path, bytes: &[u8]) -> String {
+    let hex = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
+    fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
+    format!("sha256:{hex}")
+}
+
+#[test]
+fn a_multi_arch_index_resolves_to_this_hosts_platform() {
+    let reg = Registry::start();
+    let w = world(&reg);
+    // An amd64 image, then an arm64 twin (same layers, another config), under one index
+    // that lists the arm64 one first.
+    let src = w.path("src-multi");
+    fs::create_dir_all(src.join("bin")).unwrap();
+    fs::copy("/bin/busybox", src.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", src.join("bin/sh")).unwrap();
+    let layout = w.path("layout-multi");
+    let name = format!("{}/busybox:multi", reg.host());
+    let run = RunConfig {
+        cmd: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo amd64-image".into(),
+        ]),
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    };
+    let a = write_image(
+        &layout,
+        &name,
+        &[Layer {
+            tar: tar_dir(&src).unwrap(),
+            compression: Compression::Gzip,
+        }],
+        &run,
+    )
+    .unwrap();
+    let blob = |d: &str| {
+        fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest_a = blob(&a.manifest);
+    let mut config_b: serde_json::Value = serde_json::from_slice(&blob(&a.config)).unwrap();
+    config_b["architecture"] = "arm64".into();
+    let config_b = serde_json::to_vec(&config_b).unwrap();
+    let config_b_digest = put_blob(&layout, &config_b);
+    let mut manifest_b: serde_json::Value = serde_json::from_slice(&manifest_a).unwrap();
+    manifest_b["config"]["digest"] = config_b_digest.into();
+    manifest_b["config"]["size"] = config_b.len().into();
+    let manifest_b = serde_json::to_vec(&manifest_b).unwrap();
+    let manifest_b_digest = put_blob(&layout, &manifest_b);
+    let entry = |d: &str, size: usize, arch: &str| {
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": size,
+                           "platform": {"architecture": arch, "os": "linux"}})
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&manifest_b_digest, manifest_b.len(), "arm64"), entry(&a.manifest, manifest_a.len(), "amd64")],
+    }))
+    .unwrap();
+    let index_digest = put_blob(&layout, &index);
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": name}}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-key.key");
+    w.ok(&[
+        "image",
+        "sign",
+        "--key",
+        &key.display().to_string(),
+        &format!("oci:{}", layout.display()),
+    ]);
+    // orbit signs the platform manifest it resolves to.
+    let sig = format!("sha256-{}.sig", a.manifest.trim_start_matches("sha256:"));
+    reg.push(&layout, &sig, &format!("busybox:{sig}"));
+    let certs = reg.dir.path().join("certs");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", "--all", "--preserve-digests"])
+        .arg(format!("--dest-cert-dir={}", certs.display()))
+        .arg(format!("--dest-creds={USER}:{PASS}"))
+        .arg(format!("oci:{}:{name}", layout.display()))
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo push --all: {}",
+        text(&out.stderr)
+    );
+    let src = format!("docker://{name}");
+    let out = w.run(&[&reg.ca(), "fetch", &src]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("signature verified"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(out_ok(&w, &["run", &name]), "amd64-image\n");
+    let e = w.fails(&[&reg.ca(), "--platform=linux/arm64", "fetch", &src]);
+    assert!(e.contains("--platform=linux/arm64"), "{e}");
+}

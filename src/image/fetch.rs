@@ -64,6 +64,12 @@ fn fetch_from_registry(
 ) -> Result<FetchOutcome> {
     use super::registry;
     let r = registry::parse(reference)?;
+    let host = registry::host_platform();
+    if let Some(p) = opts.registry.platform.as_deref().filter(|p| *p != host) {
+        return Err(ImageError::BadSource(format!(
+            "--platform={p}: this version stores only this host's platform ({host})"
+        )));
+    }
     let name = opts
         .name
         .clone()

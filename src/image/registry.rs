@@ -203,19 +203,22 @@ fn client(r: &Reference, opts: &RegistryOptions) -> Result<Client> {
     Ok(Client::new(config))
 }
 
+/// This host's platform, `linux/<arch>` in OCI's spelling.
+pub fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    format!("linux/{arch}")
+}
+
 /// The index entry for `want` (`os/arch[/variant]`), default this host's.
 fn resolve_platform(
     entries: &[oci_client::manifest::ImageIndexEntry],
     want: Option<&str>,
 ) -> Option<String> {
-    let host_arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => a,
-    };
-    let want = want
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("linux/{host_arch}"));
+    let want = want.map(str::to_string).unwrap_or_else(host_platform);
     let mut parts = want.split('/');
     let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
     entries
@@ -487,12 +490,13 @@ async fn pull_async(
     write(&top_digest, &top)?;
     let parsed: OciManifest = serde_json::from_slice(&top)
         .map_err(|e| ImageError::malformed(format!("manifest of {}", r.whole()), e))?;
-    let (top_media, image_manifest) = match parsed {
+    let (top_media, image_manifest, platform_digest) = match parsed {
         OciManifest::Image(m) => (
             m.media_type
                 .clone()
                 .unwrap_or_else(|| oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.into()),
             m,
+            None,
         ),
         OciManifest::ImageIndex(idx) => {
             let media = idx
@@ -531,7 +535,7 @@ async fn pull_async(
             match serde_json::from_slice(&bytes)
                 .map_err(|e| ImageError::malformed("platform manifest", e))?
             {
-                OciManifest::Image(m) => (media, m),
+                OciManifest::Image(m) => (media, m, Some(digest)),
                 OciManifest::ImageIndex(_) => {
                     return Err(fail(r, "nested image indexes are not supported"))
                 }
@@ -550,23 +554,27 @@ async fn pull_async(
     .buffer_unordered(jobs)
     .try_collect()
     .await?;
-    // The signature, if the registry has one (`sha256-<hex>.sig`).
-    let sig_tag = format!("sha256-{}.sig", top_digest.trim_start_matches("sha256:"));
-    let sig_ref = Reference::with_tag(
-        r.registry().to_string(),
-        r.repository().to_string(),
-        sig_tag.clone(),
-    );
+    // Signatures, if the registry has them (`sha256-<hex>.sig`): of the top manifest, and
+    // for an index also of the platform manifest (what `orbit image sign` signs).
     let mut index_entries = vec![serde_json::json!({
         "mediaType": top_media,
         "digest": top_digest,
         "size": top.len(),
         "annotations": {"org.opencontainers.image.ref.name": store_name(r)},
     })];
-    if let Ok((sig, _)) = client
-        .pull_manifest_raw(&sig_ref, &auth, &MANIFEST_TYPES)
-        .await
-    {
+    for signed in std::iter::once(&top_digest).chain(platform_digest.iter()) {
+        let sig_tag = format!("sha256-{}.sig", signed.trim_start_matches("sha256:"));
+        let sig_ref = Reference::with_tag(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            sig_tag.clone(),
+        );
+        let Ok((sig, _)) = client
+            .pull_manifest_raw(&sig_ref, &auth, &MANIFEST_TYPES)
+            .await
+        else {
+            continue;
+        };
         let sig_digest = format!("sha256:{}", sha256_hex(&sig));
         write(&sig_digest, &sig)?;
         if let Ok(OciManifest::Image(m)) = serde_json::from_slice::<OciManifest>(&sig) {
