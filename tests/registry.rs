@@ -268,6 +268,10 @@ fn fetch_by_tag_and_digest_verifies_runs_and_a_second_fetch_downloads_nothing() 
         &format!("docker://{}/busybox:other", reg.host()),
     ]);
     assert!(e.contains("--pull-policy=never"), "{e}");
+    // `run` takes a registry reference too, fetching what the store lacks.
+    let w2 = world(&reg);
+    let ran = out_ok(&w2, &[&reg.ca(), "run", &src]);
+    assert_eq!(ran, "hello from v1\n");
 }
 
 #[test]
