@@ -170,6 +170,14 @@ fn web_layout() -> PathBuf {
     layout
 }
 
+/// Stops a background pod, collects it, and checks nothing of any pod is left.
+fn stop_and_collect(w: &NetWorld, pod: &mut BgPod) {
+    out_ok(w, &["stop", &pod.uuid]);
+    pod.wait(Duration::from_secs(20));
+    out_ok(w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}
+
 /// A web server pod answering `/` with `body`.
 fn server<'a>(w: &'a NetWorld, body: &str, extra: &[&str]) -> BgPod<'a> {
     let script = format!(
@@ -249,10 +257,7 @@ fn two_pods_on_the_default_network_reach_each_other_and_status_shows_the_network
             .any(|l| l.starts_with("172.16.28.") && l.ends_with("\tweb1")),
         "{hosts}"
     );
-    out_ok(&w, &["stop", &a.uuid]);
-    a.wait(Duration::from_secs(20));
-    out_ok(&w, &["gc", "--grace-period=0"]);
-    w.assert_clean();
+    stop_and_collect(&w, &mut a);
 }
 
 #[test]
@@ -642,10 +647,7 @@ fn check_network_reports_a_pod_whose_interface_was_removed() {
         e.contains("network 'default'") && e.contains("CHECK"),
         "{e}"
     );
-    out_ok(&w, &["stop", &a.uuid]);
-    a.wait(Duration::from_secs(20));
-    out_ok(&w, &["gc", "--grace-period=0"]);
-    w.assert_clean();
+    stop_and_collect(&w, &mut a);
 }
 
 #[test]
@@ -701,8 +703,5 @@ fn a_kvm_pod_takes_the_pods_address_and_reaches_an_ns_pod() {
         .unwrap();
     let vm_ip = first_ip(&w, &kvm_uuid);
     assert!(out.contains(&format!("inet {vm_ip}/24")), "{out}");
-    out_ok(&w, &["stop", &a.uuid]);
-    a.wait(Duration::from_secs(20));
-    out_ok(&w, &["gc", "--grace-period=0"]);
-    w.assert_clean();
+    stop_and_collect(&w, &mut a);
 }

@@ -91,11 +91,17 @@ impl Registry {
             + &fs::read_to_string(d.join("registry.log")).unwrap_or_default()
     }
 
-    /// Pushes tag `r` (and any cosign signature tags) of `layout` as `repo`.
+    /// Pushes tag `r` of `layout` as `repo_tag`.
     fn push(&self, layout: &Path, r: &str, repo_tag: &str) {
+        self.push_with(layout, r, repo_tag, &[]);
+    }
+
+    /// [`Registry::push`] with extra skopeo flags (`--all` for an index).
+    fn push_with(&self, layout: &Path, r: &str, repo_tag: &str, extra: &[&str]) {
         let certs = self.dir.path().join("certs");
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--preserve-digests"])
+            .args(extra)
             .arg(format!("--dest-cert-dir={}", certs.display()))
             .arg(format!("--dest-creds={USER}:{PASS}"))
             .arg(format!("oci:{}:{r}", layout.display()))
@@ -518,20 +524,7 @@ fn a_multi_arch_index_resolves_to_this_hosts_platform() {
     // orbit signs the platform manifest it resolves to.
     let sig = format!("sha256-{}.sig", a.manifest.trim_start_matches("sha256:"));
     reg.push(&layout, &sig, &format!("busybox:{sig}"));
-    let certs = reg.dir.path().join("certs");
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet", "--all", "--preserve-digests"])
-        .arg(format!("--dest-cert-dir={}", certs.display()))
-        .arg(format!("--dest-creds={USER}:{PASS}"))
-        .arg(format!("oci:{}:{name}", layout.display()))
-        .arg(format!("docker://{name}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo push --all: {}",
-        text(&out.stderr)
-    );
+    reg.push_with(&layout, &name, "busybox:multi", &["--all"]);
     let src = format!("docker://{name}");
     let out = w.run(&[&reg.ca(), "fetch", &src]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -405,11 +405,7 @@ async fn download_blob(
 
 /// The digest the registry's manifest for `r` has now (for `--pull-policy=update`).
 pub fn current_digest(r: &Reference, opts: &RegistryOptions) -> Result<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(r, format!("cannot start the HTTP runtime: {e}")))?;
-    rt.block_on(async {
+    runtime(r)?.block_on(async {
         let client = client(r, opts)?;
         let auth = auth_for(r, opts);
         let (bytes, _) = with_retries(r, "manifest", || {
@@ -438,12 +434,16 @@ pub fn pull(
     downloads: &Path,
     store_blob: &(dyn Fn(&str) -> Option<PathBuf> + Sync),
 ) -> Result<Pulled> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime(r)?.block_on(pull_async(r, opts, layout, downloads, store_blob))
+}
+
+/// The async runtime a registry call runs on (the rest of orbit is synchronous).
+fn runtime(r: &Reference) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| fail(r, format!("cannot start the HTTP runtime: {e}")))?;
-    rt.block_on(pull_async(r, opts, layout, downloads, store_blob))
+        .map_err(|e| fail(r, format!("cannot start the HTTP runtime: {e}")))
 }
 
 async fn pull_async(

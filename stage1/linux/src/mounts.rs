@@ -219,28 +219,31 @@ fn mask_paths(root: &Path, iso: &orbit_stage1::Isolators) -> R {
         if target.symlink_metadata().is_err() {
             continue;
         }
-        let t = target.to_string_lossy().into_owned();
-        mnt(
-            Some(&t),
+        bind_read_only(
             &target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?;
-        mnt(
-            None,
             &target,
-            None,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-            None,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         )?;
     }
     Ok(())
+}
+
+/// Binds `source` (recursively) on `target` and makes the bind read-only with `flags`.
+fn bind_read_only(source: &Path, target: &Path, flags: MsFlags) -> R {
+    mnt(
+        Some(&source.to_string_lossy()),
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    mnt(
+        None,
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+        None,
+    )
 }
 
 fn make_device(p: &Path, major: u64, minor: u64) -> R {
@@ -279,20 +282,7 @@ fn system_mounts(root: &Path, userns: bool) -> R {
         // network namespace it owns, and a CNI pod's was made by the host. Show the host's
         // read-only instead, as rootless runtimes do (its files are root's, not the pod's).
         Err(nix::errno::Errno::EPERM) if userns => {
-            mnt(
-                Some("/sys"),
-                &sys,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
-            mnt(
-                None,
-                &sys,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid,
-                None,
-            )?;
+            bind_read_only(Path::new("/sys"), &sys, nosuid)?;
         }
         Err(e) => return Err(format!("mount sysfs on {}: {e}", sys.display())),
     }
