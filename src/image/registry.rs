@@ -247,6 +247,22 @@ const MANIFEST_TYPES: [&str; 4] = [
     oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
 ];
 
+/// SHA-256 of a file, read in chunks.
+fn file_sha256_hex(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(hex::encode(ctx.finish()))
+}
+
 fn sha256_hex(b: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
 }
@@ -390,13 +406,18 @@ async fn download_blob(
         b.finish_and_clear();
     }
     // The whole file against its digest: a bad blob is thrown away, not kept for resuming.
-    let bytes = std::fs::read(&partial).map_err(io)?;
-    if sha256_hex(&bytes) != hex {
+    // Streamed, off the async workers (a layer can be large).
+    let path = partial.clone();
+    let actual = tokio::task::spawn_blocking(move || file_sha256_hex(&path))
+        .await
+        .map_err(|e| fail(r, format!("hashing {}: {e}", desc.digest)))?
+        .map_err(io)?;
+    if actual != hex {
         let _ = std::fs::remove_file(&partial);
         return Err(ImageError::DigestMismatch {
             what: format!("blob {} from {}", desc.digest, r.whole()),
             expected: desc.digest.clone(),
-            actual: format!("sha256:{}", sha256_hex(&bytes)),
+            actual: format!("sha256:{actual}"),
         });
     }
     std::fs::rename(&partial, &dest).map_err(io)?;
