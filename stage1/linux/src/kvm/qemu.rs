@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A path as the value of a QEMU `key=value,…` option: a comma would end the value (and
+/// start an option of the path's choosing) unless doubled.
+fn option_value(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
 /// microvm's firmware.
@@ -50,7 +56,7 @@ impl Vm<'_> {
         for (i, (tag, path, ro)) in self.shares.iter().enumerate() {
             let mut fsdev = format!(
                 "local,id=fs{i},path={},security_model=none,multidevs=remap",
-                path.display()
+                option_value(path)
             );
             if *ro {
                 fsdev.push_str(",readonly=on");
@@ -63,7 +69,7 @@ impl Vm<'_> {
         c.args(["-device", "virtio-serial-device"])
             .args([
                 "-chardev",
-                &format!("socket,id=agent,path={}", self.agent_socket.display()),
+                &format!("socket,id=agent,path={}", option_value(self.agent_socket)),
             ])
             .args([
                 "-device",
@@ -193,4 +199,35 @@ fn probe(kernel: &Path, initrd: &Path) -> bool {
         .join()
         .unwrap_or_default()
         .contains(orbit_stage1::agent::PROBE_MARKER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comma_in_a_path_cannot_smuggle_a_qemu_option() {
+        let kernel = Path::new("/k");
+        let vm = Vm {
+            kernel,
+            initrd: Path::new("/i"),
+            accel: "tcg",
+            memory_mib: 256,
+            cpus: 1,
+            shares: vec![("pod".into(), PathBuf::from("/store,readonly=off/pod"), true)],
+            agent_socket: Path::new("/run/x,server=on"),
+            tap: None,
+            cmdline: "",
+        };
+        let args: Vec<String> = vm
+            .command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(args.iter().any(|a| a
+            == "local,id=fs0,path=/store,,readonly=off/pod,security_model=none,multidevs=remap,readonly=on"));
+        assert!(args
+            .iter()
+            .any(|a| a == "socket,id=agent,path=/run/x,,server=on"));
+    }
 }
