@@ -537,3 +537,19 @@ fn a_multi_arch_index_resolves_to_this_hosts_platform() {
     let e = w.fails(&[&reg.ca(), "--platform=linux/arm64", "fetch", &src]);
     assert!(e.contains("--platform=linux/arm64"), "{e}");
 }
+
+#[test]
+fn image_gc_clears_partial_downloads() {
+    let w = World::new();
+    let layout = common::simple_image(&w, "layout", "example.com/gc:1");
+    w.ok(&["--insecure-options=image", "fetch", &common::oci(&layout)]);
+    let downloads = w.store().join("downloads");
+    fs::create_dir_all(&downloads).unwrap();
+    fs::write(
+        downloads.join(format!("{}.partial", "ab".repeat(32))),
+        b"half",
+    )
+    .unwrap();
+    w.ok(&["image", "gc"]);
+    assert_eq!(fs::read_dir(&downloads).unwrap().count(), 0);
+}

@@ -97,6 +97,9 @@ fn fetch_from_registry(
         _ => {}
     }
     store.init()?;
+    // Held while downloading: `orbit image gc` (exclusive) then leaves this pull's partial
+    // downloads and temporary layout alone.
+    let _downloading = store.lock_shared()?;
     let work = tempfile::Builder::new()
         .prefix(".pull-")
         .tempdir_in(store.root())

@@ -130,6 +130,18 @@ fn collect(store: &Store) -> Result<GcReport> {
         remove_path(&entry.path())?;
         report.temp += 1;
     }
+    // Registry pulls hold the shared lock: their partial downloads and temporary layouts
+    // are stale too.
+    for entry in read_dir(&store.root().join("downloads"))? {
+        remove_path(&entry.path())?;
+        report.temp += 1;
+    }
+    for entry in read_dir(store.root())? {
+        if entry.file_name().to_string_lossy().starts_with(".pull-") {
+            remove_path(&entry.path())?;
+            report.temp += 1;
+        }
+    }
     Ok(report)
 }
 
