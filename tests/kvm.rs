@@ -155,6 +155,19 @@ fn enter_runs_in_the_guest_and_stop_is_graceful_while_force_kills_the_vm() {
     // PID 1 in there is the guest agent, not the host's init.
     assert!(out.contains("init"), "{out}");
     let qemu = qemu_pid(&w, &a.uuid);
+    // The guest gets a view of the pod (app roots, volumes, /etc files), never the pod
+    // directory, whose files (exit hook, pid, records) the host acts on as root.
+    let cmdline = fs::read_to_string(format!("/proc/{qemu}/cmdline")).unwrap();
+    let pod = pod_dir(&w, &a.uuid).display().to_string();
+    let shares: Vec<&str> = cmdline
+        .split('\0')
+        .filter(|a| a.starts_with("local,"))
+        .collect();
+    assert_eq!(shares.len(), 1, "{shares:?}");
+    assert!(
+        shares[0].contains(&format!("path={pod}/kvm/share,")),
+        "{shares:?}"
+    );
     out_ok(&w, &["stop", &a.uuid]);
     let e = a.wait(Duration::from_secs(60));
     assert_eq!(e.status.code(), Some(7), "{}", e.stderr);

@@ -5,12 +5,13 @@ use serde::{Deserialize, Serialize};
 
 /// The virtio-serial port name the agent talks on.
 pub const PORT_NAME: &str = "orbit.agent";
-/// The 9p mount tag of the pod directory.
+/// The 9p mount tag of the guest's view of the pod (never the pod directory itself: only
+/// the apps' roots, the empty volumes, the /etc files and the agent's configuration).
 pub const POD_TAG: &str = "pod";
-/// Where the agent mounts the pod directory in the guest.
+/// Where the agent mounts that view in the guest.
 pub const POD_MOUNT: &str = "/pod";
-/// The agent's configuration, relative to the pod directory.
-pub const CONFIG_FILE: &str = "kvm/agent.json";
+/// The agent's configuration, relative to the view.
+pub const CONFIG_FILE: &str = "agent.json";
 
 /// What the agent runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -55,10 +55,11 @@ fn kvm_dir(pod: &Path) -> PathBuf {
 /// `run`.
 pub fn run(args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
-    let manifest = read_manifest(&pod)?;
     let _lock = crate::run::lock_pod(&pod, args)?;
-    crate::run::wait_for_systemd(crate::Flavor::Kvm, args)?;
-    let result = run_vm(args, &pod, &manifest);
+    // Whatever fails from here on, the exit hook (network teardown) still runs.
+    let result = crate::run::wait_for_systemd(crate::Flavor::Kvm, args)
+        .and_then(|()| read_manifest(&pod))
+        .and_then(|manifest| run_vm(args, &pod, &manifest));
     remove_sockets(&args.uuid);
     crate::run::run_exit_hook(&pod, args.debug);
     result
@@ -109,7 +110,7 @@ fn agent_config(
         .iter()
         .map(|a| GuestApp {
             name: a.name.clone(),
-            root: format!("{}/apps/{}/rootfs", agent::POD_MOUNT, a.name),
+            root: format!("{}/apps/{}", agent::POD_MOUNT, a.name),
             exec: a.exec.clone(),
             env: a.env.clone(),
             uid: a.user.uid,
@@ -148,6 +149,43 @@ fn agent_config(
         },
         shares,
     )
+}
+
+/// Assembles what the guest may see, `kvm/share/`, from bind mounts in the supervisor's
+/// mount namespace: `apps/<name>` (the app's mounted root), `volumes/<name>` (the empty
+/// volumes), `etc/` (the pod's /etc files). The guest's root is the VM's, so nothing the
+/// host acts on later (pid, exit, status, logs, CNI records, the exit hook) may be in it.
+fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
+    let view = kvm_dir(pod).join("share");
+    let bind = |src: &Path, dst: &Path| -> Result<(), String> {
+        std::fs::create_dir_all(dst).map_err(|e| format!("mkdir {}: {e}", dst.display()))?;
+        nix::mount::mount(
+            Some(src),
+            dst,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind {} on {}: {e}", src.display(), dst.display()))
+    };
+    for a in &manifest.apps {
+        bind(
+            &paths::app_rootfs(pod, &a.name),
+            &view.join("apps").join(&a.name),
+        )?;
+    }
+    for v in manifest
+        .volumes
+        .iter()
+        .filter(|v| v.kind == VolumeKind::Empty)
+    {
+        bind(
+            &paths::volume_dir(pod, &v.name),
+            &view.join("volumes").join(&v.name),
+        )?;
+    }
+    bind(&pod.join(paths::ETC_DIR), &view.join(paths::ETC_DIR))?;
+    Ok(view)
 }
 
 /// The guest NICs: the pod's CNI interfaces (addresses and gateway from network.json).
@@ -314,12 +352,13 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     );
     let dir = kvm_dir(pod);
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let view = guest_view(pod, manifest)?;
     orbit_stage1::status::write_atomic(
-        &pod.join(agent::CONFIG_FILE),
+        &view.join(agent::CONFIG_FILE),
         &serde_json::to_vec(&config).expect("config serializes"),
     )
     .map_err(|e| format!("cannot write the agent configuration: {e}"))?;
-    let mut shares = vec![(agent::POD_TAG.to_string(), pod.to_path_buf(), false)];
+    let mut shares = vec![(agent::POD_TAG.to_string(), view, false)];
     shares.extend(volume_shares);
     let memory_bytes: u64 = manifest
         .apps
