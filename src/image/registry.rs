@@ -315,13 +315,24 @@ async fn download_blob(
     have: Option<PathBuf>,
     progress: Option<&indicatif::MultiProgress>,
 ) -> Result<bool> {
-    let dest = blob_file(layout, &desc.digest);
+    // The manifest naming this digest is not verified yet: the digest becomes a file name
+    // only once it is a well-formed sha256 digest (no `/`, no `..`).
+    let digest: super::digest::Digest = desc.digest.parse().map_err(|_| {
+        fail(
+            r,
+            format!(
+                "the manifest names a malformed blob digest {:?}",
+                desc.digest
+            ),
+        )
+    })?;
+    let dest = blob_file(layout, digest.as_str());
     if let Some(h) = have.filter(|h| h.is_file()) {
         if std::fs::hard_link(&h, &dest).is_ok() || std::fs::copy(&h, &dest).is_ok() {
             return Ok(false);
         }
     }
-    let hex = desc.digest.trim_start_matches("sha256:").to_string();
+    let hex = digest.hex().to_string();
     let partial = downloads.join(format!("{hex}.partial"));
     let io = |e: std::io::Error| ImageError::Io {
         context: format!("download of {}", desc.digest),
@@ -633,4 +644,51 @@ async fn pull_async(
         name: store_name(r),
         downloaded: downloaded.iter().filter(|d| **d).count(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_blob_digests_never_become_paths() {
+        for d in [
+            "sha256:/etc/shadow",
+            "sha256:../../x",
+            "sha512:abcd",
+            "sha256:ABC",
+        ] {
+            assert!(d.parse::<super::super::digest::Digest>().is_err(), "{d}");
+        }
+        let ok = format!("sha256:{}", "a".repeat(64));
+        assert!(ok.parse::<super::super::digest::Digest>().is_ok());
+    }
+
+    #[test]
+    fn names_for_the_store() {
+        let r = parse("docker://127.0.0.1:5000/busybox").unwrap();
+        assert_eq!(store_name(&r), "127.0.0.1:5000/busybox:latest");
+        let r = parse(&format!(
+            "docker://reg.example/a/b@sha256:{}",
+            "b".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(
+            store_name(&r),
+            format!("reg.example/a/b:sha256-{}", "b".repeat(64))
+        );
+        let r = parse("docker://busybox:1.36").unwrap();
+        assert_eq!(store_name(&r), "docker.io/library/busybox:1.36");
+    }
+
+    #[test]
+    fn credentials_come_from_docker_style_files() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("config.json");
+        std::fs::write(&f, r#"{"auths":{"https://reg.example":{"auth":"dTpw"}}}"#).unwrap();
+        assert_eq!(
+            credentials(&[t.path().join("missing.json"), f], "reg.example"),
+            Some(("u".into(), "p".into()))
+        );
+    }
 }
