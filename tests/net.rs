@@ -705,3 +705,32 @@ fn a_kvm_pod_takes_the_pods_address_and_reaches_an_ns_pod() {
     assert!(out.contains(&format!("inet {vm_ip}/24")), "{out}");
     stop_and_collect(&w, &mut a);
 }
+
+#[test]
+fn gc_after_a_reboot_releases_what_a_killed_pod_held() {
+    let w = NetWorld::new();
+    let mut a = server(&w, "before-reboot", &[]);
+    let uuid = a.uuid.clone();
+    // SAFETY: kill(2) of the orbit run process this test started.
+    unsafe { libc::kill(a.run_pid() as i32, libc::SIGKILL) };
+    a.wait(Duration::from_secs(20));
+    // What a reboot does: the namespace (and its veth) is gone, its pin an empty file.
+    let pin = pod_dir(&w, &uuid).join("netns");
+    nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    for veth in w.pod_veths() {
+        let name = veth
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        let _ = w.ns(&format!("ip link del {name}"));
+    }
+    assert_eq!(leases(&w.store()).len(), 1);
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+    w.assert_clean();
+}

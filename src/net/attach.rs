@@ -170,9 +170,14 @@ pub fn attach(
         )));
     }
     // Ports are claimed under a store-wide lock held until the forwarding rules exist, so
-    // two pods never get the same host port.
-    let _ports_lock = ports::lock(store)?;
-    ports::check_free(store, uuid, port_maps)?;
+    // two pods never get the same host port (pods without ports do not wait for it).
+    let _ports_lock = if port_maps.is_empty() {
+        None
+    } else {
+        let lock = ports::lock(store)?;
+        ports::check_free(store, uuid, port_maps)?;
+        Some(lock)
+    };
     let ns_path = pod.join(paths::NETNS);
     netns::create(&ns_path)?;
     match attach_all(pod, uuid, plan, &lists, port_maps, port_net, &ns_path) {
@@ -281,7 +286,14 @@ pub fn check(pod: &Path) -> Result<(), NetError> {
 /// namespace. Records of attachments whose DEL failed stay, so a later `orbit gc` retries;
 /// the first failure is returned.
 pub fn detach(pod: &Path) -> Result<(), NetError> {
-    let ns_path = pod.join(paths::NETNS);
+    let pinned = pod.join(paths::NETNS);
+    // After a reboot the pin is an empty file: the namespace is gone, and CNI says to pass
+    // no CNI_NETNS then (plugins still release addresses and rules).
+    let ns_path = if netns::is_pinned(&pinned) {
+        pinned
+    } else {
+        PathBuf::new()
+    };
     let mut first = None;
     let mut records = records(pod)?;
     records.reverse();
@@ -298,7 +310,7 @@ pub fn detach(pod: &Path) -> Result<(), NetError> {
     if let Some(e) = first {
         return Err(e);
     }
-    netns::remove(&ns_path)?;
+    netns::remove(&pod.join(paths::NETNS))?;
     let dir = pod.join(RECORDS_DIR);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),

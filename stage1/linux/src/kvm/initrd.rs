@@ -173,10 +173,17 @@ pub fn initramfs(agent: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
         return Err(format!("cannot build the guest initramfs: {e}"));
     }
     std::fs::rename(&tmp, &cached).map_err(|e| format!("{}: {e}", cached.display()))?;
-    // Older images (another agent build) go: QEMU has read a running VM's at its start.
+    // Images of other agent builds or kernels go once they are an hour old (a pod that
+    // just built or found one reads it within seconds).
     for old in std::fs::read_dir(CACHE).into_iter().flatten().flatten() {
         let name = old.file_name().to_string_lossy().into_owned();
-        if name.starts_with("initrd-") && name.ends_with(".cpio") && old.path() != cached {
+        let stale = old
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if name.starts_with("initrd-") && name.ends_with(".cpio") && old.path() != cached && stale {
             let _ = std::fs::remove_file(old.path());
         }
     }
