@@ -484,8 +484,8 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
         execs,
         terminal: true,
     };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { break };
+    let mut reader = BufReader::new(stream);
+    while let Some(line) = agent_line(&mut reader) {
         match serde_json::from_str::<ToHost>(&line) {
             Ok(msg) => {
                 if matches!(msg, ToHost::Ready) && args.debug {
@@ -527,6 +527,44 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     write_file(pod, paths::EXIT, &code.to_string());
     write_file(pod, paths::FINISHED, &now());
     Ok(code)
+}
+
+/// The longest message the guest may send (an app's output comes in 16 KiB chunks).
+const MAX_LINE: u64 = 1 << 20;
+
+/// The agent's next line, at most [`MAX_LINE`] bytes (a longer one is skipped whole: the
+/// guest must not make the host allocate without bound); `None` at the end.
+fn agent_line(reader: &mut impl BufRead) -> Option<String> {
+    loop {
+        let mut buf = Vec::new();
+        let n = std::io::Read::take(&mut *reader, MAX_LINE)
+            .read_until(b'\n', &mut buf)
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf.ends_with(b"\n") {
+            return Some(String::from_utf8_lossy(&buf).into_owned());
+        }
+        if (n as u64) < MAX_LINE {
+            // The stream ended in the middle of a line.
+            return None;
+        }
+        // Too long: drop the rest of it.
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            let m = std::io::Read::take(&mut *reader, MAX_LINE)
+                .read_until(b'\n', &mut rest)
+                .ok()?;
+            if m == 0 {
+                return None;
+            }
+            if rest.ends_with(b"\n") {
+                break;
+            }
+        }
+    }
 }
 
 /// Accepts the agent's port connection (QEMU connects at start-up) unless QEMU exits first.
@@ -725,4 +763,19 @@ pub fn stop(args: &Args) -> Result<i32, String> {
 pub fn gc(args: &Args) -> Result<i32, String> {
     remove_sockets(&args.uuid);
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlong_agent_line_is_skipped_and_the_next_one_read() {
+        let mut input = vec![b'x'; (MAX_LINE as usize) * 2 + 10];
+        input.push(b'\n');
+        input.extend_from_slice(b"{\"t\":\"done\"}\n");
+        let mut r = std::io::Cursor::new(input);
+        assert_eq!(agent_line(&mut r).as_deref(), Some("{\"t\":\"done\"}\n"));
+        assert_eq!(agent_line(&mut r), None);
+    }
 }
