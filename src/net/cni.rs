@@ -12,6 +12,9 @@ use serde_json::{json, Map, Value};
 use super::conf::NetConfList;
 use super::NetError;
 
+/// How long one plugin call may take.
+pub const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The plugin directories searched by default, after `--cni-plugin-dir`.
 pub const DEFAULT_PLUGIN_DIRS: [&str; 3] = ["/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni"];
 
@@ -154,9 +157,27 @@ impl Attachment<'_> {
             // A plugin that exits without reading its stdin is judged by its exit status.
             let _ = stdin.write_all(&input);
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
+        // A plugin that hangs (dhcp without a server, a broken conflist…) must not hang the
+        // pod's start or teardown: it is killed after PLUGIN_TIMEOUT.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(PLUGIN_TIMEOUT) {
+            Ok(r) => r,
+            Err(_) => {
+                // The waiting thread reaps the plugin only once it exits, so the pid is still
+                // the plugin's (unless it exits in this very instant).
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = rx.recv();
+                return Err(fail(format!(
+                    "it did not finish within {} s and was killed",
+                    PLUGIN_TIMEOUT.as_secs()
+                )));
+            }
+        }
+        .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
         let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
         if !out.status.success() {
             // The spec's error object: {"code", "msg", "details"}.
