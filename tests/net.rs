@@ -183,10 +183,7 @@ fn server<'a>(w: &'a NetWorld, body: &str, extra: &[&str]) -> BgPod<'a> {
     let script = format!(
         "mkdir -p /tmp/www && echo {body} > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www"
     );
-    let mut args: Vec<&str> = extra.to_vec();
-    args.push(WEB);
-    args.extend(["--exec", "/bin/sh", "--", "-c"]);
-    args.push(&script);
+    let args = sh_args(extra, &script);
     BgPod::start(w, &args)
 }
 
@@ -199,6 +196,18 @@ fn first_ip(w: &World, uuid: &str) -> String {
 }
 
 /// Runs a one-shot pod and returns its output (asserting success).
+/// `POD_FLAGS… WEB --exec /bin/sh -- -c SCRIPT`: the image's shell running `script`.
+fn sh_args<'a>(pod_flags: &[&'a str], script: &'a str) -> Vec<&'a str> {
+    let mut args = pod_flags.to_vec();
+    args.extend([WEB, "--exec", "/bin/sh", "--", "-c", script]);
+    args
+}
+
+/// Runs `script` in a one-shot pod (pod flags first) and returns its output.
+fn run_sh(w: &World, pod_flags: &[&str], script: &str) -> String {
+    run_ok(w, &sh_args(pod_flags, script))
+}
+
 fn run_ok(w: &World, args: &[&str]) -> String {
     let mut full = vec!["run"];
     full.extend_from_slice(args);
@@ -328,33 +337,16 @@ fn a_forwarded_port_answers_on_the_hosts_address_by_name_and_by_number() {
 fn default_restricted_reaches_the_host_but_nothing_beyond_its_subnet() {
     let w = NetWorld::new();
     let script = "ip route; ping -c1 -W2 172.16.29.1 >/dev/null && echo gw-ok; nc -w2 10.99.0.1 9 </dev/null 2>&1; true";
-    let out = run_ok(
-        &w,
-        &[
-            "--net=default-restricted",
-            WEB,
-            "--exec",
-            "/bin/sh",
-            "--",
-            "-c",
-            script,
-        ],
-    );
+    let out = run_sh(&w, &["--net=default-restricted"], script);
     assert!(!out.contains("default via"), "{out}");
     assert!(out.contains("172.16.29.0/24"), "{out}");
     assert!(out.contains("gw-ok"), "{out}");
     assert!(out.contains("unreachable"), "{out}");
     // The default network does route there (the connection is refused, not unreachable).
-    let out = run_ok(
+    let out = run_sh(
         &w,
-        &[
-            WEB,
-            "--exec",
-            "/bin/sh",
-            "--",
-            "-c",
-            "ip route; nc -w2 10.99.0.1 9 </dev/null 2>&1; true",
-        ],
+        &[],
+        "ip route; nc -w2 10.99.0.1 9 </dev/null 2>&1; true",
     );
     assert!(out.contains("default via 172.16.28.1"), "{out}");
     assert!(
@@ -654,18 +646,7 @@ fn check_network_reports_a_pod_whose_interface_was_removed() {
 fn a_private_users_pod_gets_its_network_but_cannot_change_it() {
     let w = NetWorld::new();
     let script = "ip -o -4 addr show eth0; ip link set eth0 down 2>&1; cat /sys/class/net/eth0/operstate 2>&1; touch /sys/x 2>&1; true";
-    let out = run_ok(
-        &w,
-        &[
-            "--private-users",
-            WEB,
-            "--exec",
-            "/bin/sh",
-            "--",
-            "-c",
-            script,
-        ],
-    );
+    let out = run_sh(&w, &["--private-users"], script);
     assert!(out.contains("inet 172.16.28."), "{out}");
     assert!(out.contains("Operation not permitted"), "{out}");
     assert!(out.contains("Read-only file system"), "{out}");
@@ -682,18 +663,10 @@ fn a_kvm_pod_takes_the_pods_address_and_reaches_an_ns_pod() {
     let ip = first_ip(&w, &a.uuid);
     let k = format!("--kvm-kernel={kernel}");
     let url = format!("http://{ip}/");
-    let out = run_ok(
+    let out = run_sh(
         &w,
-        &[
-            "--stage1-name=kvm",
-            &k,
-            WEB,
-            "--exec",
-            "/bin/sh",
-            "--",
-            "-c",
-            &format!("ip -o -4 addr show eth0; wget -qO- {url}"),
-        ],
+        &["--stage1-name=kvm", &k],
+        &format!("ip -o -4 addr show eth0; wget -qO- {url}"),
     );
     assert!(out.contains("hello-vm"), "{out}");
     let kvm_uuid = list_json(&w)
