@@ -37,7 +37,7 @@ pub struct RegistryOptions {
     pub platform: Option<String>,
     /// Parallel layer downloads.
     pub jobs: usize,
-    /// Print what is downloaded.
+    /// Say how many blobs were downloaded and how many the store had (`--debug`).
     pub verbose: bool,
     /// A progress bar per download (on a terminal).
     pub progress: bool,
@@ -452,8 +452,6 @@ pub fn current_digest(r: &Reference, opts: &RegistryOptions) -> Result<String> {
 pub struct Pulled {
     /// The name for the store.
     pub name: String,
-    /// Blobs downloaded (not taken from the store).
-    pub downloaded: usize,
 }
 
 /// Pulls `r` (and its signature, if the registry has one) into the OCI layout `layout`
@@ -640,9 +638,16 @@ async fn pull_async(
         context: "cannot write the pulled layout".into(),
         error: e,
     })?;
+    if opts.verbose {
+        let fetched = downloaded.iter().filter(|d| **d).count();
+        eprintln!(
+            "orbit: {}: {fetched} blob(s) downloaded, {} taken from the store",
+            r.whole(),
+            downloaded.len() - fetched
+        );
+    }
     Ok(Pulled {
         name: store_name(r),
-        downloaded: downloaded.iter().filter(|d| **d).count(),
     })
 }
 
