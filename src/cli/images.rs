@@ -123,6 +123,10 @@ pub fn fetch(ctx: &Context, args: FetchArgs) -> anyhow::Result<()> {
             eprintln!("orbit: warning: a trusted key is skipped: {}", b.reason);
         }
     }
+    let host = orbit::image::registry::host_platform();
+    if let Some(p) = ctx.registry.platform.as_deref().filter(|p| *p != host) {
+        eprintln!("orbit: warning: --platform={p}: such images cannot run on this host ({host})");
+    }
     for s in &args.sources {
         let source = match SourceRef::parse(s) {
             Some(r) => r?,

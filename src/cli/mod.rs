@@ -300,8 +300,6 @@ impl Cli {
             auth_files,
             platform: self.platform.clone(),
             jobs: 4,
-            verbose: self.debug,
-            progress: false,
         }
     }
 

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use oci_spec::image::ImageManifest;
-use tempfile::{NamedTempFile, TempDir};
+use tempfile::{TempDir, TempPath};
 
 use super::config::ImageConfig;
 use super::digest::{Digest, HashingReader};
@@ -54,8 +54,10 @@ pub enum PullPolicy {
     Update,
 }
 
-/// Pulls a registry image into a temporary layout in the store's directory and imports that
-/// (verification, unpacking) like any local layout; the pull policy may skip the network.
+/// Fetches a registry image: its manifests, config and signature into a temporary layout
+/// in the store's directory, then the ordinary import — signature verified before any layer
+/// is read — with the layers streamed from the registry as they are unpacked. The pull
+/// policy may keep the registry out of it.
 fn fetch_from_registry(
     store: &Store,
     trust_store: &TrustStore,
@@ -64,16 +66,15 @@ fn fetch_from_registry(
 ) -> Result<FetchOutcome> {
     use super::registry;
     let r = registry::parse(reference)?;
-    let host = registry::host_platform();
-    if let Some(p) = opts.registry.platform.as_deref().filter(|p| *p != host) {
-        return Err(ImageError::BadSource(format!(
-            "--platform={p}: this version stores only this host's platform ({host})"
-        )));
-    }
-    let name = opts
-        .name
+    let name = match &opts.name {
+        Some(n) => reference::normalize_name(n)?,
+        None => registry::store_name(&r),
+    };
+    let platform = opts
+        .registry
+        .platform
         .clone()
-        .unwrap_or_else(|| registry::store_name(&r));
+        .unwrap_or_else(registry::host_platform);
     let stored = super::catalog::resolve(store, &name).ok();
     let reuse = |img: super::catalog::StoredImage| FetchOutcome {
         name: name.clone(),
@@ -89,10 +90,20 @@ fn fetch_from_registry(
                 "{name} (--pull-policy=never: the registry is not asked)"
             )))
         }
-        (PullPolicy::Update, Some(img))
-            if registry::current_digest(&r, &opts.registry)? == img.digest.to_string() =>
-        {
-            return Ok(reuse(img))
+        (PullPolicy::Update, Some(img)) => {
+            let now = registry::current_digest(&r, &opts.registry)?;
+            // The same manifest, or the same index resolved for the same platform.
+            let unchanged = img.entries.iter().any(|e| {
+                e.name.as_deref() == Some(name.as_str())
+                    && e.annotation(store::REGISTRY_DIGEST_ANNOTATION)
+                        .unwrap_or(&img.digest.to_string())
+                        == now
+                    && e.annotation(store::PLATFORM_ANNOTATION)
+                        .is_none_or(|p| p == platform)
+            });
+            if unchanged {
+                return Ok(reuse(img));
+            }
         }
         _ => {}
     }
@@ -111,34 +122,30 @@ fn fetch_from_registry(
             error: e,
         })?;
     let layout = work.path().join("layout");
-    let registry_opts = registry::RegistryOptions {
-        progress: opts.progress,
-        ..opts.registry.clone()
-    };
-    let pulled = registry::pull(
-        &r,
-        &registry_opts,
+    let pulled = registry::pull(&r, &opts.registry, &layout, &store.root().join("downloads"))?;
+    let display = format!("{}{}", registry::PREFIX, r.whole());
+    let image = super::source::open_layout(
+        Box::new(pulled.fs),
+        &display,
+        Some(&pulled.name),
         &layout,
-        &store.root().join("downloads"),
-        &|d: &str| {
-            let d: Digest = d.parse().ok()?;
-            let p = store.blob_path(&d);
-            p.is_file().then_some(p)
-        },
+        opts.registry.platform.as_deref(),
     )?;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let inner = FetchOptions {
         name: Some(name),
+        // Downloads wait on the network, not the CPU: more of them than CPUs.
+        jobs: opts.jobs.max(opts.registry.jobs).max(cpus),
         ..opts.clone()
     };
-    fetch(
-        store,
-        trust_store,
-        &SourceRef::Oci {
-            dir: layout,
-            reference: Some(pulled.name),
-        },
-        &inner,
-    )
+    let extra = BTreeMap::from([
+        (
+            store::REGISTRY_DIGEST_ANNOTATION.to_string(),
+            pulled.top_digest,
+        ),
+        (store::PLATFORM_ANNOTATION.to_string(), platform),
+    ]);
+    import(store, trust_store, image, &inner, extra)
 }
 
 /// How an image was verified.
@@ -189,7 +196,17 @@ pub fn fetch(
     if let SourceRef::Registry { reference } = source {
         return fetch_from_registry(store, trust_store, reference, opts);
     }
-    let image = source.open()?;
+    import(store, trust_store, source.open()?, opts, BTreeMap::new())
+}
+
+/// Verifies `image` and moves it into the store, with `extra` annotations on its name.
+fn import(
+    store: &Store,
+    trust_store: &TrustStore,
+    image: SourceImage,
+    opts: &FetchOptions,
+    extra: BTreeMap<String, String>,
+) -> Result<FetchOutcome> {
     let name = match (&opts.name, &image.name) {
         (Some(n), _) | (None, Some(n)) => reference::normalize_name(n)?,
         (None, None) => return Err(ImageError::Unnamed(image.display.clone())),
@@ -236,7 +253,7 @@ pub fn fetch(
     }
     store.put_blob(&config_bytes)?;
     store.put_blob(&image.manifest)?;
-    let mut ann = BTreeMap::new();
+    let mut ann = extra;
     for (digest, sigs) in &kept {
         signatures::store_signatures(store, digest, sigs)?;
         if digest != &image.manifest_digest {
@@ -363,7 +380,7 @@ fn plan_layers(manifest: &ImageManifest, display: &str) -> Result<Vec<LayerJob>>
 /// A layer's work in progress: a temp blob and/or temp layer dir, removed on drop.
 #[derive(Default)]
 struct Staged {
-    blob: Option<NamedTempFile>,
+    blob: Option<TempPath>,
     layer: Option<TempDir>,
 }
 
@@ -534,7 +551,9 @@ fn stage_layer(
     };
     let tmp_dir = store.tmp_dir();
     let mut staged = Staged::default();
-    let tee: Box<dyn Write> = if have_blob {
+    // A registry keeps what it streams in a download file: that file becomes the blob.
+    let downloaded = !have_blob && image.keeps_downloads();
+    let tee: Box<dyn Write> = if have_blob || downloaded {
         Box::new(io::sink())
     } else {
         let tmp = tempfile::Builder::new()
@@ -544,7 +563,7 @@ fn stage_layer(
         let file = tmp
             .reopen()
             .map_err(ImageError::io_at("cannot open temp blob", tmp.path()))?;
-        staged.blob = Some(tmp);
+        staged.blob = Some(tmp.into_temp_path());
         Box::new(BufWriter::with_capacity(1 << 20, file))
     };
     let mut compressed = HashingReader::with_tee(source, tee);
@@ -559,7 +578,16 @@ fn stage_layer(
     let drained = compressed.drain();
     let actual_size = compressed.len();
     let (digest, mut tee) = compressed.finish();
+    let download = if downloaded {
+        image.take_download(&job.blob)
+    } else {
+        None
+    };
     if drained.is_ok() && digest != job.blob {
+        // A bad download is not kept for resuming.
+        if let Some(d) = &download {
+            let _ = fs::remove_file(d);
+        }
         return Err(ImageError::DigestMismatch {
             what,
             expected: job.blob.to_string(),
@@ -580,7 +608,25 @@ fn stage_layer(
             actual: actual_size,
         });
     }
+    if downloaded {
+        staged.blob = Some(adopt_download(download, &tmp_dir, &what)?);
+    }
     Ok(staged)
+}
+
+/// Moves a verified download into the store's temp directory as a staged blob.
+fn adopt_download(download: Option<PathBuf>, tmp_dir: &Path, what: &str) -> Result<TempPath> {
+    let Some(download) = download else {
+        return Err(ImageError::Io {
+            context: format!("the download of {what} was read but not kept"),
+            error: io::Error::from(io::ErrorKind::NotFound),
+        });
+    };
+    let staged = tempfile::Builder::new()
+        .prefix("blob-")
+        .make_in(tmp_dir, |p| fs::rename(&download, p))
+        .map_err(ImageError::io_at("cannot move the download into", tmp_dir))?;
+    Ok(staged.into_temp_path())
 }
 
 /// Unpacks a layer stream into a new temp directory (`rootfs/` plus `mtree.json`) and checks

@@ -19,6 +19,16 @@ pub trait LayoutFs: Send + Sync {
     fn open(&self, rel: &str) -> Result<Option<(Box<dyn Read + Send + '_>, u64)>>;
     /// A human name for error messages.
     fn describe(&self) -> String;
+    /// True when every blob streamed from here lands in a file of its own (a registry
+    /// download), which [`LayoutFs::take_download`] hands over once the blob is read.
+    fn keeps_downloads(&self) -> bool {
+        false
+    }
+    /// The file blob `rel` was downloaded to, handed to the caller: to move into the store,
+    /// or to delete when the blob proved bad.
+    fn take_download(&self, _rel: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A layout in a directory.

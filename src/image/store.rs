@@ -22,6 +22,11 @@ pub const VERIFIED_ANNOTATION: &str = "dev.orbit.verified";
 /// Annotation: the digest of the image index the image was fetched through, when a kept
 /// signature signs that index rather than the manifest (the index blob is kept too).
 pub const INDEX_ANNOTATION: &str = "dev.orbit.index";
+/// Annotation: the digest of the manifest (or index) a registry served for the name when it
+/// was fetched, which `--pull-policy=update` compares with what the registry serves now.
+pub const REGISTRY_DIGEST_ANNOTATION: &str = "dev.orbit.registry-digest";
+/// Annotation: the platform (`os/arch[/variant]`) a registry fetch resolved an index to.
+pub const PLATFORM_ANNOTATION: &str = "dev.orbit.platform";
 
 /// The orbit store rooted at a directory (`--dir`, default `/var/lib/orbit`).
 #[derive(Debug, Clone)]

@@ -127,11 +127,18 @@ impl SourceRef {
                     &self.to_string(),
                     reference.as_deref(),
                     dir,
+                    None,
                 )?
             }
             SourceRef::OciArchive { file, reference } => {
                 let fs = archive::TarFs::open(file)?;
-                oci::open(Box::new(fs), &self.to_string(), reference.as_deref(), file)?
+                oci::open(
+                    Box::new(fs),
+                    &self.to_string(),
+                    reference.as_deref(),
+                    file,
+                    None,
+                )?
             }
             SourceRef::DockerArchive { file, reference } => {
                 docker::open(file, &self.to_string(), reference.as_deref())?
@@ -164,6 +171,19 @@ impl std::fmt::Display for SourceRef {
         }
         Ok(())
     }
+}
+
+/// Opens the image `reference` of an OCI layout reached through `fs` (a registry pull),
+/// named `display` in messages; an index resolves to `platform` (`os/arch[/variant]`,
+/// default this machine's).
+pub fn open_layout(
+    fs: Box<dyn LayoutFs>,
+    display: &str,
+    reference: Option<&str>,
+    path: &Path,
+    platform: Option<&str>,
+) -> Result<SourceImage> {
+    oci::open(fs, display, reference, path, platform)
 }
 
 /// An image found in a source: its manifest bytes and digest, the name it gives itself,
@@ -202,6 +222,17 @@ impl SourceImage {
             what: format!("blob {d} of {}", self.display),
             path: PathBuf::from(format!("{}/{rel}", self.fs.describe())),
         })
+    }
+
+    /// True when the blobs this source streams are downloads it keeps in files of their own
+    /// (see [`SourceImage::take_download`]): copying them as they are read would be waste.
+    pub fn keeps_downloads(&self) -> bool {
+        self.fs.keeps_downloads()
+    }
+
+    /// The file blob `d` was downloaded to, once read: the caller's to move or delete.
+    pub fn take_download(&self, d: &Digest) -> Option<PathBuf> {
+        self.fs.take_download(&layout::blob_rel(d))
     }
 
     /// Reads a small blob (config) and verifies its digest.

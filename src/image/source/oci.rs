@@ -29,6 +29,7 @@ pub(super) fn open(
     display: &str,
     reference: Option<&str>,
     path: &Path,
+    platform: Option<&str>,
 ) -> Result<SourceImage> {
     let index = layout::read_index(fs.as_ref())?;
     let images: Vec<&Descriptor> = index
@@ -40,7 +41,8 @@ pub(super) fn open(
     let name = layout::ref_name(chosen).map(|r| name_from_ref(r, path));
     let top_digest = layout::descriptor_digest(chosen)?;
     let mut signable = vec![top_digest.clone()];
-    let (manifest, manifest_digest, top_index) = resolve_manifest(fs.as_ref(), chosen, display)?;
+    let (manifest, manifest_digest, top_index) =
+        resolve_manifest(fs.as_ref(), chosen, display, platform)?;
     if manifest_digest != top_digest {
         signable.insert(0, manifest_digest.clone());
     }
@@ -110,13 +112,18 @@ fn name_from_ref(r: &str, path: &Path) -> String {
     format!("localhost/{stem}:{r}")
 }
 
-/// Reads the manifest a descriptor points at, descending through an index to this platform's.
-/// Returns the manifest, its digest and the index the descriptor named, if it named one.
+/// Reads the manifest a descriptor points at, descending through an index to the manifest
+/// for `platform` (`os/arch[/variant]`, default this machine's). Returns the manifest, its
+/// digest and the index the descriptor named, if it named one.
 fn resolve_manifest(
     fs: &dyn LayoutFs,
     desc: &Descriptor,
     display: &str,
+    platform: Option<&str>,
 ) -> Result<(Vec<u8>, Digest, Option<Vec<u8>>)> {
+    let platform = platform
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("linux/{}", host_arch()));
     let mut desc = desc.clone();
     let mut top_index = None;
     for _ in 0..4 {
@@ -135,10 +142,10 @@ fn resolve_manifest(
         }
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| ImageError::malformed(display, e))?;
-        desc = platform_manifest(&index)
+        desc = platform_manifest(&index, &platform)
             .ok_or_else(|| ImageError::NoPlatform {
                 source_name: display.to_string(),
-                platform: format!("linux/{}", host_arch()),
+                platform: platform.clone(),
             })?
             .clone();
         if top_index.is_none() {
@@ -180,12 +187,16 @@ fn host_arch() -> &'static str {
     }
 }
 
-fn platform_manifest(index: &ImageIndex) -> Option<&Descriptor> {
-    let arch = host_arch();
+/// The index entry for `platform` (`os/arch[/variant]`); an entry without a platform fits any.
+fn platform_manifest<'a>(index: &'a ImageIndex, platform: &str) -> Option<&'a Descriptor> {
+    let mut want = platform.split('/');
+    let (os, arch, variant) = (want.next(), want.next(), want.next());
     index.manifests().iter().find(|d| {
-        d.platform()
-            .as_ref()
-            .is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+        d.platform().as_ref().is_none_or(|p| {
+            Some(p.os().to_string().as_str()) == os
+                && Some(p.architecture().to_string().as_str()) == arch
+                && (variant.is_none() || p.variant().as_deref() == variant)
+        })
     })
 }
 

@@ -6,19 +6,20 @@
 //! image's cosign signature (the `sha256-<hex>.sig` tag), which the ordinary import then
 //! verifies and unpacks. Nothing reaches the store unless that import succeeds.
 
-use std::io::Write;
+mod download;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::{StreamExt, TryStreamExt};
-use oci_client::client::{
-    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
-};
+use futures_util::TryStreamExt;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::error::{ImageError, Result};
+pub use download::RegistryFs;
+use download::Remote;
 
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
@@ -37,10 +38,6 @@ pub struct RegistryOptions {
     pub platform: Option<String>,
     /// Parallel layer downloads.
     pub jobs: usize,
-    /// Say how many blobs were downloaded and how many the store had (`--debug`).
-    pub verbose: bool,
-    /// A progress bar per download (on a terminal).
-    pub progress: bool,
 }
 
 /// The transport prefix.
@@ -247,22 +244,6 @@ const MANIFEST_TYPES: [&str; 4] = [
     oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
 ];
 
-/// SHA-256 of a file, read in chunks.
-fn file_sha256_hex(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-    }
-    Ok(hex::encode(ctx.finish()))
-}
-
 fn sha256_hex(b: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
 }
@@ -272,6 +253,9 @@ fn blob_file(layout: &Path, digest: &str) -> PathBuf {
         .join("blobs/sha256")
         .join(digest.trim_start_matches("sha256:"))
 }
+
+/// The largest config or signature blob read into memory.
+const MAX_SMALL_BLOB: i64 = 16 << 20;
 
 /// Retries `f` with back-off where a retry can help.
 async fn with_retries<T, F, Fut>(r: &Reference, what: &str, mut f: F) -> Result<T>
@@ -304,17 +288,9 @@ where
     unreachable!("the loop returns")
 }
 
-/// Downloads blob `desc` into `layout`, resuming `downloads/<hex>.partial` if a previous
-/// attempt left one, verifying its digest, or hard-linking `have` (the store's copy).
-async fn download_blob(
-    client: &Client,
-    r: &Reference,
-    desc: &OciDescriptor,
-    layout: &Path,
-    downloads: &Path,
-    have: Option<PathBuf>,
-    progress: Option<&indicatif::MultiProgress>,
-) -> Result<bool> {
+/// Downloads a small blob (a config, a signature's parts) into memory, checked against its
+/// digest and its declared size.
+async fn small_blob(client: &Client, r: &Reference, desc: &OciDescriptor) -> Result<Vec<u8>> {
     // The manifest naming this digest is not verified yet: the digest becomes a file name
     // only once it is a well-formed sha256 digest (no `/`, no `..`).
     let digest: super::digest::Digest = desc.digest.parse().map_err(|_| {
@@ -326,113 +302,36 @@ async fn download_blob(
             ),
         )
     })?;
-    let dest = blob_file(layout, digest.as_str());
-    if let Some(h) = have.filter(|h| h.is_file()) {
-        if std::fs::hard_link(&h, &dest).is_ok() || std::fs::copy(&h, &dest).is_ok() {
-            return Ok(false);
-        }
+    if !(0..=MAX_SMALL_BLOB).contains(&desc.size) {
+        return Err(fail(
+            r,
+            format!(
+                "blob {} declares {} bytes: too large for a config or signature",
+                desc.digest, desc.size
+            ),
+        ));
     }
-    let hex = digest.hex().to_string();
-    let partial = downloads.join(format!("{hex}.partial"));
-    let io = |e: std::io::Error| ImageError::Io {
-        context: format!("download of {}", desc.digest),
-        error: e,
-    };
-    let bar = progress.map(|mp| {
-        let bar = mp.add(indicatif::ProgressBar::new(desc.size.max(0) as u64));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("pulling {}", &hex[..12.min(hex.len())]));
-        bar
-    });
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let have_bytes = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        let result: std::result::Result<(), String> = async {
-            // A range only to resume: a plain GET otherwise.
-            let (mut stream, append) = if have_bytes == 0 {
-                let s = client
-                    .pull_blob_stream(r, desc)
-                    .await
-                    .map_err(|e| explain(r, e).to_string())?;
-                (s, false)
-            } else {
-                match client
-                    .pull_blob_stream_partial(r, desc, have_bytes, None)
-                    .await
-                    .map_err(|e| explain(r, e).to_string())?
-                {
-                    BlobResponse::Full(s) => (s, false),
-                    BlobResponse::Partial(s) => (s, true),
-                }
-            };
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(append)
-                .write(true)
-                .truncate(!append)
-                .open(&partial)
-                .map_err(|e| e.to_string())?;
-            if let Some(b) = &bar {
-                b.set_position(if append { have_bytes } else { 0 });
-            }
-            while let Some(chunk) = stream.try_next().await.map_err(|e| e.to_string())? {
-                f.write_all(&chunk).map_err(|e| e.to_string())?;
-                if let Some(b) = &bar {
-                    b.inc(chunk.len() as u64);
-                }
-            }
-            f.sync_all().map_err(|e| e.to_string())
-        }
-        .await;
-        // Everything arrived but the stream still failed (oci-client checks the digest as
-        // it streams): the digest check below says what is wrong.
-        let complete =
-            std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) >= desc.size as u64;
-        match result {
-            Ok(()) => break,
-            Err(_) if complete => break,
-            Err(e) if attempts < 4 => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(300 * attempts)).await;
-            }
-            Err(e) => {
-                return Err(fail(
-                    r,
-                    format!(
-                        "download of {} failed: {e} (what arrived is kept and resumed next time)",
-                        desc.digest
-                    ),
-                ))
+    let bytes = with_retries(r, &format!("blob {}", desc.digest), || async {
+        let mut s = client.pull_blob_stream(r, desc).await?;
+        let mut buf = Vec::with_capacity(desc.size as usize);
+        while let Some(chunk) = s.stream.try_next().await? {
+            buf.extend_from_slice(&chunk);
+            if buf.len() as i64 > desc.size {
+                break;
             }
         }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    // The whole file against its digest: a bad blob is thrown away, not kept for resuming.
-    // Streamed, off the async workers (a layer can be large).
-    let path = partial.clone();
-    let actual = tokio::task::spawn_blocking(move || file_sha256_hex(&path))
-        .await
-        .map_err(|e| fail(r, format!("hashing {}: {e}", desc.digest)))?
-        .map_err(io)?;
-    if actual != hex {
-        let _ = std::fs::remove_file(&partial);
+        Ok(buf)
+    })
+    .await?;
+    let actual = sha256_hex(&bytes);
+    if actual != digest.hex() {
         return Err(ImageError::DigestMismatch {
             what: format!("blob {} from {}", desc.digest, r.whole()),
             expected: desc.digest.clone(),
             actual: format!("sha256:{actual}"),
         });
     }
-    std::fs::rename(&partial, &dest).map_err(io)?;
-    Ok(true)
+    Ok(bytes)
 }
 
 /// The digest the registry's manifest for `r` has now (for `--pull-policy=update`).
@@ -452,19 +351,40 @@ pub fn current_digest(r: &Reference, opts: &RegistryOptions) -> Result<String> {
 pub struct Pulled {
     /// The name for the store.
     pub name: String,
+    /// The digest of the manifest the registry served for the reference (an index's, for a
+    /// multi-platform image): what `--pull-policy=update` compares.
+    pub top_digest: String,
+    /// The layout, whose layers are streamed from the registry as they are read.
+    pub fs: RegistryFs,
 }
 
-/// Pulls `r` (and its signature, if the registry has one) into the OCI layout `layout`
-/// (created), using `downloads` for resumable partial blobs; `store_blob` names the store's
-/// copy of a blob, if any.
+/// Pulls the manifests, config and signature (if the registry has one) of `r` into the OCI
+/// layout `layout` (created); its layers are left in the registry, to be streamed — and kept
+/// resumable in `downloads` — as the import reads them.
 pub fn pull(
     r: &Reference,
     opts: &RegistryOptions,
     layout: &Path,
     downloads: &Path,
-    store_blob: &(dyn Fn(&str) -> Option<PathBuf> + Sync),
 ) -> Result<Pulled> {
-    runtime(r)?.block_on(pull_async(r, opts, layout, downloads, store_blob))
+    let rt = runtime(r)?;
+    let client = client(r, opts)?;
+    let (top_digest, layers) = rt.block_on(pull_async(&client, r, opts, layout))?;
+    std::fs::create_dir_all(downloads).map_err(|e| ImageError::Io {
+        context: format!("cannot create {}", downloads.display()),
+        error: e,
+    })?;
+    let remote = Remote {
+        rt,
+        client,
+        reference: r.clone(),
+        downloads: downloads.to_path_buf(),
+    };
+    Ok(Pulled {
+        name: store_name(r),
+        top_digest,
+        fs: RegistryFs::new(layout, remote, layers),
+    })
 }
 
 /// The async runtime a registry call runs on (the rest of orbit is synchronous).
@@ -476,21 +396,16 @@ fn runtime(r: &Reference) -> Result<tokio::runtime::Runtime> {
         .map_err(|e| fail(r, format!("cannot start the HTTP runtime: {e}")))
 }
 
+/// The metadata part of [`pull`]: returns the top manifest's digest and the layers.
 async fn pull_async(
+    client: &Client,
     r: &Reference,
     opts: &RegistryOptions,
     layout: &Path,
-    downloads: &Path,
-    store_blob: &(dyn Fn(&str) -> Option<PathBuf> + Sync),
-) -> Result<Pulled> {
-    let client = client(r, opts)?;
+) -> Result<(String, Vec<OciDescriptor>)> {
     let auth = auth_for(r, opts);
     std::fs::create_dir_all(layout.join("blobs/sha256")).map_err(|e| ImageError::Io {
         context: format!("cannot create {}", layout.display()),
-        error: e,
-    })?;
-    std::fs::create_dir_all(downloads).map_err(|e| ImageError::Io {
-        context: format!("cannot create {}", downloads.display()),
         error: e,
     })?;
     let write = |digest: &str, bytes: &[u8]| -> Result<()> {
@@ -572,18 +487,9 @@ async fn pull_async(
             }
         }
     };
-    // Config and layers, in parallel (bounded).
-    let mut blobs: Vec<OciDescriptor> = vec![image_manifest.config.clone()];
-    blobs.extend(image_manifest.layers.iter().cloned());
-    let jobs = opts.jobs.max(1);
-    let mp = opts.progress.then(indicatif::MultiProgress::new);
-    let downloaded: Vec<bool> = futures_util::stream::iter(blobs.iter().map(|d| {
-        let have = store_blob(&d.digest);
-        download_blob(&client, r, d, layout, downloads, have, mp.as_ref())
-    }))
-    .buffer_unordered(jobs)
-    .try_collect()
-    .await?;
+    // The config now; the layers are streamed by the import.
+    let config = small_blob(client, r, &image_manifest.config).await?;
+    write(&image_manifest.config.digest, &config)?;
     // Signatures, if the registry has them (`sha256-<hex>.sig`): of the top manifest, and
     // for an index also of the platform manifest (what `orbit image sign` signs).
     let mut index_entries = vec![serde_json::json!({
@@ -608,10 +514,9 @@ async fn pull_async(
         let sig_digest = format!("sha256:{}", sha256_hex(&sig));
         write(&sig_digest, &sig)?;
         if let Ok(OciManifest::Image(m)) = serde_json::from_slice::<OciManifest>(&sig) {
-            let mut descs = vec![m.config.clone()];
-            descs.extend(m.layers.iter().cloned());
-            for d in &descs {
-                download_blob(&client, &sig_ref, d, layout, downloads, None, None).await?;
+            for d in std::iter::once(&m.config).chain(&m.layers) {
+                let bytes = small_blob(client, &sig_ref, d).await?;
+                write(&d.digest, &bytes)?;
             }
         }
         index_entries.push(serde_json::json!({
@@ -638,17 +543,7 @@ async fn pull_async(
         context: "cannot write the pulled layout".into(),
         error: e,
     })?;
-    if opts.verbose {
-        let fetched = downloaded.iter().filter(|d| **d).count();
-        eprintln!(
-            "orbit: {}: {fetched} blob(s) downloaded, {} taken from the store",
-            r.whole(),
-            downloaded.len() - fetched
-        );
-    }
-    Ok(Pulled {
-        name: store_name(r),
-    })
+    Ok((top_digest, image_manifest.layers))
 }
 
 #[cfg(test)]
