@@ -3,6 +3,8 @@
 //! their cosign-style signatures pushed with skopeo.
 
 mod common;
+#[path = "common/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "common/pods.rs"]
 mod pods_common;
 
@@ -12,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{text, World};
+use fault_proxy::{FaultProxy, Faults};
 use orbit_images::{tar_dir, write_image, Compression, Layer, RunConfig};
 use pods_common::*;
 
@@ -23,6 +26,8 @@ struct Registry {
     dir: tempfile::TempDir,
     port: u16,
     child: Child,
+    /// TLS and htpasswd auth (else plain HTTP, anonymous).
+    secure: bool,
 }
 
 fn sh(cmd: &str, dir: &Path) {
@@ -36,45 +41,87 @@ fn sh(cmd: &str, dir: &Path) {
 }
 
 impl Registry {
+    /// With TLS (a CA made here) and htpasswd auth.
     fn start() -> Registry {
+        Registry::start_with(true)
+    }
+
+    /// Plain HTTP, anonymous: for a [`FaultProxy`] in front of it.
+    fn start_plain() -> Registry {
+        Registry::start_with(false)
+    }
+
+    fn start_with(secure: bool) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("orbit-reg-")
             .tempdir()
             .unwrap();
         let d = dir.path();
-        sh(
-            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=orbit test CA' && \
-             openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' && \
-             printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && \
-             openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf && \
-             mkdir certs && cp ca.crt certs/ca.crt",
-            d,
-        );
-        sh(&format!("htpasswd -Bbn {USER} {PASS} > htpasswd"), d);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        fs::write(
-            d.join("config.yml"),
-            format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {p}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {p}/server.crt\n    key: {p}/server.key\nauth:\n  htpasswd:\n    realm: orbit-test\n    path: {p}/htpasswd\n",
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {p}/data\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            p = d.display()
+        );
+        if secure {
+            sh(
+                "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj '/CN=orbit test CA' && \
+                 openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' && \
+                 printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && \
+                 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf && \
+                 mkdir certs && cp ca.crt certs/ca.crt",
+                d,
+            );
+            sh(&format!("htpasswd -Bbn {USER} {PASS} > htpasswd"), d);
+            config.push_str(&format!(
+                "  tls:\n    certificate: {p}/server.crt\n    key: {p}/server.key\nauth:\n  htpasswd:\n    realm: orbit-test\n    path: {p}/htpasswd\n",
                 p = d.display()
-            ),
-        )
-        .unwrap();
+            ));
+        }
+        fs::write(d.join("config.yml"), config).unwrap();
+        let child = Registry::spawn(d, port);
+        Registry {
+            dir,
+            port,
+            child,
+            secure,
+        }
+    }
+
+    fn spawn(d: &Path, port: u16) -> Child {
+        let log = |name: &str| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(d.join(name))
+                .unwrap()
+        };
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(d.join("config.yml"))
-            .stdout(fs::File::create(d.join("access.log")).unwrap())
-            .stderr(fs::File::create(d.join("registry.log")).unwrap())
+            .stdout(log("access.log"))
+            .stderr(log("registry.log"))
             .spawn()
             .expect("docker-registry (apt-get install docker-registry)");
         poll(Duration::from_secs(20), "the registry to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        Registry { dir, port, child }
+        child
+    }
+
+    /// Kills the registry (by its pid), as a crash would.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage.
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Registry::spawn(self.dir.path(), self.port);
     }
 
     fn host(&self) -> String {
@@ -99,11 +146,18 @@ impl Registry {
     /// [`Registry::push`] with extra skopeo flags (`--all` for an index).
     fn push_with(&self, layout: &Path, r: &str, repo_tag: &str, extra: &[&str]) {
         let certs = self.dir.path().join("certs");
+        let access: Vec<String> = if self.secure {
+            vec![
+                format!("--dest-cert-dir={}", certs.display()),
+                format!("--dest-creds={USER}:{PASS}"),
+            ]
+        } else {
+            vec!["--dest-tls-verify=false".into()]
+        };
         let out = Command::new("skopeo")
             .args(["copy", "--quiet", "--preserve-digests"])
             .args(extra)
-            .arg(format!("--dest-cert-dir={}", certs.display()))
-            .arg(format!("--dest-creds={USER}:{PASS}"))
+            .args(access)
             .arg(format!("oci:{}:{r}", layout.display()))
             .arg(format!("docker://{}/{repo_tag}", self.host()))
             .output()
@@ -130,15 +184,33 @@ impl Drop for Registry {
 
 /// A world with the demo key trusted for the registry's `busybox` and credentials stored.
 fn world(reg: &Registry) -> World {
+    world_for(&reg.host(), Some(PASS), &[&reg.ca()])
+}
+
+/// A world with the demo key trusted for `host`'s `busybox`, logged in to `host` as
+/// [`USER`] with `password`, if given (`login`, with global `flags`, checks it with the
+/// registry).
+fn world_for(host: &str, password: Option<&str>, flags: &[&str]) -> World {
     let w = World::new();
     let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-key.pub");
     w.ok(&[
         "trust",
         "--prefix",
-        &format!("{}/busybox", reg.host()),
+        &format!("{host}/busybox"),
         &key.display().to_string(),
     ]);
-    let mut c = w.cmd(&["login", &reg.host(), "-u", USER, "--password-stdin"]);
+    if let Some(password) = password {
+        let out = login(&w, host, password, flags);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    w
+}
+
+/// `orbit FLAGS login HOST -u USER --password-stdin`.
+fn login(w: &World, host: &str, password: &str, flags: &[&str]) -> std::process::Output {
+    let mut args = flags.to_vec();
+    args.extend(["login", host, "-u", USER, "--password-stdin"]);
+    let mut c = w.cmd(&args);
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -148,10 +220,9 @@ fn world(reg: &Registry) -> World {
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{PASS}\n").as_bytes())
+        .write_all(format!("{password}\n").as_bytes())
         .unwrap();
-    assert!(child.wait().unwrap().success());
-    w
+    child.wait_with_output().unwrap()
 }
 
 /// A busybox image named for the registry with `layers` extra layers of `size` random bytes,
@@ -160,6 +231,19 @@ fn world(reg: &Registry) -> World {
 fn image(
     w: &World,
     reg: &Registry,
+    tag: &str,
+    layers: usize,
+    size: usize,
+    sign: bool,
+) -> (PathBuf, String) {
+    image_as(w, reg, &reg.host(), tag, layers, size, sign)
+}
+
+/// [`image`] named for `host` (a proxy in front of `reg`).
+fn image_as(
+    w: &World,
+    reg: &Registry,
+    host: &str,
     tag: &str,
     layers: usize,
     size: usize,
@@ -195,7 +279,7 @@ fn image(
         });
     }
     let layout = w.path(&format!("layout-{tag}"));
-    let name = format!("{}/busybox:{tag}", reg.host());
+    let name = format!("{host}/busybox:{tag}");
     let run = RunConfig {
         cmd: Some(vec!["/bin/cat".into(), "/etc/motd".into()]),
         env: vec!["PATH=/bin".into()],
@@ -340,10 +424,35 @@ fn unsigned_tampered_and_unauthorised_fetches_are_refused_and_leave_nothing() {
     assert!(e.contains("digest mismatch"), "{e}");
     w3.assert_store_empty();
 
-    // Wrong credentials, and an untrusted CA.
+    // Wrong credentials: `login` refuses them and stores nothing; a credentials file
+    // with them makes the fetch fail.
     let w4 = World::new();
-    w4.ok(&["login", &reg.host(), "-u", USER, "-p", "wrong"]);
-    let e = w4.fails(&[&reg.ca(), "--insecure-options=image", "fetch", &src]);
+    let out = login(&w4, &reg.host(), "wrong", &[&reg.ca()]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refused the credentials"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!w4.path("config/user/auth.json").exists());
+    let docker_config = w4.path("home/.docker/config.json");
+    fs::create_dir_all(docker_config.parent().unwrap()).unwrap();
+    fs::write(
+        &docker_config,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            reg.host(),
+            base64_of(&format!("{USER}:wrong"))
+        ),
+    )
+    .unwrap();
+    let e = w4
+        .cmd(&[&reg.ca(), "--insecure-options=image", "fetch", &src])
+        .env("HOME", w4.path("home"))
+        .output()
+        .unwrap();
+    assert_eq!(e.status.code(), Some(125));
+    let e = text(&e.stderr);
     assert!(
         e.contains("authentication") || e.contains("401") || e.contains("nauthorized"),
         "{e}"
@@ -437,6 +546,11 @@ fn a_refused_connection_and_a_bad_reference_are_clear_errors() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let e = w.fails(&["fetch", "docker://"]);
     assert!(e.contains("docker://"), "{e}");
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 fn put_blob(layout: &Path, bytes: &[u8]) -> String {
@@ -590,4 +704,273 @@ fn image_gc_clears_partial_downloads() {
     .unwrap();
     w.ok(&["image", "gc"]);
     assert_eq!(fs::read_dir(&downloads).unwrap().count(), 0);
+}
+
+/// `(file name, size)` of the partial downloads in `w`'s store.
+fn partials(w: &World) -> Vec<(String, u64)> {
+    fs::read_dir(w.store().join("downloads"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().unwrap().len(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls until a partial download in `w`'s store has at least `bytes`.
+fn wait_for_partial(w: &World, bytes: u64) {
+    poll(
+        Duration::from_secs(60),
+        "a partial download to grow",
+        || {
+            partials(w)
+                .iter()
+                .any(|(n, len)| n.ends_with(".partial") && *len >= bytes)
+                .then_some(())
+        },
+    );
+}
+
+/// A blob GET for `hex` asking for the bytes from `from` on.
+fn ranged_get(log: &[String], hex: &str, from: u64) -> bool {
+    log.iter()
+        .any(|l| l.starts_with("GET ") && l.contains(hex) && l.ends_with(&format!("bytes={from}-")))
+}
+
+#[test]
+fn bearer_tokens_throttling_server_errors_and_missing_tags() {
+    let reg = Registry::start_plain();
+    let proxy = FaultProxy::start(reg.port);
+    let host = proxy.host();
+    let http = "--insecure-options=http";
+    let bearer = Some((USER.to_string(), PASS.to_string()));
+    proxy.set(Faults {
+        bearer: bearer.clone(),
+        ..Faults::default()
+    });
+    // `login` asks the token endpoint the registry's challenge names.
+    let w0 = World::new();
+    let out = login(&w0, &host, "wrong", &[http]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refused the credentials"),
+        "{}",
+        text(&out.stderr)
+    );
+    let w = world_for(&host, Some(PASS), &[http]);
+    let (_, digest) = image_as(&w, &reg, &host, "tok", 2, 64 * 1024, true);
+    let src = format!("docker://{host}/busybox:tok");
+    let name = format!("{host}/busybox:tok");
+    let out = w.run(&[http, "fetch", &src]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), digest);
+    assert!(
+        proxy.log().iter().any(|l| l.starts_with("GET /token")),
+        "{:?}",
+        proxy.log()
+    );
+    // Only requests with the token reach the registry, and the blobs did.
+    assert!(
+        reg.log().contains("GET /v2/busybox/blobs/"),
+        "{}",
+        reg.log()
+    );
+    w.ok(&["image", "rm", &name]);
+    w.ok(&["image", "gc"]);
+
+    let w_empty = world_for(&host, Some(PASS), &[http]);
+    // Throttled twice: the retries get through.
+    proxy.set(Faults {
+        bearer: bearer.clone(),
+        status: Some((429, 2)),
+        ..Faults::default()
+    });
+    let out = w.run(&[http, "fetch", &src]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out_ok(&w, &["run", &name]), "hello from tok\n");
+
+    // A server that keeps failing: an error naming the status, after retries; nothing kept.
+    proxy.set(Faults {
+        bearer: bearer.clone(),
+        status: Some((503, 10_000)),
+        ..Faults::default()
+    });
+    let w = w_empty;
+    let e = w.fails(&[http, "fetch", &src]);
+    assert!(e.contains("HTTP 503") && e.contains("after retries"), "{e}");
+    w.assert_store_empty();
+
+    // A tag the registry does not have.
+    proxy.set(Faults {
+        bearer,
+        ..Faults::default()
+    });
+    let e = w.fails(&[http, "fetch", &format!("docker://{host}/busybox:nope")]);
+    assert!(e.contains("no such image or tag"), "{e}");
+    // A host that does not exist.
+    let e = w.fails(&["fetch", "docker://no-such-host.invalid/busybox:1"]);
+    assert!(e.contains("unknown host"), "{e}");
+    w.assert_store_empty();
+    let leftovers: Vec<_> = fs::read_dir(w.store())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".pull-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn cut_downloads_resume_in_the_fetch_and_a_dead_server_resumes_in_the_next() {
+    let mut reg = Registry::start_plain();
+    let proxy = FaultProxy::start(reg.port);
+    let host = proxy.host();
+    let http = "--insecure-options=http";
+    let w = world_for(&host, None, &[]);
+    const SIZE: usize = 3 << 20;
+    image_as(&w, &reg, &host, "cut", 2, SIZE, true);
+    let src = format!("docker://{host}/busybox:cut");
+    let name = format!("{host}/busybox:cut");
+    let cat_size = |w: &World| {
+        out_ok(
+            w,
+            &[
+                "run",
+                &name,
+                "--exec",
+                "/bin/sh",
+                "--",
+                "-c",
+                "busybox wc -c < /data1",
+            ],
+        )
+    };
+
+    // Every blob body is cut after 1 MiB: the fetch goes on with range requests.
+    proxy.set(Faults {
+        cut_blobs_after: Some(1 << 20),
+        ..Faults::default()
+    });
+    let out = w.run(&[http, "fetch", &src]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = proxy.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/blobs/") && l.ends_with(&format!("bytes={}-", 2 << 20))),
+        "{log:#?}"
+    );
+    assert_eq!(cat_size(&w).trim(), SIZE.to_string());
+    assert!(partials(&w).is_empty(), "{:?}", partials(&w));
+
+    // Stalled after 1 MiB, then the registry dies: the fetch fails, keeping what arrived.
+    let w2 = world_for(&host, None, &[]);
+    proxy.set(Faults {
+        stall_blobs_after: Some(1 << 20),
+        ..Faults::default()
+    });
+    let child = w2
+        .cmd(&[http, "fetch", &src])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_partial(&w2, 1 << 20);
+    reg.kill();
+    proxy.drop_connections();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let e = text(&out.stderr);
+    assert!(e.contains("the next fetch resumes"), "{e}");
+    w2.assert_store_empty();
+    let kept: Vec<(String, u64)> = partials(&w2)
+        .into_iter()
+        .filter(|(n, len)| n.ends_with(".partial") && *len > 0)
+        .collect();
+    assert!(!kept.is_empty(), "{:?}", partials(&w2));
+
+    // The registry is back: the next fetch asks only for the rest of each partial.
+    reg.restart();
+    proxy.set(Faults::default());
+    let out = w2.run(&[http, "fetch", &src]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = proxy.log();
+    for (file, len) in &kept {
+        let hex = file.trim_end_matches(".partial");
+        assert!(
+            ranged_get(&log, hex, *len),
+            "no GET of {hex} from {len}: {log:#?}"
+        );
+    }
+    assert!(partials(&w2).is_empty(), "{:?}", partials(&w2));
+    assert_eq!(cat_size(&w2).trim(), SIZE.to_string());
+}
+
+#[test]
+fn a_killed_fetch_resumes_and_concurrent_fetches_of_one_image_share_the_store() {
+    let reg = Registry::start_plain();
+    let proxy = FaultProxy::start(reg.port);
+    let host = proxy.host();
+    let http = "--insecure-options=http";
+    let w = world_for(&host, None, &[]);
+    image_as(&w, &reg, &host, "conc", 2, 3 << 20, true);
+    let src = format!("docker://{host}/busybox:conc");
+    let spawn = |w: &World| {
+        w.cmd(&[http, "fetch", &src])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // kill -9 in the middle of a download: the partial stays, unlocked, and is resumed.
+    proxy.set(Faults {
+        stall_blobs_after: Some(1 << 20),
+        ..Faults::default()
+    });
+    let mut first = spawn(&w);
+    wait_for_partial(&w, 1 << 20);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    proxy.drop_connections();
+    assert_eq!(out_ok(&w, &["image", "list", "--no-legend"]), "");
+    let kept: Vec<(String, u64)> = partials(&w)
+        .into_iter()
+        .filter(|(n, len)| n.ends_with(".partial") && *len > 0)
+        .collect();
+    assert!(!kept.is_empty());
+
+    // Two fetches at once, both stalled on the same layers: the second waits for the
+    // first's download of a blob instead of writing into it.
+    let a = spawn(&w);
+    let b = spawn(&w);
+    poll(
+        Duration::from_secs(60),
+        "the second fetch to wait for the first's download",
+        || {
+            fs::read_to_string("/proc/locks")
+                .unwrap()
+                .lines()
+                .any(|l| l.contains("->") && l.contains("FLOCK"))
+                .then_some(())
+        },
+    );
+    proxy.set(Faults::default());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let log = proxy.log();
+    for (file, len) in &kept {
+        let hex = file.trim_end_matches(".partial");
+        assert!(
+            ranged_get(&log, hex, *len),
+            "no GET of {hex} from {len}: {log:#?}"
+        );
+    }
+    w.ok(&["image", "verify", &format!("{host}/busybox:conc")]);
+    assert!(partials(&w).is_empty(), "{:?}", partials(&w));
 }

@@ -77,6 +77,8 @@ pub fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<()> {
     if password.is_empty() {
         bail!("the password is empty");
     }
+    orbit::image::registry::check_login(&args.registry, &args.username, &password, &ctx.registry)
+        .with_context(|| format!("cannot log in to {}", args.registry))?;
     let path = auth_file(ctx);
     let mut v = read(&path)?;
     let token =

@@ -162,9 +162,11 @@ impl BlobDownload {
                 .truncate(false)
                 .open(&path)?;
             rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-            // The fetch we waited for moved its finished download away: ours starts over
-            // under the same name.
-            if file.metadata()?.nlink() > 0 {
+            // The fetch we waited for may have moved its finished download away: then the
+            // name is another file's (or none's), and ours starts over under it.
+            let ours = file.metadata()?;
+            let named = std::fs::metadata(&path).ok();
+            if named.is_some_and(|n| n.ino() == ours.ino() && n.dev() == ours.dev()) {
                 break file;
             }
         };

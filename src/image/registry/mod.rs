@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciErrorCode;
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -94,6 +95,40 @@ fn explain(r: &Reference, e: oci_client::errors::OciDistributionError) -> ImageE
         E::ImageManifestNotFoundError(_) => {
             format!("{}: no such image or tag ({text})", r.whole())
         }
+        E::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                        | OciErrorCode::BlobUnknown
+                )
+            }) =>
+        {
+            format!("{}: no such image or tag ({text})", r.whole())
+        }
+        E::RegistryError { envelope, .. }
+            if envelope
+                .errors
+                .iter()
+                .any(|e| matches!(e.code, OciErrorCode::Denied)) =>
+        {
+            format!("access denied ({text}); check the credentials (`orbit login {}`)", r.registry())
+        }
+        E::ServerError { code: 404, .. } => {
+            format!("{}: no such image or tag ({text})", r.whole())
+        }
+        E::ServerError { code: 403, .. } => format!(
+            "access denied (HTTP 403: {text}); check the credentials (`orbit login {}`)",
+            r.registry()
+        ),
+        E::ServerError { code: 429, .. } => format!(
+            "the registry is throttling requests (HTTP 429 Too Many Requests, still after retries): try again later ({text})"
+        ),
+        E::ServerError { code, .. } if *code >= 500 => format!(
+            "the registry failed (HTTP {code}, still after retries): {text}"
+        ),
         _ if text.contains("dns error") || text.contains("failed to lookup") => {
             format!("unknown host ({text})")
         }
@@ -107,22 +142,21 @@ fn explain(r: &Reference, e: oci_client::errors::OciDistributionError) -> ImageE
     fail(r, detail)
 }
 
-/// True for errors a retry may cure (throttling, server errors, dropped connections).
+/// True for errors a retry may cure: throttling, server errors, dropped connections.
 fn retryable(e: &oci_client::errors::OciDistributionError) -> bool {
-    let t = e.to_string();
-    [
-        "429",
-        "500",
-        "502",
-        "503",
-        "504",
-        "connection",
-        "timed out",
-        "reset",
-        "body",
-    ]
-    .iter()
-    .any(|k| t.to_ascii_lowercase().contains(k))
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::ServerError { code, .. } => *code == 429 || *code >= 500,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
+        E::RequestError(r) => {
+            r.is_connect() || r.is_timeout() || r.is_body() || r.is_request() || r.is_decode()
+        }
+        E::IoError(_) => true,
+        _ => false,
+    }
 }
 
 /// Credentials for `registry` from docker-style files (`{"auths": {REG: {"auth": b64}}}`).
@@ -344,6 +378,52 @@ pub fn current_digest(r: &Reference, opts: &RegistryOptions) -> Result<String> {
         })
         .await?;
         Ok(format!("sha256:{}", sha256_hex(&bytes)))
+    })
+}
+
+/// Checks credentials with `registry` the way `docker login` does, with the real client: the
+/// token endpoint of a bearer challenge, or a request carrying basic credentials. A refusal
+/// is an error naming the registry; a registry without authentication accepts anything.
+pub fn check_login(
+    registry: &str,
+    user: &str,
+    password: &str,
+    opts: &RegistryOptions,
+) -> Result<()> {
+    use oci_client::errors::OciDistributionError as E;
+    let r = Reference::with_tag(
+        registry.to_string(),
+        "orbit-login-check".into(),
+        "latest".into(),
+    );
+    let client = client(&r, opts)?;
+    let auth = RegistryAuth::Basic(user.to_string(), password.to_string());
+    runtime(&r)?.block_on(async {
+        let checked = async {
+            client
+                .auth(&r, &auth, oci_client::RegistryOperation::Pull)
+                .await?;
+            client.pull_manifest_raw(&r, &auth, &MANIFEST_TYPES).await
+        }
+        .await;
+        match checked {
+            Ok(_) => Ok(()),
+            Err(e @ (E::AuthenticationFailure(_) | E::UnauthorizedError { .. })) => Err(fail(
+                &r,
+                format!("the registry refused the credentials of {user}: {e}"),
+            )),
+            // The credentials were accepted; the repository does not exist.
+            Err(E::ImageManifestNotFoundError(_)) => Ok(()),
+            Err(E::ServerError { code: 404, .. }) => Ok(()),
+            Err(E::RegistryError { envelope, .. })
+                if !envelope.errors.iter().any(|e| {
+                    matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(explain(&r, e)),
+        }
     })
 }
 
