@@ -3,6 +3,7 @@
 //! This crate is stage0: the image store, trust, and (later) pods. The `orbit` binary in
 //! `src/main.rs` is a thin CLI over it.
 
+pub mod api;
 pub mod config;
 pub mod image;
 pub mod net;

@@ -172,6 +172,8 @@ pub enum Command {
     App(apps::AppCommand),
     /// Import images into the store, verifying their signatures.
     Fetch(FetchArgs),
+    /// Serve the read-only gRPC API (pods, images, logs, events) for monitoring tools.
+    ApiService(ApiServiceArgs),
     /// Store credentials for a registry (user config dir's auth.json, mode 0600).
     Login(login::LoginArgs),
     /// Forget the credentials for a registry.
@@ -194,6 +196,34 @@ pub enum Command {
         #[arg(default_value = "man", value_name = "DIR")]
         out_dir: PathBuf,
     },
+}
+
+/// Arguments of `orbit api-service`.
+#[derive(Args, Debug)]
+pub struct ApiServiceArgs {
+    /// TCP address to serve on (repeatable; default 127.0.0.1:15441 when no --socket is given).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Unix socket to serve on (repeatable), created mode 0660: its group decides who may
+    /// connect.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Vec<PathBuf>,
+}
+
+/// `orbit api-service`: sockets passed by systemd (socket activation) win over the flags.
+fn api_service(ctx: &Context, args: ApiServiceArgs) -> anyhow::Result<()> {
+    let listen = if args.listen.is_empty() && args.socket.is_empty() {
+        vec![orbit::api::DEFAULT_LISTEN.parse().expect("a valid address")]
+    } else {
+        args.listen
+    };
+    orbit::api::serve(orbit::api::ServeOptions {
+        listen,
+        sockets: args.socket,
+        root: ctx.store.root().to_path_buf(),
+        config: ctx.config.clone(),
+    })
+    .map_err(anyhow::Error::from)
 }
 
 /// Arguments of `orbit fetch`.
@@ -379,6 +409,7 @@ pub fn main() -> ExitCode {
         } => pods::export(&ctx, &uuid, &file, app.as_deref(), name, overwrite),
         Command::App(cmd) => apps::run(&ctx, cmd),
         Command::Fetch(args) => images::fetch(&ctx, args),
+        Command::ApiService(args) => api_service(&ctx, args),
         Command::Login(args) => login::login(&ctx, args),
         Command::Logout(args) => login::logout(&ctx, args),
         Command::Image(cmd) => images::run(&ctx, cmd),

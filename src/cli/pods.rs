@@ -185,6 +185,10 @@ pub struct PodFlags {
     /// Pod annotation KEY=VALUE (repeatable); orbit.dev/stage1 selects a stage1.
     #[arg(long, value_name = "KEY=VALUE")]
     pub annotation: Vec<String>,
+    /// Pod label KEY=VALUE (repeatable), kept as the annotation orbit.dev/label/KEY; the API
+    /// service filters pods by labels.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
     #[command(flatten)]
     app: AppFlags,
 }
@@ -198,6 +202,16 @@ impl PodFlags {
                 .split_once('=')
                 .with_context(|| format!("--annotation {a}: expected KEY=VALUE"))?;
             annotations.insert(k.to_string(), v.to_string());
+        }
+        for l in &self.label {
+            let (k, v) = l
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .with_context(|| format!("--label {l}: expected KEY=VALUE"))?;
+            annotations.insert(
+                format!("{}{k}", orbit::api::convert::LABEL_PREFIX),
+                v.to_string(),
+            );
         }
         Ok(annotations)
     }
@@ -407,13 +421,7 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
 }
 
 fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Stage1)> {
-    let mut annotations = BTreeMap::new();
-    for a in &args.pod.annotation {
-        let (k, v) = a
-            .split_once('=')
-            .with_context(|| format!("--annotation {a}: expected KEY=VALUE"))?;
-        annotations.insert(k.to_string(), v.to_string());
-    }
+    let mut annotations = args.pod.annotations()?;
     let volumes = args
         .pod
         .volume

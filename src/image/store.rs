@@ -121,6 +121,8 @@ impl Store {
 
     /// Creates the store's directories and an empty OCI layout when missing.
     pub fn init(&self) -> Result<()> {
+        create_store_root(&self.root)
+            .map_err(ImageError::io_at("cannot create the store", &self.root))?;
         for dir in [
             self.blobs_dir(),
             self.layers_dir(),
@@ -257,6 +259,24 @@ impl Store {
         let m = serde_json::from_slice(&bytes)
             .map_err(|e| ImageError::malformed(format!("manifest {d}"), e))?;
         Ok((bytes, m))
+    }
+}
+
+/// Creates the store's root directory, if missing, with mode 0750: only root and the
+/// directory's group reach what is inside (pod logs among it). Giving a group read access —
+/// the API service's user, monitoring — is `chgrp GROUP DIR`; everything below is readable
+/// once the root is passed. An existing root keeps its owner, group and mode.
+pub fn create_store_root(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if root.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = root.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o750).create(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
     }
 }
 

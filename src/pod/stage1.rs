@@ -76,6 +76,25 @@ fn builtin(name: &str) -> Stage1 {
     }
 }
 
+/// The stage1s a pod can name: the built-in flavors, then `stage1.d/` entries of the config
+/// directories.
+pub fn available(config: &ConfigDirs) -> Vec<String> {
+    let mut names: Vec<String> = BUILTIN.iter().map(|s| s.to_string()).collect();
+    for dir in config.all() {
+        for e in std::fs::read_dir(dir.join("stage1.d"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().join(paths::STAGE1_MANIFEST).is_file() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 impl Stage1 {
     /// Picks the stage1: `--stage1-path`, else `--stage1-name` (built-in, or a directory in
     /// the config dirs' `stage1.d/`), else the pod annotation, else `ns`.

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use orbit_stage1::{paths, AppState, AppStatus, PodManifest};
 
-use super::store::{DirState, PodRef, PodStore};
+use super::store::{DirState, LockSnapshot, PodRef, PodStore};
 use super::PodError;
 
 /// What `orbit status` / `orbit list` show about a pod.
@@ -87,7 +87,10 @@ pub fn manifest(pod: &PodRef) -> Result<PodManifest, PodError> {
 
 /// The state name of a pod directory.
 pub fn state(pod: &PodRef) -> String {
-    let locked = PodStore::is_locked(&pod.path);
+    state_from(pod, PodStore::is_locked(&pod.path))
+}
+
+fn state_from(pod: &PodRef, locked: bool) -> String {
     match pod.state {
         DirState::Embryo | DirState::Prepare if locked => "preparing",
         DirState::Embryo | DirState::Prepare => "aborted-prepare",
@@ -107,7 +110,16 @@ pub fn is_running(pod: &PodRef) -> bool {
 
 /// Everything about a pod.
 pub fn info(pod: &PodRef) -> Result<PodInfo, PodError> {
-    let state = state(pod);
+    info_from(pod, state(pod))
+}
+
+/// [`info`] with the pod's lock looked up in `locks` (listing many pods reads
+/// `/proc/locks` once).
+pub fn info_with(pod: &PodRef, locks: &LockSnapshot) -> Result<PodInfo, PodError> {
+    info_from(pod, state_from(pod, locks.is_locked(&pod.path)))
+}
+
+fn info_from(pod: &PodRef, state: String) -> Result<PodInfo, PodError> {
     let running = state == "running";
     let exited = matches!(state.as_str(), "exited" | "exited-garbage" | "deleting");
     let manifest = manifest(pod).ok();

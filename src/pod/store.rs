@@ -89,6 +89,10 @@ impl PodStore {
 
     /// Creates the state directories.
     pub fn init(&self) -> Result<(), PodError> {
+        if let Some(store) = self.root.parent() {
+            crate::image::store::create_store_root(store)
+                .map_err(|e| PodError::io("cannot create the store", store, e))?;
+        }
         for s in DirState::ALL {
             let d = self.state_dir(s);
             fs::create_dir_all(&d).map_err(|e| PodError::io("cannot create", &d, e))?;
@@ -202,25 +206,56 @@ impl PodStore {
     /// stage0 is preparing it). Never blocks, and never takes the lock itself — it reads
     /// `/proc/locks` — so `status` and `list` cannot make a starting pod fail to lock.
     pub fn is_locked(path: &Path) -> bool {
+        match LockSnapshot::read() {
+            Some(locks) => locks.is_locked(path),
+            None => matches!(try_lock(path), Ok(None)),
+        }
+    }
+}
+
+/// The flocks held on the machine at one moment (`/proc/locks`), for deciding about many
+/// pods with one read instead of one per pod.
+#[derive(Debug, Clone, Default)]
+pub struct LockSnapshot {
+    /// `MAJ:MIN:INODE` of every held (not merely awaited) flock.
+    held: std::collections::HashSet<String>,
+}
+
+impl LockSnapshot {
+    /// Reads `/proc/locks`; `None` when it cannot be read.
+    pub fn read() -> Option<LockSnapshot> {
+        let locks = fs::read_to_string("/proc/locks").ok()?;
+        let held = locks
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"; a blocked waiter's
+                // line reads "1: -> FLOCK …" and does not match.
+                (f.get(1) == Some(&"FLOCK")).then(|| f.get(5).map(|s| s.to_string()))?
+            })
+            .collect();
+        Some(LockSnapshot { held })
+    }
+
+    /// [`LockSnapshot::read`], or an empty snapshot (nothing locked) when unreadable.
+    pub fn take() -> LockSnapshot {
+        LockSnapshot::read().unwrap_or_default()
+    }
+
+    /// Whether a flock was held on `path` when the snapshot was taken.
+    pub fn is_locked(&self, path: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
         let Ok(meta) = fs::metadata(path) else {
             return false;
         };
         let dev = meta.dev();
-        let wanted = format!(
+        let key = format!(
             "{:02x}:{:02x}:{}",
             nix::sys::stat::major(dev),
             nix::sys::stat::minor(dev),
             meta.ino()
         );
-        let Ok(locks) = fs::read_to_string("/proc/locks") else {
-            return matches!(try_lock(path), Ok(None));
-        };
-        locks.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF" ("->" marks blocked waiters)
-            f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&wanted.as_str())
-        })
+        self.held.contains(&key)
     }
 }
 

@@ -1,0 +1,452 @@
+//! Events from the store, without polling: one inotify instance watches the pod state
+//! directories, every pod directory and its apps' directories, and the image index; each
+//! change re-reads only what it touched and compares it with what was known, and the
+//! differences go to every listener (a broadcast channel). Changes under a pod (a log
+//! growing, a status written) are also announced by UUID, for log followers.
+//!
+//! Replay (`since_time`) rebuilds past events from the timestamps the store keeps.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use tokio::sync::broadcast;
+
+use orbit_stage1::{paths, AppState, AppStatus};
+
+use super::convert::nanos;
+use super::proto::{self, EventType};
+use crate::image::store::{self, Store};
+use crate::pod::store::{DirState, PodRef, PodStore};
+
+/// Where events and pod changes are published.
+pub struct EventHub {
+    events: broadcast::Sender<proto::Event>,
+    changes: broadcast::Sender<String>,
+}
+
+impl EventHub {
+    /// Starts watching the store at `root` (a thread for the life of the process).
+    pub fn start(root: &Path) -> std::io::Result<Arc<EventHub>> {
+        let (events, _) = broadcast::channel(8192);
+        let (changes, _) = broadcast::channel(8192);
+        let hub = Arc::new(EventHub { events, changes });
+        let mut watcher = Watcher::new(root, hub.clone())?;
+        std::thread::Builder::new()
+            .name("orbit-api-events".into())
+            .spawn(move || watcher.run())?;
+        Ok(hub)
+    }
+
+    /// Live events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<proto::Event> {
+        self.events.subscribe()
+    }
+
+    /// UUIDs of pods something changed under (logs, statuses, state), from now on.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+}
+
+/// What is known about a pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PodSnap {
+    state: Option<DirState>,
+    prepared: bool,
+    started: bool,
+    exited: bool,
+    apps: BTreeMap<String, AppStatus>,
+}
+
+fn read_trim(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn snapshot(pod: &PodRef) -> PodSnap {
+    let apps = crate::pod::status::manifest(pod)
+        .map(|m| {
+            m.apps
+                .iter()
+                .map(|a| {
+                    let s = AppStatus::read(&paths::app_status(&pod.path, &a.name))
+                        .unwrap_or_else(|_| AppStatus::created());
+                    (a.name.clone(), s)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let gone = matches!(pod.state, DirState::ExitedGarbage | DirState::Garbage);
+    PodSnap {
+        state: Some(pod.state),
+        prepared: !matches!(pod.state, DirState::Embryo | DirState::Prepare),
+        started: !read_trim(&pod.path, paths::STARTED).is_empty(),
+        exited: gone || !read_trim(&pod.path, paths::EXIT).is_empty(),
+        apps,
+    }
+}
+
+fn event(kind: EventType, id: &str, name: &str, time: i64) -> proto::Event {
+    proto::Event {
+        r#type: kind as i32,
+        id: id.to_string(),
+        name: name.to_string(),
+        time: if time == 0 { now() } else { time },
+        exit_code: None,
+        replayed: false,
+    }
+}
+
+/// Now, Unix nanoseconds.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64
+}
+
+/// The events that take a pod from `old` to `new`, in lifecycle order.
+fn diff(uuid: &str, dir: &Path, old: &PodSnap, new: &PodSnap) -> Vec<proto::Event> {
+    let mut out = Vec::new();
+    let file_time = |name: &str| nanos(&read_trim(dir, name));
+    if new.prepared && !old.prepared {
+        out.push(event(
+            EventType::PodPrepared,
+            uuid,
+            "",
+            file_time(paths::CREATED),
+        ));
+    }
+    if new.started && !old.started {
+        out.push(event(
+            EventType::PodStarted,
+            uuid,
+            "",
+            file_time(paths::STARTED),
+        ));
+    }
+    for (name, s) in &new.apps {
+        let before = old.apps.get(name);
+        let was = before.map(|b| b.state);
+        let ran = s.state == AppState::Running || s.started_at.is_some();
+        if ran && !matches!(was, Some(AppState::Running) | Some(AppState::Exited)) {
+            out.push(event(
+                EventType::PodAppStarted,
+                uuid,
+                name,
+                s.started_at.as_deref().map_or(0, nanos),
+            ));
+        }
+        if s.state == AppState::Exited && was != Some(AppState::Exited) {
+            let mut e = event(
+                EventType::PodAppExited,
+                uuid,
+                name,
+                s.finished_at.as_deref().map_or(0, nanos),
+            );
+            e.exit_code = s.exit_code;
+            out.push(e);
+        }
+    }
+    if new.exited && !old.exited {
+        let mut e = event(EventType::PodExited, uuid, "", file_time(paths::FINISHED));
+        e.exit_code = read_trim(dir, paths::EXIT).parse().ok();
+        out.push(e);
+    }
+    let collected =
+        |s: &PodSnap| matches!(s.state, Some(DirState::ExitedGarbage | DirState::Garbage));
+    if collected(new) && !collected(old) {
+        out.push(event(EventType::PodGarbageCollected, uuid, "", 0));
+    }
+    out
+}
+
+/// What an inotify watch is on.
+#[derive(Debug, Clone)]
+enum Target {
+    /// The store root, `pods/`, a state directory or `images/`: entries come and go.
+    Layout,
+    /// `images/`: the index changes.
+    Images,
+    /// A pod's directory, its `apps/` or one app's directory.
+    Pod(String),
+}
+
+struct Watcher {
+    root: PathBuf,
+    pods: PodStore,
+    images: Store,
+    inotify: Inotify,
+    targets: HashMap<WatchDescriptor, Target>,
+    watched_dirs: HashSet<PathBuf>,
+    known: HashMap<String, PodSnap>,
+    known_images: BTreeMap<String, String>,
+    hub: Arc<EventHub>,
+}
+
+const DIR_CHANGES: WatchMask = WatchMask::CREATE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::ONLYDIR);
+
+const FILE_CHANGES: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::CREATE)
+    .union(WatchMask::MODIFY)
+    .union(WatchMask::ONLYDIR);
+
+impl Watcher {
+    fn new(root: &Path, hub: Arc<EventHub>) -> std::io::Result<Watcher> {
+        let mut w = Watcher {
+            root: root.to_path_buf(),
+            pods: PodStore::new(root),
+            images: Store::new(root),
+            inotify: Inotify::init()?,
+            targets: HashMap::new(),
+            watched_dirs: HashSet::new(),
+            known: HashMap::new(),
+            known_images: BTreeMap::new(),
+            hub,
+        };
+        w.watch_layout();
+        // What exists now is the starting point: no events for it.
+        for p in w.pods.list().unwrap_or_default() {
+            w.watch_pod(&p);
+            let snap = snapshot(&p);
+            w.known.insert(p.uuid.clone(), snap);
+        }
+        w.known_images = w.image_names();
+        Ok(w)
+    }
+
+    fn add(&mut self, dir: &Path, mask: WatchMask, target: Target) {
+        if self.watched_dirs.contains(dir) {
+            return;
+        }
+        if let Ok(wd) = self.inotify.watches().add(dir, mask) {
+            self.targets.insert(wd, target);
+            self.watched_dirs.insert(dir.to_path_buf());
+        }
+    }
+
+    /// The directories whose entries are pods or images (those that exist yet).
+    fn watch_layout(&mut self) {
+        let root = self.root.clone();
+        // A store not created yet: its nearest existing parent tells when it appears.
+        if let Some(parent) = root.ancestors().skip(1).find(|a| a.is_dir()) {
+            if !root.is_dir() {
+                self.add(parent, DIR_CHANGES, Target::Layout);
+            }
+        }
+        self.add(&root, DIR_CHANGES, Target::Layout);
+        self.add(&root.join("pods"), DIR_CHANGES, Target::Layout);
+        for s in DirState::ALL {
+            self.add(&self.pods.state_dir(s), DIR_CHANGES, Target::Layout);
+        }
+        self.add(
+            &root.join("images"),
+            FILE_CHANGES.union(DIR_CHANGES),
+            Target::Images,
+        );
+    }
+
+    fn watch_pod(&mut self, p: &PodRef) {
+        let t = Target::Pod(p.uuid.clone());
+        // Watches follow a directory across renames: keyed by the pod, not the path.
+        self.add(&p.path, FILE_CHANGES, t.clone());
+        let apps = p.path.join("apps");
+        self.add(&apps, FILE_CHANGES, t.clone());
+        for e in std::fs::read_dir(&apps).into_iter().flatten().flatten() {
+            self.add(&e.path(), FILE_CHANGES, t.clone());
+        }
+    }
+
+    fn publish(&self, events: Vec<proto::Event>) {
+        for e in events {
+            // No listener is not an error.
+            let _ = self.hub.events.send(e);
+        }
+    }
+
+    /// Re-reads one pod and publishes how it changed.
+    fn rescan_pod(&mut self, p: &PodRef) {
+        self.watch_pod(p);
+        let new = snapshot(p);
+        let old = self.known.get(&p.uuid).cloned().unwrap_or_default();
+        if new != old {
+            let events = diff(&p.uuid, &p.path, &old, &new);
+            self.known.insert(p.uuid.clone(), new);
+            self.publish(events);
+        }
+    }
+
+    /// Lists the pods again: new ones, moved ones and `dirty` ones are re-read; missing ones
+    /// are removed.
+    fn rescan_pods(&mut self, dirty: &HashSet<String>, all: bool) {
+        let Ok(pods) = self.pods.list() else { return };
+        let mut seen = HashSet::new();
+        for p in &pods {
+            seen.insert(p.uuid.clone());
+            let moved = self.known.get(&p.uuid).and_then(|s| s.state) != Some(p.state);
+            if all || moved || dirty.contains(&p.uuid) {
+                self.rescan_pod(p);
+            }
+        }
+        let gone: Vec<String> = self
+            .known
+            .keys()
+            .filter(|u| !seen.contains(*u))
+            .cloned()
+            .collect();
+        for uuid in gone {
+            let old = self.known.remove(&uuid).unwrap_or_default();
+            let mut events = Vec::new();
+            if old.prepared {
+                events.push(event(EventType::PodRemoved, &uuid, "", 0));
+            }
+            self.publish(events);
+        }
+        // Watches of removed directories went with them.
+        self.watched_dirs.retain(|d| d.exists());
+    }
+
+    fn image_names(&self) -> BTreeMap<String, String> {
+        self.images
+            .images()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| Some((e.name.clone()?, e.digest.to_string())))
+            .collect()
+    }
+
+    fn rescan_images(&mut self) {
+        let now_names = self.image_names();
+        let mut events = Vec::new();
+        let fetched_at = |name: &str| {
+            self.images
+                .images()
+                .unwrap_or_default()
+                .iter()
+                .find(|e| e.name.as_deref() == Some(name))
+                .and_then(|e| e.annotation(store::FETCHED_ANNOTATION).map(nanos))
+                .unwrap_or(0)
+        };
+        for (name, digest) in &now_names {
+            if self.known_images.get(name) != Some(digest) {
+                events.push(event(
+                    EventType::ImageFetched,
+                    digest,
+                    name,
+                    fetched_at(name),
+                ));
+            }
+        }
+        for (name, digest) in &self.known_images {
+            if !now_names.contains_key(name) {
+                events.push(event(EventType::ImageRemoved, digest, name, 0));
+            }
+        }
+        self.known_images = now_names;
+        self.publish(events);
+    }
+
+    fn run(&mut self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Ok(events) = self.inotify.read_events_blocking(&mut buf) else {
+                return;
+            };
+            let (mut layout, mut images, mut overflow) = (false, false, false);
+            let mut dirty = HashSet::new();
+            let mut gone_watches = Vec::new();
+            for e in events {
+                if e.mask.contains(EventMask::Q_OVERFLOW) {
+                    overflow = true;
+                    continue;
+                }
+                if e.mask.contains(EventMask::IGNORED) {
+                    gone_watches.push(e.wd.clone());
+                    continue;
+                }
+                match self.targets.get(&e.wd) {
+                    Some(Target::Layout) => layout = true,
+                    Some(Target::Images) => {
+                        images = true;
+                        layout = true;
+                    }
+                    Some(Target::Pod(uuid)) => {
+                        dirty.insert(uuid.clone());
+                    }
+                    None => {}
+                }
+            }
+            for wd in gone_watches {
+                self.targets.remove(&wd);
+            }
+            for uuid in &dirty {
+                let _ = self.hub.changes.send(uuid.clone());
+            }
+            if layout || overflow {
+                // A directory may have appeared (a fresh store) and need watching.
+                self.watch_layout();
+            }
+            self.rescan_pods(&dirty, overflow);
+            if images || overflow {
+                self.rescan_images();
+            }
+            if layout || overflow {
+                for uuid in self.known.keys() {
+                    let _ = self.hub.changes.send(uuid.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The events the store still shows that happened at or after `since` (Unix ns), oldest
+/// first: pods' preparation, start, apps' starts and exits, exit and collection from their
+/// recorded times; images' fetches. Removals leave nothing to replay.
+pub fn replay(root: &Path, since: i64) -> Vec<proto::Event> {
+    let pods = PodStore::new(root);
+    let mut out = Vec::new();
+    for p in pods.list().unwrap_or_default() {
+        let snap = snapshot(&p);
+        let mut events = diff(&p.uuid, &p.path, &PodSnap::default(), &snap);
+        for e in &mut events {
+            if e.r#type == EventType::PodGarbageCollected as i32 {
+                // Collection renamed the directory: its change time is when.
+                use std::os::unix::fs::MetadataExt;
+                if let Ok(m) = std::fs::metadata(&p.path) {
+                    e.time = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+                }
+            }
+        }
+        out.extend(events);
+    }
+    for e in Store::new(root).images().unwrap_or_default() {
+        if let Some(name) = &e.name {
+            let t = e.annotation(store::FETCHED_ANNOTATION).map_or(0, nanos);
+            out.push(event(
+                EventType::ImageFetched,
+                &e.digest.to_string(),
+                name,
+                t,
+            ));
+        }
+    }
+    out.retain(|e| e.time >= since);
+    out.sort_by_key(|e| e.time);
+    for e in &mut out {
+        e.replayed = true;
+    }
+    out
+}
+
+/// Whether `e` passes `f` (time bounds aside).
+pub fn matches(e: &proto::Event, f: &proto::EventFilter) -> bool {
+    (f.types.is_empty() || f.types.contains(&e.r#type))
+        && (f.ids.is_empty() || f.ids.iter().any(|i| e.id.starts_with(i.as_str())))
+        && (f.names.is_empty() || f.names.contains(&e.name))
+}

@@ -1,0 +1,314 @@
+//! The `PublicAPI` gRPC service: every call reads the store as it is on disk (the
+//! filesystem is the database); nothing is written and no lock a writer needs is taken.
+//! Blocking file work runs on tokio's blocking pool; streams end when their client goes.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::events::{self, EventHub};
+use super::logs;
+use super::proto::{self, public_api_server::PublicApi};
+use crate::config::ConfigDirs;
+use crate::image::catalog;
+use crate::image::error::ImageError;
+use crate::image::store::Store;
+use crate::pod::store::{LockSnapshot, PodStore};
+use crate::pod::PodError;
+
+/// The service's state: where the store is, and the event hub.
+#[derive(Clone)]
+pub struct ApiService {
+    root: PathBuf,
+    config: ConfigDirs,
+    hub: Arc<EventHub>,
+}
+
+impl ApiService {
+    /// A service over the store at `root`.
+    pub fn new(root: PathBuf, config: ConfigDirs, hub: Arc<EventHub>) -> ApiService {
+        ApiService { root, config, hub }
+    }
+}
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Runs blocking store reads off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("the request's worker failed: {e}")))?
+}
+
+fn pod_status(e: PodError) -> Status {
+    match e {
+        PodError::UnknownPod(p) => Status::not_found(format!("no pod {p}")),
+        PodError::AmbiguousPod { prefix, candidates } => Status::invalid_argument(format!(
+            "pod prefix {prefix} is ambiguous: {}",
+            candidates.join(", ")
+        )),
+        e => io_status(e.to_string()),
+    }
+}
+
+fn image_status(e: ImageError) -> Status {
+    match e {
+        ImageError::UnknownImage(i) => Status::not_found(format!("no image {i}")),
+        ImageError::Ambiguous { .. } => Status::invalid_argument(e.to_string()),
+        e => io_status(e.to_string()),
+    }
+}
+
+/// A read that failed: permission problems say what to do.
+fn io_status(text: String) -> Status {
+    if text.contains("Permission denied") {
+        Status::permission_denied(format!(
+            "{text}: the API service's user needs read access to the store (see README: the store's group)"
+        ))
+    } else {
+        Status::internal(text)
+    }
+}
+
+/// Every pod that passes `filters` (a pod vanishing while it is read is skipped).
+fn list_pods(
+    root: &std::path::Path,
+    filters: &[proto::PodFilter],
+    detail: bool,
+) -> Result<Vec<proto::Pod>, Status> {
+    let pods = PodStore::new(root);
+    let locks = LockSnapshot::take();
+    let mut out = Vec::new();
+    for p in pods.list().map_err(pod_status)? {
+        let Ok(info) = crate::pod::status::info_with(&p, &locks) else {
+            continue;
+        };
+        if info.created.is_empty() && !p.path.exists() {
+            continue;
+        }
+        let pod = convert::pod(&p, &info, detail);
+        if filters.is_empty() || filters.iter().any(|f| convert::pod_matches(&pod, f)) {
+            out.push(pod);
+        }
+    }
+    Ok(out)
+}
+
+#[tonic::async_trait]
+impl PublicApi for ApiService {
+    async fn get_info(
+        &self,
+        _: Request<proto::GetInfoRequest>,
+    ) -> Result<Response<proto::GetInfoResponse>, Status> {
+        let root = self.root.clone();
+        let config = self.config.clone();
+        let info = blocking(move || {
+            let store = Store::new(&root);
+            Ok(proto::Info {
+                orbit_version: env!("CARGO_PKG_VERSION").to_string(),
+                stage1_interface_version: orbit_stage1::INTERFACE_VERSION,
+                api_version: "v1".into(),
+                store_dir: root.display().to_string(),
+                pods_dir: PodStore::new(&root).root().display().to_string(),
+                images_dir: store.images_dir().display().to_string(),
+                layers_dir: store.layers_dir().display().to_string(),
+                stage1_flavors: crate::pod::stage1::available(&config),
+            })
+        })
+        .await?;
+        Ok(Response::new(proto::GetInfoResponse { info: Some(info) }))
+    }
+
+    async fn list_pods(
+        &self,
+        req: Request<proto::ListPodsRequest>,
+    ) -> Result<Response<proto::ListPodsResponse>, Status> {
+        let req = req.into_inner();
+        let root = self.root.clone();
+        let pods = blocking(move || list_pods(&root, &req.filters, req.detail)).await?;
+        Ok(Response::new(proto::ListPodsResponse { pods }))
+    }
+
+    async fn inspect_pod(
+        &self,
+        req: Request<proto::InspectPodRequest>,
+    ) -> Result<Response<proto::InspectPodResponse>, Status> {
+        let id = req.into_inner().id;
+        let root = self.root.clone();
+        let pod = blocking(move || {
+            let pods = PodStore::new(&root);
+            // A pod caught between two directories is looked up again.
+            for _ in 0..3 {
+                let p = pods.find(&id).map_err(pod_status)?;
+                if let Ok(info) = crate::pod::status::info(&p) {
+                    return Ok(convert::pod(&p, &info, true));
+                }
+            }
+            Err(Status::not_found(format!(
+                "pod {id} vanished while being read"
+            )))
+        })
+        .await?;
+        Ok(Response::new(proto::InspectPodResponse { pod: Some(pod) }))
+    }
+
+    async fn list_images(
+        &self,
+        req: Request<proto::ListImagesRequest>,
+    ) -> Result<Response<proto::ListImagesResponse>, Status> {
+        let req = req.into_inner();
+        let root = self.root.clone();
+        let images = blocking(move || {
+            let store = Store::new(&root);
+            let mut out = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for e in store.images().map_err(image_status)? {
+                if !seen.insert(e.digest.clone()) {
+                    continue;
+                }
+                // An image removed meanwhile is skipped.
+                let Ok(img) = catalog::resolve(&store, &e.digest.to_string()) else {
+                    continue;
+                };
+                let Ok(image) = convert::image(&store, &img, req.detail) else {
+                    continue;
+                };
+                if req.filters.is_empty()
+                    || req
+                        .filters
+                        .iter()
+                        .any(|f| convert::image_matches_filter(&image, f))
+                {
+                    out.push(image);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(Response::new(proto::ListImagesResponse { images }))
+    }
+
+    async fn inspect_image(
+        &self,
+        req: Request<proto::InspectImageRequest>,
+    ) -> Result<Response<proto::InspectImageResponse>, Status> {
+        let id = req.into_inner().id;
+        let root = self.root.clone();
+        let image = blocking(move || {
+            let store = Store::new(&root);
+            let img = catalog::resolve(&store, &id).map_err(image_status)?;
+            convert::image(&store, &img, true).map_err(image_status)
+        })
+        .await?;
+        Ok(Response::new(proto::InspectImageResponse {
+            image: Some(image),
+        }))
+    }
+
+    type ListenEventsStream = Streamed<proto::ListenEventsResponse>;
+
+    async fn listen_events(
+        &self,
+        req: Request<proto::ListenEventsRequest>,
+    ) -> Result<Response<Self::ListenEventsStream>, Status> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        // Subscribed before the replay is read: nothing falls between the two.
+        let mut live = self.hub.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        let root = self.root.clone();
+        tokio::spawn(async move {
+            let until = filter.until_time;
+            let past_until = move |e: &proto::Event| until != 0 && e.time > until;
+            let mut replayed = std::collections::HashSet::new();
+            if filter.since_time != 0 {
+                let since = filter.since_time;
+                let past = tokio::task::spawn_blocking(move || events::replay(&root, since))
+                    .await
+                    .unwrap_or_default();
+                let batch: Vec<proto::Event> = past
+                    .into_iter()
+                    .filter(|e| events::matches(e, &filter) && !past_until(e))
+                    .collect();
+                for e in &batch {
+                    replayed.insert((e.r#type, e.id.clone(), e.name.clone()));
+                }
+                if !batch.is_empty()
+                    && tx
+                        .send(Ok(proto::ListenEventsResponse { events: batch }))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            loop {
+                let e = tokio::select! {
+                    e = live.recv() => e,
+                    () = tx.closed() => return,
+                };
+                match e {
+                    Ok(e) => {
+                        if past_until(&e) {
+                            return;
+                        }
+                        if !events::matches(&e, &filter)
+                            || replayed.remove(&(e.r#type, e.id.clone(), e.name.clone()))
+                        {
+                            continue;
+                        }
+                        let mut batch = vec![e];
+                        // Whatever else is already waiting goes in the same message.
+                        while let Ok(more) = live.try_recv() {
+                            if events::matches(&more, &filter) && !past_until(&more) {
+                                batch.push(more);
+                            }
+                        }
+                        if tx
+                            .send(Ok(proto::ListenEventsResponse { events: batch }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "{n} events were dropped because this client read too slowly; listen again with since_time to replay"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type GetLogsStream = Streamed<proto::GetLogsResponse>;
+
+    async fn get_logs(
+        &self,
+        req: Request<proto::GetLogsRequest>,
+    ) -> Result<Response<Self::GetLogsStream>, Status> {
+        let req = req.into_inner();
+        let root = self.root.clone();
+        let changes = self.hub.subscribe_changes();
+        let first = {
+            let req = req.clone();
+            blocking(move || logs::open(&root, &req)).await?
+        };
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(logs::stream(first, req, changes, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
