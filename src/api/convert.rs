@@ -71,8 +71,8 @@ fn cgroup(pod: &PodRef) -> String {
 
 /// A pod as the API describes it; `detail` adds its manifest.
 pub fn pod(p: &PodRef, info: &PodInfo, detail: bool) -> proto::Pod {
-    let manifest = crate::pod::status::manifest(p).ok();
-    let annotations = manifest
+    let annotations = info
+        .manifest
         .as_ref()
         .map(|m| kv(&m.annotations))
         .unwrap_or_default();

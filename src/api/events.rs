@@ -360,6 +360,7 @@ impl Watcher {
             };
             let (mut layout, mut images, mut overflow) = (false, false, false);
             let mut dirty = HashSet::new();
+            let mut logs_only = HashSet::new();
             let mut gone_watches = Vec::new();
             for e in events {
                 if e.mask.contains(EventMask::Q_OVERFLOW) {
@@ -377,7 +378,13 @@ impl Watcher {
                         layout = true;
                     }
                     Some(Target::Pod(uuid)) => {
-                        dirty.insert(uuid.clone());
+                        // A log growing changes no state: followers are told, nothing is
+                        // re-read.
+                        if e.name.is_some_and(|n| n == "log") {
+                            logs_only.insert(uuid.clone());
+                        } else {
+                            dirty.insert(uuid.clone());
+                        }
                     }
                     None => {}
                 }
@@ -385,7 +392,7 @@ impl Watcher {
             for wd in gone_watches {
                 self.targets.remove(&wd);
             }
-            for uuid in &dirty {
+            for uuid in dirty.iter().chain(logs_only.difference(&dirty)) {
                 let _ = self.hub.changes.send(uuid.clone());
             }
             if layout || overflow {

@@ -14,7 +14,7 @@ use orbit_stage1::paths;
 
 use super::convert::nanos;
 use super::proto;
-use crate::pod::store::{PodRef, PodStore};
+use crate::pod::store::{DirState, LockSnapshot, PodRef, PodStore};
 
 /// Records per message.
 const BATCH: usize = 1000;
@@ -117,7 +117,8 @@ fn finished(pods: &PodStore, pod: &PodRef) -> bool {
     let Ok(p) = pods.refresh(pod) else {
         return true;
     };
-    !crate::pod::status::is_running(&p)
+    let running = p.state == DirState::Run && LockSnapshot::take().is_locked(&p.path);
+    !running
         || std::fs::read_to_string(p.path.join(paths::EXIT)).is_ok_and(|s| !s.trim().is_empty())
 }
 

@@ -2,9 +2,10 @@
 //! filesystem is the database); nothing is written and no lock a writer needs is taken.
 //! Blocking file work runs on tokio's blocking pool; streams end when their client goes.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
 use tokio::sync::{broadcast, mpsc};
@@ -19,7 +20,7 @@ use crate::config::ConfigDirs;
 use crate::image::catalog;
 use crate::image::error::ImageError;
 use crate::image::store::Store;
-use crate::pod::store::{LockSnapshot, PodStore};
+use crate::pod::store::{DirState, LockSnapshot, PodStore};
 use crate::pod::PodError;
 
 /// The service's state: where the store is, and the event hub.
@@ -28,12 +29,25 @@ pub struct ApiService {
     root: PathBuf,
     config: ConfigDirs,
     hub: Arc<EventHub>,
+    finished: Arc<FinishedPods>,
 }
 
 impl ApiService {
     /// A service over the store at `root`.
     pub fn new(root: PathBuf, config: ConfigDirs, hub: Arc<EventHub>) -> ApiService {
-        ApiService { root, config, hub }
+        ApiService {
+            root,
+            config,
+            hub,
+            finished: Arc::default(),
+        }
+    }
+
+    /// Reads every pod once in the background, so that the first ListPods finds the
+    /// finished ones already read.
+    pub fn warm_up(&self) {
+        let (root, finished) = (self.root.clone(), self.finished.clone());
+        tokio::task::spawn_blocking(move || list_pods(&root, &[], false, &finished));
     }
 }
 
@@ -78,27 +92,84 @@ fn io_status(text: String) -> Status {
     }
 }
 
+/// Pods that can no longer change (their stage1 is gone), as last read, by UUID: a pod is
+/// read again only when its directory was renamed (collected) or changed since.
+#[derive(Default)]
+pub struct FinishedPods(Mutex<HashMap<String, FinishedPod>>);
+
+/// A finished pod's directory state and times when it was read, and what was read.
+type FinishedPod = (DirState, [i64; 4], proto::Pod);
+
+/// A directory's modification and change times: a rename or an entry written changes them.
+fn stamp(path: &std::path::Path) -> Option<[i64; 4]> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some([m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()])
+}
+
 /// Every pod that passes `filters` (a pod vanishing while it is read is skipped).
 fn list_pods(
     root: &std::path::Path,
     filters: &[proto::PodFilter],
     detail: bool,
+    finished: &FinishedPods,
 ) -> Result<Vec<proto::Pod>, Status> {
     let pods = PodStore::new(root);
     let locks = LockSnapshot::take();
+    let listed = pods.list().map_err(pod_status)?;
     let mut out = Vec::new();
-    for p in pods.list().map_err(pod_status)? {
-        let Ok(info) = crate::pod::status::info_with(&p, &locks) else {
+    let mut seen = std::collections::HashSet::new();
+    for p in &listed {
+        seen.insert(p.uuid.clone());
+        let Some(before) = stamp(&p.path) else {
             continue;
         };
-        if info.created.is_empty() && !p.path.exists() {
-            continue;
+        let cached = finished
+            .0
+            .lock()
+            .expect("no panics holding it")
+            .get(&p.uuid)
+            .filter(|(state, s, _)| *state == p.state && *s == before)
+            .map(|(_, _, pod)| pod.clone());
+        let mut pod = match cached {
+            Some(pod) => pod,
+            None => {
+                let Ok(info) = crate::pod::status::info_with(p, &locks) else {
+                    continue;
+                };
+                let pod = convert::pod(p, &info, false);
+                // Nothing writes into an exited pod any more; it is kept only if the
+                // directory did not change while it was read.
+                let done = pod.state == proto::PodState::Exited as i32
+                    || pod.state == proto::PodState::ExitedGarbage as i32;
+                match stamp(&p.path) {
+                    Some(after) if done && after == before => {
+                        finished
+                            .0
+                            .lock()
+                            .expect("no panics holding it")
+                            .insert(p.uuid.clone(), (p.state, after, pod.clone()));
+                    }
+                    Some(_) => {}
+                    // Gone while it was read.
+                    None => continue,
+                }
+                pod
+            }
+        };
+        if detail {
+            pod.manifest =
+                std::fs::read(p.path.join(orbit_stage1::paths::POD_MANIFEST)).unwrap_or_default();
         }
-        let pod = convert::pod(&p, &info, detail);
         if filters.is_empty() || filters.iter().any(|f| convert::pod_matches(&pod, f)) {
             out.push(pod);
         }
     }
+    finished
+        .0
+        .lock()
+        .expect("no panics holding it")
+        .retain(|uuid, _| seen.contains(uuid));
     Ok(out)
 }
 
@@ -133,7 +204,8 @@ impl PublicApi for ApiService {
     ) -> Result<Response<proto::ListPodsResponse>, Status> {
         let req = req.into_inner();
         let root = self.root.clone();
-        let pods = blocking(move || list_pods(&root, &req.filters, req.detail)).await?;
+        let finished = self.finished.clone();
+        let pods = blocking(move || list_pods(&root, &req.filters, req.detail, &finished)).await?;
         Ok(Response::new(proto::ListPodsResponse { pods }))
     }
 
@@ -148,7 +220,7 @@ impl PublicApi for ApiService {
             // A pod caught between two directories is looked up again.
             for _ in 0..3 {
                 let p = pods.find(&id).map_err(pod_status)?;
-                if let Ok(info) = crate::pod::status::info(&p) {
+                if let Ok(info) = crate::pod::status::info_with(&p, &LockSnapshot::take()) {
                     return Ok(convert::pod(&p, &info, true));
                 }
             }

@@ -42,6 +42,9 @@ pub struct PodInfo {
     /// The pod's CNI networks: interface, addresses and gateways (from its network status).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<orbit_stage1::NetworkAttachment>,
+    /// The manifest the apps were read from (not shown: `orbit cat-manifest` is).
+    #[serde(skip)]
+    pub manifest: Option<PodManifest>,
 }
 
 /// One app of a pod.
@@ -170,5 +173,6 @@ fn info_from(pod: &PodRef, state: String) -> Result<PodInfo, PodError> {
             .and_then(|b| serde_json::from_slice::<orbit_stage1::NetworkStatus>(&b).ok())
             .map(|s| s.networks)
             .unwrap_or_default(),
+        manifest,
     })
 }
