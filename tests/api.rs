@@ -689,10 +689,26 @@ fn fingerprint(root: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
 async fn an_unprivileged_user_in_the_stores_group_reads_everything_and_changes_nothing() {
     let w = pod_world();
     let uuid = run_to_end(&w, &[], "echo hello", 0);
-    // The documented set-up: the store root belongs to the API's group, mode 0750.
+    // The documented set-up: the store root and the pod state directories belong to the
+    // API's group; the root is 0750 (no private-users pods here).
     const GID: u32 = 54_321;
     let root = w.store();
-    std::os::unix::fs::chown(&root, None, Some(GID)).unwrap();
+    for d in std::iter::once(root.clone()).chain(
+        fs::read_dir(root.join("pods"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    ) {
+        std::os::unix::fs::chown(&d, None, Some(GID)).unwrap();
+    }
+    // What orbit made: listable by root and the group only.
+    assert_eq!(
+        fs::metadata(root.join("pods/run"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o751
+    );
     fs::set_permissions(&root, fs::Permissions::from_mode(0o750)).unwrap();
     // The world's temp directory must be traversable by that user.
     fs::set_permissions(root.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();

@@ -262,10 +262,11 @@ impl Store {
     }
 }
 
-/// Creates the store's root directory, if missing, with mode 0750: only root and the
-/// directory's group reach what is inside (pod logs among it). Giving a group read access —
-/// the API service's user, monitoring — is `chgrp GROUP DIR`; everything below is readable
-/// once the root is passed. An existing root keeps its owner, group and mode.
+/// Creates the store's root directory, if missing, with mode 0751: root and the directory's
+/// group list it; everyone else may only pass through to paths they already know — which
+/// `--private-users` pods need (their id range mounts its layers and overlay from here).
+/// Giving a group read access (the API service's user, monitoring) is `chgrp GROUP DIR`.
+/// An existing root keeps its owner, group and mode.
 pub fn create_store_root(root: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if root.is_dir() {
@@ -274,7 +275,7 @@ pub fn create_store_root(root: &Path) -> std::io::Result<()> {
     if let Some(parent) = root.parent() {
         fs::create_dir_all(parent)?;
     }
-    match fs::DirBuilder::new().mode(0o750).create(root) {
+    match fs::DirBuilder::new().mode(0o751).create(root) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         other => other,
     }

@@ -95,7 +95,20 @@ impl PodStore {
         }
         for s in DirState::ALL {
             let d = self.state_dir(s);
-            fs::create_dir_all(&d).map_err(|e| PodError::io("cannot create", &d, e))?;
+            if d.is_dir() {
+                continue;
+            }
+            fs::create_dir_all(&self.root)
+                .map_err(|e| PodError::io("cannot create", &self.root, e))?;
+            // Listed by root and the store's group only; passable by a private-users pod's
+            // id range on the way to its own directory.
+            use std::os::unix::fs::DirBuilderExt;
+            match fs::DirBuilder::new().mode(0o751).create(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(PodError::io("cannot create", &d, e))
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

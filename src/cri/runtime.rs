@@ -1,0 +1,839 @@
+//! The CRI `RuntimeService`: pod sandboxes are mutable orbit pods (the `orbit app sandbox`
+//! machinery), containers are their apps. Every answer is read from the store; every
+//! change goes through the same library calls and stage1 entrypoints as the CLI.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::proto::{self, runtime_service_server::RuntimeService};
+use super::records::{self, Container, ContainerMeta, Sandbox, SandboxMeta};
+use super::{blocking, now, status_of, CriContext};
+use crate::api::convert::LABEL_PREFIX;
+use crate::pod::prepare::{self, AppRequest, PodRequest};
+use crate::pod::stage1::{Stage1, STAGE1_ANNOTATION};
+use crate::pod::status::{self, AppInfo};
+use crate::pod::store::{PodRef, PodStore};
+use crate::pod::{lifecycle, spec};
+use crate::trust::TrustStore;
+
+/// The runtime service.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(super) ctx: Arc<CriContext>,
+}
+
+/// Marks pods made by the CRI server.
+pub const CRI_ANNOTATION: &str = "orbit.dev/cri";
+
+fn sandbox_state(pod: &PodRef) -> proto::PodSandboxState {
+    if status::is_running(pod) {
+        proto::PodSandboxState::SandboxReady
+    } else {
+        proto::PodSandboxState::SandboxNotready
+    }
+}
+
+fn sandbox_summary(s: &Sandbox) -> proto::PodSandbox {
+    let c = &s.config;
+    proto::PodSandbox {
+        id: s.pod.uuid.clone(),
+        metadata: c.metadata.clone(),
+        state: sandbox_state(&s.pod) as i32,
+        created_at: s.meta.created_at,
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        runtime_handler: s.meta.runtime_handler.clone(),
+    }
+}
+
+fn labels_match(have: &std::collections::HashMap<String, String>, want: &std::collections::HashMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+/// The app of a container, as the pod reports it now.
+fn app_of(c: &Container) -> Option<AppInfo> {
+    let pod = PodStore::new(c.sandbox.pod.path.parent()?.parent()?.parent()?)
+        .refresh(&c.sandbox.pod)
+        .ok()?;
+    status::info(&pod)
+        .ok()?
+        .apps
+        .into_iter()
+        .find(|a| a.name == c.meta.app)
+}
+
+fn container_state(app: Option<&AppInfo>) -> proto::ContainerState {
+    use orbit_stage1::AppState;
+    match app.map(|a| a.status.state) {
+        Some(AppState::Created) => proto::ContainerState::ContainerCreated,
+        Some(AppState::Running) => proto::ContainerState::ContainerRunning,
+        Some(AppState::Exited) => proto::ContainerState::ContainerExited,
+        None => proto::ContainerState::ContainerUnknown,
+    }
+}
+
+fn container_summary(c: &Container) -> proto::Container {
+    let app = app_of(c);
+    proto::Container {
+        id: c.id.clone(),
+        pod_sandbox_id: c.sandbox.pod.uuid.clone(),
+        metadata: c.config.metadata.clone(),
+        image: c.config.image.clone(),
+        image_ref: c.meta.image_id.clone(),
+        state: container_state(app.as_ref()) as i32,
+        created_at: c.meta.created_at,
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        image_id: c.meta.image_id.clone(),
+    }
+}
+
+fn nanos(t: &Option<String>) -> i64 {
+    t.as_deref().map_or(0, crate::api::convert::nanos)
+}
+
+fn container_status(c: &Container) -> proto::ContainerStatus {
+    let app = app_of(c);
+    let st = app.as_ref().map(|a| &a.status);
+    let exited = matches!(st.map(|s| s.state), Some(orbit_stage1::AppState::Exited));
+    let exit_code = st.and_then(|s| s.exit_code).unwrap_or(0);
+    let reason = match st {
+        Some(s) if s.reason.is_some() => s.reason.clone().unwrap_or_default(),
+        Some(s) if s.error.is_some() => "StartError".into(),
+        _ if exited && exit_code == 0 => "Completed".into(),
+        _ if exited => "Error".into(),
+        _ => String::new(),
+    };
+    proto::ContainerStatus {
+        id: c.id.clone(),
+        metadata: c.config.metadata.clone(),
+        state: container_state(app.as_ref()) as i32,
+        created_at: c.meta.created_at,
+        started_at: st.map_or(0, |s| nanos(&s.started_at)),
+        finished_at: st.map_or(0, |s| nanos(&s.finished_at)),
+        exit_code,
+        image: c.config.image.clone(),
+        image_ref: c.meta.image_id.clone(),
+        reason,
+        message: st.and_then(|s| s.error.clone()).unwrap_or_default(),
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts: c.config.mounts.clone(),
+        log_path: c.meta.log_path.clone(),
+        image_id: c.meta.image_id.clone(),
+        ..Default::default()
+    }
+}
+
+/// The pod's first address without its prefix length.
+fn pod_ip(pod: &PodRef) -> String {
+    status::info(pod)
+        .ok()
+        .and_then(|i| i.networks.first().and_then(|n| n.ips.first().cloned()))
+        .map(|ip| ip.split('/').next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// A name orbit accepts for the app of container `name` (attempt `attempt`).
+fn app_name(name: &str, attempt: u32) -> String {
+    let mut n: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    n = n.trim_start_matches('-').to_string();
+    if n.is_empty() {
+        n = "container".into();
+    }
+    let suffix = format!("-{attempt}");
+    n.truncate(63 - suffix.len());
+    n + &suffix
+}
+
+impl Runtime {
+    fn pods(&self) -> PodStore {
+        PodStore::new(&self.ctx.root)
+    }
+
+    /// Prepares and starts a sandbox; on failure nothing is left.
+    fn run_sandbox(&self, req: proto::RunPodSandboxRequest) -> Result<String, Status> {
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
+        let ctx = &self.ctx;
+        let handler = if req.runtime_handler.is_empty() {
+            config
+                .annotations
+                .get(STAGE1_ANNOTATION)
+                .cloned()
+                .unwrap_or_else(|| "ns".into())
+        } else {
+            req.runtime_handler.clone()
+        };
+        let stage1 = Stage1::select(Some(&handler), None, None, &ctx.config)
+            .map_err(|e| Status::invalid_argument(format!("runtime handler {handler}: {e}")))?;
+        let linux = config.linux.clone().unwrap_or_default();
+        let ns = linux
+            .security_context
+            .as_ref()
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let host_net = ns.network == proto::NamespaceMode::Node as i32;
+        let ports = config
+            .port_mappings
+            .iter()
+            .filter(|p| p.host_port > 0)
+            .map(|p| {
+                let proto_name = match proto::Protocol::try_from(p.protocol) {
+                    Ok(proto::Protocol::Udp) => "udp",
+                    Ok(proto::Protocol::Sctp) => "sctp",
+                    _ => "tcp",
+                };
+                let mut s = format!("{proto_name}:{}:{}", p.container_port, p.host_port);
+                if !p.host_ip.is_empty() {
+                    s.push(':');
+                    s.push_str(&p.host_ip);
+                }
+                s
+            })
+            .collect();
+        let dns = config
+            .dns_config
+            .as_ref()
+            .map(|d| crate::net::dns::DnsRequest {
+                servers: d.servers.clone(),
+                search: d.searches.clone(),
+                options: d.options.clone(),
+                ..Default::default()
+            })
+            .unwrap_or_default();
+        let mut annotations = BTreeMap::new();
+        annotations.insert(CRI_ANNOTATION.to_string(), "sandbox".to_string());
+        for (k, v) in &config.labels {
+            annotations.insert(format!("{LABEL_PREFIX}{k}"), v.clone());
+        }
+        let hostname = Some(config.hostname.clone()).filter(|h| !h.is_empty());
+        let req = PodRequest {
+            apps: vec![],
+            volumes: vec![],
+            hostname,
+            net: if host_net { "host".into() } else { ctx.network.clone() },
+            ports: if host_net { Vec::new() } else { ports },
+            dns,
+            cni_plugin_dirs: ctx.cni_plugin_dirs.clone(),
+            registry: ctx.registry.clone(),
+            pull_policy: crate::image::fetch::PullPolicy::Never,
+            no_overlay: false,
+            annotations,
+            mutable: true,
+            insecure_image: ctx.insecure_image,
+            insecure: Default::default(),
+            private_users: false,
+            log: Some("file".into()),
+        };
+        let pods = self.pods();
+        let prepared = prepare::prepare(
+            &ctx.store(),
+            &TrustStore::new(ctx.config.clone()),
+            &pods,
+            &req,
+            stage1,
+        )
+        .map_err(|e| status_of(e.into()))?;
+        let pod = prepared.pod.clone();
+        let meta = SandboxMeta {
+            runtime_handler: handler,
+            created_at: now(),
+        };
+        let started = records::save_sandbox(&pod.path, &config, &meta)
+            .map_err(|e| Status::internal(format!("cannot record the sandbox: {e}")))
+            .and_then(|()| super::start::start_sandbox(ctx, prepared));
+        if let Err(e) = started {
+            if let Ok(p) = pods.find(&pod.uuid) {
+                if status::is_running(&p) {
+                    let _ = lifecycle::stop(&pods, &p.uuid, true, Duration::from_secs(10), false);
+                }
+                if let Ok(p) = pods.find(&pod.uuid) {
+                    let _ = lifecycle::remove(&pods, &p, false);
+                }
+            }
+            return Err(e);
+        }
+        Ok(pod.uuid)
+    }
+
+    fn stop_sandbox(&self, id: &str) -> Result<(), Status> {
+        let pods = self.pods();
+        let Some(s) = records::find_sandbox(&pods, id) else {
+            return Ok(()); // Gone: stopping it is done.
+        };
+        let Ok(pod) = pods.refresh(&s.pod) else {
+            return Ok(());
+        };
+        if status::is_running(&pod) {
+            // The apps get SIGTERM, then SIGKILL after the grace period.
+            if lifecycle::stop(&pods, &pod.uuid, false, Duration::from_secs(10), false).is_err() {
+                if let Ok(p) = pods.refresh(&pod) {
+                    if status::is_running(&p) {
+                        lifecycle::stop(&pods, &p.uuid, true, Duration::from_secs(10), false)
+                            .map_err(|e| status_of(e.into()))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_sandbox(&self, id: &str) -> Result<(), Status> {
+        self.stop_sandbox(id)?;
+        let pods = self.pods();
+        let Some(s) = records::find_sandbox(&pods, id) else {
+            return Ok(());
+        };
+        for c in records::containers_of(&s) {
+            let _ = std::fs::remove_file(&c.meta.log_path);
+        }
+        match pods.refresh(&s.pod) {
+            Ok(p) => lifecycle::remove(&pods, &p, false).map_err(|e| status_of(e.into())),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn create_container(&self, req: proto::CreateContainerRequest) -> Result<String, Status> {
+        let ctx = &self.ctx;
+        let pods = self.pods();
+        let sandbox = records::find_sandbox(&pods, &req.pod_sandbox_id)
+            .ok_or_else(|| Status::not_found(format!("no sandbox {}", req.pod_sandbox_id)))?;
+        let pod = pods
+            .refresh(&sandbox.pod)
+            .map_err(|e| status_of(e.into()))?;
+        if !status::is_running(&pod) {
+            return Err(Status::failed_precondition(format!(
+                "sandbox {} is not ready",
+                pod.uuid
+            )));
+        }
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
+        let meta = config.metadata.clone().unwrap_or_default();
+        if meta.name.is_empty() {
+            return Err(Status::invalid_argument("the container has no metadata.name"));
+        }
+        let image_ref = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image = crate::image::catalog::resolve(&ctx.store(), &image_ref).map_err(|e| {
+            Status::not_found(format!("image {image_ref} is not in the store (PullImage first): {e}"))
+        })?;
+        let app = app_name(&meta.name, meta.attempt);
+        if records::containers_of(&sandbox).iter().any(|c| c.meta.app == app) {
+            return Err(Status::already_exists(format!(
+                "sandbox {} already has container {} attempt {}",
+                pod.uuid, meta.name, meta.attempt
+            )));
+        }
+        let spec = super::spec::app_request(&config, &image.digest.to_string(), &app)?;
+        let volumes = super::spec::volumes(&config, &app);
+        let id = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        let privileged = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged);
+        let insecure = crate::pod::isolation::InsecureRun {
+            capabilities: privileged,
+            seccomp: privileged,
+            paths: privileged,
+        };
+        let added = prepare::add_app_with_volumes(
+            &ctx.store(),
+            &TrustStore::new(ctx.config.clone()),
+            &pod,
+            &spec,
+            &volumes,
+            true,
+            insecure,
+        )
+        .map_err(|e| status_of(e.into()))?;
+        let log_path = if sandbox.config.log_directory.is_empty() || config.log_path.is_empty() {
+            String::new()
+        } else {
+            PathBuf::from(&sandbox.config.log_directory)
+                .join(&config.log_path)
+                .display()
+                .to_string()
+        };
+        let record = ContainerMeta {
+            app: added.name.clone(),
+            created_at: now(),
+            image_id: image.digest.to_string(),
+            image_ref,
+            log_path: log_path.clone(),
+        };
+        let done = lifecycle::app_request(&pod, "app-add", &added.name, false)
+            .map_err(|e| status_of(e.into()))
+            .and_then(|()| {
+                records::save_container(&pod.path, &id, &config, &record)
+                    .map_err(|e| Status::internal(format!("cannot record the container: {e}")))
+            })
+            .and_then(|()| super::spec::link_log(&pod, &added.name, &log_path));
+        if let Err(e) = done {
+            let _ = lifecycle::app_request(&pod, "app-rm", &added.name, false);
+            let _ = prepare::remove_app(&pod, &added.name);
+            records::remove_container(&pod.path, &id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn container(&self, id: &str) -> Result<Container, Status> {
+        records::find_container(&self.pods(), id)
+            .ok_or_else(|| Status::not_found(format!("no container {id}")))
+    }
+
+    fn running_pod(&self, c: &Container) -> Result<PodRef, Status> {
+        let pod = self
+            .pods()
+            .refresh(&c.sandbox.pod)
+            .map_err(|e| status_of(e.into()))?;
+        if !status::is_running(&pod) {
+            return Err(Status::failed_precondition(format!(
+                "the sandbox of container {} is not running",
+                c.id
+            )));
+        }
+        Ok(pod)
+    }
+
+    fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
+        let Some(c) = records::find_container(&self.pods(), id) else {
+            return Ok(());
+        };
+        let Ok(pod) = self.running_pod(&c) else {
+            return Ok(()); // The sandbox is down: so is the container.
+        };
+        let running = |c: &Container| {
+            app_of(c).is_some_and(|a| a.status.state == orbit_stage1::AppState::Running)
+        };
+        if !running(&c) {
+            return Ok(());
+        }
+        if timeout > 0 {
+            lifecycle::app_request(&pod, "app-stop", &c.meta.app, false)
+                .map_err(|e| status_of(e.into()))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(timeout as u64);
+            while running(&c) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if running(&c) {
+            lifecycle::app_kill(&pod, &c.meta.app, false).map_err(|e| status_of(e.into()))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while running(&c) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_container(&self, id: &str) -> Result<(), Status> {
+        let Some(c) = records::find_container(&self.pods(), id) else {
+            return Ok(());
+        };
+        self.stop_container(id, 0)?;
+        if let Ok(pod) = self.running_pod(&c) {
+            lifecycle::app_request(&pod, "app-rm", &c.meta.app, false)
+                .map_err(|e| status_of(e.into()))?;
+        }
+        let pod = self
+            .pods()
+            .refresh(&c.sandbox.pod)
+            .map_err(|e| status_of(e.into()))?;
+        let _ = prepare::remove_app(&pod, &c.meta.app);
+        if !c.meta.log_path.is_empty() {
+            let _ = std::fs::remove_file(&c.meta.log_path);
+        }
+        records::remove_container(&pod.path, &c.id);
+        Ok(())
+    }
+
+    fn exec_sync(&self, req: proto::ExecSyncRequest) -> Result<proto::ExecSyncResponse, Status> {
+        let c = self.container(&req.container_id)?;
+        let pod = self.running_pod(&c)?;
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("ExecSync needs a command"));
+        }
+        // `orbit enter`: exactly as confined as the app it enters.
+        let mut cmd = std::process::Command::new(&self.ctx.orbit);
+        cmd.arg("--dir")
+            .arg(&self.ctx.root)
+            .args(["enter", "--app", &c.meta.app, &pod.uuid, "--"])
+            .args(&req.cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd
+            .spawn()
+            .map_err(|e| Status::internal(format!("cannot run orbit enter: {e}")))?;
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+        let out = super::spec::output_within(child, timeout)?;
+        Ok(proto::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.status.code().unwrap_or_else(|| {
+                use std::os::unix::process::ExitStatusExt;
+                128 + out.status.signal().unwrap_or(0)
+            }),
+        })
+    }
+}
+
+macro_rules! run_blocking {
+    ($self:ident, $f:expr) => {{
+        let this = $self.clone();
+        blocking(move || $f(this)).await
+    }};
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(
+        &self,
+        _: Request<proto::VersionRequest>,
+    ) -> Result<Response<proto::VersionResponse>, Status> {
+        Ok(Response::new(proto::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "orbit".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<proto::RunPodSandboxRequest>,
+    ) -> Result<Response<proto::RunPodSandboxResponse>, Status> {
+        let req = req.into_inner();
+        let id = run_blocking!(self, move |s: Runtime| s.run_sandbox(req))?;
+        Ok(Response::new(proto::RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<proto::StopPodSandboxRequest>,
+    ) -> Result<Response<proto::StopPodSandboxResponse>, Status> {
+        let id = req.into_inner().pod_sandbox_id;
+        run_blocking!(self, move |s: Runtime| s.stop_sandbox(&id))?;
+        Ok(Response::new(proto::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<proto::RemovePodSandboxRequest>,
+    ) -> Result<Response<proto::RemovePodSandboxResponse>, Status> {
+        let id = req.into_inner().pod_sandbox_id;
+        run_blocking!(self, move |s: Runtime| s.remove_sandbox(&id))?;
+        Ok(Response::new(proto::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<proto::PodSandboxStatusRequest>,
+    ) -> Result<Response<proto::PodSandboxStatusResponse>, Status> {
+        let id = req.into_inner().pod_sandbox_id;
+        run_blocking!(self, move |s: Runtime| {
+            let sb = records::find_sandbox(&s.pods(), &id)
+                .ok_or_else(|| Status::not_found(format!("no sandbox {id}")))?;
+            let pod = s.pods().refresh(&sb.pod).map_err(|e| status_of(e.into()))?;
+            let sum = sandbox_summary(&Sandbox { pod: pod.clone(), ..sb.clone() });
+            let ns = sb
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|c| c.namespace_options.clone());
+            Ok(Response::new(proto::PodSandboxStatusResponse {
+                status: Some(proto::PodSandboxStatus {
+                    id: sum.id,
+                    metadata: sum.metadata,
+                    state: sum.state,
+                    created_at: sum.created_at,
+                    network: Some(proto::PodSandboxNetworkStatus {
+                        ip: pod_ip(&pod),
+                        additional_ips: vec![],
+                    }),
+                    linux: Some(proto::LinuxPodSandboxStatus {
+                        namespaces: Some(proto::Namespace { options: ns }),
+                    }),
+                    labels: sum.labels,
+                    annotations: sum.annotations,
+                    runtime_handler: sum.runtime_handler,
+                }),
+                info: Default::default(),
+                containers_statuses: records::containers_of(&sb).iter().map(container_status).collect(),
+                timestamp: now(),
+            }))
+        })
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<proto::ListPodSandboxRequest>,
+    ) -> Result<Response<proto::ListPodSandboxResponse>, Status> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        run_blocking!(self, move |s: Runtime| {
+            let items = records::sandboxes(&s.pods())
+                .iter()
+                .map(sandbox_summary)
+                .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
+                .filter(|p| filter.state.as_ref().is_none_or(|st| st.state == p.state))
+                .filter(|p| labels_match(&p.labels, &filter.label_selector))
+                .collect();
+            Ok(Response::new(proto::ListPodSandboxResponse { items }))
+        })
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<proto::CreateContainerRequest>,
+    ) -> Result<Response<proto::CreateContainerResponse>, Status> {
+        let req = req.into_inner();
+        let id = run_blocking!(self, move |s: Runtime| s.create_container(req))?;
+        Ok(Response::new(proto::CreateContainerResponse { container_id: id }))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<proto::StartContainerRequest>,
+    ) -> Result<Response<proto::StartContainerResponse>, Status> {
+        let id = req.into_inner().container_id;
+        run_blocking!(self, move |s: Runtime| {
+            let c = s.container(&id)?;
+            let pod = s.running_pod(&c)?;
+            lifecycle::app_request(&pod, "app-start", &c.meta.app, false)
+                .map_err(|e| status_of(e.into()))
+        })?;
+        Ok(Response::new(proto::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<proto::StopContainerRequest>,
+    ) -> Result<Response<proto::StopContainerResponse>, Status> {
+        let req = req.into_inner();
+        run_blocking!(self, move |s: Runtime| s.stop_container(&req.container_id, req.timeout))?;
+        Ok(Response::new(proto::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<proto::RemoveContainerRequest>,
+    ) -> Result<Response<proto::RemoveContainerResponse>, Status> {
+        let id = req.into_inner().container_id;
+        run_blocking!(self, move |s: Runtime| s.remove_container(&id))?;
+        Ok(Response::new(proto::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<proto::ListContainersRequest>,
+    ) -> Result<Response<proto::ListContainersResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        run_blocking!(self, move |s: Runtime| {
+            let containers = records::sandboxes(&s.pods())
+                .iter()
+                .filter(|sb| f.pod_sandbox_id.is_empty() || sb.pod.uuid.starts_with(&f.pod_sandbox_id))
+                .flat_map(records::containers_of)
+                .map(|c| container_summary(&c))
+                .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
+                .filter(|c| f.state.as_ref().is_none_or(|st| st.state == c.state))
+                .filter(|c| labels_match(&c.labels, &f.label_selector))
+                .collect();
+            Ok(Response::new(proto::ListContainersResponse { containers }))
+        })
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<proto::ContainerStatusRequest>,
+    ) -> Result<Response<proto::ContainerStatusResponse>, Status> {
+        let id = req.into_inner().container_id;
+        run_blocking!(self, move |s: Runtime| {
+            let c = s.container(&id)?;
+            Ok(Response::new(proto::ContainerStatusResponse {
+                status: Some(container_status(&c)),
+                info: Default::default(),
+            }))
+        })
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<proto::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<proto::UpdateContainerResourcesResponse>, Status> {
+        Err(Status::unimplemented("UpdateContainerResources is not implemented yet"))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<proto::ReopenContainerLogRequest>,
+    ) -> Result<Response<proto::ReopenContainerLogResponse>, Status> {
+        let id = req.into_inner().container_id;
+        run_blocking!(self, move |s: Runtime| {
+            let c = s.container(&id)?;
+            s.running_pod(&c)?;
+            Err(Status::unimplemented("ReopenContainerLog is not implemented yet"))
+        })
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<proto::ExecSyncRequest>,
+    ) -> Result<Response<proto::ExecSyncResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(run_blocking!(self, move |s: Runtime| s.exec_sync(req))?))
+    }
+
+    async fn exec(
+        &self,
+        _: Request<proto::ExecRequest>,
+    ) -> Result<Response<proto::ExecResponse>, Status> {
+        Err(Status::unimplemented("Exec needs the streaming server, not implemented yet"))
+    }
+
+    async fn attach(
+        &self,
+        _: Request<proto::AttachRequest>,
+    ) -> Result<Response<proto::AttachResponse>, Status> {
+        Err(Status::unimplemented("Attach needs the streaming server, not implemented yet"))
+    }
+
+    async fn port_forward(
+        &self,
+        _: Request<proto::PortForwardRequest>,
+    ) -> Result<Response<proto::PortForwardResponse>, Status> {
+        Err(Status::unimplemented("PortForward needs the streaming server, not implemented yet"))
+    }
+
+    async fn container_stats(
+        &self,
+        _: Request<proto::ContainerStatsRequest>,
+    ) -> Result<Response<proto::ContainerStatsResponse>, Status> {
+        Err(Status::unimplemented("ContainerStats is not implemented yet"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<proto::ListContainerStatsRequest>,
+    ) -> Result<Response<proto::ListContainerStatsResponse>, Status> {
+        Err(Status::unimplemented("ListContainerStats is not implemented yet"))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<proto::PodSandboxStatsRequest>,
+    ) -> Result<Response<proto::PodSandboxStatsResponse>, Status> {
+        Err(Status::unimplemented("PodSandboxStats is not implemented yet"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<proto::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<proto::ListPodSandboxStatsResponse>, Status> {
+        Err(Status::unimplemented("ListPodSandboxStats is not implemented yet"))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _: Request<proto::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<proto::UpdateRuntimeConfigResponse>, Status> {
+        // The pod CIDR is the CNI configuration's business.
+        Ok(Response::new(proto::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(
+        &self,
+        _: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        let handlers = crate::pod::stage1::available(&self.ctx.config)
+            .into_iter()
+            .map(|name| proto::RuntimeHandler {
+                name,
+                features: Some(proto::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            })
+            .collect();
+        Ok(Response::new(proto::StatusResponse {
+            status: Some(proto::RuntimeStatus {
+                conditions: vec![
+                    proto::RuntimeCondition {
+                        r#type: "RuntimeReady".into(),
+                        status: true,
+                        ..Default::default()
+                    },
+                    proto::RuntimeCondition {
+                        r#type: "NetworkReady".into(),
+                        status: true,
+                        ..Default::default()
+                    },
+                ],
+            }),
+            info: Default::default(),
+            runtime_handlers: handlers,
+            features: None,
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<proto::CheckpointContainerRequest>,
+    ) -> Result<Response<proto::CheckpointContainerResponse>, Status> {
+        Err(Status::unimplemented("CheckpointContainer is not supported"))
+    }
+
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<proto::ContainerEventResponse, Status>> + Send>,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _: Request<proto::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(Status::unimplemented("GetContainerEvents is not implemented yet"))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<proto::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<proto::ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(proto::ListMetricDescriptorsResponse { descriptors: vec![] }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<proto::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<proto::ListPodSandboxMetricsResponse>, Status> {
+        Ok(Response::new(proto::ListPodSandboxMetricsResponse { pod_metrics: vec![] }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<proto::RuntimeConfigRequest>,
+    ) -> Result<Response<proto::RuntimeConfigResponse>, Status> {
+        let driver = if self.ctx.systemd {
+            proto::CgroupDriver::Systemd
+        } else {
+            proto::CgroupDriver::Cgroupfs
+        };
+        Ok(Response::new(proto::RuntimeConfigResponse {
+            linux: Some(proto::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+}

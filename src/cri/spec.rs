@@ -1,0 +1,219 @@
+//! A CRI `ContainerConfig` as an orbit app: command and args, environment, working
+//! directory, user and groups, read-only root, capabilities, seccomp, resources and host
+//! mounts (each a host volume of the pod named after the app); and the kubelet's log path.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use tonic::Status;
+
+use orbit_stage1::{Mount, Volume, VolumeKind};
+
+use super::proto;
+use crate::pod::isolation::IsolationRequest;
+use crate::pod::prepare::AppRequest;
+use crate::pod::store::PodRef;
+
+fn security(c: &proto::ContainerConfig) -> proto::LinuxContainerSecurityContext {
+    c.linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default()
+}
+
+/// The capabilities the app keeps: orbit's default set with `add` added and `drop`
+/// dropped (`ALL` in either means every capability).
+fn capabilities(caps: &proto::Capability) -> Result<IsolationRequest, Status> {
+    let all = |v: &[String]| v.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
+    let name = |c: &String| {
+        crate::pod::isolation::capability_name(c)
+            .map_err(|e| Status::invalid_argument(format!("capability {c}: {e}")))
+    };
+    let mut req = IsolationRequest::default();
+    if caps.add_capabilities.is_empty() && !all(&caps.drop_capabilities) {
+        req.caps_remove = caps
+            .drop_capabilities
+            .iter()
+            .map(name)
+            .collect::<Result<_, _>>()?;
+        return Ok(req);
+    }
+    let mut keep: Vec<String> = if all(&caps.drop_capabilities) {
+        Vec::new()
+    } else {
+        orbit_stage1::isolators::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    };
+    if all(&caps.add_capabilities) {
+        keep = caps::all().iter().map(|c| c.to_string()).collect();
+    } else {
+        for c in &caps.add_capabilities {
+            let c = name(c)?;
+            if !keep.contains(&c) {
+                keep.push(c);
+            }
+        }
+    }
+    if !all(&caps.drop_capabilities) {
+        for c in &caps.drop_capabilities {
+            let c = name(c)?;
+            keep.retain(|k| *k != c);
+        }
+    }
+    req.caps_retain = Some(keep);
+    Ok(req)
+}
+
+/// The app for container `config` running image `image` under the name `app`.
+pub fn app_request(config: &proto::ContainerConfig, image: &str, app: &str) -> Result<AppRequest, Status> {
+    let sec = security(config);
+    let (exec, args) = match (config.command.split_first(), config.args.is_empty()) {
+        (Some((exe, rest)), _) => {
+            let mut args = rest.to_vec();
+            args.extend(config.args.iter().cloned());
+            (Some(exe.clone()), Some(args))
+        }
+        (None, false) => (None, Some(config.args.clone())),
+        (None, true) => (None, None),
+    };
+    let user = if !sec.run_as_username.is_empty() {
+        Some(sec.run_as_username.clone())
+    } else {
+        sec.run_as_user.as_ref().map(|u| u.value.to_string())
+    };
+    let mut isolation = match &sec.capabilities {
+        Some(c) => capabilities(c)?,
+        None => IsolationRequest::default(),
+    };
+    if let Some(p) = &sec.seccomp {
+        use proto::security_profile::ProfileType;
+        match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => {}
+            Ok(ProfileType::Unconfined) => {
+                return Err(Status::unimplemented(
+                    "seccomp Unconfined: run the container privileged to lift the filter",
+                ))
+            }
+            Ok(ProfileType::Localhost) => {
+                return Err(Status::unimplemented(format!(
+                    "seccomp Localhost profile {} is not supported yet",
+                    p.localhost_ref
+                )))
+            }
+            Err(_) => return Err(Status::invalid_argument("unknown seccomp profile type")),
+        }
+    }
+    if let Some(r) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        let pos = |v: i64| (v > 0).then_some(v as u64);
+        isolation.resources.memory = pos(r.memory_limit_in_bytes);
+        isolation.resources.cpu_shares = pos(r.cpu_shares);
+        if r.cpu_quota > 0 && r.cpu_period > 0 {
+            isolation.resources.cpu_millis = Some((r.cpu_quota as u64 * 1000) / r.cpu_period as u64);
+        }
+        if r.oom_score_adj != 0 {
+            isolation.resources.oom_score_adj = Some(r.oom_score_adj as i32);
+        }
+    }
+    let mounts = config
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Mount {
+            volume: format!("{app}-m{i}"),
+            target: m.container_path.clone(),
+        })
+        .collect();
+    Ok(AppRequest {
+        image: image.to_string(),
+        name: Some(app.to_string()),
+        exec,
+        args,
+        working_dir: Some(config.working_dir.clone()).filter(|w| !w.is_empty()),
+        env: config
+            .envs
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect(),
+        inherit_env: false,
+        user,
+        group: sec.run_as_group.as_ref().map(|g| g.value.to_string()),
+        readonly_rootfs: sec.readonly_rootfs,
+        mounts,
+        interactive: false,
+        isolation,
+    })
+}
+
+/// The host volumes of the container's mounts (named as [`app_request`]'s mounts).
+pub fn volumes(config: &proto::ContainerConfig, app: &str) -> Vec<Volume> {
+    config
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Volume {
+            name: format!("{app}-m{i}"),
+            kind: VolumeKind::Host,
+            source: Some(m.host_path.clone().into()),
+            read_only: m.readonly,
+        })
+        .collect()
+}
+
+/// Makes the kubelet's log path (`log_directory/log_path`) show the app's CRI log: a
+/// symbolic link to the file the stage1 writes.
+pub fn link_log(pod: &PodRef, app: &str, log_path: &str) -> Result<(), Status> {
+    if log_path.is_empty() {
+        return Ok(());
+    }
+    let target = orbit_stage1::paths::app_log(&pod.path, app);
+    let link = std::path::Path::new(log_path);
+    let err = |e: std::io::Error| Status::internal(format!("cannot link the log at {log_path}: {e}"));
+    if let Some(d) = link.parent() {
+        std::fs::create_dir_all(d).map_err(err)?;
+    }
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).map_err(err)
+}
+
+/// Waits for `child` (its output read meanwhile), killing it after `timeout`.
+pub fn output_within(
+    mut child: std::process::Child,
+    timeout: Option<Duration>,
+) -> Result<std::process::Output, Status> {
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let status = loop {
+        if let Some(st) = child
+            .try_wait()
+            .map_err(|e| Status::internal(format!("waiting for the command: {e}")))?
+        {
+            break st;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Status::deadline_exceeded(format!(
+                "the command timed out after {}s",
+                timeout.unwrap_or_default().as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}

@@ -1,0 +1,75 @@
+//! Starting a sandbox so that it outlives the CRI server: as a transient systemd service
+//! when a manager answers (`orbit run-prepared` in `orbit-<uuid>.service`), else as a
+//! detached `orbit run-prepared` in a session of its own; then waiting until its stage1
+//! takes requests.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::{status_of, CriContext};
+use crate::pod::lifecycle;
+use crate::pod::prepare::Prepared;
+use crate::pod::store::PodStore;
+
+/// `orbit --dir … --*-config … run-prepared UUID`.
+fn argv(ctx: &CriContext, uuid: &str) -> Vec<String> {
+    let mut argv = vec![ctx.orbit.display().to_string()];
+    for (flag, dir) in [
+        ("--dir", &ctx.root),
+        ("--system-config", &ctx.config.vendor),
+        ("--local-config", &ctx.config.system),
+        ("--user-config", &ctx.config.user),
+    ] {
+        argv.push(flag.to_string());
+        argv.push(dir.display().to_string());
+    }
+    argv.extend(["run-prepared".to_string(), uuid.to_string()]);
+    argv
+}
+
+/// Starts the prepared sandbox and waits (bounded) until it is ready for containers.
+pub fn start_sandbox(ctx: &CriContext, prepared: Prepared) -> Result<(), Status> {
+    let uuid = prepared.pod.uuid.clone();
+    let argv = argv(ctx, &uuid);
+    if ctx.systemd {
+        let unit = format!("orbit-{uuid}.service");
+        lifecycle::start_as_service(prepared, &unit, &argv, None, false)
+            .map_err(|e| status_of(e.into()))?;
+    } else {
+        let log = prepared.pod.path.join("cri/sandbox.log");
+        let out = std::fs::File::create(&log)
+            .map_err(|e| Status::internal(format!("cannot create {}: {e}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Status::internal(format!("cannot create {}: {e}", log.display())))?;
+        // The stage1 claims the pod itself.
+        drop(prepared);
+        let mut argv = argv;
+        argv.insert(argv.len() - 2, "--systemd=no".into());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: setsid is async-signal-safe; it only detaches the child from the server's
+        // session and process group, so the sandbox outlives a server stopped with its group.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Status::internal(format!("cannot start the sandbox: {e}")))?;
+        // Reaped when it ends (the sandbox does not outlive the server as a zombie).
+        std::thread::spawn(move || child.wait());
+    }
+    let pods = PodStore::new(&ctx.root);
+    lifecycle::wait_ready(&pods, &uuid, Duration::from_secs(60))
+        .map(|_| ())
+        .map_err(|e| status_of(e.into()))
+}

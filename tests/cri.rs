@@ -1,0 +1,522 @@
+//! `orbit cri` driven over gRPC by the CRI's own generated client, the way the kubelet and
+//! crictl drive it: sandboxes and containers through their whole lifecycle with statuses,
+//! filters, logs in the kubelet's place, ExecSync, idempotent stop/remove, a server restart
+//! in the middle of a pod's life, and the image service against a real registry.
+
+mod common;
+#[path = "common/pods.rs"]
+mod pods_common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::World;
+use orbit::cri::proto::{
+    self, image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+    ContainerState, PodSandboxState,
+};
+use pods_common::*;
+use tonic::transport::Channel;
+
+/// An `orbit cri` on a Unix socket of `w`; killed (by pid) on drop.
+struct Cri {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Cri {
+    fn start(w: &World, flags: &[&str]) -> Cri {
+        let socket = w.path(&format!("cri-{}.sock", uuid::Uuid::new_v4().simple()));
+        let mut args: Vec<&str> = flags.to_vec();
+        let s = socket.display().to_string();
+        args.extend(["--systemd=no", "cri", "--net=none", "--socket", &s]);
+        let child = w
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        poll(Duration::from_secs(20), "the CRI socket", || {
+            std::os::unix::net::UnixStream::connect(&socket).ok()
+        });
+        Cri { child, socket }
+    }
+
+    async fn clients(&self) -> (RuntimeServiceClient<Channel>, ImageServiceClient<Channel>) {
+        let socket = self.socket.clone();
+        let ch = tonic::transport::Endpoint::try_from("http://[::]:1")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap();
+        (
+            RuntimeServiceClient::new(ch.clone()),
+            ImageServiceClient::new(ch),
+        )
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Cri {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn sandbox_config(w: &World, name: &str) -> proto::PodSandboxConfig {
+    proto::PodSandboxConfig {
+        metadata: Some(proto::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: w
+            .path(&format!("kubelet-logs/{name}"))
+            .display()
+            .to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        annotations: HashMap::from([("note".to_string(), "from the test".to_string())]),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, script: &str) -> proto::ContainerConfig {
+    proto::ContainerConfig {
+        metadata: Some(proto::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(proto::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        envs: vec![proto::KeyValue {
+            key: "GREETING".into(),
+            value: "hi".into(),
+        }],
+        labels: HashMap::from([("role".to_string(), name.to_string())]),
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+async fn container_state(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> proto::ContainerStatus {
+    rt.container_status(proto::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+async fn wait_state(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    want: ContainerState,
+) -> proto::ContainerStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = container_state(rt, id).await;
+        if s.state == want as i32 {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container {id} never reached {want:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn exec(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<proto::ExecSyncResponse, tonic::Status> {
+    rt.exec_sync(proto::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// The text fields of a CRI log file.
+fn log_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3).map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_and_containers_through_their_lifecycle() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+
+    let v = rt
+        .version(proto::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "orbit");
+    assert_eq!(v.runtime_api_version, "v1");
+    let st = rt
+        .status(proto::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let conds = st.status.unwrap().conditions;
+    assert!(conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
+    assert!(st.runtime_handlers.iter().any(|h| h.name == "ns"));
+
+    let config = sandbox_config(&w, "web");
+    let sb = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    // The CLI sees the sandbox: it is an orbit pod.
+    let listed = list_json(&w);
+    assert!(
+        listed.iter().any(|p| p["uuid"] == sb.as_str()),
+        "{listed:?}"
+    );
+    let status = rt
+        .pod_sandbox_status(proto::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(status.metadata.unwrap().name, "web");
+    assert_eq!(status.labels["app"], "web");
+    assert!(status.created_at > 0);
+    let by_label = |app: &str, state: Option<PodSandboxState>| proto::ListPodSandboxRequest {
+        filter: Some(proto::PodSandboxFilter {
+            label_selector: HashMap::from([("app".to_string(), app.to_string())]),
+            state: state.map(|s| proto::PodSandboxStateValue { state: s as i32 }),
+            ..Default::default()
+        }),
+    };
+    let items = rt
+        .list_pod_sandbox(by_label("web", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(
+        items.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        vec![sb.clone()]
+    );
+    assert!(rt
+        .list_pod_sandbox(by_label("db", None))
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    assert!(rt
+        .list_pod_sandbox(by_label("web", Some(PodSandboxState::SandboxNotready)))
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+
+    // A container: created, started, its log where the kubelet looks, exec into it.
+    let mut c = container_config(
+        "main",
+        BUSYBOX,
+        "echo hello; echo $GREETING; id -u; exec sleep 600",
+    );
+    c.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            run_as_user: Some(proto::Int64Value { value: 1000 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(c),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let s = container_state(&mut rt, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+    assert_eq!(s.metadata.unwrap().name, "main");
+    rt.start_container(proto::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let s = wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    assert!(s.started_at > 0);
+    let log = PathBuf::from(&s.log_path);
+    assert_eq!(log, w.path("kubelet-logs/web/main/0.log"));
+    poll(Duration::from_secs(20), "three log lines", || {
+        (log_lines(&log).len() >= 3).then_some(())
+    });
+    assert_eq!(log_lines(&log), vec!["hello", "hi", "1000"]);
+    let out = exec(&mut rt, &id, &["cat", "/etc/hostname"], 0)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web-host");
+    assert_eq!(out.exit_code, 0);
+    let out = exec(&mut rt, &id, &["sh", "-c", "echo oops >&2; exit 3"], 0)
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 3);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "oops");
+    let out = exec(&mut rt, &id, &["id", "-u"], 0).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1000",
+        "exec runs as the container's user"
+    );
+    let e = exec(&mut rt, &id, &["sleep", "30"], 1).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");
+
+    let list = |f: proto::ContainerFilter| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_containers(proto::ListContainersRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+        }
+    };
+    assert_eq!(
+        list(proto::ContainerFilter {
+            pod_sandbox_id: sb.clone(),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert_eq!(
+        list(proto::ContainerFilter {
+            state: Some(proto::ContainerStateValue {
+                state: ContainerState::ContainerRunning as i32
+            }),
+            label_selector: HashMap::from([("role".to_string(), "main".to_string())]),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+    assert!(list(proto::ContainerFilter {
+        state: Some(proto::ContainerStateValue {
+            state: ContainerState::ContainerExited as i32
+        }),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+
+    // Stop with a grace period: SIGTERM ends `sleep` (143); stop and remove are idempotent.
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 5,
+    })
+    .await
+    .unwrap();
+    let s = container_state(&mut rt, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 143);
+    assert!(s.finished_at >= s.started_at);
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 5,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(proto::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_container(proto::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(list(proto::ContainerFilter::default()).await.is_empty());
+    assert!(!log.exists(), "the log link goes with the container");
+    let e = rt
+        .container_status(proto::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    // Bad requests: an image the store lacks, an unknown runtime handler (nothing left).
+    let e = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(container_config("other", "example.com/nope:1", "true")),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    let before = list_json(&w).len();
+    let e = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(sandbox_config(&w, "bad")),
+            runtime_handler: "no-such-stage1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert_eq!(list_json(&w).len(), before);
+
+    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    let status = rt
+        .pod_sandbox_status(proto::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, PodSandboxState::SandboxNotready as i32);
+    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(rt
+        .list_pod_sandbox(proto::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    assert_no_pods(&w);
+    assert_pod_gone(&sb, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cri_server_loses_no_pod_and_no_container() {
+    let w = pod_world();
+    let mut first = Cri::start(&w, &[]);
+    let (mut rt, _) = first.clients().await;
+    let config = sandbox_config(&w, "db");
+    let sb = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "ns".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(container_config("db", BUSYBOX, "exec sleep 600")),
+            sandbox_config: Some(config),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(proto::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    // kill -9 of the server: the sandbox runs on (it is not the server's child any more).
+    first.kill();
+    let second = Cri::start(&w, &[]);
+    let (mut rt, _) = second.clients().await;
+    let items = rt
+        .list_pod_sandbox(proto::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].id, sb);
+    assert_eq!(items[0].state, PodSandboxState::SandboxReady as i32);
+    let s = container_state(&mut rt, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(s.metadata.unwrap().name, "db");
+    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    let s = container_state(&mut rt, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    assert_no_pods(&w);
+    assert_pod_gone(&sb, None);
+}
