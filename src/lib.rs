@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod cri;
 pub mod grpc;
 pub mod image;
 pub mod net;

@@ -317,8 +317,9 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
     let e = exec(&mut rt, &id, &["sleep", "30"], 1).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");
 
+    let lister = rt.clone();
     let list = |f: proto::ContainerFilter| {
-        let mut rt = rt.clone();
+        let mut rt = lister.clone();
         async move {
             rt.list_containers(proto::ListContainersRequest { filter: Some(f) })
                 .await

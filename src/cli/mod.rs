@@ -174,6 +174,8 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Serve the read-only gRPC API (pods, images, logs, events) for monitoring tools.
     ApiService(ApiServiceArgs),
+    /// Serve the Kubernetes CRI (RuntimeService, ImageService) for the kubelet and crictl.
+    Cri(CriArgs),
     /// Store credentials for a registry (user config dir's auth.json, mode 0600).
     Login(login::LoginArgs),
     /// Forget the credentials for a registry.
@@ -222,6 +224,43 @@ fn api_service(ctx: &Context, args: ApiServiceArgs) -> anyhow::Result<()> {
         sockets: args.socket,
         root: ctx.store.root().to_path_buf(),
         config: ctx.config.clone(),
+    })
+    .map_err(anyhow::Error::from)
+}
+
+/// Arguments of `orbit cri`.
+#[derive(Args, Debug)]
+pub struct CriArgs {
+    /// Unix socket to serve on (the kubelet's --container-runtime-endpoint=unix://PATH).
+    #[arg(long, value_name = "PATH", default_value = orbit::cri::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The network sandboxes join unless they ask for the host's: CNI networks (`--net`
+    /// syntax) or `none`.
+    #[arg(long, default_value = "default")]
+    pub net: String,
+    /// CNI plugin directories searched before the default ones.
+    #[arg(long, value_name = "DIR")]
+    pub cni_plugin_dir: Vec<PathBuf>,
+}
+
+/// `orbit cri`. Image signatures are verified unless `--insecure-options=image` is given
+/// to the server (its image policy).
+fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<()> {
+    let systemd = matches!(orbit::systemd::Systemd::connect(ctx.systemd), Ok(Some(_)));
+    let orbit = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find the orbit binary: {e}"))?;
+    orbit::cri::serve(orbit::cri::CriOptions {
+        sockets: vec![args.socket],
+        context: orbit::cri::CriContext {
+            root: ctx.store.root().to_path_buf(),
+            config: ctx.config.clone(),
+            orbit,
+            insecure_image: ctx.insecure_image,
+            registry: ctx.registry.clone(),
+            network: args.net,
+            cni_plugin_dirs: args.cni_plugin_dir,
+            systemd,
+        },
     })
     .map_err(anyhow::Error::from)
 }
@@ -410,6 +449,7 @@ pub fn main() -> ExitCode {
         Command::App(cmd) => apps::run(&ctx, cmd),
         Command::Fetch(args) => images::fetch(&ctx, args),
         Command::ApiService(args) => api_service(&ctx, args),
+        Command::Cri(args) => cri(&ctx, args),
         Command::Login(args) => login::login(&ctx, args),
         Command::Logout(args) => login::logout(&ctx, args),
         Command::Image(cmd) => images::run(&ctx, cmd),

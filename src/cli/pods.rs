@@ -662,27 +662,7 @@ pub fn status_cmd(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         orbit::net::attach::check(&pod.path)?;
     }
     if args.wait_ready {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            pod = pods.refresh(&pod)?;
-            let info = status::info(&pod)?;
-            if info.state == "running"
-                && info.apps.iter().all(|a| a.state() == "running")
-                && (!info.notify || info.ready.is_some())
-            {
-                break;
-            }
-            if info.state != "prepared" && info.state != "running"
-                || std::time::Instant::now() > deadline
-            {
-                bail!(
-                    "pod {} did not become ready (state {})",
-                    pod.uuid,
-                    info.state
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        pod = lifecycle::wait_ready(&pods, &pod.uuid, Duration::from_secs(60))?;
     }
     let info = status::info(&pod)?;
     if args.format.format == Format::Json {

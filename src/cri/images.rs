@@ -29,7 +29,9 @@ fn image_status_of(e: ImageError) -> Status {
 
 /// A registry reference as orbit names it in the store (`docker.io/library/busybox:1`).
 fn store_name(image: &str) -> String {
-    let r = image.strip_prefix(crate::image::registry::PREFIX).unwrap_or(image);
+    let r = image
+        .strip_prefix(crate::image::registry::PREFIX)
+        .unwrap_or(image);
     match crate::image::registry::parse(r) {
         Ok(r) => crate::image::registry::store_name(&r),
         Err(_) => r.to_string(),
@@ -39,16 +41,21 @@ fn store_name(image: &str) -> String {
 /// Finds an image by ID, name or the registry reference it was pulled by.
 fn find(ctx: &CriContext, image: &str) -> Result<StoredImage, ImageError> {
     let store = ctx.store();
-    catalog::resolve(&store, image).or_else(|e| match catalog::resolve(&store, &store_name(image)) {
-        Ok(i) => Ok(i),
-        Err(_) => Err(e),
+    catalog::resolve(&store, image).or_else(|e| {
+        match catalog::resolve(&store, &store_name(image)) {
+            Ok(i) => Ok(i),
+            Err(_) => Err(e),
+        }
     })
 }
 
 fn describe(ctx: &CriContext, img: &StoredImage) -> Result<proto::Image, ImageError> {
     let store = ctx.store();
     let d = catalog::inspect(&store, img)?;
-    let repo = |n: &str| n.rsplit_once(':').map_or(n.to_string(), |(r, _)| r.to_string());
+    let repo = |n: &str| {
+        n.rsplit_once(':')
+            .map_or(n.to_string(), |(r, _)| r.to_string())
+    };
     let user = d
         .config
         .config
@@ -88,16 +95,22 @@ impl Images {
             .map(|i| i.image)
             .filter(|i| !i.is_empty())
             .ok_or_else(|| Status::invalid_argument("PullImage needs an image"))?;
-        let reference = image.strip_prefix(crate::image::registry::PREFIX).unwrap_or(&image);
+        let reference = image
+            .strip_prefix(crate::image::registry::PREFIX)
+            .unwrap_or(&image);
         let mut registry = ctx.registry.clone();
         // Credentials from the request go first, through a private credentials file.
         let _auth_dir;
-        if let Some(a) = req.auth.filter(|a| !a.username.is_empty() || !a.auth.is_empty()) {
+        if let Some(a) = req
+            .auth
+            .filter(|a| !a.username.is_empty() || !a.auth.is_empty())
+        {
             use base64::Engine as _;
             let r = crate::image::registry::parse(reference)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let token = if a.auth.is_empty() {
-                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", a.username, a.password))
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", a.username, a.password))
             } else {
                 a.auth.clone()
             };

@@ -105,7 +105,9 @@ fn du(dir: &std::path::Path) -> (u64, u64) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(m) = e.path().symlink_metadata() else { continue };
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
             if m.dev() != top.dev() {
                 continue;
             }
@@ -124,7 +126,9 @@ pub fn serve(opts: CriOptions) -> Result<(), crate::grpc::ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| crate::grpc::ServeError::Serve(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| {
+            crate::grpc::ServeError::Serve(format!("cannot start the async runtime: {e}"))
+        })?;
     rt.block_on(async {
         let listeners = crate::grpc::bind(&[], &opts.sockets).await?;
         let ctx = Arc::new(opts.context);

@@ -75,15 +75,24 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Records a sandbox in its (prepared) pod.
-pub fn save_sandbox(pod: &Path, config: &proto::PodSandboxConfig, meta: &SandboxMeta) -> std::io::Result<()> {
-    write_atomic(&dir(pod).join("sandbox.json"), &serde_json::to_vec(meta).expect("serializes"))?;
+pub fn save_sandbox(
+    pod: &Path,
+    config: &proto::PodSandboxConfig,
+    meta: &SandboxMeta,
+) -> std::io::Result<()> {
+    write_atomic(
+        &dir(pod).join("sandbox.json"),
+        &serde_json::to_vec(meta).expect("serializes"),
+    )?;
     write_atomic(&dir(pod).join("sandbox.pb"), &config.encode_to_vec())
 }
 
 /// Reads a pod's sandbox record; `None` for a pod the CRI did not make (or one vanishing).
 pub fn load_sandbox(pod: &PodRef) -> Option<Sandbox> {
     let d = dir(&pod.path);
-    let config = proto::PodSandboxConfig::decode(std::fs::read(d.join("sandbox.pb")).ok()?.as_slice()).ok()?;
+    let config =
+        proto::PodSandboxConfig::decode(std::fs::read(d.join("sandbox.pb")).ok()?.as_slice())
+            .ok()?;
     let meta = serde_json::from_slice(&std::fs::read(d.join("sandbox.json")).ok()?).ok()?;
     Some(Sandbox {
         pod: pod.clone(),
@@ -102,10 +111,18 @@ pub fn sandboxes(pods: &PodStore) -> Vec<Sandbox> {
 }
 
 /// Records a container in its sandbox's pod.
-pub fn save_container(pod: &Path, id: &str, config: &proto::ContainerConfig, meta: &ContainerMeta) -> std::io::Result<()> {
+pub fn save_container(
+    pod: &Path,
+    id: &str,
+    config: &proto::ContainerConfig,
+    meta: &ContainerMeta,
+) -> std::io::Result<()> {
     let d = dir(pod).join("containers");
     write_atomic(&d.join(format!("{id}.pb")), &config.encode_to_vec())?;
-    write_atomic(&d.join(format!("{id}.json")), &serde_json::to_vec(meta).expect("serializes"))
+    write_atomic(
+        &d.join(format!("{id}.json")),
+        &serde_json::to_vec(meta).expect("serializes"),
+    )
 }
 
 /// Forgets a container.
@@ -117,7 +134,9 @@ pub fn remove_container(pod: &Path, id: &str) {
 
 fn load_container(sandbox: &Sandbox, id: &str) -> Option<Container> {
     let d = dir(&sandbox.pod.path).join("containers");
-    let config = proto::ContainerConfig::decode(std::fs::read(d.join(format!("{id}.pb"))).ok()?.as_slice()).ok()?;
+    let config =
+        proto::ContainerConfig::decode(std::fs::read(d.join(format!("{id}.pb"))).ok()?.as_slice())
+            .ok()?;
     let meta = serde_json::from_slice(&std::fs::read(d.join(format!("{id}.json"))).ok()?).ok()?;
     Some(Container {
         id: id.to_string(),

@@ -13,11 +13,11 @@ use super::proto::{self, runtime_service_server::RuntimeService};
 use super::records::{self, Container, ContainerMeta, Sandbox, SandboxMeta};
 use super::{blocking, now, status_of, CriContext};
 use crate::api::convert::LABEL_PREFIX;
-use crate::pod::prepare::{self, AppRequest, PodRequest};
+use crate::pod::lifecycle;
+use crate::pod::prepare::{self, PodRequest};
 use crate::pod::stage1::{Stage1, STAGE1_ANNOTATION};
 use crate::pod::status::{self, AppInfo};
 use crate::pod::store::{PodRef, PodStore};
-use crate::pod::{lifecycle, spec};
 use crate::trust::TrustStore;
 
 /// The runtime service.
@@ -50,15 +50,18 @@ fn sandbox_summary(s: &Sandbox) -> proto::PodSandbox {
     }
 }
 
-fn labels_match(have: &std::collections::HashMap<String, String>, want: &std::collections::HashMap<String, String>) -> bool {
+fn labels_match(
+    have: &std::collections::HashMap<String, String>,
+    want: &std::collections::HashMap<String, String>,
+) -> bool {
     want.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
-/// The app of a container, as the pod reports it now.
+/// The app of a container, as the pod reports it now (its directory may have moved).
 fn app_of(c: &Container) -> Option<AppInfo> {
-    let pod = PodStore::new(c.sandbox.pod.path.parent()?.parent()?.parent()?)
-        .refresh(&c.sandbox.pod)
-        .ok()?;
+    // `<store>/pods/<state>/<uuid>`.
+    let store = c.sandbox.pod.path.ancestors().nth(3)?;
+    let pod = PodStore::new(store).refresh(&c.sandbox.pod).ok()?;
     status::info(&pod)
         .ok()?
         .apps
@@ -221,7 +224,11 @@ impl Runtime {
             apps: vec![],
             volumes: vec![],
             hostname,
-            net: if host_net { "host".into() } else { ctx.network.clone() },
+            net: if host_net {
+                "host".into()
+            } else {
+                ctx.network.clone()
+            },
             ports: if host_net { Vec::new() } else { ports },
             dns,
             cni_plugin_dirs: ctx.cni_plugin_dirs.clone(),
@@ -322,14 +329,25 @@ impl Runtime {
             .ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
         let meta = config.metadata.clone().unwrap_or_default();
         if meta.name.is_empty() {
-            return Err(Status::invalid_argument("the container has no metadata.name"));
+            return Err(Status::invalid_argument(
+                "the container has no metadata.name",
+            ));
         }
-        let image_ref = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image_ref = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         let image = crate::image::catalog::resolve(&ctx.store(), &image_ref).map_err(|e| {
-            Status::not_found(format!("image {image_ref} is not in the store (PullImage first): {e}"))
+            Status::not_found(format!(
+                "image {image_ref} is not in the store (PullImage first): {e}"
+            ))
         })?;
         let app = app_name(&meta.name, meta.attempt);
-        if records::containers_of(&sandbox).iter().any(|c| c.meta.app == app) {
+        if records::containers_of(&sandbox)
+            .iter()
+            .any(|c| c.meta.app == app)
+        {
             return Err(Status::already_exists(format!(
                 "sandbox {} already has container {} attempt {}",
                 pod.uuid, meta.name, meta.attempt
@@ -337,7 +355,8 @@ impl Runtime {
         }
         let spec = super::spec::app_request(&config, &image.digest.to_string(), &app)?;
         let volumes = super::spec::volumes(&config, &app);
-        let id = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        let id =
+            uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
         let privileged = config
             .linux
             .as_ref()
@@ -518,7 +537,9 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<proto::RunPodSandboxResponse>, Status> {
         let req = req.into_inner();
         let id = run_blocking!(self, move |s: Runtime| s.run_sandbox(req))?;
-        Ok(Response::new(proto::RunPodSandboxResponse { pod_sandbox_id: id }))
+        Ok(Response::new(proto::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     async fn stop_pod_sandbox(
@@ -548,7 +569,10 @@ impl RuntimeService for Runtime {
             let sb = records::find_sandbox(&s.pods(), &id)
                 .ok_or_else(|| Status::not_found(format!("no sandbox {id}")))?;
             let pod = s.pods().refresh(&sb.pod).map_err(|e| status_of(e.into()))?;
-            let sum = sandbox_summary(&Sandbox { pod: pod.clone(), ..sb.clone() });
+            let sum = sandbox_summary(&Sandbox {
+                pod: pod.clone(),
+                ..sb.clone()
+            });
             let ns = sb
                 .config
                 .linux
@@ -573,7 +597,10 @@ impl RuntimeService for Runtime {
                     runtime_handler: sum.runtime_handler,
                 }),
                 info: Default::default(),
-                containers_statuses: records::containers_of(&sb).iter().map(container_status).collect(),
+                containers_statuses: records::containers_of(&sb)
+                    .iter()
+                    .map(container_status)
+                    .collect(),
                 timestamp: now(),
             }))
         })
@@ -602,7 +629,9 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<proto::CreateContainerResponse>, Status> {
         let req = req.into_inner();
         let id = run_blocking!(self, move |s: Runtime| s.create_container(req))?;
-        Ok(Response::new(proto::CreateContainerResponse { container_id: id }))
+        Ok(Response::new(proto::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     async fn start_container(
@@ -624,7 +653,8 @@ impl RuntimeService for Runtime {
         req: Request<proto::StopContainerRequest>,
     ) -> Result<Response<proto::StopContainerResponse>, Status> {
         let req = req.into_inner();
-        run_blocking!(self, move |s: Runtime| s.stop_container(&req.container_id, req.timeout))?;
+        run_blocking!(self, move |s: Runtime| s
+            .stop_container(&req.container_id, req.timeout))?;
         Ok(Response::new(proto::StopContainerResponse {}))
     }
 
@@ -645,7 +675,9 @@ impl RuntimeService for Runtime {
         run_blocking!(self, move |s: Runtime| {
             let containers = records::sandboxes(&s.pods())
                 .iter()
-                .filter(|sb| f.pod_sandbox_id.is_empty() || sb.pod.uuid.starts_with(&f.pod_sandbox_id))
+                .filter(|sb| {
+                    f.pod_sandbox_id.is_empty() || sb.pod.uuid.starts_with(&f.pod_sandbox_id)
+                })
                 .flat_map(records::containers_of)
                 .map(|c| container_summary(&c))
                 .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
@@ -674,7 +706,9 @@ impl RuntimeService for Runtime {
         &self,
         _: Request<proto::UpdateContainerResourcesRequest>,
     ) -> Result<Response<proto::UpdateContainerResourcesResponse>, Status> {
-        Err(Status::unimplemented("UpdateContainerResources is not implemented yet"))
+        Err(Status::unimplemented(
+            "UpdateContainerResources is not implemented yet",
+        ))
     }
 
     async fn reopen_container_log(
@@ -685,7 +719,9 @@ impl RuntimeService for Runtime {
         run_blocking!(self, move |s: Runtime| {
             let c = s.container(&id)?;
             s.running_pod(&c)?;
-            Err(Status::unimplemented("ReopenContainerLog is not implemented yet"))
+            Err(Status::unimplemented(
+                "ReopenContainerLog is not implemented yet",
+            ))
         })
     }
 
@@ -694,56 +730,72 @@ impl RuntimeService for Runtime {
         req: Request<proto::ExecSyncRequest>,
     ) -> Result<Response<proto::ExecSyncResponse>, Status> {
         let req = req.into_inner();
-        Ok(Response::new(run_blocking!(self, move |s: Runtime| s.exec_sync(req))?))
+        Ok(Response::new(
+            run_blocking!(self, move |s: Runtime| s.exec_sync(req))?
+        ))
     }
 
     async fn exec(
         &self,
         _: Request<proto::ExecRequest>,
     ) -> Result<Response<proto::ExecResponse>, Status> {
-        Err(Status::unimplemented("Exec needs the streaming server, not implemented yet"))
+        Err(Status::unimplemented(
+            "Exec needs the streaming server, not implemented yet",
+        ))
     }
 
     async fn attach(
         &self,
         _: Request<proto::AttachRequest>,
     ) -> Result<Response<proto::AttachResponse>, Status> {
-        Err(Status::unimplemented("Attach needs the streaming server, not implemented yet"))
+        Err(Status::unimplemented(
+            "Attach needs the streaming server, not implemented yet",
+        ))
     }
 
     async fn port_forward(
         &self,
         _: Request<proto::PortForwardRequest>,
     ) -> Result<Response<proto::PortForwardResponse>, Status> {
-        Err(Status::unimplemented("PortForward needs the streaming server, not implemented yet"))
+        Err(Status::unimplemented(
+            "PortForward needs the streaming server, not implemented yet",
+        ))
     }
 
     async fn container_stats(
         &self,
         _: Request<proto::ContainerStatsRequest>,
     ) -> Result<Response<proto::ContainerStatsResponse>, Status> {
-        Err(Status::unimplemented("ContainerStats is not implemented yet"))
+        Err(Status::unimplemented(
+            "ContainerStats is not implemented yet",
+        ))
     }
 
     async fn list_container_stats(
         &self,
         _: Request<proto::ListContainerStatsRequest>,
     ) -> Result<Response<proto::ListContainerStatsResponse>, Status> {
-        Err(Status::unimplemented("ListContainerStats is not implemented yet"))
+        Err(Status::unimplemented(
+            "ListContainerStats is not implemented yet",
+        ))
     }
 
     async fn pod_sandbox_stats(
         &self,
         _: Request<proto::PodSandboxStatsRequest>,
     ) -> Result<Response<proto::PodSandboxStatsResponse>, Status> {
-        Err(Status::unimplemented("PodSandboxStats is not implemented yet"))
+        Err(Status::unimplemented(
+            "PodSandboxStats is not implemented yet",
+        ))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
         _: Request<proto::ListPodSandboxStatsRequest>,
     ) -> Result<Response<proto::ListPodSandboxStatsResponse>, Status> {
-        Err(Status::unimplemented("ListPodSandboxStats is not implemented yet"))
+        Err(Status::unimplemented(
+            "ListPodSandboxStats is not implemented yet",
+        ))
     }
 
     async fn update_runtime_config(
@@ -793,7 +845,9 @@ impl RuntimeService for Runtime {
         &self,
         _: Request<proto::CheckpointContainerRequest>,
     ) -> Result<Response<proto::CheckpointContainerResponse>, Status> {
-        Err(Status::unimplemented("CheckpointContainer is not supported"))
+        Err(Status::unimplemented(
+            "CheckpointContainer is not supported",
+        ))
     }
 
     type GetContainerEventsStream = std::pin::Pin<
@@ -804,21 +858,27 @@ impl RuntimeService for Runtime {
         &self,
         _: Request<proto::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(Status::unimplemented("GetContainerEvents is not implemented yet"))
+        Err(Status::unimplemented(
+            "GetContainerEvents is not implemented yet",
+        ))
     }
 
     async fn list_metric_descriptors(
         &self,
         _: Request<proto::ListMetricDescriptorsRequest>,
     ) -> Result<Response<proto::ListMetricDescriptorsResponse>, Status> {
-        Ok(Response::new(proto::ListMetricDescriptorsResponse { descriptors: vec![] }))
+        Ok(Response::new(proto::ListMetricDescriptorsResponse {
+            descriptors: vec![],
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<proto::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<proto::ListPodSandboxMetricsResponse>, Status> {
-        Ok(Response::new(proto::ListPodSandboxMetricsResponse { pod_metrics: vec![] }))
+        Ok(Response::new(proto::ListPodSandboxMetricsResponse {
+            pod_metrics: vec![],
+        }))
     }
 
     async fn runtime_config(

@@ -67,7 +67,11 @@ fn capabilities(caps: &proto::Capability) -> Result<IsolationRequest, Status> {
 }
 
 /// The app for container `config` running image `image` under the name `app`.
-pub fn app_request(config: &proto::ContainerConfig, image: &str, app: &str) -> Result<AppRequest, Status> {
+pub fn app_request(
+    config: &proto::ContainerConfig,
+    image: &str,
+    app: &str,
+) -> Result<AppRequest, Status> {
     let sec = security(config);
     let (exec, args) = match (config.command.split_first(), config.args.is_empty()) {
         (Some((exe, rest)), _) => {
@@ -110,7 +114,8 @@ pub fn app_request(config: &proto::ContainerConfig, image: &str, app: &str) -> R
         isolation.resources.memory = pos(r.memory_limit_in_bytes);
         isolation.resources.cpu_shares = pos(r.cpu_shares);
         if r.cpu_quota > 0 && r.cpu_period > 0 {
-            isolation.resources.cpu_millis = Some((r.cpu_quota as u64 * 1000) / r.cpu_period as u64);
+            isolation.resources.cpu_millis =
+                Some((r.cpu_quota as u64 * 1000) / r.cpu_period as u64);
         }
         if r.oom_score_adj != 0 {
             isolation.resources.oom_score_adj = Some(r.oom_score_adj as i32);
@@ -169,7 +174,8 @@ pub fn link_log(pod: &PodRef, app: &str, log_path: &str) -> Result<(), Status> {
     }
     let target = orbit_stage1::paths::app_log(&pod.path, app);
     let link = std::path::Path::new(log_path);
-    let err = |e: std::io::Error| Status::internal(format!("cannot link the log at {log_path}: {e}"));
+    let err =
+        |e: std::io::Error| Status::internal(format!("cannot link the log at {log_path}: {e}"));
     if let Some(d) = link.parent() {
         std::fs::create_dir_all(d).map_err(err)?;
     }
@@ -191,8 +197,18 @@ pub fn output_within(
             buf
         })
     };
-    let out = reader(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let deadline = timeout.map(|t| Instant::now() + t);
     let status = loop {
         if let Some(st) = child

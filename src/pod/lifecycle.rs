@@ -379,9 +379,52 @@ pub fn remove_locked(
         .map_err(|e| PodError::io("cannot remove", &doomed.path, e))
 }
 
+/// Kills a running app at once (SIGKILL): `app-stop --force`.
+pub fn app_kill(pod: &PodRef, app: &str, debug: bool) -> Result<(), PodError> {
+    app_request_with(pod, "app-stop", app, &["--force"], debug)
+}
+
+/// Waits (at most `timeout`) until pod `uuid` runs with all its apps running (and, under a
+/// notify unit, has announced readiness); an error when it ends or never gets there.
+pub fn wait_ready(pods: &PodStore, uuid: &str, timeout: Duration) -> Result<PodRef, PodError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let pod = pods.find(uuid)?;
+        let info = status::info(&pod)?;
+        if info.state == "running"
+            && info.apps.iter().all(|a| a.state() == "running")
+            && (!info.notify || info.ready.is_some())
+            && (!info.manifest.as_ref().is_some_and(|m| m.mutable)
+                || pod.path.join(orbit_stage1::paths::CONTROL_SOCKET).exists())
+        {
+            return Ok(pod);
+        }
+        if info.state != "prepared" && info.state != "running"
+            || std::time::Instant::now() > deadline
+        {
+            return Err(PodError::WrongState {
+                uuid: pod.uuid.clone(),
+                state: info.state,
+                what: format!("it did not become ready within {}s", timeout.as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Sends an `app-*` request (`app-add`, `app-start`, `app-stop`, `app-rm`) for `app` to a
 /// running pod's stage1.
 pub fn app_request(pod: &PodRef, entrypoint: &str, app: &str, debug: bool) -> Result<(), PodError> {
+    app_request_with(pod, entrypoint, app, &[], debug)
+}
+
+fn app_request_with(
+    pod: &PodRef,
+    entrypoint: &str,
+    app: &str,
+    extra: &[&str],
+    debug: bool,
+) -> Result<(), PodError> {
     if !is_running(pod) {
         return Err(PodError::WrongState {
             uuid: pod.uuid.clone(),
@@ -393,6 +436,7 @@ pub fn app_request(pod: &PodRef, entrypoint: &str, app: &str, debug: bool) -> Re
     let out = stage1
         .command(entrypoint, &pod.path, &pod.uuid, debug)?
         .arg(format!("--app={app}"))
+        .args(extra)
         .output()
         .map_err(|e| PodError::Stage1(format!("cannot run stage1 {entrypoint}: {e}")))?;
     if !out.status.success() {

@@ -621,8 +621,31 @@ pub fn add_app(
     insecure_image: bool,
     insecure: InsecureRun,
 ) -> Result<App, PodError> {
+    add_app_with_volumes(store, trust, pod, req, &[], insecure_image, insecure)
+}
+
+/// [`add_app`], adding `volumes` to the pod for the app's mounts (a CRI container's host
+/// paths) in the same write of the manifest.
+pub fn add_app_with_volumes(
+    store: &Store,
+    trust: &TrustStore,
+    pod: &PodRef,
+    req: &AppRequest,
+    volumes: &[Volume],
+    insecure_image: bool,
+    insecure: InsecureRun,
+) -> Result<App, PodError> {
     let _lock = manifest_lock(pod)?;
     let mut manifest = super::status::manifest(pod)?;
+    for v in volumes {
+        if manifest.volumes.iter().any(|x| x.name == v.name) {
+            return Err(PodError::BadSpec(format!(
+                "the pod already has a volume named '{}'",
+                v.name
+            )));
+        }
+        manifest.volumes.push(v.clone());
+    }
     if !manifest.mutable {
         return Err(PodError::WrongState {
             uuid: pod.uuid.clone(),
@@ -674,6 +697,11 @@ pub fn remove_app(pod: &PodRef, name: &str) -> Result<(), PodError> {
     let _lock = manifest_lock(pod)?;
     let mut manifest = super::status::manifest(pod)?;
     manifest.apps.retain(|a| a.name != name);
+    // Volumes added for this app alone (`<app>-m<N>`, a CRI container's mounts) go with it.
+    let own = format!("{name}-m");
+    manifest.volumes.retain(|v| {
+        !(v.name.starts_with(&own) && v.name[own.len()..].bytes().all(|b| b.is_ascii_digit()))
+    });
     write_manifest(pod, &manifest)?;
     let dir = paths::app_dir(&pod.path, name);
     super::mounts::unmount_below(&dir);

@@ -23,6 +23,12 @@ pub fn request(verb: &str, args: &Args) -> Result<i32, String> {
             sock.display()
         )
     })?;
+    // `app-stop --force`: SIGKILL instead of SIGTERM.
+    let verb = if verb == "stop" && args.force {
+        "kill"
+    } else {
+        verb
+    };
     conn.write_all(format!("{verb} {app}\n").as_bytes())
         .map_err(|e| format!("cannot send the request: {e}"))?;
     let mut reply = String::new();

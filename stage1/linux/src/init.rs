@@ -429,9 +429,14 @@ impl Pod<'_> {
                 self.add(a)
             }),
             "start" => self.start(name).map_or(Ok(()), Err),
-            "stop" => match self.apps.iter().find(|a| a.app.name == name) {
+            "stop" | "kill" => match self.apps.iter().find(|a| a.app.name == name) {
                 Some(Running { pid: Some(pid), .. }) => {
-                    kill(*pid, Signal::SIGTERM).map_err(|e| e.to_string())
+                    let sig = if verb == "kill" {
+                        Signal::SIGKILL
+                    } else {
+                        Signal::SIGTERM
+                    };
+                    kill(*pid, sig).map_err(|e| e.to_string())
                 }
                 Some(_) => Ok(()),
                 None => Err(format!("no app named {name}")),
