@@ -976,3 +976,52 @@ async fn a_hundred_clients_list_and_follow_while_pods_come_and_go() {
     );
     drop(running);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage1_killed_outright_still_yields_its_exit_events() {
+    let w = pod_world();
+    let mut pod = BgPod::start(
+        &w,
+        &[
+            BUSYBOX,
+            "--name",
+            "victim",
+            "--exec",
+            "/bin/sleep",
+            "--",
+            "600",
+        ],
+    );
+    let api = Api::start(&w, None);
+    let mut c = api.client().await;
+    let mut live = c
+        .listen_events(proto::ListenEventsRequest {
+            filter: Some(proto::EventFilter {
+                ids: vec![pod.uuid.clone()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // SIGKILL to the stage1 supervisor: nothing is recorded on disk, its lock just goes.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pod.run_pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let events = collect_events(&mut live, |got| {
+        got.iter().any(|e| e.r#type == EventType::PodExited as i32)
+    })
+    .await;
+    assert_eq!(
+        kinds_for(&events, &pod.uuid),
+        vec![
+            (EventType::PodAppExited, "victim".to_string()),
+            (EventType::PodExited, String::new())
+        ],
+        "{events:#?}"
+    );
+    let _ = pod.wait(DEADLINE);
+    w.ok(&["gc", "--grace-period=0s"]);
+}

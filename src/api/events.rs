@@ -67,7 +67,7 @@ fn read_trim(dir: &Path, name: &str) -> String {
 }
 
 fn snapshot(pod: &PodRef) -> PodSnap {
-    let apps = crate::pod::status::manifest(pod)
+    let mut apps: BTreeMap<String, AppStatus> = crate::pod::status::manifest(pod)
         .map(|m| {
             m.apps
                 .iter()
@@ -80,11 +80,24 @@ fn snapshot(pod: &PodRef) -> PodSnap {
         })
         .unwrap_or_default();
     let gone = matches!(pod.state, DirState::ExitedGarbage | DirState::Garbage);
+    let started = !read_trim(&pod.path, paths::STARTED).is_empty();
+    // A stage1 killed outright records nothing: its free lock says it is gone.
+    let killed = pod.state == DirState::Run && started && !PodStore::is_locked(&pod.path);
+    let exited = gone || killed || !read_trim(&pod.path, paths::EXIT).is_empty();
+    if exited {
+        // Its apps went with it, whatever their last status said (as `orbit status` shows).
+        for s in apps.values_mut() {
+            if s.state != AppState::Exited {
+                s.state = AppState::Exited;
+                s.pid = None;
+            }
+        }
+    }
     PodSnap {
         state: Some(pod.state),
         prepared: !matches!(pod.state, DirState::Embryo | DirState::Prepare),
-        started: !read_trim(&pod.path, paths::STARTED).is_empty(),
-        exited: gone || !read_trim(&pod.path, paths::EXIT).is_empty(),
+        started,
+        exited,
         apps,
     }
 }
@@ -177,10 +190,13 @@ struct Watcher {
     pods: PodStore,
     images: Store,
     inotify: Inotify,
-    targets: HashMap<WatchDescriptor, Target>,
+    targets: HashMap<WatchDescriptor, (Target, PathBuf)>,
     watched_dirs: HashSet<PathBuf>,
     known: HashMap<String, PodSnap>,
     known_images: BTreeMap<String, String>,
+    /// A pidfd of each running pod's init: readable when it dies, which is the only sign a
+    /// stage1 killed outright (SIGKILL, OOM) gives.
+    pidfds: HashMap<String, std::os::fd::OwnedFd>,
     hub: Arc<EventHub>,
 }
 
@@ -208,6 +224,7 @@ impl Watcher {
             watched_dirs: HashSet::new(),
             known: HashMap::new(),
             known_images: BTreeMap::new(),
+            pidfds: HashMap::new(),
             hub,
         };
         w.watch_layout();
@@ -215,6 +232,7 @@ impl Watcher {
         for p in w.pods.list().unwrap_or_default() {
             w.watch_pod(&p);
             let snap = snapshot(&p);
+            w.track_pid(&p, &snap);
             w.known.insert(p.uuid.clone(), snap);
         }
         w.known_images = w.image_names();
@@ -226,7 +244,7 @@ impl Watcher {
             return;
         }
         if let Ok(wd) = self.inotify.watches().add(dir, mask) {
-            self.targets.insert(wd, target);
+            self.targets.insert(wd, (target, dir.to_path_buf()));
             self.watched_dirs.insert(dir.to_path_buf());
         }
     }
@@ -270,10 +288,31 @@ impl Watcher {
         }
     }
 
+    /// Keeps a pidfd of a running pod's init, and none once it exited.
+    fn track_pid(&mut self, p: &PodRef, snap: &PodSnap) {
+        if snap.exited || p.state != DirState::Run {
+            self.pidfds.remove(&p.uuid);
+            return;
+        }
+        if self.pidfds.contains_key(&p.uuid) {
+            return;
+        }
+        let pid = read_trim(&p.path, paths::PID)
+            .parse::<i32>()
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(fd) = pid.and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        }) {
+            self.pidfds.insert(p.uuid.clone(), fd);
+        }
+    }
+
     /// Re-reads one pod and publishes how it changed.
     fn rescan_pod(&mut self, p: &PodRef) {
         self.watch_pod(p);
         let new = snapshot(p);
+        self.track_pid(p, &new);
         let old = self.known.get(&p.uuid).cloned().unwrap_or_default();
         if new != old {
             let events = diff(&p.uuid, &p.path, &old, &new);
@@ -301,6 +340,7 @@ impl Watcher {
             .cloned()
             .collect();
         for uuid in gone {
+            self.pidfds.remove(&uuid);
             let old = self.known.remove(&uuid).unwrap_or_default();
             let mut events = Vec::new();
             if old.prepared {
@@ -355,11 +395,44 @@ impl Watcher {
     fn run(&mut self) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let Ok(events) = self.inotify.read_events_blocking(&mut buf) else {
-                return;
+            // The inotify instance and every running pod's pidfd, without a timeout.
+            let (ended, inotify_ready) = {
+                use rustix::event::{poll, PollFd, PollFlags};
+                use std::os::fd::AsFd;
+                let uuids: Vec<&String> = self.pidfds.keys().collect();
+                let mut fds: Vec<PollFd> = vec![PollFd::new(&self.inotify, PollFlags::IN)];
+                fds.extend(
+                    uuids
+                        .iter()
+                        .map(|u| PollFd::from_borrowed_fd(self.pidfds[*u].as_fd(), PollFlags::IN)),
+                );
+                match poll(&mut fds, None) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => return,
+                }
+                let ended: HashSet<String> = fds[1..]
+                    .iter()
+                    .zip(&uuids)
+                    .filter(|(f, _)| !f.revents().is_empty())
+                    .map(|(_, u)| (*u).clone())
+                    .collect();
+                (ended, !fds[0].revents().is_empty())
+            };
+            for uuid in &ended {
+                // Its process is gone: not watched again (a live one re-opens a pidfd).
+                self.pidfds.remove(uuid);
+            }
+            let events: Vec<_> = if inotify_ready {
+                match self.inotify.read_events_blocking(&mut buf) {
+                    Ok(events) => events.collect(),
+                    Err(_) => return,
+                }
+            } else {
+                Vec::new()
             };
             let (mut layout, mut images, mut overflow) = (false, false, false);
-            let mut dirty = HashSet::new();
+            let mut dirty: HashSet<String> = ended;
             let mut logs_only = HashSet::new();
             let mut gone_watches = Vec::new();
             for e in events {
@@ -371,7 +444,7 @@ impl Watcher {
                     gone_watches.push(e.wd.clone());
                     continue;
                 }
-                match self.targets.get(&e.wd) {
+                match self.targets.get(&e.wd).map(|(t, _)| t) {
                     Some(Target::Layout) => layout = true,
                     Some(Target::Images) => {
                         images = true;
@@ -389,8 +462,12 @@ impl Watcher {
                     None => {}
                 }
             }
+            // A directory whose watch is gone may be made again under the same path (an app
+            // removed and added): it must be watchable again.
             for wd in gone_watches {
-                self.targets.remove(&wd);
+                if let Some((_, path)) = self.targets.remove(&wd) {
+                    self.watched_dirs.remove(&path);
+                }
             }
             for uuid in dirty.iter().chain(logs_only.difference(&dirty)) {
                 let _ = self.hub.changes.send(uuid.clone());

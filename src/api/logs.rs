@@ -52,11 +52,13 @@ fn read_from(app: &str, path: &Path, offset: u64) -> (Vec<proto::LogRecord>, u64
     }
     let mut reader = BufReader::new(f);
     let (mut out, mut offset) = (Vec::new(), offset);
-    let mut line = String::new();
-    // A line still being written (no newline yet) is left for the next read.
-    while reader.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
+    let mut line = Vec::new();
+    // Bytes, not text: an app's output need not be UTF-8. A line still being written (no
+    // newline yet) is left for the next read.
+    while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 && line.ends_with(b"\n") {
         offset += line.len() as u64;
-        if let Some(r) = log::parse(line.trim_end_matches('\n')) {
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        if let Some(r) = log::parse(&text) {
             out.push(record(app, &r));
         }
         line.clear();

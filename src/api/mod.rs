@@ -22,8 +22,8 @@ pub mod proto {
         tonic::include_file_descriptor_set!("orbit_api_descriptor");
 }
 
-/// The default TCP address (rkt's API service port).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:15441";
+/// The default Unix socket (TCP, e.g. rkt's 127.0.0.1:15441, only when asked for).
+pub const DEFAULT_SOCKET: &str = "/run/orbit/api.sock";
 
 /// What `orbit api-service` serves and where.
 #[derive(Debug, Clone)]

@@ -115,8 +115,11 @@ fn list_pods(
     finished: &FinishedPods,
 ) -> Result<Vec<proto::Pod>, Status> {
     let pods = PodStore::new(root);
-    let locks = LockSnapshot::take();
+    // Listed first, locks read after: a pod that starts in between is seen locked.
     let listed = pods.list().map_err(pod_status)?;
+    let locks = LockSnapshot::read();
+    let cacheable = locks.is_some();
+    let locks = locks.unwrap_or_default();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for p in &listed {
@@ -138,10 +141,14 @@ fn list_pods(
                     continue;
                 };
                 let pod = convert::pod(p, &info, false);
-                // Nothing writes into an exited pod any more; it is kept only if the
-                // directory did not change while it was read.
-                let done = pod.state == proto::PodState::Exited as i32
-                    || pod.state == proto::PodState::ExitedGarbage as i32;
+                // Nothing writes into a pod whose stage1 recorded its exit (or that gc
+                // marked); it is kept only if its directory did not change while it was
+                // read and its lock is still free.
+                let done = cacheable
+                    && (pod.state == proto::PodState::ExitedGarbage as i32
+                        || (pod.state == proto::PodState::Exited as i32
+                            && pod.exit_code.is_some()
+                            && !PodStore::is_locked(&p.path)));
                 match stamp(&p.path) {
                     Some(after) if done && after == before => {
                         finished
@@ -337,9 +344,19 @@ impl PublicApi for ApiService {
                             continue;
                         }
                         let mut batch = vec![e];
-                        // Whatever else is already waiting goes in the same message.
+                        // Whatever else is already waiting goes in the same message, through
+                        // the same checks (a lag is reported by the next `recv`).
                         while let Ok(more) = live.try_recv() {
-                            if events::matches(&more, &filter) && !past_until(&more) {
+                            if past_until(&more) {
+                                break;
+                            }
+                            if events::matches(&more, &filter)
+                                && !replayed.remove(&(
+                                    more.r#type,
+                                    more.id.clone(),
+                                    more.name.clone(),
+                                ))
+                            {
                                 batch.push(more);
                             }
                         }

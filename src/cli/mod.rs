@@ -203,25 +203,32 @@ pub enum Command {
 /// Arguments of `orbit api-service`.
 #[derive(Args, Debug)]
 pub struct ApiServiceArgs {
-    /// TCP address to serve on (repeatable; default 127.0.0.1:15441 when no --socket is given).
+    /// TCP address to serve on too (repeatable; e.g. 127.0.0.1:15441). TCP has no access
+    /// control: every local user (or more) could read every pod's logs.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<std::net::SocketAddr>,
-    /// Unix socket to serve on (repeatable), created mode 0660: its group decides who may
-    /// connect.
+    /// Unix socket to serve on (repeatable; default /run/orbit/api.sock), created mode 0660:
+    /// its group decides who may connect.
     #[arg(long, value_name = "PATH")]
     pub socket: Vec<PathBuf>,
 }
 
-/// `orbit api-service`: sockets passed by systemd (socket activation) win over the flags.
+/// `orbit api-service`: sockets passed by systemd (socket activation) win over the flags;
+/// without flags, the Unix socket /run/orbit/api.sock.
 fn api_service(ctx: &Context, args: ApiServiceArgs) -> anyhow::Result<()> {
-    let listen = if args.listen.is_empty() && args.socket.is_empty() {
-        vec![orbit::api::DEFAULT_LISTEN.parse().expect("a valid address")]
+    let sockets = if args.listen.is_empty() && args.socket.is_empty() {
+        vec![PathBuf::from(orbit::api::DEFAULT_SOCKET)]
     } else {
-        args.listen
+        args.socket
     };
+    for a in &args.listen {
+        eprintln!(
+            "orbit api-service: WARNING: --listen={a}: gRPC over TCP has no access control; anyone who can connect reads every pod's logs and manifest"
+        );
+    }
     orbit::api::serve(orbit::api::ServeOptions {
-        listen,
-        sockets: args.socket,
+        listen: args.listen,
+        sockets,
         root: ctx.store.root().to_path_buf(),
         config: ctx.config.clone(),
     })

@@ -103,10 +103,16 @@ fn container_status(c: &Container) -> proto::ContainerStatus {
     let app = app_of(c);
     let st = app.as_ref().map(|a| &a.status);
     let exited = matches!(st.map(|s| s.state), Some(orbit_stage1::AppState::Exited));
-    let exit_code = st.and_then(|s| s.exit_code).unwrap_or(0);
+    // Exited without a recorded code: its stage1 was killed before it could say; that is
+    // not a success.
+    let unknown_end = exited && st.is_some_and(|s| s.exit_code.is_none());
+    let exit_code = st
+        .and_then(|s| s.exit_code)
+        .unwrap_or(if unknown_end { 255 } else { 0 });
     let reason = match st {
         Some(s) if s.reason.is_some() => s.reason.clone().unwrap_or_default(),
         Some(s) if s.error.is_some() => "StartError".into(),
+        _ if unknown_end => "Unknown".into(),
         _ if exited && exit_code == 0 => "Completed".into(),
         _ if exited => "Error".into(),
         _ => String::new(),
@@ -157,6 +163,35 @@ fn app_name(name: &str, attempt: u32) -> String {
     n + &suffix
 }
 
+/// The stage1 a sandbox runs with: the RuntimeClass handler (which the cluster admin
+/// controls), else the pod's `orbit.dev/stage1` annotation (which any pod author controls:
+/// it may pick an isolating stage1, never `fly`), else `ns`. Only stage1s by name — the
+/// built-in flavors and the config's `stage1.d/` entries — never a path.
+fn stage1_for(
+    handler: &str,
+    annotation: Option<&String>,
+    config: &crate::config::ConfigDirs,
+) -> Result<String, Status> {
+    let known = crate::pod::stage1::available(config);
+    let (name, from_annotation) = match (handler, annotation) {
+        ("", Some(a)) => (a.clone(), true),
+        ("", None) => ("ns".to_string(), false),
+        (h, _) => (h.to_string(), false),
+    };
+    if !known.contains(&name) {
+        return Err(Status::invalid_argument(format!(
+            "runtime handler {name}: not a stage1 this runtime offers ({})",
+            known.join(", ")
+        )));
+    }
+    if from_annotation && name == "fly" {
+        return Err(Status::permission_denied(
+            "the fly stage1 does not isolate pods: it is available through a RuntimeClass handler only, not the orbit.dev/stage1 annotation",
+        ));
+    }
+    Ok(name)
+}
+
 impl Runtime {
     fn pods(&self) -> PodStore {
         PodStore::new(&self.ctx.root)
@@ -168,15 +203,11 @@ impl Runtime {
             .config
             .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
         let ctx = &self.ctx;
-        let handler = if req.runtime_handler.is_empty() {
-            config
-                .annotations
-                .get(STAGE1_ANNOTATION)
-                .cloned()
-                .unwrap_or_else(|| "ns".into())
-        } else {
-            req.runtime_handler.clone()
-        };
+        let handler = stage1_for(
+            &req.runtime_handler,
+            config.annotations.get(STAGE1_ANNOTATION),
+            &ctx.config,
+        )?;
         let stage1 = Stage1::select(Some(&handler), None, None, &ctx.config)
             .map_err(|e| Status::invalid_argument(format!("runtime handler {handler}: {e}")))?;
         let linux = config.linux.clone().unwrap_or_default();
@@ -364,7 +395,7 @@ impl Runtime {
             .is_some_and(|s| s.privileged);
         let insecure = crate::pod::isolation::InsecureRun {
             capabilities: privileged,
-            seccomp: privileged,
+            seccomp: privileged || super::spec::unconfined_seccomp(&config),
             paths: privileged,
         };
         let added = prepare::add_app_with_volumes(

@@ -66,6 +66,14 @@ fn capabilities(caps: &proto::Capability) -> Result<IsolationRequest, Status> {
     Ok(req)
 }
 
+/// Whether the container asked for no seccomp filter (`Unconfined`).
+pub fn unconfined_seccomp(config: &proto::ContainerConfig) -> bool {
+    use proto::security_profile::ProfileType;
+    security(config)
+        .seccomp
+        .is_some_and(|p| p.profile_type == ProfileType::Unconfined as i32)
+}
+
 /// The app for container `config` running image `image` under the name `app`.
 pub fn app_request(
     config: &proto::ContainerConfig,
@@ -95,11 +103,9 @@ pub fn app_request(
         use proto::security_profile::ProfileType;
         match ProfileType::try_from(p.profile_type) {
             Ok(ProfileType::RuntimeDefault) => {}
-            Ok(ProfileType::Unconfined) => {
-                return Err(Status::unimplemented(
-                    "seccomp Unconfined: run the container privileged to lift the filter",
-                ))
-            }
+            // What the kubelet sends for a pod without a profile (seccompDefault off):
+            // no filter, as the pod asked (see `unconfined_seccomp`).
+            Ok(ProfileType::Unconfined) => {}
             Ok(ProfileType::Localhost) => {
                 return Err(Status::unimplemented(format!(
                     "seccomp Localhost profile {} is not supported yet",
@@ -183,27 +189,41 @@ pub fn link_log(pod: &PodRef, app: &str, log_path: &str) -> Result<(), Status> {
     std::os::unix::fs::symlink(target, link).map_err(err)
 }
 
-/// Waits for `child` (its output read meanwhile), killing it after `timeout`.
+/// Waits for `child` (its output read meanwhile), killing it after `timeout`. Output is
+/// collected until the command exits and then for at most a second more: a process it left
+/// in the background holding the pipes does not hold the answer.
 pub fn output_within(
     mut child: std::process::Child,
     timeout: Option<Duration>,
 ) -> Result<std::process::Output, Status> {
+    use std::sync::{Arc, Mutex};
     let reader = |r: Option<Box<dyn Read + Send>>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let b = buf.clone();
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
             if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = r.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock()
+                        .expect("no panics holding it")
+                        .extend_from_slice(&chunk[..n]);
+                }
             }
-            buf
-        })
+            let _ = tx.send(());
+        });
+        (buf, rx)
     };
-    let out = reader(
+    let (out, out_done) = reader(
         child
             .stdout
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
-    let err = reader(
+    let (err, err_done) = reader(
         child
             .stderr
             .take()
@@ -227,9 +247,15 @@ pub fn output_within(
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    let drain_until = Instant::now() + Duration::from_secs(1);
+    for done in [out_done, err_done] {
+        let _ = done.recv_timeout(drain_until.saturating_duration_since(Instant::now()));
+    }
+    let take =
+        |b: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().expect("no panics holding it"));
     Ok(std::process::Output {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: take(out),
+        stderr: take(err),
     })
 }

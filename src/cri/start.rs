@@ -65,11 +65,47 @@ pub fn start_sandbox(ctx: &CriContext, prepared: Prepared) -> Result<(), Status>
         let mut child = cmd
             .spawn()
             .map_err(|e| Status::internal(format!("cannot start the sandbox: {e}")))?;
-        // Reaped when it ends (the sandbox does not outlive the server as a zombie).
-        std::thread::spawn(move || child.wait());
+        // Reaped when it ends (the sandbox does not outlive the server as a zombie); an early
+        // end is noticed by the wait below.
+        let (tx, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        return wait(ctx, &uuid, Some(&ended), &log);
     }
+    wait(ctx, &uuid, None, &ctx.root)
+}
+
+/// Waits until the sandbox is ready; a detached `run-prepared` that ended first is an error
+/// with what it said.
+fn wait(
+    ctx: &CriContext,
+    uuid: &str,
+    ended: Option<&std::sync::mpsc::Receiver<std::io::Result<std::process::ExitStatus>>>,
+    log: &std::path::Path,
+) -> Result<(), Status> {
     let pods = PodStore::new(&ctx.root);
-    lifecycle::wait_ready(&pods, &uuid, Duration::from_secs(60))
-        .map(|_| ())
-        .map_err(|e| status_of(e.into()))
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match lifecycle::wait_ready(&pods, uuid, Duration::from_millis(200)) {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() > deadline => return Err(status_of(e.into())),
+            Err(e @ crate::pod::PodError::WrongState { .. }) => {
+                if let Some(Ok(st)) = ended.map(|r| r.try_recv()) {
+                    let said = std::fs::read_to_string(log).unwrap_or_default();
+                    return Err(Status::internal(format!(
+                        "the sandbox's stage1 ended ({}) before it was ready: {}",
+                        st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                        said.trim()
+                    )));
+                }
+                // Still prepared (not yet claimed) or starting: go on waiting.
+                if !matches!(&e, crate::pod::PodError::WrongState { state, .. } if state == "prepared" || state == "running")
+                {
+                    return Err(status_of(e.into()));
+                }
+            }
+            Err(e) => return Err(status_of(e.into())),
+        }
+    }
 }

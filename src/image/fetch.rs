@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -377,27 +377,44 @@ fn plan_layers(manifest: &ImageManifest, display: &str) -> Result<Vec<LayerJob>>
         .collect()
 }
 
-/// A layer's work in progress: a temp blob and/or temp layer dir, removed on drop.
+/// A layer's work in progress: a temp blob and/or temp layer dir, removed on drop — or a
+/// verified registry download, given back to `downloads/` on drop (the next fetch then
+/// finds it whole).
 #[derive(Default)]
 struct Staged {
     blob: Option<TempPath>,
+    download: Option<PathBuf>,
     layer: Option<TempDir>,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(d) = self.download.take() {
+            super::registry::give_back(&d);
+        }
+    }
 }
 
 impl Staged {
     fn is_empty(&self) -> bool {
-        self.blob.is_none() && self.layer.is_none()
+        self.blob.is_none() && self.download.is_none() && self.layer.is_none()
     }
 
     /// Moves the staged blob and layer into place. A layer that appeared meanwhile (a
     /// concurrent fetch of an image sharing it) wins; ours is discarded.
-    fn commit(self, store: &Store, job: &LayerJob) -> Result<()> {
-        if let Some(tmp) = self.blob {
-            let path = store.blob_path(&job.blob);
+    fn commit(mut self, store: &Store, job: &LayerJob) -> Result<()> {
+        let path = store.blob_path(&job.blob);
+        if let Some(tmp) = self.blob.take() {
             tmp.persist(&path)
                 .map_err(|e| ImageError::io("cannot move blob into place", &path, e.error))?;
         }
-        if let Some(tmp) = self.layer {
+        if let Some(d) = self.download.take() {
+            if let Err(e) = fs::rename(&d, &path) {
+                super::registry::give_back(&d);
+                return Err(ImageError::io("cannot move blob into place", &path, e));
+            }
+        }
+        if let Some(tmp) = self.layer.take() {
             let path = store.layer_dir(&job.diff_id);
             if !path.exists() {
                 let staged = tmp.keep();
@@ -438,6 +455,12 @@ fn stage_layers(
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= jobs.len() {
                     break;
+                }
+                // The same blob twice in one image (an empty layer, say) is staged once.
+                if jobs[..i].iter().any(|j| j.blob == jobs[i].blob) {
+                    results.lock().expect("no worker panics holding the lock")[i] =
+                        Some(Ok(Staged::default()));
+                    continue;
                 }
                 let bar = progress.as_ref().map(|mp| layer_bar(mp, &jobs[i]));
                 let lowers = stored_lowers(store, &jobs[..i]);
@@ -578,14 +601,9 @@ fn stage_layer(
     let drained = compressed.drain();
     let actual_size = compressed.len();
     let (digest, mut tee) = compressed.finish();
-    let download = if downloaded {
-        image.take_download(&job.blob)
-    } else {
-        None
-    };
     if drained.is_ok() && digest != job.blob {
         // A bad download is not kept for resuming.
-        if let Some(d) = &download {
+        if let Some(d) = downloaded.then(|| image.take_download(&job.blob)).flatten() {
             let _ = fs::remove_file(d);
         }
         return Err(ImageError::DigestMismatch {
@@ -609,24 +627,18 @@ fn stage_layer(
         });
     }
     if downloaded {
-        staged.blob = Some(adopt_download(download, &tmp_dir, &what)?);
+        // Taken only now that everything checked out: until then the source keeps it (and a
+        // layer staged again reads it from there).
+        staged.download = Some(
+            image
+                .take_download(&job.blob)
+                .ok_or_else(|| ImageError::Io {
+                    context: format!("the download of {what} was read but not kept"),
+                    error: io::Error::from(io::ErrorKind::NotFound),
+                })?,
+        );
     }
     Ok(staged)
-}
-
-/// Moves a verified download into the store's temp directory as a staged blob.
-fn adopt_download(download: Option<PathBuf>, tmp_dir: &Path, what: &str) -> Result<TempPath> {
-    let Some(download) = download else {
-        return Err(ImageError::Io {
-            context: format!("the download of {what} was read but not kept"),
-            error: io::Error::from(io::ErrorKind::NotFound),
-        });
-    };
-    let staged = tempfile::Builder::new()
-        .prefix("blob-")
-        .make_in(tmp_dir, |p| fs::rename(&download, p))
-        .map_err(ImageError::io_at("cannot move the download into", tmp_dir))?;
-    Ok(staged.into_temp_path())
 }
 
 /// Unpacks a layer stream into a new temp directory (`rootfs/` plus `mtree.json`) and checks

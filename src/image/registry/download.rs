@@ -107,13 +107,24 @@ impl Drop for RegistryFs {
     /// to `<hex>.partial`, so the next fetch finds them whole instead of downloading again.
     fn drop(&mut self) {
         let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|p| p.into_inner()));
-        for (hex, path) in done {
-            let partial = self.remote.downloads.join(format!("{hex}.partial"));
-            // A hard link never replaces a partial another fetch is writing.
-            let _ = std::fs::hard_link(&path, &partial);
-            let _ = std::fs::remove_file(&path);
+        for path in done.values() {
+            give_back(path);
         }
     }
+}
+
+/// Returns a complete download (`<hex>.<pid>-<n>.done`) that did not make it into the store
+/// to `<hex>.partial` beside it. A hard link never replaces a partial another fetch is
+/// writing; if there is one, ours is dropped.
+pub fn give_back(done: &Path) {
+    let name = done
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let (Some(hex), Some(dir)) = (name.split('.').next(), done.parent()) {
+        let _ = std::fs::hard_link(done, dir.join(format!("{hex}.partial")));
+    }
+    let _ = std::fs::remove_file(done);
 }
 
 /// One blob read from the registry (blocking, for the importer's threads), resumed with a

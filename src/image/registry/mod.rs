@@ -19,8 +19,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::error::{ImageError, Result};
-pub use download::RegistryFs;
 use download::Remote;
+pub use download::{give_back, RegistryFs};
 
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
@@ -585,11 +585,18 @@ async fn pull_async(
             r.repository().to_string(),
             sig_tag.clone(),
         );
-        let Ok((sig, _)) = client
-            .pull_manifest_raw(&sig_ref, &auth, &MANIFEST_TYPES)
-            .await
-        else {
-            continue;
+        // Absent (404) means unsigned; throttling or a server error is retried, then an
+        // error — not a misleading "no signature".
+        let sig = with_retries(&sig_ref, "signature", || {
+            client.pull_manifest_raw(&sig_ref, &auth, &MANIFEST_TYPES)
+        })
+        .await;
+        let sig = match sig {
+            Ok((sig, _)) => sig,
+            Err(ImageError::Registry { detail, .. }) if detail.contains("no such image or tag") => {
+                continue
+            }
+            Err(e) => return Err(e),
         };
         let sig_digest = format!("sha256:{}", sha256_hex(&sig));
         write(&sig_digest, &sig)?;
