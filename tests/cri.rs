@@ -521,3 +521,148 @@ async fn a_restarted_cri_server_loses_no_pod_and_no_container() {
     assert_no_pods(&w);
     assert_pod_gone(&sb, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_context_mounts_and_dns_reach_the_container() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let mut config = sandbox_config(&w, "sec");
+    config.dns_config = Some(proto::DnsConfig {
+        servers: vec!["10.9.8.7".into()],
+        searches: vec!["svc.example".into()],
+        options: vec!["ndots:3".into()],
+    });
+    let sb = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let rw = w.path("host-rw");
+    let ro = w.path("host-ro");
+    fs::create_dir_all(&rw).unwrap();
+    fs::create_dir_all(&ro).unwrap();
+    fs::write(ro.join("existing"), "from the host\n").unwrap();
+    let mut c = container_config("sec", BUSYBOX, "exec sleep 600");
+    c.mounts = vec![
+        proto::Mount { container_path: "/data".into(), host_path: rw.display().to_string(), ..Default::default() },
+        proto::Mount { container_path: "/ro".into(), host_path: ro.display().to_string(), readonly: true, ..Default::default() },
+    ];
+    c.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            capabilities: Some(proto::Capability {
+                add_capabilities: vec!["NET_ADMIN".into()],
+                drop_capabilities: vec!["CHOWN".into()],
+                ..Default::default()
+            }),
+            readonly_rootfs: true,
+            run_as_group: Some(proto::Int64Value { value: 100 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = rt
+        .create_container(proto::CreateContainerRequest { pod_sandbox_id: sb.clone(), config: Some(c), sandbox_config: Some(config.clone()) })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(proto::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    let run = |script: &str| {
+        let mut rt = rt.clone();
+        let (id, cmd) = (id.clone(), sh(script));
+        async move {
+            let out = rt
+                .exec_sync(proto::ExecSyncRequest { container_id: id, cmd, timeout: 10 })
+                .await
+                .unwrap()
+                .into_inner();
+            (out.exit_code, String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+    };
+    // Capabilities: the default set + NET_ADMIN (bit 12) − CHOWN (bit 0).
+    let (_, capeff) = run("grep CapEff /proc/self/status | cut -f2").await;
+    let caps = u64::from_str_radix(&capeff, 16).unwrap();
+    assert!(caps & (1 << 12) != 0, "NET_ADMIN missing: {capeff}");
+    assert!(caps & 1 == 0, "CHOWN kept: {capeff}");
+    let (_, nnp) = run("grep NoNewPrivs /proc/self/status | cut -f2").await;
+    assert_eq!(nnp, "1");
+    assert_eq!(run("id -g").await.1, "100");
+    // A read-only root; the host mounts, one writable, one not.
+    assert_ne!(run("echo x > /newfile").await.0, 0);
+    assert_eq!(run("echo written > /data/out && cat /ro/existing").await, (0, "from the host".to_string()));
+    assert_eq!(fs::read_to_string(rw.join("out")).unwrap(), "written\n");
+    assert_ne!(run("echo x > /ro/new").await.0, 0);
+    // DNS as the kubelet asked.
+    let (_, resolv) = run("cat /etc/resolv.conf").await;
+    assert!(resolv.contains("nameserver 10.9.8.7") && resolv.contains("svc.example") && resolv.contains("ndots:3"), "{resolv}");
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb.clone() }).await.unwrap();
+    assert_no_pods(&w);
+    assert_pod_gone(&sb, None);
+}
+
+/// Interface names in a /proc/net/dev text.
+fn interfaces(dev: &str) -> Vec<String> {
+    let mut v: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(|s| s.trim().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_sandboxes_and_privileged_containers() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let mut config = sandbox_config(&w, "hostnet");
+    config.linux = Some(proto::LinuxPodSandboxConfig {
+        security_context: Some(proto::LinuxSandboxSecurityContext {
+            namespace_options: Some(proto::NamespaceOption {
+                network: proto::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let sb = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut c = container_config("priv", BUSYBOX, "exec sleep 600");
+    c.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext { privileged: true, ..Default::default() }),
+        ..Default::default()
+    });
+    let id = rt
+        .create_container(proto::CreateContainerRequest { pod_sandbox_id: sb.clone(), config: Some(c), sandbox_config: Some(config) })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(proto::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    let out = exec(&mut rt, &id, &["cat", "/proc/net/dev"], 10).await.unwrap();
+    let host = fs::read_to_string("/proc/net/dev").unwrap();
+    assert_eq!(interfaces(&String::from_utf8_lossy(&out.stdout)), interfaces(&host), "the host's network namespace");
+    // Privileged: every capability the runtime itself has (the host's bounding set).
+    let capeff = |status: &str| {
+        let v = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_string();
+        u64::from_str_radix(&v, 16).unwrap()
+    };
+    let out = exec(&mut rt, &id, &["cat", "/proc/self/status"], 10).await.unwrap();
+    let host = capeff(&fs::read_to_string("/proc/self/status").unwrap());
+    assert_eq!(capeff(&String::from_utf8_lossy(&out.stdout)), host);
+    assert!(host.count_ones() > 30);
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb.clone() }).await.unwrap();
+    assert_no_pods(&w);
+    assert_pod_gone(&sb, None);
+}
