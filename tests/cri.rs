@@ -6,6 +6,8 @@
 mod common;
 #[path = "common/pods.rs"]
 mod pods_common;
+#[path = "common/registry.rs"]
+mod registry_common;
 
 use std::collections::HashMap;
 use std::fs;
@@ -534,7 +536,10 @@ async fn security_context_mounts_and_dns_reach_the_container() {
         options: vec!["ndots:3".into()],
     });
     let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -546,8 +551,17 @@ async fn security_context_mounts_and_dns_reach_the_container() {
     fs::write(ro.join("existing"), "from the host\n").unwrap();
     let mut c = container_config("sec", BUSYBOX, "exec sleep 600");
     c.mounts = vec![
-        proto::Mount { container_path: "/data".into(), host_path: rw.display().to_string(), ..Default::default() },
-        proto::Mount { container_path: "/ro".into(), host_path: ro.display().to_string(), readonly: true, ..Default::default() },
+        proto::Mount {
+            container_path: "/data".into(),
+            host_path: rw.display().to_string(),
+            ..Default::default()
+        },
+        proto::Mount {
+            container_path: "/ro".into(),
+            host_path: ro.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
     ];
     c.linux = Some(proto::LinuxContainerConfig {
         security_context: Some(proto::LinuxContainerSecurityContext {
@@ -563,12 +577,20 @@ async fn security_context_mounts_and_dns_reach_the_container() {
         ..Default::default()
     });
     let id = rt
-        .create_container(proto::CreateContainerRequest { pod_sandbox_id: sb.clone(), config: Some(c), sandbox_config: Some(config.clone()) })
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(c),
+            sandbox_config: Some(config.clone()),
+        })
         .await
         .unwrap()
         .into_inner()
         .container_id;
-    rt.start_container(proto::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    rt.start_container(proto::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
     wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
     let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
     let run = |script: &str| {
@@ -576,11 +598,18 @@ async fn security_context_mounts_and_dns_reach_the_container() {
         let (id, cmd) = (id.clone(), sh(script));
         async move {
             let out = rt
-                .exec_sync(proto::ExecSyncRequest { container_id: id, cmd, timeout: 10 })
+                .exec_sync(proto::ExecSyncRequest {
+                    container_id: id,
+                    cmd,
+                    timeout: 10,
+                })
                 .await
                 .unwrap()
                 .into_inner();
-            (out.exit_code, String::from_utf8_lossy(&out.stdout).trim().to_string())
+            (
+                out.exit_code,
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )
         }
     };
     // Capabilities: the default set + NET_ADMIN (bit 12) − CHOWN (bit 0).
@@ -593,13 +622,25 @@ async fn security_context_mounts_and_dns_reach_the_container() {
     assert_eq!(run("id -g").await.1, "100");
     // A read-only root; the host mounts, one writable, one not.
     assert_ne!(run("echo x > /newfile").await.0, 0);
-    assert_eq!(run("echo written > /data/out && cat /ro/existing").await, (0, "from the host".to_string()));
+    assert_eq!(
+        run("echo written > /data/out && cat /ro/existing").await,
+        (0, "from the host".to_string())
+    );
     assert_eq!(fs::read_to_string(rw.join("out")).unwrap(), "written\n");
     assert_ne!(run("echo x > /ro/new").await.0, 0);
     // DNS as the kubelet asked.
     let (_, resolv) = run("cat /etc/resolv.conf").await;
-    assert!(resolv.contains("nameserver 10.9.8.7") && resolv.contains("svc.example") && resolv.contains("ndots:3"), "{resolv}");
-    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb.clone() }).await.unwrap();
+    assert!(
+        resolv.contains("nameserver 10.9.8.7")
+            && resolv.contains("svc.example")
+            && resolv.contains("ndots:3"),
+        "{resolv}"
+    );
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
     assert_no_pods(&w);
     assert_pod_gone(&sb, None);
 }
@@ -632,37 +673,245 @@ async fn host_network_sandboxes_and_privileged_containers() {
         ..Default::default()
     });
     let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
     let mut c = container_config("priv", BUSYBOX, "exec sleep 600");
     c.linux = Some(proto::LinuxContainerConfig {
-        security_context: Some(proto::LinuxContainerSecurityContext { privileged: true, ..Default::default() }),
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
         ..Default::default()
     });
     let id = rt
-        .create_container(proto::CreateContainerRequest { pod_sandbox_id: sb.clone(), config: Some(c), sandbox_config: Some(config) })
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(c),
+            sandbox_config: Some(config),
+        })
         .await
         .unwrap()
         .into_inner()
         .container_id;
-    rt.start_container(proto::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    rt.start_container(proto::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
     wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
-    let out = exec(&mut rt, &id, &["cat", "/proc/net/dev"], 10).await.unwrap();
+    let out = exec(&mut rt, &id, &["cat", "/proc/net/dev"], 10)
+        .await
+        .unwrap();
     let host = fs::read_to_string("/proc/net/dev").unwrap();
-    assert_eq!(interfaces(&String::from_utf8_lossy(&out.stdout)), interfaces(&host), "the host's network namespace");
+    assert_eq!(
+        interfaces(&String::from_utf8_lossy(&out.stdout)),
+        interfaces(&host),
+        "the host's network namespace"
+    );
     // Privileged: every capability the runtime itself has (the host's bounding set).
     let capeff = |status: &str| {
-        let v = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_string();
+        let v = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .unwrap()
+            .trim()
+            .to_string();
         u64::from_str_radix(&v, 16).unwrap()
     };
-    let out = exec(&mut rt, &id, &["cat", "/proc/self/status"], 10).await.unwrap();
+    let out = exec(&mut rt, &id, &["cat", "/proc/self/status"], 10)
+        .await
+        .unwrap();
     let host = capeff(&fs::read_to_string("/proc/self/status").unwrap());
     assert_eq!(capeff(&String::from_utf8_lossy(&out.stdout)), host);
     assert!(host.count_ones() > 30);
-    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
     assert_no_pods(&w);
     assert_pod_gone(&sb, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_pulled_with_the_requests_credentials_listed_used_and_removed() {
+    use registry_common::{image_as, Registry, PASS, USER};
+    let reg = Registry::start();
+    let w = pod_world();
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-key.pub");
+    w.ok(&[
+        "trust",
+        "--prefix",
+        &format!("{}/busybox", reg.host()),
+        &key.display().to_string(),
+    ]);
+    let (_, digest) = image_as(&w, &reg, &reg.host(), "cri", 1, 4096, true);
+    let cri = Cri::start(&w, &[&reg.ca()]);
+    let (mut rt, mut img) = cri.clients().await;
+    let name = format!("{}/busybox:cri", reg.host());
+    let spec = |i: &str| {
+        Some(proto::ImageSpec {
+            image: i.into(),
+            ..Default::default()
+        })
+    };
+    let pull = |password: Option<&str>| proto::PullImageRequest {
+        image: spec(&name),
+        auth: password.map(|p| proto::AuthConfig {
+            username: USER.into(),
+            password: p.into(),
+            ..Default::default()
+        }),
+        sandbox_config: None,
+    };
+    // No credentials, wrong ones: refused, nothing stored.
+    let e = img.pull_image(pull(None)).await.unwrap_err();
+    assert!(
+        e.message().contains("authentication") || e.message().contains("401"),
+        "{e}"
+    );
+    let e = img.pull_image(pull(Some("wrong"))).await.unwrap_err();
+    assert!(
+        e.message().contains("authentication") || e.message().contains("401"),
+        "{e}"
+    );
+    let status = img
+        .image_status(proto::ImageStatusRequest {
+            image: spec(&name),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.image.is_none(),
+        "an image that is not there is no error, and no image"
+    );
+    // The request's credentials: pulled, verified, listed.
+    let got = img
+        .pull_image(pull(Some(PASS)))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    assert_eq!(got, digest);
+    let status = img
+        .image_status(proto::ImageStatusRequest {
+            image: spec(&name),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let image = status.image.unwrap();
+    assert_eq!(image.id, digest);
+    assert_eq!(image.repo_tags, vec![name.clone()]);
+    assert_eq!(
+        image.repo_digests,
+        vec![format!("{}/busybox@{digest}", reg.host())]
+    );
+    assert!(image.size > 0);
+    assert!(status.info["info"].contains("key "), "{:?}", status.info);
+    let all = img
+        .list_images(proto::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(
+        all.iter().any(|i| i.id == digest)
+            && all
+                .iter()
+                .any(|i| i.repo_tags.contains(&BUSYBOX.to_string()))
+    );
+    let only = img
+        .list_images(proto::ListImagesRequest {
+            filter: Some(proto::ImageFilter {
+                image: spec(&digest),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(
+        only.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        vec![digest.clone()]
+    );
+    let fs_info = img
+        .image_fs_info(proto::ImageFsInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        fs_info.image_filesystems[0]
+            .used_bytes
+            .as_ref()
+            .unwrap()
+            .value
+            > 0
+    );
+
+    // A container from the pulled image.
+    let config = sandbox_config(&w, "pulled");
+    let sb = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut c = container_config("motd", &name, "");
+    c.command = vec![];
+    let id = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(c),
+            sandbox_config: Some(config),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(proto::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let s = wait_state(&mut rt, &id, ContainerState::ContainerExited).await;
+    assert_eq!(s.exit_code, 0);
+    assert_eq!(s.reason, "Completed");
+    assert_eq!(s.image_ref, digest);
+    assert_eq!(log_lines(Path::new(&s.log_path)), vec!["hello from cri"]);
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+
+    // Removed by tag; removing again succeeds.
+    img.remove_image(proto::RemoveImageRequest { image: spec(&name) })
+        .await
+        .unwrap();
+    let status = img
+        .image_status(proto::ImageStatusRequest {
+            image: spec(&digest),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_none());
+    img.remove_image(proto::RemoveImageRequest { image: spec(&name) })
+        .await
+        .unwrap();
+    assert_no_pods(&w);
 }
