@@ -13,16 +13,7 @@ use orbit::api::proto::{self, public_api_client::PublicApiClient};
 use tonic::transport::Channel;
 
 async fn channel(socket: String) -> Channel {
-    tonic::transport::Endpoint::try_from("http://[::]:15441")
-        .expect("a valid URI")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
+    orbit::grpc::unix_channel(socket)
         .await
         .expect("the API socket")
 }

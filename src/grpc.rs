@@ -196,3 +196,21 @@ pub async fn serve(
     }
     result
 }
+
+/// A client channel to a gRPC service on a Unix socket (the API service, the CRI server).
+pub async fn unix_channel(
+    socket: impl Into<PathBuf>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let socket = socket.into();
+    // The URI is required by the API but unused: every connection goes to the socket.
+    tonic::transport::Endpoint::from_static("http://[::]:1")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+}

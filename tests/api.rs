@@ -76,19 +76,7 @@ impl Drop for Api {
 
 /// A gRPC channel over a Unix socket.
 async fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://[::]:15441")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
+    orbit::grpc::unix_channel(socket).await.unwrap()
 }
 
 fn kv(k: &str, v: &str) -> proto::KeyValue {

@@ -48,19 +48,7 @@ impl Cri {
     }
 
     async fn clients(&self) -> (RuntimeServiceClient<Channel>, ImageServiceClient<Channel>) {
-        let socket = self.socket.clone();
-        let ch = tonic::transport::Endpoint::try_from("http://[::]:1")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap();
+        let ch = orbit::grpc::unix_channel(&self.socket).await.unwrap();
         (
             RuntimeServiceClient::new(ch.clone()),
             ImageServiceClient::new(ch),
@@ -117,6 +105,39 @@ fn container_config(name: &str, image: &str, script: &str) -> proto::ContainerCo
         log_path: format!("{name}/0.log"),
         ..Default::default()
     }
+}
+
+/// RunPodSandbox with `config` (default runtime handler): the sandbox's ID.
+async fn run_sandbox(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: &proto::PodSandboxConfig,
+) -> String {
+    rt.run_pod_sandbox(proto::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// CreateContainer `c` in sandbox `sb` (made with `config`): the container's ID.
+async fn create(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sb: &str,
+    config: &proto::PodSandboxConfig,
+    c: proto::ContainerConfig,
+) -> String {
+    rt.create_container(proto::CreateContainerRequest {
+        pod_sandbox_id: sb.into(),
+        config: Some(c),
+        sandbox_config: Some(config.clone()),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .container_id
 }
 
 async fn container_state(
@@ -200,15 +221,7 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
     assert!(st.runtime_handlers.iter().any(|h| h.name == "ns"));
 
     let config = sandbox_config(&w, "web");
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_sandbox(&mut rt, &config).await;
     // The CLI sees the sandbox: it is an orbit pod.
     let listed = list_json(&w);
     assert!(
@@ -274,16 +287,7 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
         }),
         ..Default::default()
     });
-    let id = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(c),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let id = create(&mut rt, &sb, &config, c).await;
     let s = container_state(&mut rt, &id).await;
     assert_eq!(s.state, ContainerState::ContainerCreated as i32);
     assert_eq!(s.metadata.unwrap().name, "main");
@@ -535,15 +539,7 @@ async fn security_context_mounts_and_dns_reach_the_container() {
         searches: vec!["svc.example".into()],
         options: vec!["ndots:3".into()],
     });
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_sandbox(&mut rt, &config).await;
     let rw = w.path("host-rw");
     let ro = w.path("host-ro");
     fs::create_dir_all(&rw).unwrap();
@@ -576,16 +572,7 @@ async fn security_context_mounts_and_dns_reach_the_container() {
         }),
         ..Default::default()
     });
-    let id = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(c),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let id = create(&mut rt, &sb, &config, c).await;
     rt.start_container(proto::StartContainerRequest {
         container_id: id.clone(),
     })
@@ -672,15 +659,7 @@ async fn host_network_sandboxes_and_privileged_containers() {
         }),
         ..Default::default()
     });
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_sandbox(&mut rt, &config).await;
     let mut c = container_config("priv", BUSYBOX, "exec sleep 600");
     c.linux = Some(proto::LinuxContainerConfig {
         security_context: Some(proto::LinuxContainerSecurityContext {
@@ -689,16 +668,7 @@ async fn host_network_sandboxes_and_privileged_containers() {
         }),
         ..Default::default()
     });
-    let id = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(c),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let id = create(&mut rt, &sb, &config, c).await;
     rt.start_container(proto::StartContainerRequest {
         container_id: id.clone(),
     })
@@ -860,27 +830,10 @@ async fn images_are_pulled_with_the_requests_credentials_listed_used_and_removed
 
     // A container from the pulled image.
     let config = sandbox_config(&w, "pulled");
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_sandbox(&mut rt, &config).await;
     let mut c = container_config("motd", &name, "");
     c.command = vec![];
-    let id = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(c),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let id = create(&mut rt, &sb, &config, c).await;
     rt.start_container(proto::StartContainerRequest {
         container_id: id.clone(),
     })
