@@ -323,6 +323,54 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
     let e = exec(&mut rt, &id, &["sleep", "30"], 1).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");
 
+    // Statistics from the container's cgroup and its writable layer.
+    let out = exec(
+        &mut rt,
+        &id,
+        &["dd", "if=/dev/zero", "of=/tmp/big", "bs=1M", "count=3"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = rt
+        .container_stats(proto::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(stats.memory.unwrap().usage_bytes.unwrap().value > 0);
+    assert!(stats.writable_layer.unwrap().used_bytes.unwrap().value >= 3 << 20);
+    let pod_stats = rt
+        .pod_sandbox_stats(proto::PodSandboxStatsRequest {
+            pod_sandbox_id: sb.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap()
+        .linux
+        .unwrap();
+    assert!(pod_stats.process.unwrap().process_count.unwrap().value >= 1);
+    assert_eq!(pod_stats.containers.len(), 1);
+    let listed = rt
+        .list_container_stats(proto::ListContainerStatsRequest {
+            filter: Some(proto::ContainerStatsFilter {
+                pod_sandbox_id: sb.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+
     let lister = rt.clone();
     let list = |f: proto::ContainerFilter| {
         let mut rt = lister.clone();

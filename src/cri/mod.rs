@@ -12,6 +12,7 @@ pub mod records;
 mod runtime;
 mod spec;
 mod start;
+mod stats;
 
 use std::path::PathBuf;
 use std::sync::Arc;

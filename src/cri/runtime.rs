@@ -795,38 +795,66 @@ impl RuntimeService for Runtime {
 
     async fn container_stats(
         &self,
-        _: Request<proto::ContainerStatsRequest>,
+        req: Request<proto::ContainerStatsRequest>,
     ) -> Result<Response<proto::ContainerStatsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ContainerStats is not implemented yet",
-        ))
+        let id = req.into_inner().container_id;
+        run_blocking!(self, move |s: Runtime| {
+            let c = s.container(&id)?;
+            Ok(Response::new(proto::ContainerStatsResponse {
+                stats: Some(super::stats::container(&c)),
+            }))
+        })
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<proto::ListContainerStatsRequest>,
+        req: Request<proto::ListContainerStatsRequest>,
     ) -> Result<Response<proto::ListContainerStatsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListContainerStats is not implemented yet",
-        ))
+        let f = req.into_inner().filter.unwrap_or_default();
+        run_blocking!(self, move |s: Runtime| {
+            let stats = records::sandboxes(&s.pods())
+                .iter()
+                .filter(|sb| {
+                    f.pod_sandbox_id.is_empty() || sb.pod.uuid.starts_with(&f.pod_sandbox_id)
+                })
+                .flat_map(records::containers_of)
+                .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
+                .filter(|c| labels_match(&c.config.labels, &f.label_selector))
+                .map(|c| super::stats::container(&c))
+                .collect();
+            Ok(Response::new(proto::ListContainerStatsResponse { stats }))
+        })
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<proto::PodSandboxStatsRequest>,
+        req: Request<proto::PodSandboxStatsRequest>,
     ) -> Result<Response<proto::PodSandboxStatsResponse>, Status> {
-        Err(Status::unimplemented(
-            "PodSandboxStats is not implemented yet",
-        ))
+        let id = req.into_inner().pod_sandbox_id;
+        run_blocking!(self, move |s: Runtime| {
+            let sb = records::find_sandbox(&s.pods(), &id)
+                .ok_or_else(|| Status::not_found(format!("no sandbox {id}")))?;
+            let containers = records::containers_of(&sb);
+            Ok(Response::new(proto::PodSandboxStatsResponse {
+                stats: Some(super::stats::sandbox(&sb, &containers)),
+            }))
+        })
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<proto::ListPodSandboxStatsRequest>,
+        req: Request<proto::ListPodSandboxStatsRequest>,
     ) -> Result<Response<proto::ListPodSandboxStatsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListPodSandboxStats is not implemented yet",
-        ))
+        let f = req.into_inner().filter.unwrap_or_default();
+        run_blocking!(self, move |s: Runtime| {
+            let stats = records::sandboxes(&s.pods())
+                .iter()
+                .filter(|sb| f.id.is_empty() || sb.pod.uuid.starts_with(&f.id))
+                .filter(|sb| labels_match(&sb.config.labels, &f.label_selector))
+                .map(|sb| super::stats::sandbox(sb, &records::containers_of(sb)))
+                .collect();
+            Ok(Response::new(proto::ListPodSandboxStatsResponse { stats }))
+        })
     }
 
     async fn update_runtime_config(
