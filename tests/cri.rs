@@ -371,6 +371,46 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
         .stats;
     assert_eq!(listed.len(), 1);
 
+    // New limits reach the container's cgroup and its status.
+    rt.update_container_resources(proto::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(proto::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let bases: HashMap<String, String> =
+        serde_json::from_slice(&fs::read(pod_dir(&w, &sb).join("cgroups.json")).unwrap()).unwrap();
+    let cg = |controller: &str, file: &str| {
+        let base = bases
+            .iter()
+            .find(|(k, _)| k.split(',').any(|c| c == controller))
+            .unwrap()
+            .1;
+        fs::read_to_string(format!(
+            "/sys/fs/cgroup/{controller}/{}/orbit/{sb}/main-0/{file}",
+            base.trim_start_matches('/')
+        ))
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        cg("memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "50000");
+    let s = container_state(&mut rt, &id).await;
+    assert_eq!(
+        s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        64 << 20
+    );
+
     let lister = rt.clone();
     let list = |f: proto::ContainerFilter| {
         let mut rt = lister.clone();

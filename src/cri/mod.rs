@@ -7,6 +7,7 @@
 //! The CRI protobuf definitions are vendored in `proto/k8s/cri/v1/` (Apache-2.0, from
 //! kubernetes/cri-api) and compiled by `build.rs` with protox like orbit's own API.
 
+mod cgroups;
 mod images;
 pub mod records;
 mod runtime;

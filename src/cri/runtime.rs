@@ -134,6 +134,15 @@ fn container_status(c: &Container) -> proto::ContainerStatus {
         mounts: c.config.mounts.clone(),
         log_path: c.meta.log_path.clone(),
         image_id: c.meta.image_id.clone(),
+        resources: c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|r| proto::ContainerResources {
+                linux: Some(r),
+                windows: None,
+            }),
         ..Default::default()
     }
 }
@@ -735,11 +744,23 @@ impl RuntimeService for Runtime {
 
     async fn update_container_resources(
         &self,
-        _: Request<proto::UpdateContainerResourcesRequest>,
+        req: Request<proto::UpdateContainerResourcesRequest>,
     ) -> Result<Response<proto::UpdateContainerResourcesResponse>, Status> {
-        Err(Status::unimplemented(
-            "UpdateContainerResources is not implemented yet",
-        ))
+        let req = req.into_inner();
+        run_blocking!(self, move |s: Runtime| {
+            let c = s.container(&req.container_id)?;
+            let pod = s.running_pod(&c)?;
+            let Some(r) = req.linux else {
+                return Ok(());
+            };
+            super::cgroups::update(&pod.path, &pod.uuid, &c.meta.app, &r)?;
+            // Recorded, so ContainerStatus reports the limits in force.
+            let mut config = c.config.clone();
+            config.linux.get_or_insert_with(Default::default).resources = Some(r);
+            records::save_container(&pod.path, &c.id, &config, &c.meta)
+                .map_err(|e| Status::internal(format!("cannot record the container: {e}")))
+        })?;
+        Ok(Response::new(proto::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(

@@ -3,34 +3,11 @@
 //! `cgroups.json`): CPU time, memory usage and working set, process count, and the
 //! writable layer's size. cgroup v1 and v2 are both read.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::cgroups::cgroup_dir;
 use super::proto;
 use super::records::{Container, Sandbox};
-
-/// The cgroup directory of `rel` (below the pod's recorded base) for a v1 controller, or
-/// the unified hierarchy when `controller` is `""`.
-fn cgroup_dir(pod: &Path, controller: &str, rel: &str) -> Option<PathBuf> {
-    let base: BTreeMap<String, String> =
-        serde_json::from_slice(&std::fs::read(pod.join("cgroups.json")).ok()?).ok()?;
-    let b = base
-        .iter()
-        .find(|(k, _)| k.split(',').any(|c| c == controller))
-        .map(|(_, v)| v.trim_start_matches('/').to_string())?;
-    let roots: Vec<PathBuf> = if controller.is_empty() {
-        vec!["/sys/fs/cgroup/unified".into(), "/sys/fs/cgroup".into()]
-    } else {
-        vec![
-            format!("/sys/fs/cgroup/{controller}").into(),
-            "/sys/fs/cgroup/cpu,cpuacct".into(),
-        ]
-    };
-    roots
-        .into_iter()
-        .map(|r| r.join(&b).join(rel))
-        .find(|d| d.is_dir())
-}
 
 fn read_u64(path: PathBuf) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
