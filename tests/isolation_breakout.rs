@@ -683,8 +683,10 @@ fn hostname_of_the_host_cannot_be_changed(via: Via) {
 fn processes_outside_the_pod_cannot_be_signalled_or_traced(via: Via) {
     let w = world();
     let me = std::process::id();
+    // The pod's own pid namespace holds a handful of processes (pids 1 to a few dozen); a
+    // host with a wrapped pid counter can give the test a pid under 1000.
     assert!(
-        me > 1000,
+        me > 100,
         "the test's pid {me} might exist in the pod's pid namespace"
     );
     let out = sh(
