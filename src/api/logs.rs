@@ -66,6 +66,41 @@ fn read_from(app: &str, path: &Path, offset: u64) -> (Vec<proto::LogRecord>, u64
     (out, offset)
 }
 
+/// Where the last `n` complete lines of `path` start (0 when it has fewer), found by
+/// reading backwards in blocks.
+fn tail_offset(path: &Path, n: usize) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return 0;
+    };
+    // The last newline ends the last complete line: the (n+1)-th from the end ends the line
+    // before the last n.
+    let mut end = len;
+    let mut seen = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        if f.read_exact_at(chunk, start).is_err() {
+            return 0;
+        }
+        for (i, b) in chunk.iter().enumerate().rev() {
+            let at = start + i as u64;
+            if *b == b'\n' {
+                seen += 1;
+                if seen == n + 1 {
+                    return at + 1;
+                }
+            }
+        }
+        end = start;
+    }
+    0
+}
+
 /// Opens the logs `req` asks for and reads what is there.
 pub fn open(root: &Path, req: &proto::GetLogsRequest) -> Result<Cursor, Status> {
     let pods = PodStore::new(root);
@@ -96,7 +131,13 @@ pub fn open(root: &Path, req: &proto::GetLogsRequest) -> Result<Cursor, Status> 
     let mut files = Vec::new();
     for app in apps {
         let path = paths::app_log(&pod.path, &app);
-        let (mut records, offset) = read_from(&app, &path, 0);
+        // Only the tail is read when that is all that is asked for (a log can be huge).
+        let start = if req.tail > 0 && req.since_time == 0 {
+            tail_offset(&path, req.tail as usize)
+        } else {
+            0
+        };
+        let (mut records, offset) = read_from(&app, &path, start);
         records.retain(|r| req.since_time == 0 || r.time >= req.since_time);
         if req.tail > 0 {
             let skip = records.len().saturating_sub(req.tail as usize);
@@ -198,5 +239,28 @@ pub async fn stream(
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
             () = tx.closed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_offset;
+
+    #[test]
+    fn the_tail_starts_after_the_right_newline() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log");
+        std::fs::write(&p, "a\nbb\nccc\n").unwrap();
+        assert_eq!(tail_offset(&p, 1), 5);
+        assert_eq!(tail_offset(&p, 2), 2);
+        assert_eq!(tail_offset(&p, 3), 0);
+        assert_eq!(tail_offset(&p, 9), 0);
+        // A line still being written does not count.
+        std::fs::write(&p, "a\nbb\ncc").unwrap();
+        assert_eq!(tail_offset(&p, 1), 2);
+        // Lines longer than a block.
+        let long = "x".repeat(100_000);
+        std::fs::write(&p, format!("{long}\n{long}\n{long}\n")).unwrap();
+        assert_eq!(tail_offset(&p, 1), 2 * 100_001);
     }
 }
