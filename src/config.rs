@@ -12,6 +12,9 @@ pub struct ConfigDirs {
     pub system: PathBuf,
     /// Per-user configuration, `~/.config/orbit`.
     pub user: PathBuf,
+    /// More CNI configuration directories, searched after the `net.d/` of the three (the
+    /// kubelet's `/etc/cni/net.d` for `orbit cri`).
+    pub net_dirs: Vec<PathBuf>,
 }
 
 impl ConfigDirs {
@@ -32,6 +35,7 @@ impl Default for ConfigDirs {
             vendor: PathBuf::from("/usr/lib/orbit"),
             system: PathBuf::from("/etc/orbit"),
             user,
+            net_dirs: Vec::new(),
         }
     }
 }

@@ -30,11 +30,18 @@ struct Cri {
 }
 
 impl Cri {
+    /// `orbit FLAGS --systemd=no cri --net=none` (no network unless a test asks).
     fn start(w: &World, flags: &[&str]) -> Cri {
+        Cri::start_with(w, flags, &["--net=none"])
+    }
+
+    /// `orbit FLAGS --systemd=no cri CRI_FLAGS`.
+    fn start_with(w: &World, flags: &[&str], cri_flags: &[&str]) -> Cri {
         let socket = w.path(&format!("cri-{}.sock", uuid::Uuid::new_v4().simple()));
         let mut args: Vec<&str> = flags.to_vec();
         let s = socket.display().to_string();
-        args.extend(["--systemd=no", "cri", "--net=none", "--socket", &s]);
+        args.extend(["--systemd=no", "cri", "--socket", &s]);
+        args.extend(cri_flags);
         let child = w
             .cmd(&args)
             .stdout(Stdio::null())
@@ -955,4 +962,113 @@ async fn images_are_pulled_with_the_requests_credentials_listed_used_and_removed
         .await
         .unwrap();
     assert_no_pods(&w);
+}
+
+/// A network namespace of the test's own (deleted on drop) for a world's pods.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_joins_the_kubelets_cni_network() {
+    // Everything happens in a namespace of the test's own: `orbit cri` runs in it, and so
+    // does every sandbox it starts.
+    let ns = Netns(format!(
+        "orbit-cri-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let st = std::process::Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let w = World::new().with_netns(fs::File::open(format!("/run/netns/{}", ns.0)).unwrap());
+    fetch(&w, &layouts().busybox);
+    // The kubelet's CNI directory: its first conflist is the pods' network.
+    let cni = w.path("cni/net.d");
+    fs::create_dir_all(&cni).unwrap();
+    fs::write(
+        cni.join("10-kube.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"kubepods","plugins":[{"type":"bridge","bridge":"kube0","isGateway":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.99.7.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}"#,
+    )
+    .unwrap();
+    fs::write(
+        cni.join("99-other.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"bridge"}]}"#,
+    )
+    .unwrap();
+    let cri = Cri::start_with(&w, &[], &["--cni-conf-dir", &cni.display().to_string()]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(&w, "netted");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let status = rt
+        .pod_sandbox_status(proto::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let ip = status.network.unwrap().ip;
+    assert!(ip.starts_with("10.99.7."), "{ip}");
+    let id = create(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("web", BUSYBOX, "exec sleep 600"),
+    )
+    .await;
+    rt.start_container(proto::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    let out = exec(
+        &mut rt,
+        &id,
+        &["ip", "-4", "-o", "addr", "show", "eth0"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{ip}/24")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The gateway (the bridge in the namespace) answers.
+    let out = exec(
+        &mut rt,
+        &id,
+        &["ping", "-c", "1", "-W", "5", "10.99.7.1"],
+        15,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    assert_no_pods(&w);
+    // No veth of the pod is left in the namespace.
+    let links = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &ns.0, "ip", "-o", "link", "show", "type", "veth",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&links.stdout).trim(), "");
+    drop(cri);
+    drop(w);
 }

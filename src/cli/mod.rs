@@ -242,9 +242,13 @@ pub struct CriArgs {
     #[arg(long, value_name = "PATH", default_value = orbit::cri::DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// The network sandboxes join unless they ask for the host's: CNI networks (`--net`
-    /// syntax) or `none`.
-    #[arg(long, default_value = "default")]
-    pub net: String,
+    /// syntax) or `none`. Default: the first network in --cni-conf-dir (as the kubelet
+    /// expects), else orbit's `default`.
+    #[arg(long)]
+    pub net: Option<String>,
+    /// The kubelet's CNI configuration directory, searched after orbit's own net.d.
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
     /// CNI plugin directories searched before the default ones.
     #[arg(long, value_name = "DIR")]
     pub cni_plugin_dir: Vec<PathBuf>,
@@ -256,15 +260,20 @@ fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<()> {
     let systemd = matches!(orbit::systemd::Systemd::connect(ctx.systemd), Ok(Some(_)));
     let orbit = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the orbit binary: {e}"))?;
+    let net = args.net.unwrap_or_else(|| {
+        orbit::net::conf::first_network(&args.cni_conf_dir).unwrap_or_else(|| "default".into())
+    });
+    let mut config = ctx.config.clone();
+    config.net_dirs.push(args.cni_conf_dir);
     orbit::cri::serve(orbit::cri::CriOptions {
         sockets: vec![args.socket],
         context: orbit::cri::CriContext {
             root: ctx.store.root().to_path_buf(),
-            config: ctx.config.clone(),
+            config,
             orbit,
             insecure_image: ctx.insecure_image,
             registry: ctx.registry.clone(),
-            network: args.net,
+            network: net,
             cni_plugin_dirs: args.cni_plugin_dir,
             systemd,
         },

@@ -116,7 +116,14 @@ pub fn find(config: &ConfigDirs, store: &Path, name: &str) -> Result<NetConfList
         )));
     }
     let mut broken = Vec::new();
-    for dir in config.all().iter().rev().map(|d| d.join("net.d")) {
+    let dirs: Vec<PathBuf> = config
+        .all()
+        .iter()
+        .rev()
+        .map(|d| d.join("net.d"))
+        .chain(config.net_dirs.iter().cloned())
+        .collect();
+    for dir in dirs {
         for path in conf_files(&dir) {
             match read(&path) {
                 Ok(list) if list.name == name => return Ok(list),
@@ -135,7 +142,9 @@ pub fn find(config: &ConfigDirs, store: &Path, name: &str) -> Result<NetConfList
     let searched: Vec<String> = config
         .all()
         .iter()
-        .map(|d| d.join("net.d").display().to_string())
+        .map(|d| d.join("net.d"))
+        .chain(config.net_dirs.iter().cloned())
+        .map(|d| d.display().to_string())
         .collect();
     Err(NetError::UnknownNetwork {
         name: name.to_string(),
@@ -149,6 +158,14 @@ pub fn find(config: &ConfigDirs, store: &Path, name: &str) -> Result<NetConfList
             )
         },
     })
+}
+
+/// The name of the first network configured in `dir` (files in name order, as the kubelet
+/// picks its pods' network), if any file there reads as one.
+pub fn first_network(dir: &Path) -> Option<String> {
+    conf_files(dir)
+        .iter()
+        .find_map(|p| read(p).ok().map(|l| l.name))
 }
 
 /// The configuration files of a `net.d` directory, in name order.
@@ -241,6 +258,7 @@ mod tests {
             vendor: root.join("vendor"),
             system: root.join("system"),
             user: root.join("user"),
+            net_dirs: Vec::new(),
         }
     }
 
