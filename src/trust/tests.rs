@@ -65,6 +65,7 @@ fn env() -> Env {
         vendor: tmp.path().join("vendor"),
         system: tmp.path().join("system"),
         user: tmp.path().join("user"),
+        net_dirs: Vec::new(),
     };
     Env {
         store: TrustStore::new(dirs.clone()),
