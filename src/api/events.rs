@@ -81,8 +81,17 @@ fn snapshot(pod: &PodRef) -> PodSnap {
         .unwrap_or_default();
     let gone = matches!(pod.state, DirState::ExitedGarbage | DirState::Garbage);
     let started = !read_trim(&pod.path, paths::STARTED).is_empty();
-    // A stage1 killed outright records nothing: its free lock says it is gone.
-    let killed = pod.state == DirState::Run && started && !PodStore::is_locked(&pod.path);
+    // A stage1 killed outright records nothing: its free lock — and its init's absence (a
+    // lock list read under churn can miss a lock) — say it is gone.
+    let init_alive = read_trim(&pod.path, paths::PID)
+        .parse::<u32>()
+        .ok()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        // "PID (COMM) STATE …": a zombie (Z) or dead (X) init is gone.
+        .and_then(|stat| stat.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'));
+    let killed =
+        pod.state == DirState::Run && started && !init_alive && !PodStore::is_locked(&pod.path);
     let exited = gone || killed || !read_trim(&pod.path, paths::EXIT).is_empty();
     if exited {
         // Its apps went with it, whatever their last status said (as `orbit status` shows).

@@ -237,16 +237,25 @@ pub struct LockSnapshot {
 impl LockSnapshot {
     /// Reads `/proc/locks`; `None` when it cannot be read.
     pub fn read() -> Option<LockSnapshot> {
-        let locks = fs::read_to_string("/proc/locks").ok()?;
-        let held = locks
-            .lines()
-            .filter_map(|l| {
+        // The kernel produces /proc/locks a page at a time, and a lock taken or dropped
+        // between two pages shifts the lines: one may be skipped. Read until two reads
+        // agree (a stable list), else keep every lock any read saw held.
+        let mut held = std::collections::HashSet::new();
+        let mut last: Option<String> = None;
+        for _ in 0..4 {
+            let locks = read_in_one_call("/proc/locks")?;
+            held.extend(locks.lines().filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 // "1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"; a blocked waiter's
                 // line reads "1: -> FLOCK …" and does not match.
                 (f.get(1) == Some(&"FLOCK")).then(|| f.get(5).map(|s| s.to_string()))?
-            })
-            .collect();
+            }));
+            // One page holds the whole list: nothing can have been skipped.
+            if locks.len() < 3072 || last.as_deref() == Some(locks.as_str()) {
+                break;
+            }
+            last = Some(locks);
+        }
         Some(LockSnapshot { held })
     }
 
@@ -269,6 +278,24 @@ impl LockSnapshot {
             meta.ino()
         );
         self.held.contains(&key)
+    }
+}
+
+/// Reads a seq_file (`/proc/locks`) with as few `read(2)` calls as the kernel allows (each
+/// returns up to a page). Read with small buffers, as `read_to_string` starts, the lines are
+/// produced in many separate passes, and lines are skipped when other locks come and go
+/// between them — a running pod then looked exited under load.
+fn read_in_one_call(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).ok()?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            return String::from_utf8(out).ok();
+        }
+        out.extend_from_slice(&buf[..n]);
     }
 }
 
