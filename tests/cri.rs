@@ -23,10 +23,14 @@ use orbit::cri::proto::{
 use pods_common::*;
 use tonic::transport::Channel;
 
-/// An `orbit cri` on a Unix socket of `w`; killed (by pid) on drop.
+/// An `orbit cri` on a Unix socket of `w`; on drop (a failing test too) the server is
+/// killed by its pid and every pod of the world is stopped and removed — sandboxes are
+/// detached from the server and would outlive the test otherwise.
 struct Cri {
     child: Child,
     socket: PathBuf,
+    /// `orbit` with the world's settings, for the clean-up.
+    orbit: std::process::Command,
 }
 
 impl Cri {
@@ -51,7 +55,17 @@ impl Cri {
         poll(Duration::from_secs(20), "the CRI socket", || {
             std::os::unix::net::UnixStream::connect(&socket).ok()
         });
-        Cri { child, socket }
+        Cri {
+            child,
+            socket,
+            orbit: w.cmd(&[]),
+        }
+    }
+
+    fn orbit(&self, args: &[&str]) -> std::process::Output {
+        let mut c = std::process::Command::new(self.orbit.get_program());
+        c.envs(self.orbit.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        c.args(args).output().unwrap()
     }
 
     async fn clients(&self) -> (RuntimeServiceClient<Channel>, ImageServiceClient<Channel>) {
@@ -71,6 +85,15 @@ impl Cri {
 impl Drop for Cri {
     fn drop(&mut self) {
         self.kill();
+        let list = self.orbit(&["list", "--format", "json"]);
+        let pods: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap_or_default();
+        for p in pods {
+            let uuid = p["uuid"].as_str().unwrap_or_default().to_string();
+            if p["state"] == "running" {
+                self.orbit(&["stop", "--force", "--timeout", "10s", &uuid]);
+            }
+            self.orbit(&["rm", &uuid]);
+        }
     }
 }
 
