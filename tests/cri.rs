@@ -170,6 +170,31 @@ async fn create(
     .container_id
 }
 
+async fn sandbox_status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sb: &str,
+) -> proto::PodSandboxStatus {
+    rt.pod_sandbox_status(proto::PodSandboxStatusRequest {
+        pod_sandbox_id: sb.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+/// StartContainer, then wait until the container runs.
+async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> proto::ContainerStatus {
+    rt.start_container(proto::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap();
+    wait_state(rt, id, ContainerState::ContainerRunning).await
+}
+
 async fn container_state(
     rt: &mut RuntimeServiceClient<Channel>,
     id: &str,
@@ -258,16 +283,7 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
         listed.iter().any(|p| p["uuid"] == sb.as_str()),
         "{listed:?}"
     );
-    let status = rt
-        .pod_sandbox_status(proto::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = sandbox_status(&mut rt, &sb).await;
     assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
     assert_eq!(status.metadata.unwrap().name, "web");
     assert_eq!(status.labels["app"], "web");
@@ -321,12 +337,7 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
     let s = container_state(&mut rt, &id).await;
     assert_eq!(s.state, ContainerState::ContainerCreated as i32);
     assert_eq!(s.metadata.unwrap().name, "main");
-    rt.start_container(proto::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    let s = wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    let s = start(&mut rt, &id).await;
     assert!(s.started_at > 0);
     let log = PathBuf::from(&s.log_path);
     assert_eq!(log, w.path("kubelet-logs/web/main/0.log"));
@@ -546,16 +557,7 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
     })
     .await
     .unwrap();
-    let status = rt
-        .pod_sandbox_status(proto::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = sandbox_status(&mut rt, &sb).await;
     assert_eq!(status.state, PodSandboxState::SandboxNotready as i32);
     rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
         pod_sandbox_id: sb.clone(),
@@ -608,12 +610,7 @@ async fn a_restarted_cri_server_loses_no_pod_and_no_container() {
         .unwrap()
         .into_inner()
         .container_id;
-    rt.start_container(proto::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    start(&mut rt, &id).await;
     // kill -9 of the server: the sandbox runs on (it is not the server's child any more).
     first.kill();
     let second = Cri::start(&w, &[]);
@@ -691,12 +688,7 @@ async fn security_context_mounts_and_dns_reach_the_container() {
         ..Default::default()
     });
     let id = create(&mut rt, &sb, &config, c).await;
-    rt.start_container(proto::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    start(&mut rt, &id).await;
     let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
     let run = |script: &str| {
         let mut rt = rt.clone();
@@ -787,12 +779,7 @@ async fn host_network_sandboxes_and_privileged_containers() {
         ..Default::default()
     });
     let id = create(&mut rt, &sb, &config, c).await;
-    rt.start_container(proto::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    start(&mut rt, &id).await;
     let out = exec(&mut rt, &id, &["cat", "/proc/net/dev"], 10)
         .await
         .unwrap();
@@ -1030,16 +1017,7 @@ async fn a_sandbox_joins_the_kubelets_cni_network() {
     let (mut rt, _) = cri.clients().await;
     let config = sandbox_config(&w, "netted");
     let sb = run_sandbox(&mut rt, &config).await;
-    let status = rt
-        .pod_sandbox_status(proto::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = sandbox_status(&mut rt, &sb).await;
     let ip = status.network.unwrap().ip;
     assert!(ip.starts_with("10.99.7."), "{ip}");
     let id = create(
@@ -1049,12 +1027,7 @@ async fn a_sandbox_joins_the_kubelets_cni_network() {
         container_config("web", BUSYBOX, "exec sleep 600"),
     )
     .await;
-    rt.start_container(proto::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    start(&mut rt, &id).await;
     let out = exec(
         &mut rt,
         &id,
