@@ -1068,3 +1068,65 @@ async fn a_sandbox_joins_the_kubelets_cni_network() {
     drop(cri);
     drop(w);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_events_follow_a_containers_life() {
+    use proto::ContainerEventType as E;
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let mut events = rt
+        .get_container_events(proto::GetEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let config = sandbox_config(&w, "evented");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let id = create(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("ev", BUSYBOX, "exec sleep 600"),
+    )
+    .await;
+    start(&mut rt, &id).await;
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 5,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(proto::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.last() != Some(&(E::ContainerDeletedEvent as i32)) {
+        let e = tokio::time::timeout(Duration::from_secs(30), events.message())
+            .await
+            .unwrap_or_else(|_| panic!("events so far: {got:?}"))
+            .unwrap()
+            .unwrap();
+        if e.container_id == id {
+            assert_eq!(e.pod_sandbox_status.as_ref().unwrap().id, sb);
+            got.push(e.container_event_type);
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            E::ContainerCreatedEvent,
+            E::ContainerStartedEvent,
+            E::ContainerStoppedEvent,
+            E::ContainerDeletedEvent
+        ]
+        .map(|e| e as i32)
+    );
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    assert_no_pods(&w);
+}

@@ -276,6 +276,8 @@ fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<()> {
             network: net,
             cni_plugin_dirs: args.cni_plugin_dir,
             systemd,
+            events: tokio::sync::broadcast::channel(1024).0,
+            last_events: Default::default(),
         },
     })
     .map_err(anyhow::Error::from)

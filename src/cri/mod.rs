@@ -8,6 +8,7 @@
 //! kubernetes/cri-api) and compiled by `build.rs` with protox like orbit's own API.
 
 mod cgroups;
+mod events;
 mod images;
 pub mod records;
 mod runtime;
@@ -51,6 +52,11 @@ pub struct CriContext {
     pub cni_plugin_dirs: Vec<PathBuf>,
     /// Sandboxes run as systemd services (a manager answered at start).
     pub systemd: bool,
+    /// Container events for GetContainerEvents listeners (no listener is not an error).
+    pub events: tokio::sync::broadcast::Sender<proto::ContainerEventResponse>,
+    /// The last event sent per container (events only move forward: created, started,
+    /// stopped, deleted — whether the server or the store's watcher saw it first).
+    pub last_events: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
 }
 
 impl CriContext {
@@ -134,6 +140,11 @@ pub fn serve(opts: CriOptions) -> Result<(), crate::grpc::ServeError> {
     rt.block_on(async {
         let listeners = crate::grpc::bind(&[], &opts.sockets).await?;
         let ctx = Arc::new(opts.context);
+        events::forward(ctx.clone()).map_err(|e| {
+            crate::grpc::ServeError::Serve(format!(
+                "cannot watch the store for container events: {e}"
+            ))
+        })?;
         let router = tonic::transport::Server::builder()
             .add_service(proto::runtime_service_server::RuntimeServiceServer::new(
                 runtime::Runtime { ctx: ctx.clone() },

@@ -445,6 +445,9 @@ impl Runtime {
             records::remove_container(&pod.path, &id);
             return Err(e);
         }
+        if let Some(c) = records::find_container(&pods, &id) {
+            super::events::emit(ctx, &c, proto::ContainerEventType::ContainerCreatedEvent);
+        }
         Ok(id)
     }
 
@@ -495,6 +498,13 @@ impl Runtime {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        if !running(&c) {
+            super::events::emit(
+                &self.ctx,
+                &c,
+                proto::ContainerEventType::ContainerStoppedEvent,
+            );
+        }
         Ok(())
     }
 
@@ -516,6 +526,11 @@ impl Runtime {
             let _ = std::fs::remove_file(&c.meta.log_path);
         }
         records::remove_container(&pod.path, &c.id);
+        super::events::emit(
+            &self.ctx,
+            &c,
+            proto::ContainerEventType::ContainerDeletedEvent,
+        );
         Ok(())
     }
 
@@ -683,7 +698,9 @@ impl RuntimeService for Runtime {
             let c = s.container(&id)?;
             let pod = s.running_pod(&c)?;
             lifecycle::app_request(&pod, "app-start", &c.meta.app, false)
-                .map_err(|e| status_of(e.into()))
+                .map_err(|e| status_of(e.into()))?;
+            super::events::emit(&s.ctx, &c, proto::ContainerEventType::ContainerStartedEvent);
+            Ok(())
         })?;
         Ok(Response::new(proto::StartContainerResponse {}))
     }
@@ -938,9 +955,12 @@ impl RuntimeService for Runtime {
         &self,
         _: Request<proto::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "GetContainerEvents is not implemented yet",
-        ))
+        use futures_util::StreamExt;
+        let stream =
+            tokio_stream::wrappers::BroadcastStream::new(self.ctx.events.subscribe()).map(|r| {
+                r.map_err(|e| Status::data_loss(format!("container events were dropped: {e}")))
+            });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_metric_descriptors(
