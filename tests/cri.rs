@@ -195,6 +195,21 @@ async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> proto::Conta
     wait_state(rt, id, ContainerState::ContainerRunning).await
 }
 
+/// StopContainer (5 s grace) then RemoveContainer.
+async fn stop_and_remove(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: id.into(),
+        timeout: 5,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(proto::RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
 async fn container_state(
     rt: &mut RuntimeServiceClient<Channel>,
     id: &str,
@@ -504,17 +519,7 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
     assert_eq!(s.state, ContainerState::ContainerExited as i32);
     assert_eq!(s.exit_code, 143);
     assert!(s.finished_at >= s.started_at);
-    rt.stop_container(proto::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 5,
-    })
-    .await
-    .unwrap();
-    rt.remove_container(proto::RemoveContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    stop_and_remove(&mut rt, &id).await;
     rt.remove_container(proto::RemoveContainerRequest {
         container_id: id.clone(),
     })
@@ -1090,17 +1095,7 @@ async fn container_events_follow_a_containers_life() {
     )
     .await;
     start(&mut rt, &id).await;
-    rt.stop_container(proto::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 5,
-    })
-    .await
-    .unwrap();
-    rt.remove_container(proto::RemoveContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    stop_and_remove(&mut rt, &id).await;
     let mut got = Vec::new();
     while got.last() != Some(&(E::ContainerDeletedEvent as i32)) {
         let e = tokio::time::timeout(Duration::from_secs(30), events.message())

@@ -381,13 +381,7 @@ fn a_multi_arch_index_resolves_to_this_hosts_platform() {
     )
     .unwrap();
     let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-key.key");
-    w.ok(&[
-        "image",
-        "sign",
-        "--key",
-        &key.display().to_string(),
-        &format!("oci:{}", layout.display()),
-    ]);
+    w.sign(&format!("oci:{}", layout.display()), &key);
     // orbit signs the platform manifest it resolves to.
     let sig = format!("sha256-{}.sig", a.manifest.trim_start_matches("sha256:"));
     reg.push(&layout, &sig, &format!("busybox:{sig}"));

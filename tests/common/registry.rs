@@ -241,13 +241,7 @@ pub fn image_as(
     let written = write_image(&layout, &name, &ls, &run).unwrap();
     if sign {
         let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-key.key");
-        w.ok(&[
-            "image",
-            "sign",
-            "--key",
-            &key.display().to_string(),
-            &format!("oci:{}", layout.display()),
-        ]);
+        w.sign(&format!("oci:{}", layout.display()), &key);
         reg.push(
             &layout,
             &format!(
