@@ -18,6 +18,7 @@ use oci_client::manifest::{OciDescriptor, OciImageIndex, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use super::digest::Digest;
 use super::error::{ImageError, Result};
 use download::Remote;
 pub use download::{give_back, RegistryFs};
@@ -278,10 +279,6 @@ const MANIFEST_TYPES: [&str; 4] = [
     oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
 ];
 
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
-}
-
 fn blob_file(layout: &Path, digest: &str) -> PathBuf {
     layout
         .join("blobs/sha256")
@@ -327,7 +324,7 @@ where
 async fn small_blob(client: &Client, r: &Reference, desc: &OciDescriptor) -> Result<Vec<u8>> {
     // The manifest naming this digest is not verified yet: the digest becomes a file name
     // only once it is a well-formed sha256 digest (no `/`, no `..`).
-    let digest: super::digest::Digest = desc.digest.parse().map_err(|_| {
+    let digest: Digest = desc.digest.parse().map_err(|_| {
         fail(
             r,
             format!(
@@ -357,12 +354,12 @@ async fn small_blob(client: &Client, r: &Reference, desc: &OciDescriptor) -> Res
         Ok(buf)
     })
     .await?;
-    let actual = sha256_hex(&bytes);
-    if actual != digest.hex() {
+    let actual = Digest::of(&bytes);
+    if actual != digest {
         return Err(ImageError::DigestMismatch {
             what: format!("blob {} from {}", desc.digest, r.whole()),
             expected: desc.digest.clone(),
-            actual: format!("sha256:{actual}"),
+            actual: actual.to_string(),
         });
     }
     Ok(bytes)
@@ -377,7 +374,7 @@ pub fn current_digest(r: &Reference, opts: &RegistryOptions) -> Result<String> {
             client.pull_manifest_raw(r, &auth, &MANIFEST_TYPES)
         })
         .await?;
-        Ok(format!("sha256:{}", sha256_hex(&bytes)))
+        Ok(Digest::of(&bytes).to_string())
     })
 }
 
@@ -500,18 +497,18 @@ async fn pull_async(
         client.pull_manifest_raw(r, &auth, &MANIFEST_TYPES)
     })
     .await?;
+    // What the registry says the digest is does not matter: the bytes decide.
+    let _ = top_digest;
+    let top_digest = Digest::of(&top).to_string();
     if let Some(want) = r.digest() {
-        if format!("sha256:{}", sha256_hex(&top)) != want {
+        if top_digest != want {
             return Err(ImageError::DigestMismatch {
                 what: format!("manifest of {}", r.whole()),
                 expected: want.to_string(),
-                actual: format!("sha256:{}", sha256_hex(&top)),
+                actual: top_digest,
             });
         }
     }
-    // What the registry says the digest is does not matter: the bytes decide.
-    let _ = top_digest;
-    let top_digest = format!("sha256:{}", sha256_hex(&top));
     write(&top_digest, &top)?;
     let parsed: OciManifest = serde_json::from_slice(&top)
         .map_err(|e| ImageError::malformed(format!("manifest of {}", r.whole()), e))?;
@@ -548,11 +545,12 @@ async fn pull_async(
                 client.pull_manifest_raw(&child, &auth, &MANIFEST_TYPES)
             })
             .await?;
-            if format!("sha256:{}", sha256_hex(&bytes)) != digest {
+            let actual = Digest::of(&bytes).to_string();
+            if actual != digest {
                 return Err(ImageError::DigestMismatch {
                     what: format!("platform manifest of {}", r.whole()),
                     expected: digest,
-                    actual: format!("sha256:{}", sha256_hex(&bytes)),
+                    actual,
                 });
             }
             write(&digest, &bytes)?;
@@ -598,7 +596,7 @@ async fn pull_async(
             }
             Err(e) => return Err(e),
         };
-        let sig_digest = format!("sha256:{}", sha256_hex(&sig));
+        let sig_digest = Digest::of(&sig).to_string();
         write(&sig_digest, &sig)?;
         if let Ok(OciManifest::Image(m)) = serde_json::from_slice::<OciManifest>(&sig) {
             for d in std::iter::once(&m.config).chain(&m.layers) {
