@@ -58,10 +58,8 @@ fn labels_match(
 }
 
 /// The app of a container, as the pod reports it now (its directory may have moved).
-fn app_of(c: &Container) -> Option<AppInfo> {
-    // `<store>/pods/<state>/<uuid>`.
-    let store = c.sandbox.pod.path.ancestors().nth(3)?;
-    let pod = PodStore::new(store).refresh(&c.sandbox.pod).ok()?;
+fn app_of(pods: &PodStore, c: &Container) -> Option<AppInfo> {
+    let pod = pods.refresh(&c.sandbox.pod).ok()?;
     status::info(&pod)
         .ok()?
         .apps
@@ -79,8 +77,8 @@ fn container_state(app: Option<&AppInfo>) -> proto::ContainerState {
     }
 }
 
-fn container_summary(c: &Container) -> proto::Container {
-    let app = app_of(c);
+fn container_summary(pods: &PodStore, c: &Container) -> proto::Container {
+    let app = app_of(pods, c);
     proto::Container {
         id: c.id.clone(),
         pod_sandbox_id: c.sandbox.pod.uuid.clone(),
@@ -99,8 +97,8 @@ fn nanos(t: &Option<String>) -> i64 {
     t.as_deref().map_or(0, crate::api::convert::nanos)
 }
 
-fn container_status(c: &Container) -> proto::ContainerStatus {
-    let app = app_of(c);
+fn container_status(pods: &PodStore, c: &Container) -> proto::ContainerStatus {
+    let app = app_of(pods, c);
     let st = app.as_ref().map(|a| &a.status);
     let exited = matches!(st.map(|s| s.state), Some(orbit_stage1::AppState::Exited));
     // Exited without a recorded code: its stage1 was killed before it could say; that is
@@ -477,8 +475,9 @@ impl Runtime {
         let Ok(pod) = self.running_pod(&c) else {
             return Ok(()); // The sandbox is down: so is the container.
         };
+        let pods = self.pods();
         let running = |c: &Container| {
-            app_of(c).is_some_and(|a| a.status.state == orbit_stage1::AppState::Running)
+            app_of(&pods, c).is_some_and(|a| a.status.state == orbit_stage1::AppState::Running)
         };
         if !running(&c) {
             return Ok(());
@@ -654,7 +653,7 @@ impl RuntimeService for Runtime {
                 info: Default::default(),
                 containers_statuses: records::containers_of(&sb)
                     .iter()
-                    .map(container_status)
+                    .map(|c| container_status(&s.pods(), c))
                     .collect(),
                 timestamp: now(),
             }))
@@ -736,7 +735,7 @@ impl RuntimeService for Runtime {
                     f.pod_sandbox_id.is_empty() || sb.pod.uuid.starts_with(&f.pod_sandbox_id)
                 })
                 .flat_map(records::containers_of)
-                .map(|c| container_summary(&c))
+                .map(|c| container_summary(&s.pods(), &c))
                 .filter(|c| f.id.is_empty() || c.id.starts_with(&f.id))
                 .filter(|c| f.state.as_ref().is_none_or(|st| st.state == c.state))
                 .filter(|c| labels_match(&c.labels, &f.label_selector))
@@ -753,7 +752,7 @@ impl RuntimeService for Runtime {
         run_blocking!(self, move |s: Runtime| {
             let c = s.container(&id)?;
             Ok(Response::new(proto::ContainerStatusResponse {
-                status: Some(container_status(&c)),
+                status: Some(container_status(&s.pods(), &c)),
                 info: Default::default(),
             }))
         })
