@@ -214,3 +214,12 @@ pub async fn unix_channel(
         }))
         .await
 }
+
+/// Runs a request's blocking work (store reads, stage1 calls) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tonic::Status> + Send + 'static,
+) -> Result<T, tonic::Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| tonic::Status::internal(format!("the request's worker failed: {e}")))?
+}

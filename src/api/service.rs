@@ -17,6 +17,7 @@ use super::events::{self, EventHub};
 use super::logs;
 use super::proto::{self, public_api_server::PublicApi};
 use crate::config::ConfigDirs;
+use crate::grpc::blocking;
 use crate::image::catalog;
 use crate::image::error::ImageError;
 use crate::image::store::Store;
@@ -52,15 +53,6 @@ impl ApiService {
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// Runs blocking store reads off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("the request's worker failed: {e}")))?
-}
 
 fn pod_status(e: PodError) -> Status {
     match e {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use tonic::Status;
 
 use crate::config::ConfigDirs;
+use crate::grpc::blocking;
 use crate::image::store::Store;
 
 /// The generated CRI messages, clients and servers (package `runtime.v1`).
@@ -92,15 +93,6 @@ fn status_of(e: anyhow::Error) -> Status {
         };
     }
     Status::internal(text)
-}
-
-/// Runs blocking store work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("the request's worker failed: {e}")))?
 }
 
 /// Bytes and inodes used under `dir` (not following links, not crossing into mounts).
