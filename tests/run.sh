@@ -9,6 +9,10 @@ scripts/deps.sh busybox-static skopeo umoci openssl zstd ca-certificates iproute
 # QEMU (bookworm-backports) and the kvm stage1's guest kernel, made once and kept.
 scripts/kvm-kernel.sh /var/cache/orbit-kvm >/dev/null
 export ORBIT_TEST_KVM_KERNEL=/var/cache/orbit-kvm/vmlinux
+# The SPDY client the CRI streaming tests drive orbit with (Go, on Debian's spdystream: the
+# library under kubectl and crictl, which are not packaged here).
+bash tests/streaming-client/build.sh target/orbit-spdy-client
+export ORBIT_TEST_SPDY_CLIENT=$PWD/target/orbit-spdy-client
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --release --workspace --quiet

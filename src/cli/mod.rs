@@ -252,6 +252,11 @@ pub struct CriArgs {
     /// CNI plugin directories searched before the default ones.
     #[arg(long, value_name = "DIR")]
     pub cni_plugin_dir: Vec<PathBuf>,
+    /// Where the streaming server for Exec, Attach and PortForward listens (port 0: any
+    /// free port). Its URLs are single-use and expire after a minute; keep it on loopback
+    /// unless the kubelet reaches the runtime over the network.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+    pub streaming_address: std::net::SocketAddr,
 }
 
 /// `orbit cri`. Image signatures are verified unless `--insecure-options=image` is given
@@ -267,6 +272,7 @@ fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<()> {
     config.net_dirs.push(args.cni_conf_dir);
     orbit::cri::serve(orbit::cri::CriOptions {
         sockets: vec![args.socket],
+        streaming_address: args.streaming_address,
         context: orbit::cri::CriContext {
             root: ctx.store.root().to_path_buf(),
             config,
@@ -278,6 +284,7 @@ fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<()> {
             systemd,
             events: tokio::sync::broadcast::channel(1024).0,
             last_events: Default::default(),
+            streaming: Default::default(),
         },
     })
     .map_err(anyhow::Error::from)

@@ -15,6 +15,7 @@ mod runtime;
 mod spec;
 mod start;
 mod stats;
+pub mod streaming;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct CriContext {
     /// The last event sent per container (events only move forward: created, started,
     /// stopped, deleted — whether the server or the store's watcher saw it first).
     pub last_events: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
+    /// The streaming server's pending URLs (Exec, Attach, PortForward).
+    pub streaming: Arc<streaming::Streaming>,
 }
 
 impl CriContext {
@@ -71,6 +74,8 @@ impl CriContext {
 pub struct CriOptions {
     /// Unix sockets.
     pub sockets: Vec<PathBuf>,
+    /// The streaming server's address.
+    pub streaming_address: std::net::SocketAddr,
     /// Everything the calls need.
     pub context: CriContext,
 }
@@ -131,6 +136,18 @@ pub fn serve(opts: CriOptions) -> Result<(), crate::grpc::ServeError> {
         })?;
     rt.block_on(async {
         let listeners = crate::grpc::bind(&[], &opts.sockets).await?;
+        let stream_listener = streaming::bind(opts.streaming_address, &opts.context.streaming)
+            .await
+            .map_err(|e| {
+                crate::grpc::ServeError::Serve(format!(
+                    "cannot listen for streaming on {}: {e}",
+                    opts.streaming_address
+                ))
+            })?;
+        tokio::spawn(streaming::serve(
+            stream_listener,
+            opts.context.streaming.clone(),
+        ));
         let ctx = Arc::new(opts.context);
         events::forward(ctx.clone()).map_err(|e| {
             crate::grpc::ServeError::Serve(format!(

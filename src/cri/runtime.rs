@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::{self, runtime_service_server::RuntimeService};
 use super::records::{self, Container, ContainerMeta, Sandbox, SandboxMeta};
-use super::{blocking, now, status_of, CriContext};
+use super::{blocking, now, status_of, streaming, CriContext};
 use crate::api::convert::LABEL_PREFIX;
 use crate::pod::lifecycle;
 use crate::pod::prepare::{self, PodRequest};
@@ -564,6 +564,99 @@ impl Runtime {
     }
 }
 
+/// The stream options of an Exec or Attach, checked as the kubelet checks them.
+fn stream_options(
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+) -> Result<streaming::Options, Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout and stderr must be set",
+        ));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be set: a terminal has one output",
+        ));
+    }
+    Ok(streaming::Options {
+        stdin,
+        stdout,
+        stderr,
+        tty,
+    })
+}
+
+impl Runtime {
+    fn exec_url(&self, req: proto::ExecRequest) -> Result<String, Status> {
+        let c = self.container(&req.container_id)?;
+        let pod = self.running_pod(&c)?;
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("Exec needs a command"));
+        }
+        let opts = stream_options(req.stdin, req.stdout, req.stderr, req.tty)?;
+        let exec = streaming::Exec {
+            orbit: self.ctx.orbit.clone(),
+            root: self.ctx.root.clone(),
+            pod: pod.uuid,
+            app: c.meta.app,
+            cmd: req.cmd,
+        };
+        self.ctx
+            .streaming
+            .url_for(streaming::Pending::Exec(exec, opts))
+    }
+
+    fn attach_url(&self, req: proto::AttachRequest) -> Result<String, Status> {
+        let c = self.container(&req.container_id)?;
+        let pod = self.running_pod(&c)?;
+        let opts = stream_options(req.stdin, req.stdout, req.stderr, req.tty)?;
+        let pods = self.pods();
+        let exited = Box::new(move || {
+            app_of(&pods, &c).is_none_or(|a| a.status.state == orbit_stage1::AppState::Exited)
+        });
+        let attach = streaming::Attach {
+            log: orbit_stage1::paths::app_log(
+                &pod.path,
+                &self.container(&req.container_id)?.meta.app,
+            ),
+            exited,
+        };
+        self.ctx
+            .streaming
+            .url_for(streaming::Pending::Attach(attach, opts))
+    }
+
+    fn port_forward_url(&self, req: proto::PortForwardRequest) -> Result<String, Status> {
+        let pods = self.pods();
+        let sb = records::find_sandbox(&pods, &req.pod_sandbox_id)
+            .ok_or_else(|| Status::not_found(format!("no sandbox {}", req.pod_sandbox_id)))?;
+        let pod = pods.refresh(&sb.pod).map_err(|e| status_of(e.into()))?;
+        let info = status::info(&pod).map_err(|e| status_of(e.into()))?;
+        let Some(pid) = info.pid.filter(|_| status::is_running(&pod)) else {
+            return Err(Status::failed_precondition(format!(
+                "sandbox {} is not running",
+                pod.uuid
+            )));
+        };
+        if info.stage1 == "kvm" {
+            return Err(Status::unimplemented(
+                "PortForward into kvm sandboxes is not supported: their ports are inside the VM",
+            ));
+        }
+        let target = streaming::PortForwardTarget {
+            netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
+            sandbox: pod.uuid,
+            ports: req.port,
+        };
+        self.ctx
+            .streaming
+            .url_for(streaming::Pending::PortForward(target))
+    }
+}
+
 macro_rules! run_blocking {
     ($self:ident, $f:expr) => {{
         let this = $self.clone();
@@ -805,29 +898,29 @@ impl RuntimeService for Runtime {
 
     async fn exec(
         &self,
-        _: Request<proto::ExecRequest>,
+        req: Request<proto::ExecRequest>,
     ) -> Result<Response<proto::ExecResponse>, Status> {
-        Err(Status::unimplemented(
-            "Exec needs the streaming server, not implemented yet",
-        ))
+        let req = req.into_inner();
+        let url = run_blocking!(self, move |s: Runtime| s.exec_url(req))?;
+        Ok(Response::new(proto::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _: Request<proto::AttachRequest>,
+        req: Request<proto::AttachRequest>,
     ) -> Result<Response<proto::AttachResponse>, Status> {
-        Err(Status::unimplemented(
-            "Attach needs the streaming server, not implemented yet",
-        ))
+        let req = req.into_inner();
+        let url = run_blocking!(self, move |s: Runtime| s.attach_url(req))?;
+        Ok(Response::new(proto::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<proto::PortForwardRequest>,
+        req: Request<proto::PortForwardRequest>,
     ) -> Result<Response<proto::PortForwardResponse>, Status> {
-        Err(Status::unimplemented(
-            "PortForward needs the streaming server, not implemented yet",
-        ))
+        let req = req.into_inner();
+        let url = run_blocking!(self, move |s: Runtime| s.port_forward_url(req))?;
+        Ok(Response::new(proto::PortForwardResponse { url }))
     }
 
     async fn container_stats(

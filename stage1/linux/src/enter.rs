@@ -111,6 +111,7 @@ fn become_app_user_and_exec(app: &orbit_stage1::App, command: &[String]) -> Stri
     if let Err(e) = crate::app::reset_signals(&SigSet::empty()) {
         return format!("cannot reset signals: {e}");
     }
+    take_terminal();
     // Exactly the app's confinement: identity, capabilities, no_new_privs, seccomp.
     if let Err(e) = crate::security::confine(app) {
         return e;
@@ -135,6 +136,19 @@ fn become_app_user_and_exec(app: &orbit_stage1::App, command: &[String]) -> Stri
     };
     let e = nix::unistd::execve(&cpath, &argv, &env).unwrap_err();
     format!("cannot execute {}: {e}", path.display())
+}
+
+/// A terminal on stdin that is nobody's controlling terminal (one the CRI streaming server
+/// allocated for `Exec` with a tty) becomes the command's: a session of its own, so job
+/// control and ^C reach the command and not `enter`. A terminal that already controls a
+/// session — the user's own, for `orbit enter` from a shell — is left as it is.
+fn take_terminal() {
+    // SAFETY: isatty and tcgetsid only inspect descriptor 0.
+    let free_terminal = unsafe { libc::isatty(0) == 1 && libc::tcgetsid(0) < 0 };
+    if free_terminal && nix::unistd::setsid().is_ok() {
+        // SAFETY: TIOCSCTTY on descriptor 0, a terminal, in this new session.
+        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    }
 }
 
 /// Moves this process into the cgroups of `pid` (every hierarchy), before joining its

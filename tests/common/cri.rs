@@ -1,0 +1,267 @@
+//! The `orbit cri` fixture and request helpers shared by the CRI tests (`tests/cri*.rs`):
+//! a server on a Unix socket of the test's world that stops and removes every pod when
+//! dropped, and the calls a kubelet makes, unwrapped.
+//!
+//! Include after `mod common;` and `#[path = "common/pods.rs"] mod pods_common;` with
+//! `#[path = "common/cri.rs"] mod cri_common;`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use orbit::cri::proto::{
+    self, image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+    ContainerState,
+};
+use tonic::transport::Channel;
+
+use crate::common::World;
+use crate::pods_common::poll;
+
+/// An `orbit cri` on a Unix socket of `w`; on drop (a failing test too) the server is
+/// killed by its pid and every pod of the world is stopped and removed — sandboxes are
+/// detached from the server and would outlive the test otherwise.
+pub struct Cri {
+    pub child: Child,
+    pub socket: PathBuf,
+    /// `orbit` with the world's settings, for the clean-up.
+    pub orbit: std::process::Command,
+}
+
+impl Cri {
+    /// `orbit FLAGS --systemd=no cri --net=none` (no network unless a test asks).
+    pub fn start(w: &World, flags: &[&str]) -> Cri {
+        Cri::start_with(w, flags, &["--net=none"])
+    }
+
+    /// `orbit FLAGS --systemd=no cri CRI_FLAGS`.
+    pub fn start_with(w: &World, flags: &[&str], cri_flags: &[&str]) -> Cri {
+        let socket = w.path(&format!("cri-{}.sock", uuid::Uuid::new_v4().simple()));
+        let mut args: Vec<&str> = flags.to_vec();
+        let s = socket.display().to_string();
+        args.extend(["--systemd=no", "cri", "--socket", &s]);
+        args.extend(cri_flags);
+        let child = w
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        poll(Duration::from_secs(20), "the CRI socket", || {
+            std::os::unix::net::UnixStream::connect(&socket).ok()
+        });
+        Cri {
+            child,
+            socket,
+            orbit: w.cmd(&[]),
+        }
+    }
+
+    pub fn orbit(&self, args: &[&str]) -> std::process::Output {
+        let mut c = std::process::Command::new(self.orbit.get_program());
+        c.envs(self.orbit.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        c.args(args).output().unwrap()
+    }
+
+    pub async fn clients(&self) -> (RuntimeServiceClient<Channel>, ImageServiceClient<Channel>) {
+        let ch = orbit::grpc::unix_channel(&self.socket).await.unwrap();
+        (
+            RuntimeServiceClient::new(ch.clone()),
+            ImageServiceClient::new(ch),
+        )
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Cri {
+    fn drop(&mut self) {
+        self.kill();
+        let list = self.orbit(&["list", "--format", "json"]);
+        let pods: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap_or_default();
+        for p in pods {
+            let uuid = p["uuid"].as_str().unwrap_or_default().to_string();
+            if p["state"] == "running" {
+                self.orbit(&["stop", "--force", "--timeout", "10s", &uuid]);
+            }
+            self.orbit(&["rm", &uuid]);
+        }
+    }
+}
+
+pub fn sandbox_config(w: &World, name: &str) -> proto::PodSandboxConfig {
+    proto::PodSandboxConfig {
+        metadata: Some(proto::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: w
+            .path(&format!("kubelet-logs/{name}"))
+            .display()
+            .to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        annotations: HashMap::from([("note".to_string(), "from the test".to_string())]),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, script: &str) -> proto::ContainerConfig {
+    proto::ContainerConfig {
+        metadata: Some(proto::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(proto::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        envs: vec![proto::KeyValue {
+            key: "GREETING".into(),
+            value: "hi".into(),
+        }],
+        labels: HashMap::from([("role".to_string(), name.to_string())]),
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+/// RunPodSandbox with `config` (default runtime handler): the sandbox's ID.
+pub async fn run_sandbox(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: &proto::PodSandboxConfig,
+) -> String {
+    rt.run_pod_sandbox(proto::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// CreateContainer `c` in sandbox `sb` (made with `config`): the container's ID.
+pub async fn create(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sb: &str,
+    config: &proto::PodSandboxConfig,
+    c: proto::ContainerConfig,
+) -> String {
+    rt.create_container(proto::CreateContainerRequest {
+        pod_sandbox_id: sb.into(),
+        config: Some(c),
+        sandbox_config: Some(config.clone()),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .container_id
+}
+
+pub async fn sandbox_status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sb: &str,
+) -> proto::PodSandboxStatus {
+    rt.pod_sandbox_status(proto::PodSandboxStatusRequest {
+        pod_sandbox_id: sb.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+/// StartContainer, then wait until the container runs.
+pub async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> proto::ContainerStatus {
+    rt.start_container(proto::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap();
+    wait_state(rt, id, ContainerState::ContainerRunning).await
+}
+
+/// StopContainer (5 s grace) then RemoveContainer.
+pub async fn stop_and_remove(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: id.into(),
+        timeout: 5,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(proto::RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
+pub async fn container_state(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> proto::ContainerStatus {
+    rt.container_status(proto::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+pub async fn wait_state(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    want: ContainerState,
+) -> proto::ContainerStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = container_state(rt, id).await;
+        if s.state == want as i32 {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container {id} never reached {want:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn exec(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<proto::ExecSyncResponse, tonic::Status> {
+    rt.exec_sync(proto::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// The text fields of a CRI log file.
+pub fn log_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3).map(String::from))
+        .collect()
+}

@@ -1,0 +1,400 @@
+//! The CRI streaming server driven by a real SPDY client: `tests/streaming-client`, built on
+//! moby/spdystream (the library under the kubelet, kubectl and crictl) and mirroring
+//! client-go's remote-command v4 and port-forward protocols. Exec with pipes and with a
+//! terminal, attach, port-forward, single-use URLs, and a client that disappears mid-exec.
+
+mod common;
+#[path = "common/cri.rs"]
+mod cri_common;
+#[path = "common/pods.rs"]
+mod pods_common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cri_common::*;
+use orbit::cri::proto::{self, runtime_service_client::RuntimeServiceClient};
+use pods_common::*;
+use tonic::transport::Channel;
+
+/// The SPDY client: `$ORBIT_TEST_SPDY_CLIENT` (tests/run.sh builds it), else built now.
+fn spdy_client() -> PathBuf {
+    static CLIENT: OnceLock<PathBuf> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("ORBIT_TEST_SPDY_CLIENT") {
+                return PathBuf::from(p);
+            }
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let out = root.join("target/orbit-spdy-client");
+            let st = Command::new("bash")
+                .arg(root.join("tests/streaming-client/build.sh"))
+                .arg(&out)
+                .status()
+                .unwrap();
+            assert!(st.success(), "cannot build the SPDY test client");
+            out
+        })
+        .clone()
+}
+
+/// Runs the client with `stdin` as its input; its output once it exits (within 60 s).
+fn client(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(spdy_client())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().unwrap()));
+    let err = read_all(Box::new(child.stderr.take().unwrap()));
+    let status = wait_within(&mut child, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the SPDY client {args:?} did not finish within 60 s"));
+    feeder.join().unwrap();
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn exec_url(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+    (stdin, tty): (bool, bool),
+) -> String {
+    rt.exec(proto::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .url
+}
+
+/// A running sandbox with one running container (`script`); the server, the sandbox id
+/// and the container id.
+async fn pod_with(
+    w: &common::World,
+    name: &str,
+    script: &str,
+) -> (Cri, RuntimeServiceClient<Channel>, String, String) {
+    let cri = Cri::start(w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(w, name);
+    let sb = run_sandbox(&mut rt, &config).await;
+    let c = container_config("main", BUSYBOX, script);
+    let id = create(&mut rt, &sb, &config, c).await;
+    start(&mut rt, &id).await;
+    (cri, rt, sb, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_streams_pipes_and_a_terminal() {
+    let w = pod_world();
+    let (_cri, mut rt, _sb, id) = pod_with(&w, "exec", "exec sleep 600").await;
+
+    // Pipes: stdin through the command, stdout and stderr apart, the exit code.
+    let url = exec_url(
+        &mut rt,
+        &id,
+        &["sh", "-c", "cat; echo to-stderr >&2; exit 3"],
+        (true, false),
+    )
+    .await;
+    let input: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    let out = client(&["exec", &url, "--stdin", "--stdout", "--stderr"], &input);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout == input, "1 MiB of stdin came back changed");
+    assert!(
+        text(&out.stderr).contains("to-stderr"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A URL is single-use.
+    let again = client(&["exec", &url, "--stdout"], b"");
+    assert_eq!(again.status.code(), Some(126), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("404"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // The command runs as confined as the container: its namespaces and hostname.
+    let url = exec_url(&mut rt, &id, &["cat", "/etc/hostname"], (false, false)).await;
+    let out = client(&["exec", &url, "--stdout", "--stderr"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "exec-host");
+
+    // A command that does not exist: a failure with orbit enter's message, not success.
+    let url = exec_url(&mut rt, &id, &["no-such-command"], (false, false)).await;
+    let out = client(&["exec", &url, "--stdout", "--stderr"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("no-such-command"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A terminal: stdin is a tty, the size the client sets is the terminal's, and a
+    // shell's exit code comes back.
+    let url = exec_url(
+        &mut rt,
+        &id,
+        &["sh", "-c", "test -t 0 && test -t 1 && stty size && exit 4"],
+        (true, true),
+    )
+    .await;
+    let out = client(
+        &[
+            "exec",
+            &url,
+            "--stdin",
+            "--stdout",
+            "--tty",
+            "--resize=120x40",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "40 120");
+
+    // An interactive shell on the terminal: input echoed and answered.
+    let url = exec_url(&mut rt, &id, &["sh"], (true, true)).await;
+    let out = client(
+        &["exec", &url, "--stdin", "--stdout", "--tty"],
+        b"echo $((6*7))\nexit 0\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("42"), "{}", text(&out.stdout));
+
+    // Bad requests are refused with a reason.
+    let e = rt
+        .exec(proto::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    let e = rt
+        .exec(proto::ExecRequest {
+            container_id: "no-such-container".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_ends_its_exec() {
+    let w = pod_world();
+    let (_cri, mut rt, _sb, id) = pod_with(&w, "vanish", "exec sleep 600").await;
+    let url = exec_url(
+        &mut rt,
+        &id,
+        &["sh", "-c", "echo started; exec sleep 3217"],
+        (false, false),
+    )
+    .await;
+    let mut child = Command::new(spdy_client())
+        .args(["exec", &url, "--stdout", "--stderr"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "started");
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|c| c == b"sleep\x003217\x00")
+    };
+    assert!(sleeping(), "the exec'd command runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    poll(
+        Duration::from_secs(20),
+        "the exec to end with its client",
+        || (!sleeping()).then_some(()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_follows_the_containers_output_until_it_exits() {
+    let w = pod_world();
+    let script = "i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); echo tick $i; sleep 0.2; done; \
+                  echo bye; echo err-bye >&2";
+    let (_cri, mut rt, _sb, id) = pod_with(&w, "attach", script).await;
+    let url = rt
+        .attach(proto::AttachRequest {
+            container_id: id.clone(),
+            stdin: false,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut child = Command::new(spdy_client())
+        .args(["attach", &url, "--stdout", "--stderr"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("tick "), "{line:?}");
+    // Now stop the loop: the container says goodbye on both streams and exits.
+    let out = exec(&mut rt, &id, &["touch", "/tmp/stop"], 10)
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(rest.trim_end().ends_with("bye"), "{rest:?}");
+    assert!(err.contains("err-bye"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_the_pods_loopback() {
+    let w = pod_world();
+    let script = "mkdir -p /www && echo served-from-the-pod > /www/index.html && \
+                  exec httpd -f -p 127.0.0.1:8080 -h /www";
+    let (_cri, rt, sb, id) = pod_with(&w, "forward", script).await;
+    // httpd listens once a request inside the pod gets an answer.
+    poll(Duration::from_secs(20), "httpd in the pod", || {
+        let rt = rt.clone();
+        let id = id.clone();
+        let r = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                let mut rt = rt;
+                exec(
+                    &mut rt,
+                    &id,
+                    &["wget", "-q", "-O-", "http://127.0.0.1:8080/"],
+                    5,
+                )
+                .await
+            })
+        });
+        r.ok().filter(|o| o.exit_code == 0).map(drop)
+    });
+    let url = |ports: Vec<i32>| {
+        let mut rt = rt.clone();
+        let sb = sb.clone();
+        async move {
+            rt.port_forward(proto::PortForwardRequest {
+                pod_sandbox_id: sb,
+                port: ports,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+        }
+    };
+
+    // One forwarded connection over stdin/stdout.
+    let u = url(vec![8080]).await;
+    let out = client(
+        &["portforward", &u, "8080"],
+        b"GET /index.html HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("served-from-the-pod"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // kubectl port-forward style: a local listener, several connections on one session.
+    let u = url(vec![]).await;
+    let mut fwd = Command::new(spdy_client())
+        .args(["portforward", &u, "8080", "--listen=127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(fwd.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.contains("served-from-the-pod"), "{body}");
+    }
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+
+    // Nothing listens there: the error stream says so.
+    let u = url(vec![]).await;
+    let out = client(&["portforward", &u, "8081"], b"x");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("8081"), "{}", text(&out.stderr));
+    // A port the request did not allow.
+    let u = url(vec![8080]).await;
+    let out = client(&["portforward", &u, "22"], b"x");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not among the ports"),
+        "{}",
+        text(&out.stderr)
+    );
+}
