@@ -18,8 +18,11 @@ use std::time::Duration;
 
 use common::World;
 use cri_common::*;
-use orbit::cri::proto::{self, ContainerState, PodSandboxState};
+use orbit::cri::proto::{
+    self, runtime_service_client::RuntimeServiceClient, ContainerState, PodSandboxState,
+};
 use pods_common::*;
+use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandboxes_and_containers_through_their_lifecycle() {
@@ -441,6 +444,8 @@ async fn security_context_mounts_and_dns_reach_the_container() {
             }),
             readonly_rootfs: true,
             run_as_group: Some(proto::Int64Value { value: 100 }),
+            // allowPrivilegeEscalation: false.
+            no_new_privs: true,
             ..Default::default()
         }),
         ..Default::default()
@@ -877,4 +882,143 @@ async fn container_events_follow_a_containers_life() {
     .await
     .unwrap();
     assert_no_pods(&w);
+}
+
+/// `sh -c SCRIPT` in container `id` through ExecSync: exit code and trimmed stdout.
+async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
+    let out = exec(rt, id, &["sh", "-c", script], 10).await.unwrap();
+    (
+        out.exit_code,
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_namespaces_sysctls_groups_masks_and_seccomp_profiles() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+
+    // A sysctl of the node itself is refused, and nothing is left of the sandbox.
+    let mut bad = sandbox_config(&w, "badsysctl");
+    bad.linux = Some(proto::LinuxPodSandboxConfig {
+        sysctls: HashMap::from([("kernel.panic".to_string(), "5".to_string())]),
+        ..Default::default()
+    });
+    let e = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("not namespaced"), "{e}");
+    assert_no_pods(&w);
+
+    let host_port_start =
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let mut config = sandbox_config(&w, "opts");
+    config.linux = Some(proto::LinuxPodSandboxConfig {
+        sysctls: HashMap::from([(
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "99".to_string(),
+        )]),
+        security_context: Some(proto::LinuxSandboxSecurityContext {
+            namespace_options: Some(proto::NamespaceOption {
+                pid: proto::NamespaceMode::Node as i32,
+                ipc: proto::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let sb = run_sandbox(&mut rt, &config).await;
+
+    let profile = w.path("seccomp/deny-mkdir.json");
+    fs::create_dir_all(profile.parent().unwrap()).unwrap();
+    fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let mut c = container_config("opts", BUSYBOX, "exec sleep 600");
+    c.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            run_as_user: Some(proto::Int64Value { value: 1000 }),
+            supplemental_groups: vec![1234, 5678],
+            no_new_privs: false,
+            masked_paths: vec!["/etc/motd".into()],
+            seccomp: Some(proto::SecurityProfile {
+                profile_type: proto::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: profile.display().to_string(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &sb, &config, c).await;
+    start(&mut rt, &id).await;
+
+    let groups = sh(&mut rt, &id, "id -G").await.1;
+    let groups: Vec<&str> = groups.split_whitespace().collect();
+    assert!(
+        groups.contains(&"1234") && groups.contains(&"5678"),
+        "{groups:?}"
+    );
+    // Privilege escalation allowed (no_new_privs off), the filter still loaded.
+    assert_eq!(
+        sh(&mut rt, &id, "grep NoNewPrivs /proc/self/status | cut -f2")
+            .await
+            .1,
+        "0"
+    );
+    assert_eq!(
+        sh(&mut rt, &id, "grep ^Seccomp: /proc/self/status | cut -f2")
+            .await
+            .1,
+        "2"
+    );
+    // The Localhost profile: mkdir denied, everything else as usual.
+    assert_ne!(sh(&mut rt, &id, "mkdir /tmp/denied").await.0, 0);
+    assert_eq!(sh(&mut rt, &id, "touch /tmp/allowed").await.0, 0);
+    // The kubelet's masked paths replace orbit's.
+    assert_eq!(sh(&mut rt, &id, "cat /etc/motd").await, (0, String::new()));
+    // The sysctl in the sandbox's network namespace, not the node's.
+    assert_eq!(
+        sh(
+            &mut rt,
+            &id,
+            "cat /proc/sys/net/ipv4/ip_unprivileged_port_start"
+        )
+        .await
+        .1,
+        "99"
+    );
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(),
+        host_port_start
+    );
+    // The host's pid and IPC namespaces: this test process is visible inside.
+    for ns in ["pid", "ipc"] {
+        let host = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_eq!(
+            sh(&mut rt, &id, &format!("readlink /proc/self/ns/{ns}"))
+                .await
+                .1,
+            host.display().to_string(),
+            "{ns} namespace"
+        );
+    }
+    let me = std::process::id();
+    assert_eq!(sh(&mut rt, &id, &format!("test -d /proc/{me}")).await.0, 0);
+
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    assert_no_pods(&w);
+    assert_pod_gone(&sb, None);
 }

@@ -219,6 +219,7 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
         insecure: ctx.insecure_run,
         private_users: false,
         log: flags.log.clone(),
+        host_namespaces: Vec::new(),
     };
     let prepared = prepare::prepare(
         &ctx.store,

@@ -400,6 +400,7 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
             inherit_env: f.inherit_env,
             user: f.user,
             group: f.group,
+            supplementary_gids: vec![],
             readonly_rootfs: f.readonly_rootfs,
             mounts,
             interactive: f.interactive,
@@ -414,6 +415,7 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
                     pids: f.pids_limit,
                     oom_score_adj: f.oom_score_adj,
                 },
+                ..Default::default()
             },
         });
     }
@@ -454,6 +456,7 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         insecure: ctx.insecure_run,
         private_users: args.pod.private_users,
         log: args.pod.log.clone(),
+        host_namespaces: Vec::new(),
     };
     Ok((req, stage1))
 }

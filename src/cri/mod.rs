@@ -12,10 +12,12 @@ mod events;
 mod images;
 pub mod records;
 mod runtime;
+mod seccomp;
 mod spec;
 mod start;
 mod stats;
 pub mod streaming;
+mod sysctl;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -224,6 +224,19 @@ impl Runtime {
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
         let host_net = ns.network == proto::NamespaceMode::Node as i32;
+        let mut host_namespaces = Vec::new();
+        if ns.pid == proto::NamespaceMode::Node as i32 {
+            host_namespaces.push("pid".to_string());
+        }
+        if ns.ipc == proto::NamespaceMode::Node as i32 {
+            host_namespaces.push("ipc".to_string());
+        }
+        if !host_namespaces.is_empty() && handler == "kvm" {
+            return Err(Status::invalid_argument(
+                "a kvm sandbox cannot share the host's pid or ipc namespace",
+            ));
+        }
+        let sysctls = super::sysctl::check(&linux.sysctls, host_net, &host_namespaces)?;
         let ports = config
             .port_mappings
             .iter()
@@ -279,6 +292,7 @@ impl Runtime {
             insecure: Default::default(),
             private_users: false,
             log: Some("file".into()),
+            host_namespaces,
         };
         let pods = self.pods();
         let prepared = prepare::prepare(
@@ -296,7 +310,8 @@ impl Runtime {
         };
         let started = records::save_sandbox(&pod.path, &config, &meta)
             .map_err(|e| Status::internal(format!("cannot record the sandbox: {e}")))
-            .and_then(|()| super::start::start_sandbox(ctx, prepared));
+            .and_then(|()| super::start::start_sandbox(ctx, prepared))
+            .and_then(|()| super::sysctl::apply(&pods, &pod, &sysctls));
         if let Err(e) = started {
             if let Ok(p) = pods.find(&pod.uuid) {
                 if status::is_running(&p) {

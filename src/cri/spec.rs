@@ -107,14 +107,52 @@ pub fn app_request(
             // no filter, as the pod asked (see `unconfined_seccomp`).
             Ok(ProfileType::Unconfined) => {}
             Ok(ProfileType::Localhost) => {
-                return Err(Status::unimplemented(format!(
-                    "seccomp Localhost profile {} is not supported yet",
-                    p.localhost_ref
-                )))
+                isolation.seccomp_filter =
+                    Some(super::seccomp::localhost_profile(&p.localhost_ref)?);
             }
             Err(_) => return Err(Status::invalid_argument("unknown seccomp profile type")),
         }
     }
+    if let Some(p) = &sec.apparmor {
+        use proto::security_profile::ProfileType;
+        if p.profile_type == ProfileType::Localhost as i32 {
+            return Err(Status::failed_precondition(format!(
+                "AppArmor profile {}: orbit does not apply AppArmor profiles",
+                p.localhost_ref
+            )));
+        }
+    }
+    // As the CRI asks: the kubelet sets it for allowPrivilegeEscalation=false.
+    isolation.no_new_privileges = Some(sec.no_new_privs);
+    if !sec.masked_paths.is_empty() {
+        isolation.masked_paths = Some(sec.masked_paths.clone());
+    }
+    if !sec.readonly_paths.is_empty() {
+        isolation.readonly_paths = Some(sec.readonly_paths.clone());
+    }
+    if !config.devices.is_empty() {
+        return Err(Status::unimplemented(
+            "devices in containers are not supported yet",
+        ));
+    }
+    if let Some(m) = config
+        .mounts
+        .iter()
+        .find(|m| m.propagation != proto::MountPropagation::PropagationPrivate as i32)
+    {
+        return Err(Status::unimplemented(format!(
+            "mount {}: only private mount propagation is supported",
+            m.container_path
+        )));
+    }
+    let supplementary_gids = sec
+        .supplemental_groups
+        .iter()
+        .map(|g| {
+            u32::try_from(*g)
+                .map_err(|_| Status::invalid_argument(format!("supplemental group {g}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(r) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
         let pos = |v: i64| (v > 0).then_some(v as u64);
         isolation.resources.memory = pos(r.memory_limit_in_bytes);
@@ -150,6 +188,7 @@ pub fn app_request(
         inherit_env: false,
         user,
         group: sec.run_as_group.as_ref().map(|g| g.value.to_string()),
+        supplementary_gids,
         readonly_rootfs: sec.readonly_rootfs,
         mounts,
         interactive: false,

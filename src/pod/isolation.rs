@@ -31,6 +31,14 @@ pub struct IsolationRequest {
     pub seccomp: Option<String>,
     /// Resource limits.
     pub resources: Resources,
+    /// `no_new_privs` as asked (set unless asked otherwise).
+    pub no_new_privileges: Option<bool>,
+    /// Paths to mask instead of the default ones.
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths to make read-only instead of the default ones.
+    pub readonly_paths: Option<Vec<String>>,
+    /// A whole seccomp filter (a CRI Localhost profile), instead of `seccomp`.
+    pub seccomp_filter: Option<orbit_stage1::Seccomp>,
 }
 
 fn bad(msg: String) -> PodError {
@@ -98,14 +106,26 @@ pub fn isolators(
             .filter(|c| iso.capabilities.contains(c))
             .collect();
     }
+    if let (Some(nnp), false) = (req.no_new_privileges, insecure.capabilities) {
+        iso.no_new_privileges = nnp;
+    }
     if insecure.seccomp {
         iso.seccomp = None;
+    } else if let Some(filter) = &req.seccomp_filter {
+        iso.seccomp = Some(filter.clone());
     } else if let Some(spec) = &req.seccomp {
         iso.seccomp = Some(parse_seccomp(spec)?);
     }
     if insecure.paths {
         iso.masked_paths.clear();
         iso.readonly_paths.clear();
+    } else {
+        if let Some(m) = &req.masked_paths {
+            iso.masked_paths = m.clone();
+        }
+        if let Some(r) = &req.readonly_paths {
+            iso.readonly_paths = r.clone();
+        }
     }
     if let Some(adj) = req.resources.oom_score_adj {
         if !(-1000..=1000).contains(&adj) {

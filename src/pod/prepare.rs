@@ -52,6 +52,8 @@ pub struct AppRequest {
     pub user: Option<String>,
     /// `--group`.
     pub group: Option<String>,
+    /// Groups the app is in besides its own and those the image's /etc/group lists.
+    pub supplementary_gids: Vec<u32>,
     /// `--readonly-rootfs`.
     pub readonly_rootfs: bool,
     /// `--mount`s.
@@ -97,6 +99,8 @@ pub struct PodRequest {
     pub private_users: bool,
     /// `--log`: file, journal or both (`None`: both when journald is there, else file).
     pub log: Option<String>,
+    /// Namespaces shared with the host (`pid`, `ipc`): a CRI sandbox's hostPID / hostIPC.
+    pub host_namespaces: Vec<String>,
 }
 
 /// A prepared pod and the lock that keeps gc away until it is handed to its stage1.
@@ -192,6 +196,20 @@ impl Drop for Cleanup {
 }
 
 fn validate(req: &PodRequest) -> Result<(), PodError> {
+    if let Some(n) = req
+        .host_namespaces
+        .iter()
+        .find(|n| !matches!(n.as_str(), "pid" | "ipc"))
+    {
+        return Err(PodError::BadSpec(format!(
+            "cannot share the host's '{n}' namespace (pid and ipc can be shared; the network with --net=host)"
+        )));
+    }
+    if req.private_users && !req.host_namespaces.is_empty() {
+        return Err(PodError::BadSpec(
+            "--private-users cannot share the host's pid or ipc namespace".into(),
+        ));
+    }
     if req.apps.is_empty() && !req.mutable {
         return Err(PodError::BadSpec("a pod needs at least one image".into()));
     }
@@ -385,6 +403,7 @@ fn write_pod(
         network,
         mutable: req.mutable,
         annotations: req.annotations.clone(),
+        host_namespaces: req.host_namespaces.clone(),
     };
     let p = pod.path.join(paths::POD_MANIFEST);
     fs::write(
@@ -450,12 +469,17 @@ fn build_app(
     let group = a.group.clone().or(image_group);
     let passwd = identity::read_layered(&r.lowers, "etc/passwd");
     let groups = identity::read_layered(&r.lowers, "etc/group");
-    let user = identity::resolve(
+    let mut user = identity::resolve(
         &user_spec,
         group.as_deref(),
         passwd.as_deref(),
         groups.as_deref(),
     )?;
+    for g in &a.supplementary_gids {
+        if *g != user.gid && !user.additional_gids.contains(g) {
+            user.additional_gids.push(*g);
+        }
+    }
     let isolators = isolation::isolators(&a.isolation, &user, insecure)?;
 
     let dir = paths::app_dir(&pod.path, name);
@@ -678,6 +702,7 @@ pub fn add_app_with_volumes(
         insecure,
         private_users: false,
         log: None,
+        host_namespaces: Vec::new(),
     };
     let resolved = resolve_images(store, trust, &pod_req)?;
     let name = app_names(&pod_req, &resolved)?.remove(0);

@@ -60,6 +60,17 @@ pub struct PodManifest {
     /// Pod annotations (`orbit.dev/stage1`, …).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Namespaces the pod shares with the host instead of having its own: `pid`, `ipc`
+    /// (the network's is `network.mode = host`). Only the `ns` stage1 creates them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_namespaces: Vec<String>,
+}
+
+impl PodManifest {
+    /// Whether the pod shares namespace `kind` (`pid`, `ipc`) with the host.
+    pub fn shares_host(&self, kind: &str) -> bool {
+        self.host_namespaces.iter().any(|n| n == kind)
+    }
 }
 
 /// One app of a pod.

@@ -106,7 +106,10 @@ fn run(
         if manifest.network.mode == orbit_stage1::net_mode::NONE {
             mounts::loopback_up().map_err(|e| format!("cannot bring up lo: {e}"))?;
         }
-    } else {
+    }
+    // Not pid 1 of a pid namespace of its own (fly, or a pod sharing the host's): orphans
+    // of the apps come back to the init, which reaps them; the pod cgroup is killed at gc.
+    if flavor != Flavor::Ns || manifest.shares_host("pid") {
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) has no memory effects.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     }

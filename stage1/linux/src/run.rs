@@ -161,7 +161,13 @@ fn run_locked_rest(
     }
     let mut flags = CloneFlags::CLONE_NEWNS;
     if flavor == Flavor::Ns {
-        flags |= CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+        flags |= CloneFlags::CLONE_NEWUTS;
+        if !manifest.shares_host("pid") {
+            flags |= CloneFlags::CLONE_NEWPID;
+        }
+        if !manifest.shares_host("ipc") {
+            flags |= CloneFlags::CLONE_NEWIPC;
+        }
         if manifest.network.mode == orbit_stage1::net_mode::NONE {
             flags |= CloneFlags::CLONE_NEWNET;
         }

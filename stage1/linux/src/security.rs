@@ -1,7 +1,8 @@
 //! An app's confinement, applied in the same order to the app itself and to every process
 //! `orbit enter` runs in it, so an entered process never has more than the app: capability
 //! bounding set, identity, effective/permitted/inheritable/ambient capabilities,
-//! no_new_privs, and last the seccomp filter (right before `execve`).
+//! no_new_privs, and last the seccomp filter (right before `execve`) — or first, for an app
+//! without no_new_privs, which could not load it after giving up CAP_SYS_ADMIN.
 
 use std::str::FromStr;
 
@@ -28,6 +29,14 @@ fn cap_set(names: &[String]) -> Result<CapsHashSet, String> {
 /// Drops to the app's identity and privileges; the caller execs right after.
 pub fn confine(app: &App) -> Result<(), String> {
     let iso = &app.isolators;
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which the app may not
+    // keep: then the filter goes in first, while this process still holds it (as runc
+    // does), and covers the identity and capability changes that follow.
+    let filter_first = !iso.no_new_privileges;
+    if let (true, Some(filter)) = (filter_first, &iso.seccomp) {
+        let programs = orbit_stage1::seccomp::compile(filter)?;
+        orbit_stage1::seccomp::apply(&programs, false)?;
+    }
     // Nothing can be granted beyond what this process holds (a privileged pod started from a
     // process that lacks, say, CAP_SYS_RESOURCE gets everything else).
     let held = caps::read(None, CapSet::Permitted)
@@ -87,9 +96,9 @@ pub fn confine(app: &App) -> Result<(), String> {
             ));
         }
     }
-    if let Some(filter) = &iso.seccomp {
+    if let (false, Some(filter)) = (filter_first, &iso.seccomp) {
         let programs = orbit_stage1::seccomp::compile(filter)?;
-        orbit_stage1::seccomp::apply(&programs, iso.no_new_privileges)?;
+        orbit_stage1::seccomp::apply(&programs, true)?;
     }
     Ok(())
 }

@@ -1,0 +1,109 @@
+//! A sandbox's sysctls (`PodSandboxConfig.linux.sysctls`): only namespaced ones — the
+//! network namespace's `net.*` and the IPC namespace's `kernel.shm*`, `kernel.msg*`,
+//! `kernel.sem` and `fs.mqueue.*` — written from inside the running sandbox's namespaces,
+//! so nothing of the node changes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use tonic::Status;
+
+use crate::pod::status;
+use crate::pod::store::{PodRef, PodStore};
+
+/// A checked sysctl: its /proc/sys path and value, and the namespace it belongs to.
+pub struct Sysctl {
+    name: String,
+    path: PathBuf,
+    value: String,
+    namespace: &'static str,
+}
+
+fn namespace_of(name: &str) -> Option<&'static str> {
+    let ipc = ["kernel.shm", "kernel.msg", "fs.mqueue."];
+    if name.starts_with("net.") {
+        Some("net")
+    } else if name == "kernel.sem" || ipc.iter().any(|p| name.starts_with(p)) {
+        Some("ipc")
+    } else {
+        None
+    }
+}
+
+/// Checks `sysctls` for a sandbox (host network / shared namespaces as given).
+pub fn check(
+    sysctls: &HashMap<String, String>,
+    host_net: bool,
+    host_namespaces: &[String],
+) -> Result<Vec<Sysctl>, Status> {
+    let mut out = Vec::new();
+    for (name, value) in sysctls {
+        // Either separator is accepted, as the kubelet does.
+        let dotted = name.replace('/', ".");
+        let namespace = namespace_of(&dotted).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "sysctl {name} is not namespaced: setting it would change the node"
+            ))
+        })?;
+        let shared = match namespace {
+            "net" => host_net,
+            _ => host_namespaces.iter().any(|n| n == "ipc"),
+        };
+        if shared {
+            return Err(Status::invalid_argument(format!(
+                "sysctl {name}: the sandbox shares the host's {namespace} namespace"
+            )));
+        }
+        if dotted.split('.').any(|p| p.is_empty() || p == "..") || value.contains('\n') {
+            return Err(Status::invalid_argument(format!("sysctl {name}={value:?}")));
+        }
+        out.push(Sysctl {
+            path: PathBuf::from("/proc/sys").join(dotted.replace('.', "/")),
+            name: name.clone(),
+            value: value.clone(),
+            namespace,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `sysctls` inside the running sandbox `pod`, from a thread that joins its
+/// namespaces (and ends right after).
+pub fn apply(pods: &PodStore, pod: &PodRef, sysctls: &[Sysctl]) -> Result<(), Status> {
+    if sysctls.is_empty() {
+        return Ok(());
+    }
+    let pod = pods
+        .refresh(pod)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let pid = status::info(&pod)
+        .ok()
+        .and_then(|i| i.pid)
+        .ok_or_else(|| Status::internal("the sandbox is not running"))?;
+    let writes: Vec<(String, PathBuf, String, &'static str)> = sysctls
+        .iter()
+        .map(|s| (s.name.clone(), s.path.clone(), s.value.clone(), s.namespace))
+        .collect();
+    std::thread::spawn(move || -> Result<(), String> {
+        for kind in ["net", "ipc"] {
+            if !writes.iter().any(|w| w.3 == kind) {
+                continue;
+            }
+            let flag = match kind {
+                "net" => nix::sched::CloneFlags::CLONE_NEWNET,
+                _ => nix::sched::CloneFlags::CLONE_NEWIPC,
+            };
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}"))
+                .map_err(|e| format!("cannot open the sandbox's {kind} namespace: {e}"))?;
+            nix::sched::setns(&ns, flag)
+                .map_err(|e| format!("cannot join the sandbox's {kind} namespace: {e}"))?;
+        }
+        for (name, path, value, _) in &writes {
+            std::fs::write(path, value).map_err(|e| format!("sysctl {name}={value}: {e}"))?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| Status::internal("the sysctl thread panicked"))?
+    .map_err(Status::invalid_argument)
+}
