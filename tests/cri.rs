@@ -1022,3 +1022,63 @@ async fn host_namespaces_sysctls_groups_masks_and_seccomp_profiles() {
     assert_no_pods(&w);
     assert_pod_gone(&sb, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_container_log_is_reopened_without_losing_a_line() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(&w, "rotate");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let script = "echo before; while [ ! -e /tmp/next ]; do sleep 0.05; done; echo after; \
+                  exec sleep 600";
+    let id = create(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("main", BUSYBOX, script),
+    )
+    .await;
+    let log = PathBuf::from(start(&mut rt, &id).await.log_path);
+    poll(Duration::from_secs(20), "the first line", || {
+        (log_lines(&log) == ["before"]).then_some(())
+    });
+    // What the kubelet's log manager does: rename the log, then ask for a new one.
+    let rotated = log.with_extension("log.20261126-000000");
+    fs::rename(&log, &rotated).unwrap();
+    rt.reopen_container_log(proto::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(sh(&mut rt, &id, "touch /tmp/next").await.0, 0);
+    poll(
+        Duration::from_secs(20),
+        "the line after the rotation",
+        || (log_lines(&log) == ["after"]).then_some(()),
+    );
+    // The rotated file is a file of its own (the kubelet compresses and deletes it) with
+    // exactly what came before.
+    assert!(fs::symlink_metadata(&rotated).unwrap().is_file());
+    assert_eq!(log_lines(&rotated), ["before"]);
+
+    // Only a running container has a log to reopen.
+    stop_only(&mut rt, &id).await;
+    let e = rt
+        .reopen_container_log(proto::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+}
+
+/// StopContainer only (the container stays, exited).
+async fn stop_only(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: id.into(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+}

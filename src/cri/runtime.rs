@@ -548,6 +548,41 @@ impl Runtime {
         Ok(())
     }
 
+    /// After the kubelet renamed the container's log (our link to the file the stage1
+    /// writes) to rotate it: the file itself takes the rotated name, the stage1 starts a
+    /// new one, and the log path shows that. Nothing written before or after is lost.
+    fn reopen_log(&self, id: &str) -> Result<(), Status> {
+        let c = self.container(id)?;
+        let pod = self.running_pod(&c)?;
+        let running = app_of(&self.pods(), &c)
+            .is_some_and(|a| a.status.state == orbit_stage1::AppState::Running);
+        if !running {
+            return Err(Status::failed_precondition(format!(
+                "container {id} is not running: there is no log to reopen"
+            )));
+        }
+        if c.meta.log_path.is_empty() {
+            return Ok(());
+        }
+        let live = orbit_stage1::paths::app_log(&pod.path, &c.meta.app);
+        let link = std::path::Path::new(&c.meta.log_path);
+        let err = |what: &str, e: std::io::Error| Status::internal(format!("{what}: {e}"));
+        if let Some(rotated) = super::spec::renamed_link(link, &live) {
+            let aside = live.with_extension(format!("rotated-{}", now()));
+            std::fs::rename(&live, &aside).map_err(|e| err("cannot move the log aside", e))?;
+            if let Err(e) = lifecycle::app_request(&pod, "app-log-reopen", &c.meta.app, false) {
+                let _ = std::fs::rename(&aside, &live);
+                return Err(status_of(e.into()));
+            }
+            super::spec::move_file(&aside, &rotated)
+                .map_err(|e| err(&format!("cannot move the log to {}", rotated.display()), e))?;
+        } else {
+            lifecycle::app_request(&pod, "app-log-reopen", &c.meta.app, false)
+                .map_err(|e| status_of(e.into()))?;
+        }
+        super::spec::link_log(&pod, &c.meta.app, &c.meta.log_path)
+    }
+
     fn exec_sync(&self, req: proto::ExecSyncRequest) -> Result<proto::ExecSyncResponse, Status> {
         let c = self.container(&req.container_id)?;
         let pod = self.running_pod(&c)?;
@@ -892,13 +927,8 @@ impl RuntimeService for Runtime {
         req: Request<proto::ReopenContainerLogRequest>,
     ) -> Result<Response<proto::ReopenContainerLogResponse>, Status> {
         let id = req.into_inner().container_id;
-        run_blocking!(self, move |s: Runtime| {
-            let c = s.container(&id)?;
-            s.running_pod(&c)?;
-            Err(Status::unimplemented(
-                "ReopenContainerLog is not implemented yet",
-            ))
-        })
+        run_blocking!(self, move |s: Runtime| s.reopen_log(&id))?;
+        Ok(Response::new(proto::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(

@@ -228,6 +228,33 @@ pub fn link_log(pod: &PodRef, app: &str, log_path: &str) -> Result<(), Status> {
     std::os::unix::fs::symlink(target, link).map_err(err)
 }
 
+/// Another name of the link at `link` to `target` in the same directory: where the kubelet
+/// renamed it to rotate the log.
+pub fn renamed_link(
+    link: &std::path::Path,
+    target: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(link.parent()?)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p != link && std::fs::read_link(p).is_ok_and(|t| t == target))
+}
+
+/// Moves `from` to `to`, replacing what is there: a rename, or across file systems a copy
+/// renamed into place.
+pub fn move_file(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = to.with_extension("orbit-tmp");
+            std::fs::copy(from, &tmp)?;
+            std::fs::rename(&tmp, to)?;
+            std::fs::remove_file(from)
+        }
+        r => r,
+    }
+}
+
 /// Waits for `child` (its output read meanwhile), killing it after `timeout`. Output is
 /// collected until the command exits and then for at most a second more: a process it left
 /// in the background holding the pipes does not hold the answer.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use orbit_stage1::{paths, Stage1Manifest, ENTRYPOINTS, INTERFACE_VERSION};
+use orbit_stage1::{paths, Stage1Manifest, ENTRYPOINTS, INTERFACE_VERSION, OPTIONAL_ENTRYPOINTS};
 
 use super::PodError;
 use crate::config::ConfigDirs;
@@ -64,6 +64,7 @@ pub struct Stage1 {
 fn builtin(name: &str) -> Stage1 {
     let entrypoints: BTreeMap<String, String> = ENTRYPOINTS
         .iter()
+        .chain(OPTIONAL_ENTRYPOINTS.iter())
         .map(|e| (e.to_string(), e.to_string()))
         .collect();
     Stage1 {

@@ -16,6 +16,7 @@ pub use isolators::{Isolators, Resources, Seccomp};
 pub use manifest::{
     net_mode, App, AppImage, AppRootfs, AppUser, LogTarget, Mount, Network, NetworkRef,
     PodManifest, PortMapping, Stage1Manifest, UserNamespace, Volume, VolumeKind, ENTRYPOINTS,
+    OPTIONAL_ENTRYPOINTS,
 };
 pub use net::{NetworkAttachment, NetworkStatus};
 pub use status::{AppState, AppStatus};

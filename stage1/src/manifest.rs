@@ -17,6 +17,9 @@ pub const ENTRYPOINTS: [&str; 8] = [
     "app-rm",
 ];
 
+/// Entrypoints a stage1 may provide (stage0 says clearly when one is missing).
+pub const OPTIONAL_ENTRYPOINTS: [&str; 1] = ["app-log-reopen"];
+
 /// `stage1.json`: a stage1's self-description.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -445,6 +445,7 @@ impl Pod<'_> {
                 None => Err(format!("no app named {name}")),
             },
             "rm" => self.remove(name),
+            "log-reopen" => self.reopen_log(name),
             _ => Err(format!("unknown request '{verb}'")),
         };
         let reply = match result {
@@ -452,6 +453,27 @@ impl Pod<'_> {
             Err(e) => format!("error {e}\n"),
         };
         let _ = (&conn).write_all(reply.as_bytes());
+    }
+
+    /// Closes the app's log file and opens (creates) `apps/NAME/log` again: whoever moved
+    /// the old file keeps everything written before this point.
+    fn reopen_log(&mut self, name: &str) -> Result<(), String> {
+        let path = paths::app_log(&self.dir, name);
+        let app = self
+            .apps
+            .iter_mut()
+            .find(|a| a.app.name == name)
+            .ok_or_else(|| format!("no app named {name}"))?;
+        if app.log.is_some() {
+            app.log = Some(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+            );
+        }
+        Ok(())
     }
 
     fn remove(&mut self, name: &str) -> Result<(), String> {
