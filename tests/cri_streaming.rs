@@ -9,6 +9,7 @@ mod cri_common;
 #[path = "common/pods.rs"]
 mod pods_common;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -397,4 +398,187 @@ async fn port_forward_reaches_the_pods_loopback() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// What `crictl` does for its everyday commands, call for call (crictl itself is not
+/// packaged here): version/info, images/inspecti, runp/pods, create/start/ps, exec (streaming,
+/// with and without a terminal), logs, stats/statsp, inspect/inspectp, stop/rm/stopp/rmp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_everyday_flows() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, mut img) = cri.clients().await;
+
+    // crictl version; crictl info (Status, verbose).
+    let v = rt
+        .version(proto::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("orbit", "v1")
+    );
+    let info = rt
+        .status(proto::StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.status.unwrap().conditions.iter().all(|c| c.status));
+
+    // crictl images; crictl inspecti IMAGE.
+    let images = img
+        .list_images(proto::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(
+        images
+            .iter()
+            .any(|i| i.repo_tags.iter().any(|t| t == BUSYBOX)),
+        "{images:?}"
+    );
+    let st = img
+        .image_status(proto::ImageStatusRequest {
+            image: Some(proto::ImageSpec {
+                image: BUSYBOX.into(),
+                ..Default::default()
+            }),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.image.is_some() && st.info.contains_key("info"));
+
+    // crictl runp pod.json; crictl pods --name; crictl pods --label.
+    let config = sandbox_config(&w, "flows");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let pods = rt
+        .list_pod_sandbox(proto::ListPodSandboxRequest {
+            filter: Some(proto::PodSandboxFilter {
+                label_selector: HashMap::from([("app".into(), "flows".into())]),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].metadata.as_ref().unwrap().name, "flows");
+
+    // crictl create POD container.json pod.json (ImageStatus first, as crictl does); start.
+    let id = create(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("main", BUSYBOX, "echo ready; exec sleep 600"),
+    )
+    .await;
+    start(&mut rt, &id).await;
+    let listed = rt
+        .list_containers(proto::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.iter().filter(|c| c.id == id).count(), 1);
+
+    // crictl exec ID echo hi (streaming, not ExecSync); crictl exec -it ID sh.
+    let url = exec_url(&mut rt, &id, &["echo", "hi"], (false, false)).await;
+    let out = client(&["exec", &url, "--stdout", "--stderr"], b"");
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "hi\n".into())
+    );
+    let url = exec_url(&mut rt, &id, &["sh"], (true, true)).await;
+    let out = client(
+        &["exec", &url, "--stdin", "--stdout", "--tty"],
+        b"hostname; exit 7\n",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("flows-host"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // crictl logs ID: ContainerStatus for the log path, then the file.
+    let st = container_state(&mut rt, &id).await;
+    poll(
+        Duration::from_secs(20),
+        "the container's first line",
+        || {
+            std::fs::read_to_string(&st.log_path)
+                .ok()
+                .filter(|l| l.contains(" stdout F ready"))
+        },
+    );
+
+    // crictl stats; crictl statsp.
+    let stats = rt
+        .list_container_stats(proto::ListContainerStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(stats
+        .iter()
+        .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == id)));
+    let statsp = rt
+        .list_pod_sandbox_stats(proto::ListPodSandboxStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(statsp
+        .iter()
+        .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == sb)));
+
+    // crictl inspect ID; crictl inspectp POD (verbose: the info crictl prints).
+    let inspected = rt
+        .container_status(proto::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&inspected.info["info"]).unwrap();
+    assert_eq!(info["sandboxID"], sb.as_str());
+    assert!(info["pid"].as_i64().is_some_and(|p| p > 0), "{info}");
+    let inspected = rt
+        .pod_sandbox_status(proto::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&inspected.info["info"]).unwrap();
+    assert_eq!(info["manifest"]["uuid"], sb.as_str());
+
+    // crictl stop ID; crictl rm ID; crictl stopp POD; crictl rmp POD.
+    stop_and_remove(&mut rt, &id).await;
+    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(rt
+        .list_pod_sandbox(proto::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    assert_no_pods(&w);
+    assert_pod_gone(&sb, None);
 }

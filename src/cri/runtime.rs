@@ -145,6 +145,11 @@ fn container_status(pods: &PodStore, c: &Container) -> proto::ContainerStatus {
     }
 }
 
+/// The `info` map of a verbose status (crictl inspect prints its `info` entry as JSON).
+fn verbose_info(v: serde_json::Value) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([("info".to_string(), v.to_string())])
+}
+
 /// The pod's first address without its prefix length.
 fn pod_ip(pod: &PodRef) -> String {
     status::info(pod)
@@ -761,11 +766,20 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<proto::PodSandboxStatusRequest>,
     ) -> Result<Response<proto::PodSandboxStatusResponse>, Status> {
-        let id = req.into_inner().pod_sandbox_id;
+        let req = req.into_inner();
+        let (id, verbose) = (req.pod_sandbox_id, req.verbose);
         run_blocking!(self, move |s: Runtime| {
             let sb = records::find_sandbox(&s.pods(), &id)
                 .ok_or_else(|| Status::not_found(format!("no sandbox {id}")))?;
             let pod = s.pods().refresh(&sb.pod).map_err(|e| status_of(e.into()))?;
+            let info = if verbose {
+                verbose_info(serde_json::json!({
+                    "pod": status::info(&pod).ok(),
+                    "manifest": status::manifest(&pod).ok(),
+                }))
+            } else {
+                Default::default()
+            };
             let sum = sandbox_summary(&Sandbox {
                 pod: pod.clone(),
                 ..sb.clone()
@@ -793,7 +807,7 @@ impl RuntimeService for Runtime {
                     annotations: sum.annotations,
                     runtime_handler: sum.runtime_handler,
                 }),
-                info: Default::default(),
+                info,
                 containers_statuses: records::containers_of(&sb)
                     .iter()
                     .map(|c| container_status(&s.pods(), c))
@@ -891,12 +905,31 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<proto::ContainerStatusRequest>,
     ) -> Result<Response<proto::ContainerStatusResponse>, Status> {
-        let id = req.into_inner().container_id;
+        let req = req.into_inner();
+        let (id, verbose) = (req.container_id, req.verbose);
         run_blocking!(self, move |s: Runtime| {
             let c = s.container(&id)?;
+            let info = if verbose {
+                let app = app_of(&s.pods(), &c);
+                let manifest = s
+                    .pods()
+                    .refresh(&c.sandbox.pod)
+                    .ok()
+                    .and_then(|p| status::manifest(&p).ok())
+                    .and_then(|m| m.apps.into_iter().find(|a| a.name == c.meta.app));
+                verbose_info(serde_json::json!({
+                    "sandboxID": c.sandbox.pod.uuid,
+                    "app": c.meta.app,
+                    "pid": app.as_ref().and_then(|a| a.status.pid),
+                    "status": app.map(|a| a.status),
+                    "runtimeSpec": manifest,
+                }))
+            } else {
+                Default::default()
+            };
             Ok(Response::new(proto::ContainerStatusResponse {
                 status: Some(container_status(&s.pods(), &c)),
-                info: Default::default(),
+                info,
             }))
         })
     }
