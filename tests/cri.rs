@@ -45,6 +45,16 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
     let conds = st.status.unwrap().conditions;
     assert!(conds.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
     assert!(st.runtime_handlers.iter().any(|h| h.name == "ns"));
+    assert!(!st.runtime_handlers.iter().any(|h| h.name == "kvm"));
+    let e = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(sandbox_config(&w, "vm")),
+            runtime_handler: "kvm".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
+    assert_no_pods(&w);
 
     let config = sandbox_config(&w, "web");
     let sb = run_sandbox(&mut rt, &config).await;

@@ -196,6 +196,11 @@ fn stage1_for(
             known.join(", ")
         )));
     }
+    if name == "kvm" {
+        return Err(Status::unimplemented(
+            "the kvm stage1 cannot add containers to a running VM yet (no mutable pods): use the ns handler",
+        ));
+    }
     if from_annotation && name == "fly" {
         return Err(Status::permission_denied(
             "the fly stage1 does not isolate pods: it is available through a RuntimeClass handler only, not the orbit.dev/stage1 annotation",
@@ -1079,6 +1084,7 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<proto::StatusResponse>, Status> {
         let handlers = crate::pod::stage1::available(&self.ctx.config)
             .into_iter()
+            .filter(|name| name != "kvm")
             .map(|name| proto::RuntimeHandler {
                 name,
                 features: Some(proto::RuntimeHandlerFeatures {
