@@ -15,6 +15,19 @@
 //! and `wall SECONDS` (the whole run). Exits non-zero if a call fails (after trying to stop
 //! and remove that pod's sandbox).
 //!
+//! `cri-client SOCKET exec-bench IMAGE N WARMUP SPDY_CLIENT [LOG_BASE]` — one pod as above
+//! (label `app=cri-bench`, so `cleanup` finds it too), kept running for WARMUP untimed and N
+//! timed rounds, serially; each round does, against its container:
+//!   - execsync = ExecSync `["true"]` (the gRPC call until its answer; exit code 0 checked);
+//!   - exec = Exec `["true"]` (stdout + stderr, no tty) and then SPDY_CLIENT (the SPDY/3.1
+//!     client of tests/streaming-client) run as `SPDY_CLIENT exec URL --stdout --stderr` until
+//!     it exits (status 0 checked: the remote command's exit code): the pair's wall time, as
+//!     the kubelet's Exec followed by kubectl's upgrade; exec-url is the Exec call alone.
+//!
+//! Then stops and removes the pod. Prints `execsync`, `exec` and `exec-url` lines (`p50 p99
+//! max` in milliseconds) and `wall SECONDS` (the timed rounds). Exits non-zero if a call or
+//! the client fails (after stopping and removing the pod).
+//!
 //! `cri-client SOCKET cleanup` — stops and removes every sandbox this client made (label
 //! `app=cri-bench`) with its containers; prints `removed COUNT` (the script's exit trap).
 
@@ -108,13 +121,23 @@ async fn stop_pod(rt: &mut Rt, sb: &str, container: Option<&str>) -> Result<(), 
     Ok(())
 }
 
-async fn one_pod(
+/// A started pod: its sandbox and container ids, start and running times.
+struct Started {
+    sandbox: String,
+    container: String,
+    start: Duration,
+    running: Duration,
+}
+
+/// RunPodSandbox + CreateContainer + StartContainer, then ContainerStatus until RUNNING; on
+/// failure the sandbox (if made) is stopped and removed.
+async fn start_pod(
     rt: &mut Rt,
     image: &str,
     tag: &str,
     i: usize,
     logs: &str,
-) -> Result<Sample, String> {
+) -> Result<Started, String> {
     let config = sandbox_config(tag, i, logs);
     let t = Instant::now();
     let sb = rt
@@ -173,16 +196,140 @@ async fn one_pod(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let running = t.elapsed();
+    Ok(Started {
+        sandbox: sb,
+        container: id,
+        start,
+        running: t.elapsed(),
+    })
+}
+
+async fn one_pod(
+    rt: &mut Rt,
+    image: &str,
+    tag: &str,
+    i: usize,
+    logs: &str,
+) -> Result<Sample, String> {
+    let p = start_pod(rt, image, tag, i, logs).await?;
     let t = Instant::now();
-    if let Err(e) = stop_pod(rt, &sb, Some(&id)).await {
-        return fail(rt, format!("stop/remove: {e}")).await;
+    if let Err(e) = stop_pod(rt, &p.sandbox, Some(&p.container)).await {
+        let _ = stop_pod(rt, &p.sandbox, None).await;
+        return Err(format!("pod {i}: stop/remove: {e}"));
     }
     Ok(Sample {
-        start,
-        running,
+        start: p.start,
+        running: p.running,
         stop: t.elapsed(),
     })
+}
+
+/// One exec-bench round's times.
+struct ExecSample {
+    execsync: Duration,
+    exec: Duration,
+    exec_url: Duration,
+}
+
+/// ExecSync `["true"]`, then Exec `["true"]` + the SPDY client on its URL; both checked.
+async fn exec_round(rt: &mut Rt, id: &str, spdy: &str) -> Result<ExecSample, String> {
+    let t = Instant::now();
+    let r = rt
+        .exec_sync(proto::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["true".into()],
+            timeout: 30,
+        })
+        .await
+        .map_err(|e| format!("ExecSync: {e}"))?
+        .into_inner();
+    let execsync = t.elapsed();
+    if r.exit_code != 0 {
+        return Err(format!(
+            "ExecSync: exit code {}, stderr {:?}",
+            r.exit_code,
+            String::from_utf8_lossy(&r.stderr)
+        ));
+    }
+    let t = Instant::now();
+    let url = rt
+        .exec(proto::ExecRequest {
+            container_id: id.into(),
+            cmd: vec!["true".into()],
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .map_err(|e| format!("Exec: {e}"))?
+        .into_inner()
+        .url;
+    let exec_url = t.elapsed();
+    let out = tokio::process::Command::new(spdy)
+        .args(["exec", &url, "--stdout", "--stderr"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .map_err(|_| format!("{spdy} exec {url}: still running after 60 s"))?
+        .map_err(|e| format!("cannot run {spdy}: {e}"))?;
+    let exec = t.elapsed();
+    if !out.status.success() {
+        return Err(format!(
+            "{spdy} exec {url}: {}, stderr {:?}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(ExecSample {
+        execsync,
+        exec,
+        exec_url,
+    })
+}
+
+/// The exec-bench mode: one pod kept running, warm-up rounds, then N timed rounds.
+async fn exec_bench(
+    rt: &mut Rt,
+    image: &str,
+    n: usize,
+    warmup: usize,
+    spdy: &str,
+    logs: &str,
+) -> Result<(Vec<ExecSample>, Duration), String> {
+    let tag = format!("exec-{}", std::process::id());
+    let p = start_pod(rt, image, &tag, 0, logs).await?;
+    let mut samples = Vec::with_capacity(n);
+    let mut wall = Duration::ZERO;
+    let mut result = Ok(());
+    for i in 0..warmup + n {
+        if i == warmup {
+            wall = Duration::ZERO;
+        }
+        let t = Instant::now();
+        match exec_round(rt, &p.container, spdy).await {
+            Ok(s) if i >= warmup => samples.push(s),
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(if i < warmup {
+                    format!("warm-up round {}: {e}", i + 1)
+                } else {
+                    format!("round {}: {e}", i - warmup + 1)
+                });
+                break;
+            }
+        }
+        wall += t.elapsed();
+    }
+    if let Err(e) = stop_pod(rt, &p.sandbox, Some(&p.container)).await {
+        let _ = stop_pod(rt, &p.sandbox, None).await;
+        result = result.and(Err(format!("stop/remove: {e}")));
+    }
+    result.map(|()| (samples, wall))
 }
 
 /// Stops and removes the benchmark's sandboxes (and their containers) left by a failed run.
@@ -227,6 +374,39 @@ async fn cleanup(mut rt: Rt) -> Result<usize, tonic::Status> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, socket, mode, image, n, warmup, spdy, rest @ ..] = args.as_slice() {
+        if mode == "exec-bench" && rest.len() <= 1 {
+            let logs = match rest.first() {
+                Some(b) => tempfile::Builder::new().prefix("cri-logs-").tempdir_in(b),
+                None => tempfile::Builder::new().prefix("cri-logs-").tempdir(),
+            }
+            .expect("a temporary log directory");
+            let mut rt = RuntimeServiceClient::new(channel(socket.clone()).await);
+            let n = n.parse::<usize>().expect("N").max(1);
+            let warmup = warmup.parse::<usize>().expect("WARMUP");
+            let logs_path = logs.path().display().to_string();
+            let r = exec_bench(&mut rt, image, n, warmup, spdy, &logs_path).await;
+            drop(logs);
+            match r {
+                Ok((samples, wall)) => {
+                    for (what, v) in [
+                        ("execsync", samples.iter().map(|s| s.execsync).collect()),
+                        ("exec", samples.iter().map(|s| s.exec).collect()),
+                        ("exec-url", samples.iter().map(|s| s.exec_url).collect()),
+                    ] {
+                        let (p50, p99, max) = percentiles(v);
+                        println!("{what} {p50:.2} {p99:.2} {max:.2}");
+                    }
+                    println!("wall {:.2}", wall.as_secs_f64());
+                }
+                Err(e) => {
+                    eprintln!("cri-client: exec-bench: {e}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
+    }
     if let [_, socket, mode] = args.as_slice() {
         if mode == "cleanup" {
             match cleanup(RuntimeServiceClient::new(channel(socket.clone()).await)).await {
@@ -247,7 +427,10 @@ async fn main() {
             p.parse::<usize>().expect("PARALLEL").max(1),
             rest.first().cloned(),
         ),
-        _ => panic!("usage: cri-client SOCKET IMAGE N PARALLEL [LOG_BASE] | SOCKET cleanup"),
+        _ => panic!(
+            "usage: cri-client SOCKET IMAGE N PARALLEL [LOG_BASE] \
+             | SOCKET exec-bench IMAGE N WARMUP SPDY_CLIENT [LOG_BASE] | SOCKET cleanup"
+        ),
     };
     let logs = match &base {
         Some(b) => tempfile::Builder::new().prefix("cri-logs-").tempdir_in(b),

@@ -14,6 +14,17 @@
 # process running, so it is start + one status call).
 # Runtimes are measured alternately per PARALLEL value (orbit, then containerd) after
 # WARMUP untimed pods each.
+# Then exec (same daemons; for each runtime one more such pod, kept running for the phase,
+# then stopped and removed by the client): EXEC_WARMUP untimed and EXEC_N timed rounds,
+# serially, each of
+#   - ExecSync ["true"]: the gRPC call until its answer (exit code 0 checked);
+#   - Exec ["true"] (stdout + stderr, no tty) + tests/streaming-client's SPDY/3.1 client
+#     (moby/spdystream, client-go's remote-command v4) run on the URL it returns until it exits
+#     (status 0 checked): the pair's wall time, as the kubelet's Exec then kubectl's upgrade.
+#     It includes starting the Go client (the same binary for both); "Exec RPC" is the gRPC
+#     call alone. orbit's URL is its own streaming server's, containerd's its CRI plugin's
+#     (both on 127.0.0.1, any free port).
+#   p50/p99 of each and the ratios containerd / orbit.
 #
 # containerd: Debian's containerd (1.6, CRI plugin built in) with runc, run as a private
 # daemon (config, root, state, socket, runc root, empty CNI dirs all under BENCH_DIR);
@@ -35,9 +46,11 @@
 # If containerd cannot be set up or fails, the script prints why and still reports orbit.
 #
 # Env: BENCH_DIR (default /var/tmp/orbit-bench-cri), N (50), PARALLEL ("1 10"), WARMUP (3),
-#      PEERS (1: also containerd).
-# Everything lives under BENCH_DIR. At exit (also on failure): sandboxes still present are
-# stopped and removed through each runtime's CRI, `orbit cri` and containerd are killed by
+#      EXEC_N (50; 0: no exec phase), EXEC_WARMUP (5), PEERS (1: also containerd).
+# The SPDY client is built like tests/run.sh builds it (target/orbit-spdy-client; installs
+# golang-go and golang-github-docker-spdystream-dev if missing) and copied to BENCH_DIR.
+# Everything lives under BENCH_DIR. At exit (also on failure): sandboxes still present (the
+# exec phase's pods included) are stopped and removed through each runtime's CRI, `orbit cri` and containerd are killed by
 # their pids, leftover mounts under BENCH_DIR are unmounted, the cgroups containerd made
 # (`k8s.io` in each hierarchy) and /run/containerd are removed if they did not exist before,
 # and BENCH_DIR is deleted.
@@ -49,6 +62,8 @@ N=${N:-50}
 PARALLEL=${PARALLEL:-1 10}
 WARMUP=${WARMUP:-3}
 PEERS=${PEERS:-1}
+EXEC_N=${EXEC_N:-50}
+EXEC_WARMUP=${EXEC_WARMUP:-5}
 [ "$(id -u)" = 0 ] || { echo "bench/cri.sh: run as root" >&2; exit 1; }
 t0=$SECONDS
 
@@ -57,6 +72,10 @@ deps=(busybox-static jq)
 scripts/deps.sh "${deps[@]}"
 cargo build --release --workspace --quiet
 cargo build --release --example cri-client --quiet
+spdy_err=
+if [ "$EXEC_N" -gt 0 ] && ! bash tests/streaming-client/build.sh target/orbit-spdy-client; then
+  spdy_err="cannot build the SPDY client (tests/streaming-client/build.sh failed)"
+fi
 
 IMG=example.com/busybox:latest
 PAUSE=example.com/pause:bench
@@ -162,6 +181,7 @@ declare -p had_run_containerd had_cgroups had_shim_sockets > "$W/preexisting"
 mkdir -p "$W/bin" "$W/logs"
 cp "$root/target/release/orbit" "$root/target/release/orbit-build-image" "$W/bin/"
 cp "$root/target/release/examples/cri-client" "$W/bin/"
+[ "$EXEC_N" -gt 0 ] && [ -z "$spdy_err" ] && cp "$root/target/orbit-spdy-client" "$W/bin/"
 o=$W/bin/orbit
 export ORBIT_DIR=$W/store ORBIT_LOCAL_CONFIG=$W/config ORBIT_SYSTEM_CONFIG=$W/config-vendor ORBIT_USER_CONFIG=$W/config-user
 export ORBIT_BIN_DIR=$W/bin RUST_BACKTRACE=0
@@ -287,6 +307,26 @@ for p in $PARALLEL; do
   fi
 done
 
+# --- exec: "runtime" -> "execsync50 execsync99 exec50 exec99 execurl50 wall" or an error
+declare -A xres
+measure_exec() {  # measure_exec NAME SOCKET SERVER_LOG
+  local out rc=0
+  out=$("$W/bin/cri-client" "$2" exec-bench "$IMG" "$EXEC_N" "$EXEC_WARMUP" \
+    "$W/bin/orbit-spdy-client" "$W/logs" 2>&1) || rc=$?
+  if [ "$rc" != 0 ]; then
+    xres[$1]="ERROR (exit status $rc): $(echo "$out" | tail -3)"
+    errlogs+="--- $1 server log, last lines (exec):"$'\n'"$(tail -5 "$3")"$'\n'
+    return 1
+  fi
+  xres[$1]=$(echo "$out" | awk '$1=="execsync"{a=$2;b=$3} $1=="exec"{c=$2;d=$3} $1=="exec-url"{e=$2} $1=="wall"{w=$2} END{print a, b, c, d, e, w}')
+}
+if [ "$EXEC_N" -gt 0 ] && [ -z "$spdy_err" ]; then
+  measure_exec orbit "$W/orbit.sock" "$W/orbit-cri.log" || true
+  if [ -z "$peer_err" ]; then
+    measure_exec containerd "$W/containerd.sock" "$W/containerd.log" || true
+  fi
+fi
+
 printf '%-11s %-8s %25s %12s %23s %14s\n' "" "parallel" "start p50 / p99 ms" "to running" "stop p50 / p99 ms" "wall (pods/s)"
 for p in $PARALLEL; do
   for r in orbit containerd; do
@@ -309,6 +349,31 @@ for p in $PARALLEL; do
     printf "containerd / orbit, parallel %-3s start p50 %.2fx  p99 %.2fx   stop p50 %.2fx  p99 %.2fx   wall %.2fx\n",
       p, y[1]/x[1], y[2]/x[2], y[4]/x[4], y[5]/x[5], y[6]/x[6] }'
 done
+if [ "$EXEC_N" -gt 0 ]; then
+  echo "== exec: $EXEC_N rounds each (warm-up $EXEC_WARMUP), one running busybox container, cmd [\"true\"]; streaming = Exec + SPDY client (--stdout --stderr, no tty) to exit 0"
+  if [ -n "$spdy_err" ]; then
+    echo "exec: not measured: $spdy_err"
+  else
+    printf '%-11s %25s %25s %14s %9s\n' "" "ExecSync p50 / p99 ms" "streaming p50 / p99 ms" "Exec RPC p50" "wall"
+    for r in orbit containerd; do
+      v=${xres[$r]:-}
+      if [ -z "$v" ]; then
+        [ "$r" = containerd ] && printf '%-11s %s\n' "$r" "not measured (below)"
+        continue
+      fi
+      case $v in ERROR*) printf '%-11s %s\n' "$r" "$v"; continue;; esac
+      read -r a b c d e w <<<"$v"
+      printf '%-11s %12s / %-10s %12s / %-10s %12s %8ss\n' "$r" "$a" "$b" "$c" "$d" "$e" "$w"
+    done
+    a=${xres[orbit]:-} b=${xres[containerd]:-}
+    if [[ -n $a && -n $b && $a != ERROR* && $b != ERROR* ]]; then
+      awk -v a="$a" -v b="$b" 'function r(i) { return x[i] > 0 ? sprintf("%.2fx", y[i] / x[i]) : "-" }
+        BEGIN{ split(a, x, " "); split(b, y, " ");
+          printf "containerd / orbit, exec     ExecSync p50 %s  p99 %s   streaming p50 %s  p99 %s   Exec RPC p50 %s\n",
+            r(1), r(2), r(3), r(4), r(5) }'
+    fi
+  fi
+fi
 [ -n "$peer_err" ] && echo "containerd: $peer_err"
 [ -n "$errlogs" ] && printf '%s' "$errlogs"
 echo "(bench/cri.sh: $((t1 - t0)) s build and setup, $((SECONDS - t1)) s measuring)"
