@@ -142,8 +142,16 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
         "1000",
         "exec runs as the container's user"
     );
-    let e = exec(&mut rt, &id, &["sleep", "30"], 1).await.unwrap_err();
+    let e = exec(&mut rt, &id, &["sh", "-c", "sleep 3031; :"], 1)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");
+    // The timed-out command is gone, and what it started with it.
+    poll(
+        Duration::from_secs(10),
+        "the timed-out command to end",
+        || procs_with("sleep 3031").is_empty().then_some(()),
+    );
 
     // Statistics from the container's cgroup and its writable layer.
     let out = exec(

@@ -608,6 +608,8 @@ impl Runtime {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
+        // Its own process group, so a timeout ends the command and what it started.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .spawn()
             .map_err(|e| Status::internal(format!("cannot run orbit enter: {e}")))?;

@@ -255,7 +255,8 @@ pub fn move_file(from: &std::path::Path, to: &std::path::Path) -> std::io::Resul
     }
 }
 
-/// Waits for `child` (its output read meanwhile), killing it after `timeout`. Output is
+/// Waits for `child` — the leader of its own process group — (its output read meanwhile),
+/// killing the group after `timeout`. Output is
 /// collected until the command exits and then for at most a second more: a process it left
 /// in the background holding the pipes does not hold the answer.
 pub fn output_within(
@@ -304,6 +305,11 @@ pub fn output_within(
             break st;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            // The whole process group: the command `orbit enter` started stays in it.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.kill();
             let _ = child.wait();
             return Err(Status::deadline_exceeded(format!(
