@@ -75,6 +75,66 @@ fn client(args: &[&str], stdin: &[u8]) -> Output {
     }
 }
 
+/// A client process killed (by its handle) when the test is done with it, failing or not.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the client with `args`, stdout piped (and stderr if `stderr`).
+fn spawn_client(args: &[&str], stderr: bool) -> Running {
+    Running(
+        Command::new(spdy_client())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if stderr {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The lines of `r`, read by a thread of their own (so a test never blocks on them).
+fn lines_of<R: Read + Send + 'static>(r: R) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line, within 60 s.
+fn next_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("a line from the client within 60 s")
+}
+
+/// Every line until the client closes its output, within 60 s.
+fn all_lines(rx: &std::sync::mpsc::Receiver<String>) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(l) => out.push(l),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return out,
+            Err(e) => panic!("the client's output did not end within 60 s: {e} ({out:?})"),
+        }
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -218,43 +278,51 @@ async fn exec_streams_pipes_and_a_terminal() {
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
 }
 
+/// Whether a process with exactly this command line runs.
+fn runs(argv: &[u8]) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| c == argv)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_vanishes_ends_its_exec() {
     let w = pod_world();
     let (_cri, mut rt, _sb, id) = pod_with(&w, "vanish", "exec sleep 600").await;
-    let url = exec_url(
-        &mut rt,
-        &id,
-        &["sh", "-c", "echo started; exec sleep 3217"],
-        (false, false),
-    )
-    .await;
-    let mut child = Command::new(spdy_client())
-        .args(["exec", &url, "--stdout", "--stderr"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "started");
-    let sleeping = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .any(|c| c == b"sleep\x003217\x00")
-    };
-    assert!(sleeping(), "the exec'd command runs");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    poll(
-        Duration::from_secs(20),
-        "the exec to end with its client",
-        || (!sleeping()).then_some(()),
-    );
+    // With pipes, and on a terminal with SIGHUP ignored (the hang-up alone would not end it).
+    let sleep_for = |n: u32| format!("sleep {}", 3200 + n + std::process::id() % 1000);
+    for (n, tty) in [(1, false), (2, true)] {
+        let sleeper = sleep_for(n);
+        let script = format!("trap '' HUP; echo started; exec {sleeper}");
+        let url = exec_url(&mut rt, &id, &["sh", "-c", &script], (tty, tty)).await;
+        let mut args = vec!["exec", url.as_str(), "--stdout"];
+        if tty {
+            args.extend(["--stdin", "--tty"]);
+        } else {
+            args.push("--stderr");
+        }
+        let mut client = Running(
+            Command::new(spdy_client())
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = lines_of(client.0.stdout.take().unwrap());
+        assert_eq!(next_line(&lines).trim(), "started", "tty {tty}");
+        let argv = format!("{}\0", sleeper.replace(' ', "\0")).into_bytes();
+        assert!(runs(&argv), "the exec'd command runs (tty {tty})");
+        drop(client); // Killed.
+        poll(
+            Duration::from_secs(20),
+            "the exec to end with its client",
+            || (!runs(&argv)).then_some(()),
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,34 +343,22 @@ async fn attach_follows_the_containers_output_until_it_exits() {
         .unwrap()
         .into_inner()
         .url;
-    let mut child = Command::new(spdy_client())
-        .args(["attach", &url, "--stdout", "--stderr"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.starts_with("tick "), "{line:?}");
+    let mut client = spawn_client(&["attach", &url, "--stdout", "--stderr"], true);
+    let stdout = lines_of(client.0.stdout.take().unwrap());
+    let stderr = lines_of(client.0.stderr.take().unwrap());
+    let first = next_line(&stdout);
+    assert!(first.starts_with("tick "), "{first:?}");
     // Now stop the loop: the container says goodbye on both streams and exits.
     let out = exec(&mut rt, &id, &["touch", "/tmp/stop"], 10)
         .await
         .unwrap();
     assert_eq!(out.exit_code, 0);
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let st = child.wait().unwrap();
-    assert_eq!(st.code(), Some(0), "{err}");
-    assert!(rest.trim_end().ends_with("bye"), "{rest:?}");
-    assert!(err.contains("err-bye"), "{err:?}");
+    let rest = all_lines(&stdout);
+    let err = all_lines(&stderr);
+    let st = wait_within(&mut client.0, Duration::from_secs(60)).expect("the client ends");
+    assert_eq!(st.code(), Some(0), "{err:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("bye"), "{rest:?}");
+    assert!(err.iter().any(|l| l == "err-bye"), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,16 +415,8 @@ async fn port_forward_reaches_the_pods_loopback() {
 
     // kubectl port-forward style: a local listener, several connections on one session.
     let u = url(vec![]).await;
-    let mut fwd = Command::new(spdy_client())
-        .args(["portforward", &u, "8080", "--listen=127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(fwd.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut fwd = spawn_client(&["portforward", &u, "8080", "--listen=127.0.0.1:0"], false);
+    let line = next_line(&lines_of(fwd.0.stdout.take().unwrap()));
     let addr = line
         .trim()
         .strip_prefix("listening on ")
@@ -376,13 +424,13 @@ async fn port_forward_reaches_the_pods_loopback() {
         .to_string();
     for _ in 0..3 {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         assert!(body.contains("served-from-the-pod"), "{body}");
     }
-    let _ = fwd.kill();
-    let _ = fwd.wait();
+    drop(fwd);
 
     // Nothing listens there: the error stream says so.
     let u = url(vec![]).await;

@@ -30,6 +30,11 @@ struct Rule {
     action: String,
     #[serde(default)]
     args: Option<Vec<serde_json::Value>>,
+    /// Conditions on architectures, capabilities or kernels (containers/common format).
+    #[serde(default)]
+    includes: Option<serde_json::Value>,
+    #[serde(default)]
+    excludes: Option<serde_json::Value>,
 }
 
 fn denies(action: &str) -> bool {
@@ -59,12 +64,30 @@ fn convert(text: &str) -> Result<orbit_stage1::Seccomp, String> {
     let p: Profile =
         serde_json::from_str(text).map_err(|e| format!("not a seccomp profile: {e}"))?;
     let errno = p.default_errno_ret.unwrap_or(libc::EPERM as u32);
+    // 0 would make denied calls "succeed" — worse than allowing them: a process would
+    // believe it dropped privileges it still has.
+    if !(1..4096).contains(&errno) {
+        return Err(format!("defaultErrnoRet {errno} is not an errno (1..4095)"));
+    }
     let mut named: Vec<(String, &str)> = Vec::new();
     for r in &p.syscalls {
         if r.args.as_ref().is_some_and(|a| !a.is_empty()) {
             return Err(format!(
                 "the rule for {} has argument conditions, which orbit's allow-list filter cannot express",
                 r.names.first().or(r.name.as_ref()).map_or("?", String::as_str)
+            ));
+        }
+        let conditional = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .is_some_and(|v| v.as_object().is_none_or(|o| !o.is_empty()))
+        };
+        if conditional(&r.includes) || conditional(&r.excludes) {
+            return Err(format!(
+                "the rule for {} is conditional (includes/excludes), which orbit cannot express",
+                r.names
+                    .first()
+                    .or(r.name.as_ref())
+                    .map_or("?", String::as_str)
             ));
         }
         if !denies(&r.action) && r.action != "SCMP_ACT_ALLOW" && r.action != "SCMP_ACT_LOG" {
@@ -127,6 +150,16 @@ mod tests {
         .unwrap_err()
         .contains("argument conditions"));
         assert!(convert(r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#).is_err());
+        assert!(convert(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":0,
+            "syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#
+        )
+        .is_err());
+        assert!(convert(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["mount"],
+            "action":"SCMP_ACT_ALLOW","includes":{"caps":["CAP_SYS_ADMIN"]}}]}"#
+        )
+        .is_err());
         assert!(convert(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["no_such_call"],"action":"SCMP_ACT_ALLOW"}]}"#).is_err());
         assert!(convert("not json").is_err());
     }

@@ -246,9 +246,18 @@ pub fn renamed_link(
 pub fn move_file(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let tmp = to.with_extension("orbit-tmp");
-            std::fs::copy(from, &tmp)?;
-            std::fs::rename(&tmp, to)?;
+            // A new file (never through a link someone left at the temporary name).
+            let tmp = to.with_extension(format!("orbit-tmp-{}", uuid::Uuid::new_v4().simple()));
+            let copied = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .and_then(|mut out| std::io::copy(&mut std::fs::File::open(from)?, &mut out))
+                .and_then(|_| std::fs::rename(&tmp, to));
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            copied?;
             std::fs::remove_file(from)
         }
         r => r,

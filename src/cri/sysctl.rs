@@ -38,8 +38,14 @@ pub fn check(
 ) -> Result<Vec<Sysctl>, Status> {
     let mut out = Vec::new();
     for (name, value) in sysctls {
-        // Either separator is accepted, as the kubelet does.
-        let dotted = name.replace('/', ".");
+        // Dots or slashes separate the parts (with slashes, a part may hold a dot:
+        // net/ipv4/conf/eth0.100/forwarding), as the kubelet accepts them.
+        let parts: Vec<&str> = if name.contains('/') {
+            name.split('/').collect()
+        } else {
+            name.split('.').collect()
+        };
+        let dotted = parts.join(".");
         let namespace = namespace_of(&dotted).ok_or_else(|| {
             Status::invalid_argument(format!(
                 "sysctl {name} is not namespaced: setting it would change the node"
@@ -54,11 +60,17 @@ pub fn check(
                 "sysctl {name}: the sandbox shares the host's {namespace} namespace"
             )));
         }
-        if dotted.split('.').any(|p| p.is_empty() || p == "..") || value.contains('\n') {
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+            || value.contains('\n')
+        {
             return Err(Status::invalid_argument(format!("sysctl {name}={value:?}")));
         }
         out.push(Sysctl {
-            path: PathBuf::from("/proc/sys").join(dotted.replace('.', "/")),
+            path: parts
+                .iter()
+                .fold(PathBuf::from("/proc/sys"), |p, part| p.join(part)),
             name: name.clone(),
             value: value.clone(),
             namespace,
@@ -95,6 +107,16 @@ pub fn apply(pods: &PodStore, pod: &PodRef, sysctls: &[Sysctl]) -> Result<(), St
             };
             let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}"))
                 .map_err(|e| format!("cannot open the sandbox's {kind} namespace: {e}"))?;
+            // A stage1 that made no namespace of this kind (fly) would have the node's.
+            let id = |m: std::io::Result<std::fs::Metadata>| {
+                use std::os::unix::fs::MetadataExt;
+                m.ok().map(|m| (m.dev(), m.ino()))
+            };
+            if id(ns.metadata()) == id(std::fs::metadata(format!("/proc/self/ns/{kind}"))) {
+                return Err(format!(
+                    "the sandbox shares the node's {kind} namespace: its sysctls would change the node"
+                ));
+            }
             nix::sched::setns(&ns, flag)
                 .map_err(|e| format!("cannot join the sandbox's {kind} namespace: {e}"))?;
         }

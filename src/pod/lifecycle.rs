@@ -391,7 +391,10 @@ pub fn wait_ready(pods: &PodStore, uuid: &str, timeout: Duration) -> Result<PodR
     loop {
         let pod = pods.find(uuid)?;
         let info = status::info(&pod)?;
+        // Running, with its init's pid recorded (the supervisor writes it after the fork,
+        // and the init may be quicker to open its control socket).
         if info.state == "running"
+            && info.pid.is_some()
             && info.apps.iter().all(|a| a.state() == "running")
             && (!info.notify || info.ready.is_some())
             && (!info.manifest.as_ref().is_some_and(|m| m.mutable)

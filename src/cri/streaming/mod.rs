@@ -25,6 +25,8 @@ use tonic::Status;
 pub use portforward::Target as PortForwardTarget;
 pub use remotecommand::{Attach, Exec, Options};
 
+/// How long a connection may take to send its request.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a URL stays valid.
 const TOKEN_TTL: Duration = Duration::from_secs(60);
 /// URLs handed out and not yet used, at most (as the kubelet's server).
@@ -119,13 +121,21 @@ pub async fn bind(
 /// Serves upgrades on `listener` forever.
 pub async fn serve(listener: tokio::net::TcpListener, streaming: Arc<Streaming>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of descriptors, say: wait instead of spinning.
+                eprintln!("orbit cri: streaming: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let s = streaming.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(req, s.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), svc)
                 .with_upgrades()
                 .await;

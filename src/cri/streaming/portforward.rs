@@ -5,7 +5,6 @@
 //! written on the `error` stream.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,8 +14,9 @@ use super::session::{Session, Stream, StreamWriter};
 /// Where to forward to.
 #[derive(Clone)]
 pub struct Target {
-    /// The sandbox's network namespace (`/proc/<init pid>/ns/net`).
-    pub netns: PathBuf,
+    /// The sandbox's network namespace, opened when the URL was made (a path under /proc
+    /// could name another process's namespace once the sandbox is gone).
+    pub netns: std::sync::Arc<std::fs::File>,
     /// The sandbox id, for messages.
     pub sandbox: String,
     /// Ports the request allowed (all when empty).
@@ -92,13 +92,14 @@ async fn forward(target: Target, error: StreamWriter, data: Stream) {
 
 /// Connects to `port` on the loopback of the network namespace at `netns`: a thread of its
 /// own joins the namespace (it ends right after; threads of the runtime never move).
-async fn connect(netns: PathBuf, port: u16) -> Result<tokio::net::TcpStream, String> {
+async fn connect(
+    netns: std::sync::Arc<std::fs::File>,
+    port: u16,
+) -> Result<tokio::net::TcpStream, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let r = (|| -> Result<std::net::TcpStream, String> {
-            let ns = std::fs::File::open(&netns)
-                .map_err(|e| format!("cannot open the pod's network namespace: {e}"))?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            nix::sched::setns(&*netns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("cannot enter the pod's network namespace: {e}"))?;
             let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));

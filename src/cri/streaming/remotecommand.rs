@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 
 use super::session::{Closer, Session, StreamReader, StreamWriter};
 
+/// How long a terminal exec waits for the client's first size before it starts.
+const FIRST_SIZE_WAIT: Duration = Duration::from_millis(500);
 /// How long the client has to open its streams (the kubelet's default).
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Output still arriving after the command exited is forwarded for this long: a process
@@ -407,23 +409,38 @@ fn set_window(master: &PtyMaster, cols: u16, rows: u16) {
     unsafe { libc::ioctl(master.0.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
+/// A new terminal, both sides close-on-exec from the start: a process another thread
+/// spawns meanwhile (another exec, a sandbox) must not inherit either.
+fn open_terminal() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let name = nix::pty::ptsname_r(&master)?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok((OwnedFd::from(master), slave))
+}
+
 async fn run_with_terminal(t: &Exec, s: &mut Streams) -> Result<Outcome, String> {
     let setup = |e: std::io::Error| format!("cannot set up the terminal: {e}");
-    let pty = nix::pty::openpty(None, None).map_err(|e| format!("cannot open a terminal: {e}"))?;
-    nix::fcntl::fcntl(
-        &pty.master,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )
-    .map_err(|e| setup(e.into()))?;
-    let master = PtyMaster::new(pty.master).map_err(setup)?;
-    // A size the client sent already applies from the start.
+    let (master, slave) = open_terminal().map_err(|e| format!("cannot open a terminal: {e}"))?;
+    let master = PtyMaster::new(master).map_err(setup)?;
+    // The size the client sends first applies from the start (kubectl sends it as soon as
+    // the resize stream exists); a client that sends none gets the default.
+    if let Ok(Some((cols, rows))) = tokio::time::timeout(FIRST_SIZE_WAIT, s.resize.recv()).await {
+        set_window(&master, cols, rows);
+    }
     while let Ok((cols, rows)) = s.resize.try_recv() {
         set_window(&master, cols, rows);
     }
     let mut cmd = t.command();
-    cmd.stdin(Stdio::from(pty.slave.try_clone().map_err(setup)?))
-        .stdout(Stdio::from(pty.slave.try_clone().map_err(setup)?))
-        .stderr(Stdio::from(pty.slave));
+    cmd.stdin(Stdio::from(slave.try_clone().map_err(setup)?))
+        .stdout(Stdio::from(slave.try_clone().map_err(setup)?))
+        .stderr(Stdio::from(slave));
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run orbit enter: {e}"))?;
@@ -469,12 +486,14 @@ pub async fn attach(target: Attach, opts: Options, mut streams: Streams) {
 
 async fn follow(t: &Attach, opts: Options, s: &Streams) -> Outcome {
     use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
     let mut file = match std::fs::File::open(&t.log) {
         Ok(f) => f,
         Err(e) => return Outcome::Failed(format!("cannot read the container's output: {e}")),
     };
     let mut offset = file.seek(SeekFrom::End(0)).unwrap_or(0);
     let mut pending = Vec::new();
+    let mut gone = s.gone.clone();
     loop {
         // Whether it had exited *before* this read: then this read gets everything.
         let exited = (t.exited)();
@@ -508,7 +527,19 @@ async fn follow(t: &Attach, opts: Options, s: &Streams) -> Outcome {
             return Outcome::Exited(0);
         }
         if chunk.is_empty() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Read to the end: if the log was rotated (ReopenContainerLog), go on with the
+            // new file.
+            let inode = |m: std::io::Result<std::fs::Metadata>| m.ok().map(|m| (m.dev(), m.ino()));
+            if inode(std::fs::metadata(&t.log)) != inode(file.metadata()) {
+                if let Ok(f) = std::fs::File::open(&t.log) {
+                    (file, offset) = (f, 0);
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = gone.wait_for(|g| *g) => return Outcome::Failed("the client went away".into()),
+            }
         }
     }
 }

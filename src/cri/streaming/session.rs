@@ -1,10 +1,12 @@
 //! A server-side SPDY session over an upgraded HTTP connection: the peer opens streams
 //! (each is answered at once, as the kubelet's server does), this side reads and writes
-//! their data. One task reads frames, one writes them in order; streams hand data over
-//! bounded channels, so a reader that falls behind slows the connection instead of
-//! growing memory.
+//! their data. One task reads frames, one writes them in order. Incoming data waits per
+//! stream up to a byte limit; a stream whose reader falls that far behind is reset, so
+//! one stalled stream never stops the session from reading (and noticing the peer leave).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -15,16 +17,34 @@ use super::spdy::{self, Frame, HeaderDecoder, HeaderEncoder, Headers};
 /// Frames waiting to be written; `None` is "send GOAWAY and close".
 type Outbox = mpsc::Sender<Option<Frame>>;
 
+/// Incoming bytes a stream may have waiting for its reader.
+const MAX_BUFFERED: usize = 4 << 20;
+/// Streams a session may have open at once (an exec needs 5; each forwarded connection 2).
+const MAX_STREAMS: usize = 256;
+/// RST_STREAM status: refused (too many streams).
+const REFUSED_STREAM: u32 = 3;
+/// RST_STREAM status: the receiver's buffer is full.
+const FLOW_CONTROL_ERROR: u32 = 7;
+
 /// A peer-opened stream's incoming half.
 pub struct StreamReader {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    buffered: Arc<AtomicUsize>,
 }
 
 impl StreamReader {
     /// The next chunk; `None` once the peer half-closed or reset the stream.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        self.rx.recv().await
+        let chunk = self.rx.recv().await?;
+        self.buffered.fetch_sub(chunk.len(), Ordering::Relaxed);
+        Some(chunk)
     }
+}
+
+/// The session's end of a stream's incoming half.
+struct Inbox {
+    tx: mpsc::UnboundedSender<Bytes>,
+    buffered: Arc<AtomicUsize>,
 }
 
 /// A stream's outgoing half.
@@ -183,7 +203,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut dec = HeaderDecoder::default();
-    let mut open: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut open: HashMap<u32, Inbox> = HashMap::new();
     let mut last_id = 0u32;
     loop {
         let frame = tokio::select! {
@@ -212,9 +232,26 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     continue;
                 }
                 last_id = id;
-                let (tx, rx) = mpsc::channel(8);
+                open.retain(|_, inbox| !inbox.tx.is_closed());
+                if open.len() >= MAX_STREAMS {
+                    let _ = out
+                        .send(Some(Frame::RstStream {
+                            id,
+                            status: REFUSED_STREAM,
+                        }))
+                        .await;
+                    continue;
+                }
+                let (tx, rx) = mpsc::unbounded_channel();
+                let buffered = Arc::new(AtomicUsize::new(0));
                 if !fin {
-                    open.insert(id, tx);
+                    open.insert(
+                        id,
+                        Inbox {
+                            tx,
+                            buffered: buffered.clone(),
+                        },
+                    );
                 }
                 if out
                     .send(Some(Frame::SynReply {
@@ -229,7 +266,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 }
                 let stream = Stream {
                     headers,
-                    reader: StreamReader { rx },
+                    reader: StreamReader { rx, buffered },
                     writer: StreamWriter {
                         id,
                         out: out.clone(),
@@ -247,8 +284,21 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 }
             }
             Frame::Data { id, data, fin } => {
-                if let Some(tx) = open.get(&id) {
-                    if !data.is_empty() && tx.send(data).await.is_err() {
+                if let Some(inbox) = open.get(&id) {
+                    let len = data.len();
+                    if inbox.buffered.load(Ordering::Relaxed) + len > MAX_BUFFERED {
+                        // Its reader stopped reading: drop the stream, not the session.
+                        open.remove(&id);
+                        let _ = out
+                            .send(Some(Frame::RstStream {
+                                id,
+                                status: FLOW_CONTROL_ERROR,
+                            }))
+                            .await;
+                        continue;
+                    }
+                    inbox.buffered.fetch_add(len, Ordering::Relaxed);
+                    if len > 0 && inbox.tx.send(data).is_err() {
                         open.remove(&id);
                     }
                 }

@@ -23,7 +23,12 @@ const GOAWAY: u16 = 7;
 const HEADERS: u16 = 8;
 const FLAG_FIN: u8 = 0x01;
 /// A decompressed header block larger than this is refused (a zlib bomb otherwise).
-const MAX_HEADER_BLOCK: usize = 1 << 20;
+const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// At most this many header values per block (NUL-separated values count one each).
+const MAX_HEADER_VALUES: usize = 100;
+/// A frame longer than this is refused: Kubernetes clients send at most 32 KiB of data per
+/// frame, and a peer's 16 MiB frames would each be held in memory.
+const MAX_FRAME: usize = 1 << 20;
 /// The largest data frame this side writes.
 pub const MAX_DATA: usize = 32 * 1024;
 
@@ -120,7 +125,7 @@ impl HeaderDecoder {
                 Ok(_) => {}
             }
             if out.len() > MAX_HEADER_BLOCK {
-                return Err(protocol("a header block is larger than 1 MiB"));
+                return Err(protocol("a header block is larger than 64 KiB"));
             }
         }
         parse_block(&out)
@@ -194,6 +199,9 @@ fn parse_block(mut b: &[u8]) -> Result<Headers, SpdyError> {
         let value = String::from_utf8_lossy(take(&mut b, n)?).into_owned();
         // Several values of one name are separated by NUL.
         for v in value.split('\0') {
+            if headers.len() == MAX_HEADER_VALUES {
+                return Err(protocol("more than 100 header values"));
+            }
             headers.push((name.clone(), v.to_string()));
         }
     }
@@ -222,6 +230,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let word = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     let flags = head[4];
     let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
+    if len > MAX_FRAME {
+        return Err(protocol(format!("a frame of {len} bytes (at most 1 MiB)")));
+    }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
     let fin = flags & FLAG_FIN != 0;
@@ -425,6 +436,9 @@ mod tests {
             ])
         );
         assert!(parse_block(&[0, 0, 0, 2, 0, 0, 0, 9, b'a']).is_err());
+        // One name with a million NUL-separated values: refused, not multiplied.
+        let bomb = enc.encode(&h(&[("x", &"\0".repeat(60_000))]));
+        assert!(dec.decode(&bomb).is_err());
     }
 
     #[tokio::test]

@@ -95,7 +95,9 @@ pub fn enter(args: &Args) -> Result<i32, String> {
     // SAFETY: single-threaded; the child only execs or exits.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            let err = become_app_user_and_exec(app, &command);
+            // As this child sees it: 0 when `enter` is outside the pod's pid namespace.
+            let parent = nix::unistd::getppid();
+            let err = become_app_user_and_exec(app, &command, parent);
             eprintln!("orbit enter: {err}");
             // SAFETY: leave the fork child without running the parent's teardown.
             unsafe { libc::_exit(orbit_stage1::EXIT_EXEC_FAILED) }
@@ -107,7 +109,11 @@ pub fn enter(args: &Args) -> Result<i32, String> {
     }
 }
 
-fn become_app_user_and_exec(app: &orbit_stage1::App, command: &[String]) -> String {
+fn become_app_user_and_exec(
+    app: &orbit_stage1::App,
+    command: &[String],
+    parent: nix::unistd::Pid,
+) -> String {
     if let Err(e) = crate::app::reset_signals(&SigSet::empty()) {
         return format!("cannot reset signals: {e}");
     }
@@ -115,6 +121,14 @@ fn become_app_user_and_exec(app: &orbit_stage1::App, command: &[String]) -> Stri
     // Exactly the app's confinement: identity, capabilities, no_new_privs, seccomp.
     if let Err(e) = crate::security::confine(app) {
         return e;
+    }
+    // Dies with `enter` (credential changes above cleared any earlier setting): a CRI exec
+    // whose client went away is ended by killing `enter`'s process group, which a command
+    // on a terminal of its own (a session apart) is not in.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if nix::unistd::getppid() != parent {
+        return "orbit enter went away".into();
     }
     let Some(path) = crate::app::resolve(&command[0], &app.env) else {
         return format!("{}: not found in the app", command[0]);
