@@ -1031,6 +1031,12 @@ async fn host_namespaces_sysctls_groups_masks_and_seccomp_profiles() {
     }
     let me = std::process::id();
     assert_eq!(sh(&mut rt, &id, &format!("test -d /proc/{me}")).await.0, 0);
+    // …and its POSIX shared memory.
+    let shm = format!("/dev/shm/orbit-test-{me}");
+    fs::write(&shm, "shared").unwrap();
+    let seen = sh(&mut rt, &id, &format!("cat {shm}")).await.1;
+    let _ = fs::remove_file(&shm);
+    assert_eq!(seen, "shared");
 
     rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
         pod_sandbox_id: sb.clone(),

@@ -108,7 +108,8 @@ fn run(
         }
     }
     // Not pid 1 of a pid namespace of its own (fly, or a pod sharing the host's): orphans
-    // of the apps come back to the init, which reaps them; the pod cgroup is killed at gc.
+    // of the apps come back to the init, which reaps them; what is left when the pod
+    // stops dies with the pod's cgroup, which the supervisor kills and removes.
     if flavor != Flavor::Ns || manifest.shares_host("pid") {
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) has no memory effects.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };

@@ -137,7 +137,11 @@ pub fn enter_app_root(
     )?;
     match flavor {
         Flavor::Ns | Flavor::Kvm => {
-            system_mounts(root, manifest.user_namespace.is_some())?;
+            system_mounts(
+                root,
+                manifest.user_namespace.is_some(),
+                manifest.shares_host("ipc"),
+            )?;
             mask_paths(root, &app.isolators)?;
             etc_files(pod, root)?;
         }
@@ -263,7 +267,7 @@ fn make_device(p: &Path, major: u64, minor: u64) -> R {
     .map_err(|e| format!("chmod {}: {e}", p.display()))
 }
 
-fn system_mounts(root: &Path, userns: bool) -> R {
+fn system_mounts(root: &Path, userns: bool, host_ipc: bool) -> R {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = in_root(root, "/proc")?;
     ensure_dir(&proc_dir)?;
@@ -329,13 +333,25 @@ fn system_mounts(root: &Path, userns: bool) -> R {
     )?;
     let shm = dev.join("shm");
     ensure_dir(&shm)?;
-    mnt(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
-        nosuid,
-        Some("mode=1777,size=65536k"),
-    )?;
+    if host_ipc && Path::new("/dev/shm").is_dir() {
+        // The host's IPC namespace: its POSIX shared memory too (still the host's /dev/shm
+        // here, before the pivot).
+        mnt(
+            Some("/dev/shm"),
+            &shm,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+    } else {
+        mnt(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            nosuid,
+            Some("mode=1777,size=65536k"),
+        )?;
+    }
     let mq = dev.join("mqueue");
     ensure_dir(&mq)?;
     mnt(Some("mqueue"), &mq, Some("mqueue"), nosuid, None)?;
