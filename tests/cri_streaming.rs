@@ -630,3 +630,100 @@ async fn crictl_everyday_flows() {
     assert_no_pods(&w);
     assert_pod_gone(&sb, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_types_into_a_containers_stdin_and_terminal() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(&w, "stdin");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let rt_for_urls = rt.clone();
+    let attach_url = |id: &str, tty: bool| {
+        let mut rt = rt_for_urls.clone();
+        let id = id.to_string();
+        async move {
+            rt.attach(proto::AttachRequest {
+                container_id: id,
+                stdin: true,
+                tty,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+        }
+    };
+
+    // `kubectl run -i`: cat reads what the client sends; stdin_once ends its input with the
+    // client's.
+    let mut c = container_config("cat", BUSYBOX, "");
+    c.command = vec!["cat".into()];
+    (c.stdin, c.stdin_once) = (true, true);
+    let id = create(&mut rt, &sb, &config, c).await;
+    start(&mut rt, &id).await;
+    let url = attach_url(&id, false).await;
+    let out = client(
+        &["attach", &url, "--stdin", "--stdout", "--stderr"],
+        b"typed into cat\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "typed into cat\n");
+    let st = wait_state(&mut rt, &id, proto::ContainerState::ContainerExited).await;
+    assert_eq!(st.exit_code, 0);
+
+    // `kubectl run -it`: a shell on the container's terminal, sized by the client.
+    let mut c = container_config("shell", BUSYBOX, "");
+    c.command = vec!["sh".into()];
+    (c.stdin, c.stdin_once, c.tty) = (true, true, true);
+    let id = create(&mut rt, &sb, &config, c).await;
+    start(&mut rt, &id).await;
+    let url = attach_url(&id, true).await;
+    let mut client = Running(
+        Command::new(spdy_client())
+            .args([
+                "attach",
+                &url,
+                "--stdin",
+                "--stdout",
+                "--tty",
+                "--resize=100x30",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = lines_of(client.0.stdout.take().unwrap());
+    let mut stdin = client.0.stdin.take().unwrap();
+    poll(
+        Duration::from_secs(20),
+        "the terminal to take the client's size",
+        || {
+            let rt = rt.clone();
+            let id = id.clone();
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async move {
+                    let mut rt = rt;
+                    (sh(&mut rt, &id, "stty -F /dev/pts/0 size").await.1 == "30 100").then_some(())
+                })
+            })
+        },
+    );
+    stdin.write_all(b"echo $((6*7)); exit 5\n").unwrap();
+    drop(stdin);
+    let out = all_lines(&stdout);
+    let st = wait_within(&mut client.0, Duration::from_secs(60)).expect("the client ends");
+    assert_eq!(st.code(), Some(0));
+    assert!(out.iter().any(|l| l.trim_end() == "42"), "{out:?}");
+    let st = wait_state(&mut rt, &id, proto::ContainerState::ContainerExited).await;
+    assert_eq!(st.exit_code, 5);
+}
+
+async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
+    let out = exec(rt, id, &["sh", "-c", script], 10).await.unwrap();
+    (out.exit_code, text(&out.stdout).trim().to_string())
+}

@@ -404,6 +404,7 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
             readonly_rootfs: f.readonly_rootfs,
             mounts,
             interactive: f.interactive,
+            stdin: false,
             isolation: IsolationRequest {
                 caps_retain: f.caps_retain,
                 caps_remove: f.caps_remove,

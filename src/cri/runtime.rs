@@ -676,15 +676,36 @@ impl Runtime {
         let pod = self.running_pod(&c)?;
         let opts = stream_options(req.stdin, req.stdout, req.stderr, req.tty)?;
         let pods = self.pods();
+        let app = c.meta.app.clone();
+        let (stdin, stdin_once, tty) = (c.config.stdin, c.config.stdin_once, c.config.tty);
         let exited = Box::new(move || {
             app_of(&pods, &c).is_none_or(|a| a.status.state == orbit_stage1::AppState::Exited)
         });
+        let (p, a) = (pod.clone(), app.clone());
+        let stdin_done = (stdin && stdin_once).then(|| {
+            Box::new(move || {
+                let _ = lifecycle::app_request(&p, "app-stdin-close", &a, false);
+            }) as Box<dyn FnOnce() + Send + Sync>
+        });
+        let (p, a) = (pod.clone(), app.clone());
+        let resize = tty.then(|| {
+            std::sync::Arc::new(move |cols: u16, rows: u16| {
+                let size = [cols.to_string(), rows.to_string()];
+                let _ = lifecycle::app_request_with(
+                    &p,
+                    "app-resize",
+                    &a,
+                    &["--", &size[0], &size[1]],
+                    false,
+                );
+            }) as std::sync::Arc<dyn Fn(u16, u16) + Send + Sync>
+        });
         let attach = streaming::Attach {
-            log: orbit_stage1::paths::app_log(
-                &pod.path,
-                &self.container(&req.container_id)?.meta.app,
-            ),
+            log: orbit_stage1::paths::app_log(&pod.path, &app),
             exited,
+            stdin: (stdin && req.stdin).then(|| orbit_stage1::paths::app_stdin(&pod.path, &app)),
+            stdin_done,
+            resize,
         };
         self.ctx
             .streaming

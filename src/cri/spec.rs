@@ -191,7 +191,8 @@ pub fn app_request(
         supplementary_gids,
         readonly_rootfs: sec.readonly_rootfs,
         mounts,
-        interactive: false,
+        interactive: config.tty,
+        stdin: config.stdin,
         isolation,
     })
 }

@@ -421,7 +421,8 @@ pub fn app_request(pod: &PodRef, entrypoint: &str, app: &str, debug: bool) -> Re
     app_request_with(pod, entrypoint, app, &[], debug)
 }
 
-fn app_request_with(
+/// [`app_request`] with arguments after `--` (`app-resize -- COLS ROWS`).
+pub fn app_request_with(
     pod: &PodRef,
     entrypoint: &str,
     app: &str,

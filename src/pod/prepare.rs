@@ -60,6 +60,8 @@ pub struct AppRequest {
     pub mounts: Vec<Mount>,
     /// `--interactive`.
     pub interactive: bool,
+    /// Standard input from a FIFO attaching clients write (CRI `stdin`).
+    pub stdin: bool,
     /// Capabilities, seccomp and resource limits asked for.
     pub isolation: IsolationRequest,
 }
@@ -526,6 +528,7 @@ fn build_app(
         read_only_rootfs: a.readonly_rootfs,
         mounts: a.mounts.clone(),
         interactive: a.interactive,
+        stdin: a.stdin,
         isolators,
         annotations,
     })

@@ -18,7 +18,7 @@ pub const ENTRYPOINTS: [&str; 8] = [
 ];
 
 /// Entrypoints a stage1 may provide (stage0 says clearly when one is missing).
-pub const OPTIONAL_ENTRYPOINTS: [&str; 1] = ["app-log-reopen"];
+pub const OPTIONAL_ENTRYPOINTS: [&str; 3] = ["app-log-reopen", "app-stdin-close", "app-resize"];
 
 /// `stage1.json`: a stage1's self-description.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -106,6 +106,10 @@ pub struct App {
     /// Attach a terminal (one app only).
     #[serde(default)]
     pub interactive: bool,
+    /// Standard input from the FIFO `apps/NAME/stdin`, which attaching clients write (CRI
+    /// `stdin`); with `interactive`, its bytes go to the app's terminal instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
     /// Capabilities, no_new_privs, seccomp, masked paths, resource limits.
     #[serde(default)]
     pub isolators: crate::Isolators,

@@ -51,6 +51,11 @@ pub fn app_log(pod: &Path, name: &str) -> PathBuf {
     app_dir(pod, name).join("log")
 }
 
+/// The FIFO an attachable app reads its standard input from (CRI attach writes it).
+pub fn app_stdin(pod: &Path, name: &str) -> PathBuf {
+    app_dir(pod, name).join("stdin")
+}
+
 /// The directory of an `empty` volume.
 pub fn volume_dir(pod: &Path, name: &str) -> PathBuf {
     pod.join("volumes").join(name)

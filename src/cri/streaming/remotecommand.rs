@@ -466,19 +466,48 @@ async fn run_with_terminal(t: &Exec, s: &mut Streams) -> Result<Outcome, String>
     outcome
 }
 
-/// A running container's output, as its stage1 logs it.
+/// A running container's output, as its stage1 logs it, and its input if it has one.
 pub struct Attach {
     /// The app's log file (CRI format).
     pub log: PathBuf,
     /// True once the container has exited.
     pub exited: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The app's stdin FIFO (a container created with `stdin`).
+    pub stdin: Option<PathBuf>,
+    /// Called when the client's input ends (`stdin_once`: the container's input ends too).
+    pub stdin_done: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// Sets the container's terminal size (a container created with `tty`).
+    pub resize: Option<std::sync::Arc<dyn Fn(u16, u16) + Send + Sync>>,
 }
 
-/// Forwards what the container writes from now on until it exits. Input is read and
-/// dropped: orbit apps' standard input is not connected to anything a client could reach.
-pub async fn attach(target: Attach, opts: Options, mut streams: Streams) {
+/// Forwards what the container writes from now on until it exits, and the client's input
+/// to the container's (dropped for a container without one).
+pub async fn attach(mut target: Attach, opts: Options, mut streams: Streams) {
     if let Some(mut input) = streams.stdin.take() {
-        tokio::spawn(async move { while input.recv().await.is_some() {} });
+        let fifo = target.stdin.as_ref().and_then(|p| {
+            tokio::net::unix::pipe::OpenOptions::new()
+                .open_sender(p)
+                .ok()
+        });
+        let done = target.stdin_done.take();
+        tokio::spawn(async move {
+            match fifo {
+                Some(fifo) => feed(input, fifo).await,
+                None => while input.recv().await.is_some() {},
+            }
+            if let Some(done) = done {
+                let _ = tokio::task::spawn_blocking(done).await;
+            }
+        });
+    }
+    if let Some(resize) = target.resize.clone() {
+        let mut sizes = std::mem::replace(&mut streams.resize, mpsc::channel(1).1);
+        tokio::spawn(async move {
+            while let Some((cols, rows)) = sizes.recv().await {
+                let r = resize.clone();
+                let _ = tokio::task::spawn_blocking(move || r(cols, rows)).await;
+            }
+        });
     }
     let outcome = follow(&target, opts, &streams).await;
     finish(streams, outcome).await;

@@ -38,6 +38,8 @@ enum Stdio {
         out_w: OwnedFd,
         err_r: OwnedFd,
         err_w: OwnedFd,
+        /// The read end of the app's stdin FIFO (an attachable app), else /dev/null.
+        input: Option<OwnedFd>,
     },
     Pty {
         parent: OwnedFd,
@@ -45,7 +47,8 @@ enum Stdio {
     },
 }
 
-fn stdio(interactive: bool) -> nix::Result<Stdio> {
+fn stdio(pod: &Path, app: &App) -> nix::Result<Stdio> {
+    let interactive = app.interactive;
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     if interactive {
         let (parent, child) = socketpair(
@@ -58,11 +61,22 @@ fn stdio(interactive: bool) -> nix::Result<Stdio> {
     }
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    // The init holds the FIFO open for writing, so this open does not wait for a writer.
+    let input = if app.stdin {
+        Some(nix::fcntl::open(
+            &orbit_stage1::paths::app_stdin(pod, &app.name),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?)
+    } else {
+        None
+    };
     Ok(Stdio::Pipes {
         out_r,
         out_w,
         err_r,
         err_w,
+        input,
     })
 }
 
@@ -94,8 +108,7 @@ pub fn start(
         code: EXIT_STAGE1_FAILURE,
         message,
     };
-    let io =
-        stdio(app.interactive).map_err(|e| fail(format!("cannot create the app's stdio: {e}")))?;
+    let io = stdio(pod, app).map_err(|e| fail(format!("cannot create the app's stdio: {e}")))?;
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
     // SAFETY: the init is single-threaded; the child sets up and execs or exits.
@@ -243,8 +256,22 @@ fn setup_and_exec(
     let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
         .map_err(other("/dev/null"))?;
     let (stdin, stdout, stderr) = match io {
-        Stdio::Pipes { out_w, err_w, .. } => {
-            (devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd())
+        Stdio::Pipes {
+            out_w,
+            err_w,
+            input,
+            ..
+        } => {
+            let stdin = match input {
+                Some(fifo) => {
+                    // Blocking reads for the app: it waits for input like on any pipe.
+                    nix::fcntl::fcntl(fifo, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+                        .map_err(other("stdin"))?;
+                    fifo.as_raw_fd()
+                }
+                None => devnull.as_raw_fd(),
+            };
+            (stdin, out_w.as_raw_fd(), err_w.as_raw_fd())
         }
         Stdio::Pty { child, .. } => {
             let slave = open_terminal(child)?;

@@ -29,7 +29,9 @@ pub fn request(verb: &str, args: &Args) -> Result<i32, String> {
     } else {
         verb
     };
-    conn.write_all(format!("{verb} {app}\n").as_bytes())
+    // `app-resize --app=NAME -- COLS ROWS`.
+    let extra: String = args.command.iter().map(|a| format!(" {a}")).collect();
+    conn.write_all(format!("{verb} {app}{extra}\n").as_bytes())
         .map_err(|e| format!("cannot send the request: {e}"))?;
     let mut reply = String::new();
     BufReader::new(&conn)

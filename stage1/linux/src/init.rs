@@ -41,6 +41,11 @@ struct Running {
     status: AppStatus,
     pid: Option<Pid>,
     log: Option<File>,
+    /// The init's end of an attachable app's stdin FIFO (read and write: the app never sees
+    /// end of input while the init holds it; `stdin-close` lets go).
+    stdin: Option<OwnedFd>,
+    /// An attachable app's terminal (master): what arrives on the FIFO is typed into it.
+    terminal: Option<OwnedFd>,
 }
 
 /// The pod as its init sees it.
@@ -186,6 +191,11 @@ impl Pod<'_> {
         } else {
             None
         };
+        let stdin = if a.stdin {
+            Some(open_stdin_fifo(&paths::app_stdin(&self.dir, &a.name))?)
+        } else {
+            None
+        };
         let status = AppStatus::created();
         let _ = status.write(&paths::app_status(&self.dir, &a.name));
         self.apps.push(Running {
@@ -193,6 +203,8 @@ impl Pod<'_> {
             status,
             pid: None,
             log,
+            stdin,
+            terminal: None,
         });
         Ok(())
     }
@@ -242,7 +254,11 @@ impl Pod<'_> {
                         echo,
                     });
                 }
-                self.input = self.input.take().or(started.input);
+                if a.stdin {
+                    self.apps[idx].terminal = started.input;
+                } else {
+                    self.input = self.input.take().or(started.input);
+                }
                 self.apps[idx].pid = Some(started.pid);
                 None
             }
@@ -308,6 +324,22 @@ impl Pod<'_> {
             if let Some(l) = control.filter(|_| !self.stopping) {
                 fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             }
+            // Attachable apps with a terminal: their FIFO's bytes are typed into it.
+            let relays_at = fds.len();
+            let relays: Vec<usize> = (0..self.apps.len())
+                .filter(|i| self.apps[*i].stdin.is_some() && self.apps[*i].terminal.is_some())
+                .collect();
+            // SAFETY: the fds live in `self.apps`, unchanged while `fds` lives.
+            let relay_fds: Vec<BorrowedFd> = relays
+                .iter()
+                .filter_map(|i| self.apps[*i].stdin.as_ref())
+                .map(|f| unsafe { BorrowedFd::borrow_raw(f.as_raw_fd()) })
+                .collect();
+            fds.extend(
+                relay_fds
+                    .iter()
+                    .map(|fd| PollFd::new(*fd, PollFlags::POLLIN)),
+            );
             // Once every app has exited, drain what is buffered without waiting for writers
             // that outlive their app (a pod's stray children die with the init anyway).
             let timeout = if running || waiting {
@@ -335,6 +367,16 @@ impl Pod<'_> {
             }
             if self.input.is_some() && ready.get(input_at) == Some(&true) {
                 relay_input(stdin, &mut self.input, &mut buf);
+            }
+            for (k, i) in relays.iter().enumerate() {
+                if ready.get(relays_at + k) == Some(&true) {
+                    let a = &self.apps[*i];
+                    if let (Some(fifo), Some(term)) = (&a.stdin, &a.terminal) {
+                        if let Ok(n) = nix::unistd::read(fifo, &mut buf) {
+                            let _ = nix::unistd::write(term, &buf[..n]);
+                        }
+                    }
+                }
             }
             self.pump(&ready[1..], running, &mut buf);
             self.reap_all();
@@ -420,7 +462,8 @@ impl Pod<'_> {
         if BufReader::new(&conn).read_line(&mut line).is_err() {
             return;
         }
-        let (verb, name) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+        let (verb, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+        let (name, extra) = rest.split_once(' ').unwrap_or((rest, ""));
         let result = match verb {
             "add" => read_manifest(&self.dir).and_then(|m| {
                 let a = m
@@ -447,6 +490,8 @@ impl Pod<'_> {
             },
             "rm" => self.remove(name),
             "log-reopen" => self.reopen_log(name),
+            "stdin-close" => self.close_stdin(name),
+            "resize" => self.resize(name, extra),
             _ => Err(format!("unknown request '{verb}'")),
         };
         let reply = match result {
@@ -454,6 +499,53 @@ impl Pod<'_> {
             Err(e) => format!("error {e}\n"),
         };
         let _ = (&conn).write_all(reply.as_bytes());
+    }
+
+    /// Lets go of an attachable app's input (`stdin_once`: the first attachment ended): the
+    /// app reads end of input once the clients are gone; on a terminal, end of input is the
+    /// EOF character.
+    fn close_stdin(&mut self, name: &str) -> Result<(), String> {
+        let app = self
+            .apps
+            .iter_mut()
+            .find(|a| a.app.name == name)
+            .ok_or_else(|| format!("no app named {name}"))?;
+        if let Some(term) = &app.terminal {
+            let _ = nix::unistd::write(term, &[4]);
+        }
+        app.stdin = None;
+        Ok(())
+    }
+
+    /// Sets the size (`COLS ROWS`) of an attachable app's terminal.
+    fn resize(&mut self, name: &str, size: &str) -> Result<(), String> {
+        let app = self
+            .apps
+            .iter()
+            .find(|a| a.app.name == name)
+            .ok_or_else(|| format!("no app named {name}"))?;
+        let (cols, rows) = size
+            .split_once(' ')
+            .and_then(|(c, r)| Some((c.parse::<u16>().ok()?, r.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("resize needs COLS ROWS, not '{size}'"))?;
+        let term = app
+            .terminal
+            .as_ref()
+            .ok_or_else(|| format!("app {name} has no terminal"))?;
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the valid winsize struct; `term` is an open pty master.
+        if unsafe { libc::ioctl(term.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+            return Err(format!(
+                "cannot resize: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
     }
 
     /// Closes the app's log file and opens (creates) `apps/NAME/log` again: whoever moved
@@ -491,6 +583,23 @@ impl Pod<'_> {
         self.apps.remove(idx);
         Ok(())
     }
+}
+
+/// Makes (anew) and opens an attachable app's stdin FIFO: read-write, so opening never
+/// waits and the app sees no end of input while the init holds it; only root may write it.
+fn open_stdin_fifo(path: &std::path::Path) -> Result<OwnedFd, String> {
+    let _ = std::fs::remove_file(path);
+    nix::unistd::mkfifo(
+        path,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .map_err(|e| format!("cannot make {}: {e}", path.display()))?;
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
 /// Copies the user's keystrokes to the interactive app's terminal; stops at end of input.

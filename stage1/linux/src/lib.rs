@@ -87,9 +87,8 @@ pub fn main(flavor: Flavor, entrypoint: &str, raw_args: &[String]) -> i32 {
             "enter" => enter::enter(&args),
             "stop" => run::stop(&args),
             "gc" => run::gc(&args),
-            "app-add" | "app-start" | "app-stop" | "app-rm" | "app-log-reopen" => {
-                control::request(&entrypoint[4..], &args)
-            }
+            "app-add" | "app-start" | "app-stop" | "app-rm" | "app-log-reopen"
+            | "app-stdin-close" | "app-resize" => control::request(&entrypoint[4..], &args),
             other => Err(format!("unknown entrypoint '{other}'")),
         },
     };
