@@ -413,13 +413,7 @@ async fn a_restarted_cri_server_loses_no_pod_and_no_container() {
     .unwrap();
     let s = container_state(&mut rt, &id).await;
     assert_eq!(s.state, ContainerState::ContainerExited as i32);
-    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
-        pod_sandbox_id: sb.clone(),
-    })
-    .await
-    .unwrap();
-    assert_no_pods(&w);
-    assert_pod_gone(&sb, None);
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,13 +508,7 @@ async fn security_context_mounts_and_dns_reach_the_container() {
             && resolv.contains("ndots:3"),
         "{resolv}"
     );
-    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
-        pod_sandbox_id: sb.clone(),
-    })
-    .await
-    .unwrap();
-    assert_no_pods(&w);
-    assert_pod_gone(&sb, None);
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
 /// Interface names in a /proc/net/dev text.
@@ -586,13 +574,7 @@ async fn host_network_sandboxes_and_privileged_containers() {
     let host = capeff(&fs::read_to_string("/proc/self/status").unwrap());
     assert_eq!(capeff(&String::from_utf8_lossy(&out.stdout)), host);
     assert!(host.count_ones() > 30);
-    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
-        pod_sandbox_id: sb.clone(),
-    })
-    .await
-    .unwrap();
-    assert_no_pods(&w);
-    assert_pod_gone(&sb, None);
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -902,15 +884,6 @@ async fn container_events_follow_a_containers_life() {
     assert_no_pods(&w);
 }
 
-/// `sh -c SCRIPT` in container `id` through ExecSync: exit code and trimmed stdout.
-async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
-    let out = exec(rt, id, &["sh", "-c", script], 10).await.unwrap();
-    (
-        out.exit_code,
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_namespaces_sysctls_groups_masks_and_seccomp_profiles() {
     let w = pod_world();
@@ -1038,13 +1011,7 @@ async fn host_namespaces_sysctls_groups_masks_and_seccomp_profiles() {
     let _ = fs::remove_file(&shm);
     assert_eq!(seen, "shared");
 
-    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
-        pod_sandbox_id: sb.clone(),
-    })
-    .await
-    .unwrap();
-    assert_no_pods(&w);
-    assert_pod_gone(&sb, None);
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -610,25 +610,7 @@ async fn crictl_everyday_flows() {
 
     // crictl stop ID; crictl rm ID; crictl stopp POD; crictl rmp POD.
     stop_and_remove(&mut rt, &id).await;
-    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
-        pod_sandbox_id: sb.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
-        pod_sandbox_id: sb.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(rt
-        .list_pod_sandbox(proto::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .is_empty());
-    assert_no_pods(&w);
-    assert_pod_gone(&sb, None);
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,9 +703,4 @@ async fn attach_types_into_a_containers_stdin_and_terminal() {
     assert!(out.iter().any(|l| l.trim_end() == "42"), "{out:?}");
     let st = wait_state(&mut rt, &id, proto::ContainerState::ContainerExited).await;
     assert_eq!(st.exit_code, 5);
-}
-
-async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
-    let out = exec(rt, id, &["sh", "-c", script], 10).await.unwrap();
-    (out.exit_code, text(&out.stdout).trim().to_string())
 }

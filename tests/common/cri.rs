@@ -19,7 +19,7 @@ use orbit::cri::proto::{
 use tonic::transport::Channel;
 
 use crate::common::World;
-use crate::pods_common::poll;
+use crate::pods_common::{assert_no_pods, assert_pod_gone, poll};
 
 /// An `orbit cri` on a Unix socket of `w`; on drop (a failing test too) the server is
 /// killed by its pid and every pod of the world is stopped and removed — sandboxes are
@@ -264,4 +264,41 @@ pub fn log_lines(path: &Path) -> Vec<String> {
         .lines()
         .filter_map(|l| l.splitn(4, ' ').nth(3).map(String::from))
         .collect()
+}
+
+/// `sh -c SCRIPT` in container `id` through ExecSync: exit code and trimmed stdout.
+pub async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
+    let out = exec(rt, id, &["sh", "-c", script], 10).await.unwrap();
+    (
+        out.exit_code,
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// StopPodSandbox and RemovePodSandbox (crictl stopp, rmp); then no sandbox is listed and
+/// nothing of the pod is left (directory, processes, mounts).
+pub async fn remove_sandbox_leaving_nothing(
+    rt: &mut RuntimeServiceClient<Channel>,
+    w: &World,
+    sb: &str,
+) {
+    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+        pod_sandbox_id: sb.into(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+        pod_sandbox_id: sb.into(),
+    })
+    .await
+    .unwrap();
+    assert!(rt
+        .list_pod_sandbox(proto::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    assert_no_pods(w);
+    assert_pod_gone(sb, None);
 }
