@@ -1073,3 +1073,80 @@ async fn stop_only(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_get_a_pid_namespace_of_their_own_as_the_kubelet_asks() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(&w, "pidns");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let nap = format!("sleep {}", 4000 + std::process::id() % 1000);
+    let with_pid_mode = |name: &str, mode: proto::NamespaceMode| {
+        let mut c = container_config(name, BUSYBOX, &format!("exec {nap}"));
+        c.linux = Some(proto::LinuxContainerConfig {
+            security_context: Some(proto::LinuxContainerSecurityContext {
+                namespace_options: Some(proto::NamespaceOption {
+                    pid: mode as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    };
+    let own = create(
+        &mut rt,
+        &sb,
+        &config,
+        with_pid_mode("own", proto::NamespaceMode::Container),
+    )
+    .await;
+    let shared = create(
+        &mut rt,
+        &sb,
+        &config,
+        with_pid_mode("shared", proto::NamespaceMode::Pod),
+    )
+    .await;
+    start(&mut rt, &own).await;
+    start(&mut rt, &shared).await;
+    // CONTAINER: the container's command is PID 1 of a namespace that shows nothing else
+    // (but what the exec itself runs).
+    assert_eq!(
+        sh(&mut rt, &own, "tr '\\0' ' ' < /proc/1/cmdline").await.1,
+        nap
+    );
+    let sleepers = "for p in /proc/[0-9]*; do cat $p/comm; done 2>/dev/null | grep -cx sleep";
+    assert_eq!(sh(&mut rt, &own, sleepers).await.1, "1");
+    // The pod's namespace holds the other container's namespace: both sleepers show.
+    assert_eq!(sh(&mut rt, &shared, sleepers).await.1, "2");
+    // POD: the sandbox's namespace, shared.
+    assert_ne!(
+        sh(&mut rt, &shared, "tr '\\0' ' ' < /proc/1/cmdline")
+            .await
+            .1,
+        nap
+    );
+    let ns = |id: String| {
+        let mut rt = rt.clone();
+        async move { sh(&mut rt, &id, "readlink /proc/self/ns/pid").await.1 }
+    };
+    assert_ne!(ns(own.clone()).await, ns(shared.clone()).await);
+    // PID 1 ignores SIGTERM it has no handler for: StopContainer kills it after the grace
+    // period, and it ends as killed.
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: own.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    let st = wait_state(&mut rt, &own, ContainerState::ContainerExited).await;
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    // Only the shared container's sleep is left.
+    poll(Duration::from_secs(10), "one sleeper left", || {
+        (procs_with(&nap).len() == 1).then_some(())
+    });
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+}

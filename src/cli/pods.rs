@@ -405,6 +405,7 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
             mounts,
             interactive: f.interactive,
             stdin: false,
+            pid_namespace: false,
             isolation: IsolationRequest {
                 caps_retain: f.caps_retain,
                 caps_remove: f.caps_remove,

@@ -145,6 +145,23 @@ pub fn app_request(
             m.container_path
         )));
     }
+    // The kubelet asks for a pid namespace per container (CONTAINER) unless the pod shares
+    // one (POD, shareProcessNamespace) or the node's (NODE, with a host-pid sandbox); no
+    // options at all means POD, as for containerd.
+    let pid_namespace = match sec.namespace_options.as_ref().map(|n| n.pid) {
+        None => false,
+        Some(m) if m == proto::NamespaceMode::Container as i32 => true,
+        Some(m)
+            if m == proto::NamespaceMode::Pod as i32 || m == proto::NamespaceMode::Node as i32 =>
+        {
+            false
+        }
+        Some(_) => {
+            return Err(Status::unimplemented(
+                "targeting another container's pid namespace (TARGET) is not supported",
+            ))
+        }
+    };
     let supplementary_gids = sec
         .supplemental_groups
         .iter()
@@ -193,6 +210,7 @@ pub fn app_request(
         mounts,
         interactive: config.tty,
         stdin: config.stdin,
+        pid_namespace,
         isolation,
     })
 }

@@ -62,6 +62,8 @@ pub struct AppRequest {
     pub interactive: bool,
     /// Standard input from a FIFO attaching clients write (CRI `stdin`).
     pub stdin: bool,
+    /// A pid namespace of its own inside the pod's (CRI `NamespaceMode::CONTAINER`).
+    pub pid_namespace: bool,
     /// Capabilities, seccomp and resource limits asked for.
     pub isolation: IsolationRequest,
 }
@@ -529,6 +531,7 @@ fn build_app(
         mounts: a.mounts.clone(),
         interactive: a.interactive,
         stdin: a.stdin,
+        pid_namespace: a.pid_namespace,
         isolators,
         annotations,
     })

@@ -110,6 +110,10 @@ pub struct App {
     /// `stdin`); with `interactive`, its bytes go to the app's terminal instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stdin: bool,
+    /// A pid namespace of its own inside the pod's, whose PID 1 the app is (the CRI's
+    /// default); otherwise the app shares the pod's (`ns` only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pid_namespace: bool,
     /// Capabilities, no_new_privs, seccomp, masked paths, resource limits.
     #[serde(default)]
     pub isolators: crate::Isolators,

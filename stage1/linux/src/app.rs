@@ -115,16 +115,16 @@ pub fn start(
     match unsafe { fork() }.map_err(|e| fail(format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(report_r);
-            // This process's pid as the host sees it: /proc is still the host's procfs here,
-            // and its `self` link resolves in that procfs's pid namespace.
-            let host_pid = std::fs::read_link("/proc/self")
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let _ = nix::unistd::write(&report_w, format!("{host_pid}\n").as_bytes());
-            let (code, msg) = match setup_and_exec(flavor, pod, manifest, app, cgroups, mask, &io) {
-                Err(Setup::Exec(m)) => (EXIT_EXEC_FAILED, m),
-                Err(Setup::Other(m)) => (EXIT_STAGE1_FAILURE, m),
-            };
+            // An app with a pid namespace of its own reports from inside it (the process
+            // that runs the app), see `own_pid_namespace`.
+            if !own_pid_namespace_wanted(flavor, app) {
+                report_host_pid(&report_w);
+            }
+            let (code, msg) =
+                match setup_and_exec(flavor, pod, manifest, app, cgroups, mask, (&io, &report_w)) {
+                    Err(Setup::Exec(m)) => (EXIT_EXEC_FAILED, m),
+                    Err(Setup::Other(m)) => (EXIT_STAGE1_FAILURE, m),
+                };
             let _ = nix::unistd::write(&report_w, format!("{code} {msg}").as_bytes());
             // SAFETY: _exit skips Rust/libc teardown that must not run twice in a fork child.
             unsafe { libc::_exit(code) }
@@ -209,6 +209,90 @@ enum Setup {
     Other(String),
 }
 
+/// Writes this process's pid as the host sees it on the report pipe: /proc is still the
+/// host's procfs here, and its `self` link resolves in that procfs's pid namespace.
+fn report_host_pid(report: &OwnedFd) {
+    let host_pid = std::fs::read_link("/proc/self")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let _ = nix::unistd::write(report, format!("{host_pid}\n").as_bytes());
+}
+
+fn own_pid_namespace_wanted(flavor: Flavor, app: &App) -> bool {
+    flavor == Flavor::Ns && app.pid_namespace
+}
+
+/// Gives the app a pid namespace of its own (inside the pod's), whose PID 1 it becomes:
+/// this process forks; the child goes on to set up and exec the app, and reports its host
+/// pid (what `enter` joins and stats read); this process stays behind as the init's child,
+/// passing stop signals on and the app's exit status back.
+fn own_pid_namespace(report: &OwnedFd) -> Result<(), Setup> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(other("cannot create the app's pid namespace"))?;
+    // SAFETY: single-threaded (a fork child of the init); both sides go on with plain code.
+    match unsafe { fork() }.map_err(other("fork"))? {
+        ForkResult::Child => {
+            // A session of its own again, for a terminal to become its controlling one.
+            let _ = nix::unistd::setsid();
+            report_host_pid(report);
+            Ok(())
+        }
+        ForkResult::Parent { child } => {
+            // Only the app reports (and closes the pipe by exec'ing).
+            // SAFETY: this process never returns to the caller that owns the descriptor.
+            unsafe { libc::close(report.as_raw_fd()) };
+            // SAFETY: _exit skips teardown that must not run in a fork child.
+            unsafe { libc::_exit(relay_until_exit(child)) }
+        }
+    }
+}
+
+/// Passes the stop signals this process gets on to `child` and returns its exit status
+/// (128+N for signal N) once it ends.
+fn relay_until_exit(child: nix::unistd::Pid) -> i32 {
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    let signals = set
+        .thread_block()
+        .ok()
+        .and_then(|()| nix::sys::signalfd::SignalFd::new(&set).ok());
+    loop {
+        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Err(nix::errno::Errno::ECHILD) => return EXIT_STAGE1_FAILURE,
+            _ => {}
+        }
+        match &signals {
+            Some(sfd) => {
+                if let Ok(Some(info)) = sfd.read_signal() {
+                    if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                        if sig != Signal::SIGCHLD {
+                            let _ = nix::sys::signal::kill(child, sig);
+                        }
+                    }
+                }
+            }
+            None => {
+                let _ = waitpid(child, None);
+            }
+        }
+    }
+}
+
 fn other<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Setup + '_ {
     move |e| Setup::Other(format!("{what}: {e}"))
 }
@@ -220,7 +304,7 @@ fn setup_and_exec(
     app: &App,
     cgroups: &PodCgroups,
     mask: &SigSet,
-    io: &Stdio,
+    (io, report): (&Stdio, &OwnedFd),
 ) -> Result<std::convert::Infallible, Setup> {
     reset_signals(mask).map_err(other("cannot unblock signals"))?;
     security::not_dumpable();
@@ -237,6 +321,9 @@ fn setup_and_exec(
     if flavor == Flavor::Ns {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(other("cannot create the cgroup namespace"))?;
+    }
+    if own_pid_namespace_wanted(flavor, app) {
+        own_pid_namespace(report)?;
     }
 
     let root = orbit_stage1::paths::app_rootfs(pod, &app.name);
@@ -354,6 +441,12 @@ fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
 /// Resolves `exec[0]` against the app's own PATH (not the host's) and execs it.
 fn exec(manifest: &PodManifest, app: &App) -> Result<std::convert::Infallible, Setup> {
     security::confine(app).map_err(Setup::Other)?;
+    if app.pid_namespace {
+        // Dies with the process that relays for it (a forced stop kills that one); the
+        // credential change above cleared any earlier setting.
+        // SAFETY: prctl(PR_SET_PDEATHSIG) has no memory effects.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    }
     let Some(arg0) = app.exec.first() else {
         return Err(Setup::Exec(
             "the app has nothing to execute (no exec, entrypoint or cmd)".into(),
