@@ -59,6 +59,16 @@ pub fn run(args: &Args) -> Result<i32, String> {
     // Whatever fails from here on, the exit hook (network teardown) still runs.
     let result = crate::run::wait_for_systemd(crate::Flavor::Kvm, args)
         .and_then(|()| read_manifest(&pod))
+        .and_then(|manifest| {
+            if manifest.host_namespaces.is_empty() {
+                Ok(manifest)
+            } else {
+                Err(
+                    "a kvm pod cannot share the host's pid or ipc namespace (hostNamespaces)"
+                        .into(),
+                )
+            }
+        })
         .and_then(|manifest| run_vm(args, &pod, &manifest));
     remove_sockets(&args.uuid);
     crate::run::run_exit_hook(&pod, args.debug);
