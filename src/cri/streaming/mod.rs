@@ -4,7 +4,10 @@
 //! speaks the Kubernetes remote-command (`v4.channel.k8s.io`, …) or port-forward
 //! (`portforward.k8s.io`) protocol on it.
 
+mod attach;
+mod exec;
 mod portforward;
+mod pty;
 mod remotecommand;
 mod session;
 mod spdy;
@@ -22,8 +25,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tonic::Status;
 
+pub use attach::Attach;
+pub use exec::Exec;
 pub use portforward::Target as PortForwardTarget;
-pub use remotecommand::{Attach, Exec, Options};
+pub use remotecommand::Options;
 
 /// How long a connection may take to send its request.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -230,12 +235,12 @@ async fn run(session: session::Session, pending: Pending, protocol: &str) {
         Pending::PortForward(target) => portforward::serve(session, target).await,
         Pending::Exec(exec, opts) => {
             if let Ok(streams) = remotecommand::accept(session, opts, v4).await {
-                remotecommand::exec(exec, opts, streams).await;
+                exec::exec(exec, opts, streams).await;
             }
         }
         Pending::Attach(attach, opts) => {
             if let Ok(streams) = remotecommand::accept(session, opts, v4).await {
-                remotecommand::attach(attach, opts, streams).await;
+                attach::attach(attach, opts, streams).await;
             }
         }
     }
