@@ -102,6 +102,14 @@ fn status_of(e: anyhow::Error) -> Status {
     Status::internal(text)
 }
 
+/// Whether `ns` (an open `/proc/PID/ns/KIND`) is the node's namespace of that kind — this
+/// process's.
+fn is_nodes_namespace(ns: &std::fs::File, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"));
+    matches!((ns.metadata(), ours), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
+
 /// Bytes and inodes used under `dir` (not following links, not crossing into mounts).
 fn du(dir: &std::path::Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;

@@ -733,11 +733,6 @@ impl Runtime {
             Status::failed_precondition(format!("cannot open the sandbox's network namespace: {e}"))
         })?;
         // A pod that shares the host's network (fly, host network) has the node's ports.
-        let same = |a: &std::fs::File, b: &str| {
-            use std::os::unix::fs::MetadataExt;
-            let m = (a.metadata(), std::fs::metadata(b));
-            matches!(m, (Ok(x), Ok(y)) if (x.dev(), x.ino()) == (y.dev(), y.ino()))
-        };
         let asked_for_host = sb
             .config
             .linux
@@ -745,7 +740,7 @@ impl Runtime {
             .and_then(|l| l.security_context.as_ref())
             .and_then(|c| c.namespace_options.as_ref())
             .is_some_and(|n| n.network == proto::NamespaceMode::Node as i32);
-        if same(&netns, "/proc/self/ns/net") && !asked_for_host {
+        if super::is_nodes_namespace(&netns, "net") && !asked_for_host {
             return Err(Status::failed_precondition(format!(
                 "sandbox {} runs in the node's network namespace without asking for it",
                 pod.uuid

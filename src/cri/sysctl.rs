@@ -108,11 +108,7 @@ pub fn apply(pods: &PodStore, pod: &PodRef, sysctls: &[Sysctl]) -> Result<(), St
             let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}"))
                 .map_err(|e| format!("cannot open the sandbox's {kind} namespace: {e}"))?;
             // A stage1 that made no namespace of this kind (fly) would have the node's.
-            let id = |m: std::io::Result<std::fs::Metadata>| {
-                use std::os::unix::fs::MetadataExt;
-                m.ok().map(|m| (m.dev(), m.ino()))
-            };
-            if id(ns.metadata()) == id(std::fs::metadata(format!("/proc/self/ns/{kind}"))) {
+            if super::is_nodes_namespace(&ns, kind) {
                 return Err(format!(
                     "the sandbox shares the node's {kind} namespace: its sysctls would change the node"
                 ));
