@@ -251,29 +251,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     let mut p = &payload[..];
     let frame = match (word & 0xffff) as u16 {
-        SYN_STREAM => {
+        kind @ (SYN_STREAM | SYN_REPLY | HEADERS) => {
             let id = take_u32(&mut p)? & 0x7fff_ffff;
-            take(&mut p, 6)?; // associated stream, priority, slot
-            Frame::SynStream {
-                id,
-                headers: headers.decode(p)?,
-                fin,
+            if kind == SYN_STREAM {
+                take(&mut p, 6)?; // associated stream, priority, slot
             }
-        }
-        SYN_REPLY => {
-            let id = take_u32(&mut p)? & 0x7fff_ffff;
-            Frame::SynReply {
-                id,
-                headers: headers.decode(p)?,
-                fin,
-            }
-        }
-        HEADERS => {
-            let id = take_u32(&mut p)? & 0x7fff_ffff;
-            Frame::Headers {
-                id,
-                headers: headers.decode(p)?,
-                fin,
+            let headers = headers.decode(p)?;
+            match kind {
+                SYN_STREAM => Frame::SynStream { id, headers, fin },
+                SYN_REPLY => Frame::SynReply { id, headers, fin },
+                _ => Frame::Headers { id, headers, fin },
             }
         }
         RST_STREAM => Frame::RstStream {
@@ -317,29 +304,28 @@ pub fn encode_frame(frame: &Frame, headers: &mut HeaderEncoder) -> Vec<u8> {
             id,
             headers: h,
             fin,
-        } => {
-            let mut p = id.to_be_bytes().to_vec();
-            p.extend_from_slice(&[0; 6]);
-            p.extend(headers.encode(h));
-            control(SYN_STREAM, fin_flag(*fin), &p)
         }
-        Frame::SynReply {
+        | Frame::SynReply {
+            id,
+            headers: h,
+            fin,
+        }
+        | Frame::Headers {
             id,
             headers: h,
             fin,
         } => {
+            let kind = match frame {
+                Frame::SynStream { .. } => SYN_STREAM,
+                Frame::SynReply { .. } => SYN_REPLY,
+                _ => HEADERS,
+            };
             let mut p = id.to_be_bytes().to_vec();
+            if kind == SYN_STREAM {
+                p.extend_from_slice(&[0; 6]); // associated stream, priority, slot
+            }
             p.extend(headers.encode(h));
-            control(SYN_REPLY, fin_flag(*fin), &p)
-        }
-        Frame::Headers {
-            id,
-            headers: h,
-            fin,
-        } => {
-            let mut p = id.to_be_bytes().to_vec();
-            p.extend(headers.encode(h));
-            control(HEADERS, fin_flag(*fin), &p)
+            control(kind, fin_flag(*fin), &p)
         }
         Frame::RstStream { id, status } => {
             let mut p = id.to_be_bytes().to_vec();
