@@ -1133,3 +1133,341 @@ async fn containers_get_a_pid_namespace_of_their_own_as_the_kubelet_asks() {
     });
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
+
+/// A tmpfs mounted by the test, unmounted (with what is below it) when dropped.
+struct TestMount(PathBuf);
+
+impl TestMount {
+    /// A tmpfs at `dir`, shared (a peer group of its own: the host's / stays as it is).
+    fn shared_tmpfs(dir: &Path) -> TestMount {
+        use nix::mount::{mount, MsFlags};
+        fs::create_dir_all(dir).unwrap();
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        let guard = TestMount(dir.to_path_buf());
+        mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        guard
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let below = |m: &str| {
+            m == self.0.to_str().unwrap() || m.starts_with(&format!("{}/", self.0.display()))
+        };
+        let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| below(m))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_and_mount_propagation_reach_the_container() {
+    let w = pod_world();
+    let shared = w.path("shared");
+    let _shared = TestMount::shared_tmpfs(&shared);
+    fs::create_dir_all(shared.join("sub")).unwrap();
+    let private = w.path("private");
+    fs::create_dir_all(&private).unwrap();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(&w, "dev");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let mount = |host: &Path, inside: &str, p: proto::MountPropagation| proto::Mount {
+        container_path: inside.into(),
+        host_path: host.display().to_string(),
+        propagation: p as i32,
+        ..Default::default()
+    };
+    let device = |host: &str, inside: &str, perms: &str| proto::Device {
+        container_path: inside.into(),
+        host_path: host.into(),
+        permissions: perms.into(),
+    };
+
+    // Refused up front, with what to do, and nothing left behind.
+    let refused = [
+        (
+            vec![mount(
+                &private,
+                "/p",
+                proto::MountPropagation::PropagationHostToContainer,
+            )],
+            vec![],
+            tonic::Code::FailedPrecondition,
+            "shared or slave",
+        ),
+        (
+            vec![mount(
+                &shared,
+                "/b",
+                proto::MountPropagation::PropagationBidirectional,
+            )],
+            vec![],
+            tonic::Code::Unimplemented,
+            "HostToContainer",
+        ),
+        (
+            vec![],
+            vec![device("/etc/passwd", "/dev/pw", "r")],
+            tonic::Code::InvalidArgument,
+            "not a device node",
+        ),
+        (
+            vec![],
+            vec![device("/dev/fuse", "/dev/fu", "rx")],
+            tonic::Code::InvalidArgument,
+            "rwm",
+        ),
+    ];
+    for (i, (mounts, devices, code, want)) in refused.into_iter().enumerate() {
+        let mut c = container_config(&format!("bad{i}"), BUSYBOX, "exec sleep 600");
+        c.mounts = mounts;
+        c.devices = devices;
+        let e = rt
+            .create_container(proto::CreateContainerRequest {
+                pod_sandbox_id: sb.clone(),
+                config: Some(c),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(want), "{}", e.message());
+    }
+    let listed = rt
+        .list_containers(proto::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+
+    let mut c = container_config("dev", BUSYBOX, "exec sleep 600");
+    c.mounts = vec![
+        mount(
+            &shared,
+            "/hc",
+            proto::MountPropagation::PropagationHostToContainer,
+        ),
+        mount(&shared, "/pv", proto::MountPropagation::PropagationPrivate),
+    ];
+    c.devices = vec![device("/dev/fuse", "/dev/fu", "r")];
+    let id = create(&mut rt, &sb, &config, c).await;
+    start(&mut rt, &id).await;
+
+    // The host mounts below the shared source after the container started.
+    let late = shared.join("sub");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &late,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    fs::write(late.join("f"), "late\n").unwrap();
+    assert_eq!(
+        sh(&mut rt, &id, "cat /hc/sub/f").await,
+        (0, "late".to_string())
+    );
+    let (code, out) = sh(&mut rt, &id, "cat /pv/sub/f").await;
+    assert_ne!(
+        code, 0,
+        "a private mount received the host's later mount: {out}"
+    );
+
+    // The device, read-only as asked.
+    let (code, out) = sh(&mut rt, &id, "exec 3< /dev/fu && echo opened").await;
+    assert_eq!((code, out.as_str()), (0, "opened"));
+    let (code, out) = sh(&mut rt, &id, "sh -c 'exec 3> /dev/fu' 2>&1").await;
+    assert!(
+        code != 0 && out.contains("Operation not permitted"),
+        "{code} {out}"
+    );
+
+    // A privileged container sees the host's devices and may open them.
+    let mut p = container_config("priv", BUSYBOX, "exec sleep 600");
+    p.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pid = create(&mut rt, &sb, &config, p).await;
+    start(&mut rt, &pid).await;
+    let (code, out) = sh(&mut rt, &pid, "exec 3<> /dev/loop-control && echo opened").await;
+    assert_eq!((code, out.as_str()), (0, "opened"));
+    let (code, out) = sh(&mut rt, &id, "test -e /dev/loop-control || echo absent").await;
+    assert_eq!((code, out.as_str()), (0, "absent"));
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+}
+
+/// The mount points of the cgroup hierarchies.
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            matches!(right.split(' ').next()?, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        })
+        .collect()
+}
+
+/// Cgroup directory `rel` (and what is below it) in every hierarchy, removed when dropped.
+struct TestCgroup(String);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for root in cgroup_hierarchies() {
+            let top = root.join(self.0.split('/').find(|c| !c.is_empty()).unwrap());
+            let mut dirs: Vec<PathBuf> = walk_dirs(&top);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.as_os_str().len()));
+            for d in dirs {
+                let _ = fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+fn walk_dirs(d: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(d) else {
+        return vec![];
+    };
+    let mut out = vec![d.to_path_buf()];
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_dirs(&e.path()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_runs_below_the_kubelets_cgroup_parent_and_leaves_nothing_there() {
+    let w = pod_world();
+    let top = format!("orbit-test-{}", uuid::Uuid::new_v4().simple());
+    let parent = format!("/{top}/besteffort/pod1");
+    let _cleanup = TestCgroup(parent.clone());
+    // The kubelet made the parent in the memory hierarchy; orbit makes what else it needs.
+    let memory = PathBuf::from(format!("/sys/fs/cgroup/memory{parent}"));
+    fs::create_dir_all(&memory).unwrap();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+
+    for (bad, want) in [
+        ("kubepods-besteffort-pod1.slice", "cgroupfs"),
+        ("/kubepods/../etc", "'..'"),
+    ] {
+        let mut config = sandbox_config(&w, "cg-bad");
+        config.linux = Some(proto::LinuxPodSandboxConfig {
+            cgroup_parent: bad.into(),
+            ..Default::default()
+        });
+        let e = rt
+            .run_pod_sandbox(proto::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(want), "{}", e.message());
+    }
+    assert_no_pods(&w);
+
+    let mut config = sandbox_config(&w, "cg");
+    config.linux = Some(proto::LinuxPodSandboxConfig {
+        cgroup_parent: parent.clone(),
+        ..Default::default()
+    });
+    let sb = run_sandbox(&mut rt, &config).await;
+    let id = create(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("cg", BUSYBOX, "exec sleep 600"),
+    )
+    .await;
+    start(&mut rt, &id).await;
+    let status = rt
+        .container_status(proto::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let pid = info["pid"].as_u64().unwrap();
+    // In the sandbox's own cgroup below the parent; with the stage1's pod and app cgroups
+    // below that for the controllers it manages.
+    let own = format!("{parent}/orbit-{sb}");
+    let apps = format!("{own}/orbit/{sb}/");
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for (controller, own) in [
+        ("memory", &apps),
+        ("pids", &apps),
+        ("cpu", &apps),
+        ("name=systemd", &own),
+    ] {
+        let line = cgroups
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == controller))
+            })
+            .unwrap_or_else(|| panic!("no {controller} in {cgroups}"));
+        assert!(
+            line.split(':').nth(2).unwrap().starts_with(own.as_str()),
+            "{controller}: {line} (want {own}…)"
+        );
+    }
+    // Stats read the cgroups where they are.
+    let stats = rt
+        .container_stats(proto::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+    for root in cgroup_hierarchies() {
+        let kubelets = root.starts_with("/sys/fs/cgroup/memory");
+        let mine = root.join(&top);
+        if kubelets {
+            // The kubelet's parent stays, empty.
+            assert_eq!(walk_dirs(&mine).len(), 3, "{:?}", walk_dirs(&mine));
+        } else {
+            assert!(!mine.exists(), "left behind: {:?}", walk_dirs(&mine));
+        }
+    }
+}

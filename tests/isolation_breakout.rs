@@ -523,6 +523,8 @@ via_run_and_enter!(
     double_chroot_does_not_reach_the_host,
     setuid_binary_gains_nothing,
     host_disk_cannot_be_read_through_a_device_node,
+    devices_asked_for_are_usable_with_their_permissions_only,
+    insecure_devices_shows_and_opens_the_hosts_disks,
     limits_cannot_be_raised,
     seccomp_default_filter_blocks_the_dangerous_syscalls,
     pod_init_is_not_dumpable,
@@ -1031,6 +1033,88 @@ fn host_disk_cannot_be_read_through_a_device_node(via: Via) {
     if !labels.iter().any(|(_, _, host_opens)| *host_opens) {
         eprintln!("note: the host itself cannot open any of {disks:?}: this run proves little");
     }
+}
+
+fn devices_asked_for_are_usable_with_their_permissions_only(via: Via) {
+    let w = world();
+    // fuse (10:229) and loop-control (10:237) are not among the harmless devices every app
+    // may open; the probes only open them (`exec 3<…`), nothing is read or written.
+    let out = sh(
+        &w,
+        via,
+        &[],
+        &[
+            "--device",
+            "/dev/fuse:/dev/fu:r",
+            "--device",
+            "/dev/loop-control:/dev/sub/lc:rw",
+            "--device",
+            "/dev/full:/dev/ff:rw",
+        ],
+        "echo fu=$(stat -c '%F %t:%T %a' /dev/fu)\n\
+         try open_fu_for_reading sh -c 'exec 3< /dev/fu'\n\
+         try open_fu_for_writing sh -c 'exec 3> /dev/fu'\n\
+         try open_lc_read_write sh -c 'exec 3<> /dev/sub/lc'\n\
+         try write_ff sh -c 'echo x > /dev/ff'\n\
+         mknod /tmp/mem c 1 1\n\
+         try read_mem dd if=/tmp/mem of=/dev/null bs=1 count=1\n",
+    );
+    // The host's numbers (hex in stat) and mode under the new name.
+    let mode = format!(
+        "{:o}",
+        fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777
+    );
+    assert_eq!(
+        value(&out, "fu"),
+        format!("character special file a:e5 {mode}"),
+        "{out}"
+    );
+    assert_eq!(tried(&out, "open_fu_for_reading").0, 0, "{out}");
+    assert_eq!(tried(&out, "open_lc_read_write").0, 0, "{out}");
+    // The device cgroup refuses what the rule does not allow (r only), and devices not asked for.
+    failed_with(&out, "open_fu_for_writing", "Operation not permitted");
+    failed_with(&out, "read_mem", "Operation not permitted");
+    // rw: the write reaches the device, which says it is full.
+    failed_with(&out, "write_ff", "No space left on device");
+}
+
+/// `--insecure-options=devices`: the host's disks are in the app's /dev and open.
+fn insecure_devices_shows_and_opens_the_hosts_disks(via: Via) {
+    let w = world();
+    let disks: Vec<_> = host_disks().into_iter().filter(|d| d.4).collect();
+    assert!(
+        !disks.is_empty(),
+        "no host disk this test can open in /sys/block"
+    );
+    let script: String = disks
+        .iter()
+        .map(|(name, ..)| {
+            format!("try read_{name} dd if=/dev/{name} of=/dev/null bs=512 count=1\n")
+        })
+        .collect();
+    let out = sh(&w, via, &["--insecure-options=devices"], &[], &script);
+    for (name, ..) in &disks {
+        assert_eq!(tried(&out, &format!("read_{name}")).0, 0, "{out}");
+    }
+}
+
+#[test]
+fn a_device_that_is_not_one_is_refused_and_leaves_no_pod() {
+    let w = world();
+    for (spec, want) in [
+        ("/etc/passwd", "not a device node"),
+        ("/dev/nonexistent", "No such file"),
+        ("/dev/null:/dev/n:rx", "rwm"),
+    ] {
+        let o = orbit(&w, &["run", IMAGE, "--device", spec, "--exec", "/bin/true"]);
+        assert_ne!(code(&o), 0, "{spec}");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(want) && err.contains("device"),
+            "{spec}: {err}"
+        );
+    }
+    assert_no_pods(&w);
 }
 
 fn limits_cannot_be_raised(via: Via) {

@@ -5,6 +5,8 @@
 //! `--systemd=yes` without a manager is a clear error that leaves no pod.
 
 mod common;
+#[path = "common/cri.rs"]
+mod cri_common;
 #[path = "common/pods.rs"]
 mod pods_common;
 
@@ -779,4 +781,90 @@ fn run_unit_notify_is_active_once_the_app_says_ready() {
         .unwrap()
         .status
         .success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cri_sandbox_runs_as_a_service_in_the_kubelets_slice() {
+    use cri_common::*;
+    use orbit::cri::proto;
+    let w = pod_world();
+    let m = Manager::up();
+    let cri = Cri::start_on_bus(&w, &m.bus);
+    let (mut rt, _) = cri.clients().await;
+    let driver = rt
+        .runtime_config(proto::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .linux
+        .unwrap()
+        .cgroup_driver;
+    assert_eq!(driver, proto::CgroupDriver::Systemd as i32);
+    // A cgroupfs path under the systemd driver: refused, saying what to do.
+    let mut bad = sandbox_config(&w, "path");
+    bad.linux = Some(proto::LinuxPodSandboxConfig {
+        cgroup_parent: "/kubepods/pod1".into(),
+        ..Default::default()
+    });
+    let e = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("slice"), "{}", e.message());
+    assert_no_pods(&w);
+
+    let mut config = sandbox_config(&w, "slice");
+    config.linux = Some(proto::LinuxPodSandboxConfig {
+        cgroup_parent: "orbittest-besteffort-pod1.slice".into(),
+        ..Default::default()
+    });
+    let sb = run_sandbox(&mut rt, &config).await;
+    let id = create(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("c", BUSYBOX, "exec sleep 600"),
+    )
+    .await;
+    start(&mut rt, &id).await;
+    let unit = format!("orbit-{sb}.service");
+    // systemd nests a dashed slice in its prefixes' slices.
+    let cgroup = format!(
+        "/orbittest.slice/orbittest-besteffort.slice/orbittest-besteffort-pod1.slice/{unit}"
+    );
+    // (Below the test manager's own root.)
+    let control_group = m
+        .unit_property(&unit, "org.freedesktop.systemd1.Service", "ControlGroup")
+        .unwrap();
+    assert!(
+        control_group.ends_with(&format!("{cgroup}\"")),
+        "{control_group}"
+    );
+    let status = rt
+        .container_status(proto::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let pid = info["pid"].as_u64().unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let systemd_line = cgroups
+        .lines()
+        .find(|l| l.contains(":name=systemd:") || l.starts_with("0::"))
+        .unwrap();
+    // (This manager runs the named hierarchy only: the app is in the service's cgroup there.)
+    assert!(systemd_line.contains(&cgroup), "{cgroups}");
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+    poll(Duration::from_secs(15), "service gone", || {
+        m.unit_property(&unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+            .is_none()
+            .then_some(())
+    });
 }

@@ -35,7 +35,7 @@ pub struct Cli {
     /// Print debugging output (timings, full error chains) to stderr.
     #[arg(long, global = true)]
     pub debug: bool,
-    /// Checks to skip: image, tls, http, seccomp, capabilities, paths, all-run, all. Loud on
+    /// Checks to skip: image, tls, http, seccomp, capabilities, paths, devices, all-run, all. Loud on
     /// purpose.
     #[arg(long, global = true, value_delimiter = ',', value_name = "OPTS")]
     pub insecure_options: Vec<InsecureOption>,
@@ -103,7 +103,9 @@ pub enum InsecureOption {
     Capabilities,
     /// Masked and read-only /proc and /sys paths.
     Paths,
-    /// All run-time checks: seccomp, capabilities, paths.
+    /// The device allow-list: apps may open every host device, whose nodes they see.
+    Devices,
+    /// All run-time checks: seccomp, capabilities, paths, devices.
     AllRun,
     /// Everything listed above.
     All,
@@ -417,6 +419,7 @@ impl Cli {
             capabilities: has(&[InsecureOption::Capabilities, InsecureOption::AllRun]),
             seccomp: has(&[InsecureOption::Seccomp, InsecureOption::AllRun]),
             paths: has(&[InsecureOption::Paths, InsecureOption::AllRun]),
+            devices: has(&[InsecureOption::Devices, InsecureOption::AllRun]),
         };
         let registry = self.registry_options(&config);
         Context {

@@ -54,6 +54,10 @@ pub struct AppFlags {
     /// Mount a volume: volume=NAME,target=PATH (repeatable).
     #[arg(long, value_name = "volume=NAME,target=PATH")]
     mount: Vec<String>,
+    /// Make a host device in the app: HOST[:CONTAINER[:PERMISSIONS]], permissions of rwm
+    /// (repeatable; a directory gives every device below it).
+    #[arg(long, value_name = "HOST[:CONTAINER[:PERMS]]")]
+    device: Vec<String>,
     /// Attach the terminal to the app (single-app pods).
     #[arg(long)]
     interactive: bool,
@@ -352,6 +356,7 @@ fn merge(defaults: &AppFlags, app: AppFlags) -> AppFlags {
         group: app.group.or(defaults.group.clone()),
         readonly_rootfs: app.readonly_rootfs || defaults.readonly_rootfs,
         mount: [defaults.mount.clone(), app.mount].concat(),
+        device: [defaults.device.clone(), app.device].concat(),
         interactive: app.interactive || defaults.interactive,
         caps_retain: app.caps_retain.or(defaults.caps_retain.clone()),
         caps_remove: [defaults.caps_remove.clone(), app.caps_remove].concat(),
@@ -390,6 +395,10 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
             .iter()
             .map(|m| spec::parse_mount(m))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut devices = Vec::new();
+        for d in &f.device {
+            devices.extend(orbit::pod::devices::parse_device(d)?);
+        }
         out.push(AppRequest {
             image: image.clone(),
             name: f.name,
@@ -403,6 +412,7 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
             supplementary_gids: vec![],
             readonly_rootfs: f.readonly_rootfs,
             mounts,
+            devices,
             interactive: f.interactive,
             stdin: false,
             pid_namespace: false,
@@ -502,6 +512,9 @@ fn warn_insecure(ctx: &Context) {
     }
     if run.paths {
         eprintln!("orbit: WARNING: --insecure-options=paths: /proc and /sys paths are not masked or read-only");
+    }
+    if run.devices {
+        eprintln!("orbit: WARNING: --insecure-options=devices: apps may open every host device");
     }
 }
 
@@ -604,7 +617,16 @@ fn run_as_service(
         argv.push("--debug".into());
     }
     argv.extend(["run-prepared".to_string(), uuid.clone()]);
-    if let Err(e) = lifecycle::start_as_service(prepared, &unit, &argv, restart, notify) {
+    if let Err(e) = lifecycle::start_as_service(
+        prepared,
+        &unit,
+        &argv,
+        lifecycle::ServiceOptions {
+            restart,
+            notify,
+            slice: None,
+        },
+    ) {
         // A pod this command prepared goes with the failure; one prepared earlier stays.
         if let Some(pod) = pods.find(&uuid).ok().filter(|_| owned) {
             let _ = lifecycle::remove(pods, &pod, ctx.debug);

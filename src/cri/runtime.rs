@@ -247,6 +247,10 @@ impl Runtime {
             ));
         }
         let sysctls = super::sysctl::check(&linux.sysctls, host_net, &host_namespaces)?;
+        let cgroup_parent = Some(linux.cgroup_parent.as_str()).filter(|p| !p.is_empty());
+        if let Some(p) = cgroup_parent {
+            super::start::check_cgroup_parent(ctx, p)?;
+        }
         let ports = config
             .port_mappings
             .iter()
@@ -320,7 +324,7 @@ impl Runtime {
         };
         let started = records::save_sandbox(&pod.path, &config, &meta)
             .map_err(|e| Status::internal(format!("cannot record the sandbox: {e}")))
-            .and_then(|()| super::start::start_sandbox(ctx, prepared))
+            .and_then(|()| super::start::start_sandbox(ctx, prepared, cgroup_parent))
             .and_then(|()| super::sysctl::apply(&pods, &pod, &sysctls));
         if let Err(e) = started {
             if let Ok(p) = pods.find(&pod.uuid) {
@@ -429,6 +433,7 @@ impl Runtime {
             capabilities: privileged,
             seccomp: privileged || super::spec::unconfined_seccomp(&config),
             paths: privileged,
+            devices: privileged,
         };
         let added = prepare::add_app_with_volumes(
             &ctx.store(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tonic::Status;
 
-use orbit_stage1::{Mount, Volume, VolumeKind};
+use orbit_stage1::{Mount, Propagation, Volume, VolumeKind};
 
 use super::proto;
 use crate::pod::isolation::IsolationRequest;
@@ -130,21 +130,7 @@ pub fn app_request(
     if !sec.readonly_paths.is_empty() {
         isolation.readonly_paths = Some(sec.readonly_paths.clone());
     }
-    if !config.devices.is_empty() {
-        return Err(Status::unimplemented(
-            "devices in containers are not supported yet",
-        ));
-    }
-    if let Some(m) = config
-        .mounts
-        .iter()
-        .find(|m| m.propagation != proto::MountPropagation::PropagationPrivate as i32)
-    {
-        return Err(Status::unimplemented(format!(
-            "mount {}: only private mount propagation is supported",
-            m.container_path
-        )));
-    }
+    let devices = devices(&config.devices)?;
     // The kubelet asks for a pid namespace per container (CONTAINER) unless the pod shares
     // one (POD, shareProcessNamespace) or the node's (NODE, with a host-pid sandbox); no
     // options at all means POD, as for containerd.
@@ -186,11 +172,14 @@ pub fn app_request(
         .mounts
         .iter()
         .enumerate()
-        .map(|(i, m)| Mount {
-            volume: format!("{app}-m{i}"),
-            target: m.container_path.clone(),
+        .map(|(i, m)| {
+            Ok(Mount {
+                volume: format!("{app}-m{i}"),
+                target: m.container_path.clone(),
+                propagation: propagation(m)?,
+            })
         })
-        .collect();
+        .collect::<Result<_, Status>>()?;
     Ok(AppRequest {
         image: image.to_string(),
         name: Some(app.to_string()),
@@ -208,11 +197,55 @@ pub fn app_request(
         supplementary_gids,
         readonly_rootfs: sec.readonly_rootfs,
         mounts,
+        devices,
         interactive: config.tty,
         stdin: config.stdin,
         pid_namespace,
         isolation,
     })
+}
+
+/// The propagation of mount `m`: private, or a slave of the host's for `HostToContainer`
+/// (whose source must be on a shared or slave host mount, as for containerd). Mounts never
+/// propagate from a pod back to the node: `Bidirectional` is refused.
+fn propagation(m: &proto::Mount) -> Result<Propagation, Status> {
+    use proto::MountPropagation as P;
+    match P::try_from(m.propagation) {
+        Ok(P::PropagationPrivate) => Ok(Propagation::Private),
+        Ok(P::PropagationHostToContainer) => {
+            let host = crate::pod::mounts::mount_of(std::path::Path::new(&m.host_path))
+                .map_err(|e| Status::invalid_argument(format!("mount {}: {e}", m.host_path)))?;
+            if !host.shared && !host.slave {
+                return Err(Status::failed_precondition(format!(
+                    "mount {}: HostToContainer propagation needs a shared or slave host mount, \
+                     and {} is mounted on {} as a private one (mount --make-rshared {})",
+                    m.host_path, m.host_path, host.mount_point, host.mount_point
+                )));
+            }
+            Ok(Propagation::Slave)
+        }
+        Ok(P::PropagationBidirectional) => Err(Status::unimplemented(format!(
+            "mount {}: Bidirectional propagation is not supported: orbit never lets a pod's \
+             mounts reach the node (use HostToContainer)",
+            m.container_path
+        ))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "mount {}: unknown propagation {}",
+            m.container_path, m.propagation
+        ))),
+    }
+}
+
+/// The container's devices (see [`crate::pod::devices::resolve`]).
+fn devices(asked: &[proto::Device]) -> Result<Vec<orbit_stage1::Device>, Status> {
+    let mut out = Vec::new();
+    for d in asked {
+        out.extend(
+            crate::pod::devices::resolve(&d.host_path, &d.container_path, &d.permissions)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        );
+    }
+    Ok(out)
 }
 
 /// The host volumes of the container's mounts (named as [`app_request`]'s mounts).

@@ -30,15 +30,49 @@ fn argv(ctx: &CriContext, uuid: &str) -> Vec<String> {
     argv
 }
 
-/// Starts the prepared sandbox and waits (bounded) until it is ready for containers.
-pub fn start_sandbox(ctx: &CriContext, prepared: Prepared) -> Result<(), Status> {
+/// Checks the kubelet's cgroup parent against the driver orbit reports (RuntimeConfig):
+/// a slice name under systemd, a path otherwise.
+pub fn check_cgroup_parent(ctx: &CriContext, parent: &str) -> Result<(), Status> {
+    if !ctx.systemd {
+        return crate::pod::cgroup_parent::validate(parent)
+            .map(|_| ())
+            .map_err(|e| Status::invalid_argument(e.to_string()));
+    }
+    let unit_chars =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-' | '\\' | '@');
+    if parent.len() > ".slice".len() && parent.ends_with(".slice") && parent.chars().all(unit_chars)
+    {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "cgroup parent '{parent}': orbit uses the systemd cgroup driver here (RuntimeConfig), \
+         which takes a slice such as kubepods-besteffort-pod1.slice; set the kubelet's \
+         cgroupDriver to systemd"
+    )))
+}
+
+/// Starts the prepared sandbox (below `cgroup_parent`, checked by [`check_cgroup_parent`])
+/// and waits (bounded) until it is ready for containers.
+pub fn start_sandbox(
+    ctx: &CriContext,
+    prepared: Prepared,
+    cgroup_parent: Option<&str>,
+) -> Result<(), Status> {
     let uuid = prepared.pod.uuid.clone();
     let argv = argv(ctx, &uuid);
     if ctx.systemd {
         let unit = format!("orbit-{uuid}.service");
-        lifecycle::start_as_service(prepared, &unit, &argv, None, false)
+        let opts = lifecycle::ServiceOptions {
+            slice: cgroup_parent,
+            ..Default::default()
+        };
+        lifecycle::start_as_service(prepared, &unit, &argv, opts)
             .map_err(|e| status_of(e.into()))?;
     } else {
+        if let Some(parent) = cgroup_parent {
+            crate::pod::cgroup_parent::record(&prepared.pod.path, parent)
+                .map_err(|e| status_of(e.into()))?;
+        }
         let log = prepared.pod.path.join("cri/sandbox.log");
         let out = std::fs::File::create(&log)
             .map_err(|e| Status::internal(format!("cannot create {}: {e}", log.display())))?;

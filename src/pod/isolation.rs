@@ -18,6 +18,8 @@ pub struct InsecureRun {
     pub seccomp: bool,
     /// No masked or read-only paths.
     pub paths: bool,
+    /// Every host device may be opened (and the host's nodes are in the app's /dev).
+    pub devices: bool,
 }
 
 /// What the user asked for one app.
@@ -116,6 +118,7 @@ pub fn isolators(
     } else if let Some(spec) = &req.seccomp {
         iso.seccomp = Some(parse_seccomp(spec)?);
     }
+    iso.all_devices = insecure.devices;
     if insecure.paths {
         iso.masked_paths.clear();
         iso.readonly_paths.clear();

@@ -24,6 +24,9 @@ pub fn exec_run(
         Ok(p) => p,
         Err(e) => return e,
     };
+    if let Err(e) = super::cgroup_parent::join_recorded(&pod.path, &pod.uuid) {
+        return e;
+    }
     if let Err(e) = attach_network(pods, &pod, debug) {
         return e;
     }
@@ -170,14 +173,24 @@ fn unit_description(uuid: &str, manifest: &orbit_stage1::PodManifest) -> String 
 /// The pod-directory file naming the systemd service that runs the pod (`--unit`).
 pub const UNIT_FILE: &str = "systemd-unit";
 
+/// How a pod's transient service runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceOptions<'a> {
+    /// `Restart=` policy.
+    pub restart: Option<&'a str>,
+    /// `Type=notify`: active once the apps say they are ready.
+    pub notify: bool,
+    /// The slice to run in instead of `machine.slice` (a CRI cgroup parent).
+    pub slice: Option<&'a str>,
+}
+
 /// Starts a prepared pod as transient service `unit` running `argv` (the orbit command line
 /// that claims and runs the prepared pod), and records the unit in the pod directory.
 pub fn start_as_service(
     prepared: Prepared,
     unit: &str,
     argv: &[String],
-    restart: Option<&str>,
-    notify: bool,
+    opts: ServiceOptions,
 ) -> Result<(), PodError> {
     let sd = |e: crate::systemd::SystemdError| PodError::Stage1(e.to_string());
     let systemd = crate::systemd::Systemd::connect(crate::systemd::Mode::Yes)
@@ -190,7 +203,7 @@ pub fn start_as_service(
     // The service claims the pod itself: let go of it first.
     drop(prepared);
     systemd
-        .start_service(unit, &description, argv, restart, notify)
+        .start_service(unit, &description, argv, opts)
         .map_err(sd)
 }
 
@@ -364,8 +377,9 @@ pub fn remove_locked(
             }
         }
     }
-    // A network whose teardown fails keeps the pod (and its records) for a later retry.
+    // A network or cgroup whose removal fails keeps the pod (and its records) for a retry.
     super::gc::detach_network(&pod.path)?;
+    super::cgroup_parent::remove_recorded(&pod.path, &pod.uuid)?;
     if status::manifest(pod).is_ok_and(|m| m.user_namespace.is_some()) {
         super::userns::release(pods, &pod.uuid)?;
     }

@@ -58,6 +58,8 @@ pub struct AppRequest {
     pub readonly_rootfs: bool,
     /// `--mount`s.
     pub mounts: Vec<Mount>,
+    /// Host device nodes made in the app (CRI `devices`).
+    pub devices: Vec<orbit_stage1::Device>,
     /// `--interactive`.
     pub interactive: bool,
     /// Standard input from a FIFO attaching clients write (CRI `stdin`).
@@ -144,6 +146,7 @@ pub fn prepare(
                 capabilities: true,
                 seccomp: true,
                 paths: true,
+                devices: true,
             },
             ..req.clone()
         };
@@ -529,6 +532,7 @@ fn build_app(
         rootfs,
         read_only_rootfs: a.readonly_rootfs,
         mounts: a.mounts.clone(),
+        devices: a.devices.clone(),
         interactive: a.interactive,
         stdin: a.stdin,
         pid_namespace: a.pid_namespace,

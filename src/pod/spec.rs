@@ -109,7 +109,11 @@ pub fn parse_mount(spec: &str) -> Result<Mount, PodError> {
             "--mount {spec}: target must be an absolute path without '..'"
         )));
     }
-    Ok(Mount { volume, target })
+    Ok(Mount {
+        volume,
+        target,
+        propagation: Default::default(),
+    })
 }
 
 /// Checks an app or volume name: lowercase letters, digits and `-`, starting with a letter
@@ -180,7 +184,8 @@ mod tests {
             parse_mount("volume=d,target=/data").unwrap(),
             Mount {
                 volume: "d".into(),
-                target: "/data".into()
+                target: "/data".into(),
+                propagation: Default::default(),
             }
         );
         for bad in [

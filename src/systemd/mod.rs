@@ -187,8 +187,7 @@ impl Systemd {
         name: &str,
         description: &str,
         argv: &[String],
-        restart: Option<&str>,
-        notify: bool,
+        opts: crate::pod::lifecycle::ServiceOptions,
     ) -> Result<(), SystemdError> {
         let what = format!("service {name}");
         let manager = manager(&self.conn).map_err(call_err(&what))?;
@@ -199,14 +198,14 @@ impl Systemd {
             // Type=notify: the pod's supervisor (the main process) relays the apps' READY=1.
             (
                 "Type",
-                Value::from(if notify { "notify" } else { "simple" }),
+                Value::from(if opts.notify { "notify" } else { "simple" }),
             ),
             ("KillMode", Value::from("mixed")),
             ("Delegate", Value::from(true)),
-            ("Slice", Value::from("machine.slice")),
+            ("Slice", Value::from(opts.slice.unwrap_or("machine.slice"))),
             ("CollectMode", Value::from("inactive-or-failed")),
         ];
-        if let Some(r) = restart {
+        if let Some(r) = opts.restart {
             props.push(("Restart", Value::from(r)));
         }
         let aux: Vec<(&str, Vec<(&str, Value)>)> = Vec::new();

@@ -68,6 +68,10 @@ pub struct Isolators {
     /// Resource limits.
     #[serde(default)]
     pub resources: Resources,
+    /// Every device of the host may be opened and made (a privileged app); otherwise only
+    /// the harmless ones and the app's `devices`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_devices: bool,
 }
 
 /// A seccomp allow-list: every syscall not named fails with `errno`.
@@ -122,6 +126,7 @@ impl Default for Isolators {
                 .map(|p| p.to_string())
                 .collect(),
             resources: Resources::default(),
+            all_devices: false,
         }
     }
 }

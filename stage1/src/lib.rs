@@ -3,6 +3,7 @@
 //! two must agree.
 
 pub mod agent;
+pub mod devices;
 pub mod isolators;
 pub mod log;
 pub mod manifest;
@@ -14,9 +15,9 @@ pub mod status;
 
 pub use isolators::{Isolators, Resources, Seccomp};
 pub use manifest::{
-    net_mode, App, AppImage, AppRootfs, AppUser, LogTarget, Mount, Network, NetworkRef,
-    PodManifest, PortMapping, Stage1Manifest, UserNamespace, Volume, VolumeKind, ENTRYPOINTS,
-    OPTIONAL_ENTRYPOINTS,
+    net_mode, App, AppImage, AppRootfs, AppUser, Device, LogTarget, Mount, Network, NetworkRef,
+    PodManifest, PortMapping, Propagation, Stage1Manifest, UserNamespace, Volume, VolumeKind,
+    ENTRYPOINTS, OPTIONAL_ENTRYPOINTS,
 };
 pub use net::{NetworkAttachment, NetworkStatus};
 pub use status::{AppState, AppStatus};

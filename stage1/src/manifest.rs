@@ -103,6 +103,9 @@ pub struct App {
     /// Volume mounts.
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// Host device nodes made in the app and allowed by its device cgroup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
     /// Attach a terminal (one app only).
     #[serde(default)]
     pub interactive: bool,
@@ -169,6 +172,50 @@ pub struct Mount {
     pub volume: String,
     /// Absolute path inside the app.
     pub target: String,
+    /// Whether mounts the host makes below a host volume later reach the app.
+    #[serde(default, skip_serializing_if = "Propagation::is_private")]
+    pub propagation: Propagation,
+}
+
+/// Mount propagation of a volume mount (`mount_namespaces(7)`). Mounts never propagate from
+/// a pod back to the host.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    /// Nothing propagates either way (the default).
+    #[default]
+    Private,
+    /// A slave of the host's mount: mounts and unmounts the host makes below the source
+    /// later show in the app (CRI `HostToContainer`). The source must be on a shared or
+    /// slave mount of the host.
+    Slave,
+}
+
+impl Propagation {
+    fn is_private(&self) -> bool {
+        *self == Propagation::Private
+    }
+}
+
+/// A device node made in the app, as the host's node at `host_path` (CRI `Device`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    /// Absolute path of the node inside the app.
+    pub path: String,
+    /// The host's node it copies (bound instead of made in a user namespace).
+    pub host_path: PathBuf,
+    /// `c` (character) or `b` (block).
+    pub kind: char,
+    /// Major number.
+    pub major: u64,
+    /// Minor number.
+    pub minor: u64,
+    /// Permission bits of the node (e.g. 0o666).
+    pub file_mode: u32,
+    /// What the app may do with it, a subset of `rwm` (read, write, mknod): the app's
+    /// device cgroup rule.
+    pub permissions: String,
 }
 
 /// A pod volume.

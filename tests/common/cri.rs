@@ -39,13 +39,33 @@ impl Cri {
 
     /// `orbit FLAGS --systemd=no cri CRI_FLAGS`.
     pub fn start_with(w: &World, flags: &[&str], cri_flags: &[&str]) -> Cri {
+        Cri::spawn(w, flags, cri_flags, None)
+    }
+
+    /// `orbit --systemd=yes cri --net=none` with the systemd manager on D-Bus address `bus`:
+    /// sandboxes run as transient services.
+    pub fn start_on_bus(w: &World, bus: &str) -> Cri {
+        Cri::spawn(w, &[], &["--net=none"], Some(bus))
+    }
+
+    fn spawn(w: &World, flags: &[&str], cri_flags: &[&str], bus: Option<&str>) -> Cri {
         let socket = w.path(&format!("cri-{}.sock", uuid::Uuid::new_v4().simple()));
         let mut args: Vec<&str> = flags.to_vec();
         let s = socket.display().to_string();
-        args.extend(["--systemd=no", "cri", "--socket", &s]);
+        args.push(if bus.is_some() {
+            "--systemd=yes"
+        } else {
+            "--systemd=no"
+        });
+        args.extend(["cri", "--socket", &s]);
         args.extend(cri_flags);
-        let child = w
-            .cmd(&args)
+        let mut orbit = w.cmd(&[]);
+        let mut cmd = w.cmd(&args);
+        if let Some(bus) = bus {
+            orbit.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
+            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -56,7 +76,7 @@ impl Cri {
         Cri {
             child,
             socket,
-            orbit: w.cmd(&[]),
+            orbit,
         }
     }
 

@@ -316,7 +316,7 @@ fn setup_and_exec(
         .join_app(&app.name, nix::unistd::getpid().as_raw())
         .map_err(Setup::Other)?;
     if flavor == Flavor::Ns && manifest.user_namespace.is_none() {
-        crate::devices::restrict("self").map_err(Setup::Other)?;
+        crate::devices::restrict("self", [app]).map_err(Setup::Other)?;
     }
     if flavor == Flavor::Ns {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)

@@ -5,9 +5,8 @@ use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-use orbit_stage1::{paths, App, PodManifest, VolumeKind};
+use orbit_stage1::{paths, App, PodManifest, Propagation, VolumeKind};
 
 use crate::Flavor;
 
@@ -128,22 +127,28 @@ pub fn enter_app_root(
 ) -> R {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare mount namespace: {e}"))?;
+    // A slave of the pod's (itself a slave of the host's): nothing the app mounts reaches
+    // the host, and what the host mounts reaches volumes that ask for it.
     mnt(
         None,
         Path::new("/"),
         None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None,
     )?;
     match flavor {
         Flavor::Ns | Flavor::Kvm => {
-            system_mounts(
-                root,
-                manifest.user_namespace.is_some(),
-                manifest.shares_host("ipc"),
-            )?;
+            let userns = manifest.user_namespace.is_some();
+            system_mounts(root, userns, manifest.shares_host("ipc"))?;
+            crate::devices::make_app_devices(root, app, userns)?;
             mask_paths(root, &app.isolators)?;
             etc_files(pod, root)?;
+        }
+        Flavor::Fly if !app.devices.is_empty() => {
+            return Err(format!(
+                "app {}: a fly app sees the host's /dev and gets no device nodes of its own",
+                app.name
+            ));
         }
         Flavor::Fly => {
             for d in ["proc", "sys", "dev"] {
@@ -232,6 +237,19 @@ fn mask_paths(root: &Path, iso: &orbit_stage1::Isolators) -> R {
     Ok(())
 }
 
+/// Binds file `source` on `target`, creating an empty file there first.
+pub fn bind_file(source: &Path, target: &Path) -> R {
+    std::fs::File::create(target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    mnt(
+        Some(&source.to_string_lossy()),
+        target,
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )
+}
+
 /// Binds `source` (recursively) on `target` and makes the bind read-only with `flags`.
 fn bind_read_only(source: &Path, target: &Path, flags: MsFlags) -> R {
     mnt(
@@ -248,23 +266,6 @@ fn bind_read_only(source: &Path, target: &Path, flags: MsFlags) -> R {
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
         None,
     )
-}
-
-fn make_device(p: &Path, major: u64, minor: u64) -> R {
-    mknod(
-        p,
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o666),
-        makedev(major, minor),
-    )
-    .map_err(|e| format!("mknod {}: {e}", p.display()))?;
-    nix::sys::stat::fchmodat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        Mode::from_bits_truncate(0o666),
-        nix::sys::stat::FchmodatFlags::FollowSymlink,
-    )
-    .map_err(|e| format!("chmod {}: {e}", p.display()))
 }
 
 fn system_mounts(root: &Path, userns: bool, host_ipc: bool) -> R {
@@ -310,17 +311,10 @@ fn system_mounts(root: &Path, userns: bool, host_ipc: bool) -> R {
         let p = dev.join(name);
         if userns {
             // A user namespace cannot create device nodes: bind the host's instead.
-            std::fs::File::create(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-            mnt(
-                Some(&format!("/dev/{name}")),
-                &p,
-                None,
-                MsFlags::MS_BIND,
-                None,
-            )?;
+            bind_file(Path::new(&format!("/dev/{name}")), &p)?;
             continue;
         }
-        make_device(&p, major, minor)?;
+        crate::devices::make_node(&p, major, minor)?;
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;
@@ -413,6 +407,11 @@ fn volumes(pod: &Path, manifest: &PodManifest, app: &App, root: &Path) -> R {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )?;
+        let propagation = match m.propagation {
+            Propagation::Private => MsFlags::MS_PRIVATE,
+            Propagation::Slave => MsFlags::MS_SLAVE,
+        };
+        mnt(None, &target, None, MsFlags::MS_REC | propagation, None)?;
         if v.read_only {
             mnt(
                 None,

@@ -213,17 +213,19 @@ fn run_locked_rest(
     }
 }
 
-/// Creates namespaces `flags` for this process and keeps its mounts from propagating back.
+/// Creates namespaces `flags` for this process and keeps its mounts from propagating back:
+/// every mount becomes a slave of the host's (as runc does by default), so what the host
+/// mounts below a shared mount still reaches volumes that ask for it (`Propagation::Slave`).
 pub(crate) fn new_namespaces(flags: CloneFlags) -> Result<(), String> {
     unshare(flags).map_err(|e| format!("cannot create the pod's namespaces: {e}"))?;
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None::<&str>,
     )
-    .map_err(|e| format!("cannot make the pod's mounts private: {e}"))
+    .map_err(|e| format!("cannot make the pod's mounts slaves of the host's: {e}"))
 }
 
 /// The signals the supervisor handles, blocked so they are read from a signalfd.
@@ -289,7 +291,7 @@ fn run_in_user_namespace(
                     crate::userns::idmapped_mount(source, target, child.as_raw())?;
                 }
                 cgroups.join_pod(child.as_raw())?;
-                crate::devices::restrict(&child.as_raw().to_string())?;
+                crate::devices::restrict(&child.as_raw().to_string(), &manifest.apps)?;
                 // Each app gets its own cgroup with its limits and device rules, set here by
                 // the host's root and delegated so the app can join it from inside.
                 for a in &manifest.apps {
@@ -297,7 +299,7 @@ fn run_in_user_namespace(
                     if let Some(devices) =
                         cgroups.delegate_app(&a.name, ns.uid_base, ns.gid_base)?
                     {
-                        crate::devices::restrict_dir(&devices)?;
+                        crate::devices::restrict_dir(&devices, [a])?;
                     }
                 }
                 nix::unistd::write(&go_w, b"g").map_err(|e| e.to_string())?;

@@ -26,7 +26,7 @@ use orbit_stage1::agent::{
     ToHost,
 };
 use orbit_stage1::log::{LineWriter, Stream};
-use orbit_stage1::{net_mode, paths, AppState, AppStatus, PodManifest, VolumeKind};
+use orbit_stage1::{net_mode, paths, AppState, AppStatus, PodManifest, Propagation, VolumeKind};
 
 use crate::util::{now, read_manifest, write_file};
 use crate::Args;
@@ -67,6 +67,23 @@ pub fn run(args: &Args) -> Result<i32, String> {
                     "a kvm pod cannot share the host's pid or ipc namespace (hostNamespaces)"
                         .into(),
                 )
+            }
+        })
+        .and_then(|manifest| {
+            match manifest.apps.iter().find(|a| {
+                !a.devices.is_empty()
+                    || a.isolators.all_devices
+                    || a.mounts
+                        .iter()
+                        .any(|m| m.propagation != Propagation::Private)
+            }) {
+                Some(a) => Err(format!(
+                    "app {}: a kvm pod's apps see the VM's devices, not the host's, and its \
+                     volumes (shared over 9p) do not receive the host's later mounts \
+                     (devices, propagation)",
+                    a.name
+                )),
+                None => Ok(manifest),
             }
         })
         .and_then(|manifest| run_vm(args, &pod, &manifest));
