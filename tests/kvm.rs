@@ -4,6 +4,8 @@
 //! few VMs as it can and checks several things per boot.
 
 mod common;
+#[path = "common/cri.rs"]
+mod cri_common;
 #[path = "common/pods.rs"]
 mod pods_common;
 
@@ -289,4 +291,140 @@ fn an_interactive_app_gets_the_vms_serial_console_as_its_terminal() {
     );
     out_ok(&w, &["gc", "--grace-period=0"]);
     assert_no_pods(&w);
+}
+
+/// A CRI sandbox with the kvm handler: one VM, containers added to it while it runs, each
+/// started, exec'd into, stopped and removed there; nothing left when the sandbox goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
+    use cri_common::*;
+    use orbit::cri::proto;
+    let w = pod_world();
+    let k = kernel();
+    let cri = Cri::start_with(&w, &[], &["--net=none", &k]);
+    let (mut rt, _) = cri.clients().await;
+    let handlers = rt
+        .status(proto::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .runtime_handlers;
+    assert!(handlers.iter().any(|h| h.name == "kvm"), "{handlers:?}");
+    let config = sandbox_config(&w, "vm");
+    let sb = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "kvm".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let qemu = qemu_pid(&w, &sb);
+    assert!(alive(qemu));
+
+    let vol = w.path("vm-vol");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("in"), "from-host\n").unwrap();
+    let mut one = container_config(
+        "one",
+        BUSYBOX,
+        "echo hello-from-vm; cat /data/in; echo from-guest > /data/out; exec sleep 600",
+    );
+    one.mounts = vec![proto::Mount {
+        container_path: "/data".into(),
+        host_path: vol.display().to_string(),
+        ..Default::default()
+    }];
+    let one = create(&mut rt, &sb, &config, one).await;
+    start(&mut rt, &one).await;
+    // It runs in the guest: another kernel, the sandbox's hostname.
+    let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let (code, guest_kernel) = sh(&mut rt, &one, "uname -r").await;
+    assert_eq!(code, 0);
+    assert_ne!(guest_kernel, host_kernel.trim());
+    assert_eq!(sh(&mut rt, &one, "hostname").await.1, "vm-host");
+    let log = w.path("kubelet-logs/vm/one/0.log");
+    poll(
+        Duration::from_secs(30),
+        "the container's output in its log",
+        || {
+            let lines = log_lines(&log);
+            (lines.contains(&"hello-from-vm".to_string())
+                && lines.contains(&"from-host".to_string()))
+            .then_some(())
+        },
+    );
+    poll(
+        Duration::from_secs(30),
+        "the guest's write on the host",
+        || (fs::read_to_string(vol.join("out")).ok()? == "from-guest\n").then_some(()),
+    );
+
+    // A second container joins the same VM.
+    let two = create(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("two", BUSYBOX, "exec sleep 600"),
+    )
+    .await;
+    start(&mut rt, &two).await;
+    let boot_id = "cat /proc/sys/kernel/random/boot_id";
+    assert_eq!(
+        sh(&mut rt, &one, boot_id).await,
+        sh(&mut rt, &two, boot_id).await
+    );
+    assert_eq!(qemu_pid(&w, &sb), qemu, "one VM for the sandbox");
+
+    // No terminal or input for exec in a VM: refused up front.
+    let e = rt
+        .exec(proto::ExecRequest {
+            container_id: two.clone(),
+            cmd: vec!["sh".into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    // The first container stops (SIGTERM to its sleep) and goes; the second runs on.
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: one.clone(),
+        timeout: 30,
+    })
+    .await
+    .unwrap();
+    let st = rt
+        .container_status(proto::ContainerStatusRequest {
+            container_id: one.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.state, proto::ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 143);
+    rt.remove_container(proto::RemoveContainerRequest {
+        container_id: one.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        mounts_with(&format!("{sb}/apps/one")).is_empty(),
+        "{:?}",
+        mounts_with(&sb)
+    );
+    assert_eq!(
+        sh(&mut rt, &two, "echo still").await,
+        (0, "still".to_string())
+    );
+
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+    assert_vm_gone(&w, &sb, qemu);
 }

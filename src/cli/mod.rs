@@ -259,6 +259,13 @@ pub struct CriArgs {
     /// unless the kubelet reaches the runtime over the network.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
     pub streaming_address: std::net::SocketAddr,
+    /// The guest kernel of `kvm` sandboxes (with its modules/ beside it, as
+    /// scripts/kvm-kernel.sh makes) [default: kvm/vmlinux in the config dirs].
+    #[arg(long, value_name = "PATH")]
+    pub kvm_kernel: Option<PathBuf>,
+    /// The accelerator of `kvm` sandboxes: auto, kvm or tcg.
+    #[arg(long, value_name = "ACCEL")]
+    pub kvm_accel: Option<String>,
 }
 
 /// `orbit cri`. Image signatures are verified unless `--insecure-options=image` is given
@@ -287,6 +294,8 @@ fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<()> {
             events: tokio::sync::broadcast::channel(1024).0,
             last_events: Default::default(),
             streaming: Default::default(),
+            kvm_kernel: args.kvm_kernel,
+            kvm_accel: args.kvm_accel,
         },
     })
     .map_err(anyhow::Error::from)

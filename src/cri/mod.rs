@@ -63,6 +63,10 @@ pub struct CriContext {
     pub last_events: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
     /// The streaming server's pending URLs (Exec, Attach, PortForward).
     pub streaming: Arc<streaming::Streaming>,
+    /// The guest kernel of `kvm` sandboxes (`--kvm-kernel`; else the config dirs').
+    pub kvm_kernel: Option<PathBuf>,
+    /// The accelerator of `kvm` sandboxes (`--kvm-accel`).
+    pub kvm_accel: Option<String>,
 }
 
 impl CriContext {

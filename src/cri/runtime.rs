@@ -196,11 +196,6 @@ fn stage1_for(
             known.join(", ")
         )));
     }
-    if name == "kvm" {
-        return Err(Status::unimplemented(
-            "the kvm stage1 cannot add containers to a running VM yet (no mutable pods): use the ns handler",
-        ));
-    }
     if from_annotation && name == "fly" {
         return Err(Status::permission_denied(
             "the fly stage1 does not isolate pods: it is available through a RuntimeClass handler only, not the orbit.dev/stage1 annotation",
@@ -240,6 +235,11 @@ impl Runtime {
         }
         if ns.ipc == proto::NamespaceMode::Node as i32 {
             host_namespaces.push("ipc".to_string());
+        }
+        if !linux.sysctls.is_empty() && handler == "kvm" {
+            return Err(Status::invalid_argument(
+                "a kvm sandbox's sysctls would have to be set inside its VM: not supported",
+            ));
         }
         if !host_namespaces.is_empty() && handler == "kvm" {
             return Err(Status::invalid_argument(
@@ -283,6 +283,20 @@ impl Runtime {
         annotations.insert(CRI_ANNOTATION.to_string(), "sandbox".to_string());
         for (k, v) in &config.labels {
             annotations.insert(format!("{LABEL_PREFIX}{k}"), v.clone());
+        }
+        if handler == "kvm" {
+            let kernel = crate::pod::stage1::kvm_kernel(ctx.kvm_kernel.as_deref(), &ctx.config)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            annotations.insert(
+                crate::pod::stage1::KVM_KERNEL_ANNOTATION.to_string(),
+                kernel.display().to_string(),
+            );
+            if let Some(a) = &ctx.kvm_accel {
+                annotations.insert(
+                    crate::pod::stage1::KVM_ACCEL_ANNOTATION.to_string(),
+                    a.clone(),
+                );
+            }
         }
         let hostname = Some(config.hostname.clone()).filter(|h| !h.is_empty());
         let req = PodRequest {
@@ -664,6 +678,12 @@ impl Runtime {
             return Err(Status::invalid_argument("Exec needs a command"));
         }
         let opts = stream_options(req.stdin, req.stdout, req.stderr, req.tty)?;
+        if (req.stdin || req.tty) && status::stage1_name(&pod).as_deref() == Some("kvm") {
+            return Err(Status::failed_precondition(
+                "commands in a kvm sandbox run without input or a terminal (the VM's agent \
+                 relays their output only): exec without -i/-t",
+            ));
+        }
         let exec = streaming::Exec {
             orbit: self.ctx.orbit.clone(),
             root: self.ctx.root.clone(),
@@ -1129,7 +1149,15 @@ impl RuntimeService for Runtime {
     ) -> Result<Response<proto::StatusResponse>, Status> {
         let handlers = crate::pod::stage1::available(&self.ctx.config)
             .into_iter()
-            .filter(|name| name != "kvm")
+            // kvm only with a guest kernel to boot.
+            .filter(|name| {
+                name != "kvm"
+                    || crate::pod::stage1::kvm_kernel(
+                        self.ctx.kvm_kernel.as_deref(),
+                        &self.ctx.config,
+                    )
+                    .is_ok()
+            })
             .map(|name| proto::RuntimeHandler {
                 name,
                 features: Some(proto::RuntimeHandlerFeatures {

@@ -154,9 +154,9 @@ pub fn prepare(
     } else {
         req
     };
-    if stage1.name() == "kvm" && (req.private_users || req.mutable) {
+    if stage1.name() == "kvm" && req.private_users {
         return Err(PodError::BadSpec(
-            "the kvm stage1 runs neither --private-users pods (the VM is their boundary) nor mutable pods (app sandbox) in this version".into(),
+            "the kvm stage1 does not run --private-users pods: the VM is their boundary".into(),
         ));
     }
     let resolved = resolve_images(store, trust, req)?;

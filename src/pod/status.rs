@@ -122,15 +122,19 @@ pub fn info_with(pod: &PodRef, locks: &LockSnapshot) -> Result<PodInfo, PodError
     info_from(pod, state_from(pod, locks.is_locked(&pod.path)))
 }
 
+/// The name of the stage1 the pod runs with (`ns`, `kvm`, …).
+pub fn stage1_name(pod: &PodRef) -> Option<String> {
+    std::fs::read(pod.path.join(paths::STAGE1_MANIFEST))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<orbit_stage1::Stage1Manifest>(&b).ok())
+        .map(|m| m.name)
+}
+
 fn info_from(pod: &PodRef, state: String) -> Result<PodInfo, PodError> {
     let running = state == "running";
     let exited = matches!(state.as_str(), "exited" | "exited-garbage" | "deleting");
     let manifest = manifest(pod).ok();
-    let stage1 = std::fs::read(pod.path.join(paths::STAGE1_MANIFEST))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<orbit_stage1::Stage1Manifest>(&b).ok())
-        .map(|m| m.name)
-        .unwrap_or_default();
+    let stage1 = stage1_name(pod).unwrap_or_default();
     let mut apps = Vec::new();
     for a in manifest.iter().flat_map(|m| m.apps.iter()) {
         let mut status = AppStatus::read(&paths::app_status(&pod.path, &a.name))

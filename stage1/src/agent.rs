@@ -12,6 +12,11 @@ pub const POD_TAG: &str = "pod";
 pub const POD_MOUNT: &str = "/pod";
 /// The agent's configuration, relative to the view.
 pub const CONFIG_FILE: &str = "agent.json";
+/// The 9p mount tag of a mutable pod's later volumes (host volumes of apps added while the
+/// VM runs, bound below one share made at boot; uncached, as the host may change them).
+pub const ADDED_VOLUMES_TAG: &str = "added";
+/// Where the agent mounts [`ADDED_VOLUMES_TAG`] in the guest.
+pub const ADDED_VOLUMES_MOUNT: &str = "/volumes-added";
 
 /// What the agent runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,6 +35,10 @@ pub struct AgentConfig {
     /// Chatty agent.
     #[serde(default)]
     pub debug: bool,
+    /// A mutable pod: apps come and go ([`ToGuest::StartApp`], [`ToGuest::RemoveApp`]), and
+    /// the VM powers off only when stopped, not when its apps have exited.
+    #[serde(default)]
+    pub mutable: bool,
 }
 
 /// One app, as the guest sees it.
@@ -143,6 +152,9 @@ pub enum ToHost {
     ExecOutput { id: u64, stream: u8, data: String },
     /// An `exec` ended.
     ExecExited { id: u64, code: i32 },
+    /// An app's mounts in the guest are gone ([`ToGuest::RemoveApp`]); `error` if it could
+    /// not be removed.
+    Removed { app: String, error: Option<String> },
     /// Every app has exited; the guest powers off next.
     Done,
 }
@@ -161,6 +173,13 @@ pub enum ToGuest {
         app: String,
         argv: Vec<String>,
     },
+    /// Start an app added to a mutable pod (answered by `Started` or `Failed`).
+    StartApp { app: GuestApp },
+    /// Send signal number `signal` to an app.
+    StopApp { app: String, signal: i32 },
+    /// Forget an exited app and unmount what the guest mounted for it (answered by
+    /// `Removed`).
+    RemoveApp { app: String },
 }
 
 /// Encodes a message as one line.

@@ -8,12 +8,13 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use orbit_stage1::agent::{AgentConfig, GuestApp, ToHost, STDERR, STDOUT};
 
@@ -33,7 +34,12 @@ enum Kind {
 
 struct State {
     running: HashMap<i32, Kind>,
+    /// Every app the agent knows (the configuration's and those started later), by name.
+    apps: HashMap<String, GuestApp>,
+    /// An immutable pod's apps that have not ended yet.
     apps_left: usize,
+    /// A stop was asked: a mutable pod ends once none of its apps runs.
+    stopping: bool,
 }
 
 /// Runs and reaps the apps.
@@ -42,6 +48,8 @@ pub struct Supervisor {
     port: Port,
     config: Arc<AgentConfig>,
     state: Arc<Mutex<State>>,
+    /// Woken when an app starts or a stop is asked.
+    wake: Arc<Condvar>,
 }
 
 fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), String> {
@@ -249,6 +257,24 @@ fn spawn(
         .map_err(|e| (126, format!("cannot start {}: {e}", argv[0])))
 }
 
+/// Unmounts (lazily) every mount at or below `root`, deepest first.
+fn unmount_below(root: &Path) -> Result<(), String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read the mounts: {e}"))?;
+    let prefix = root.to_string_lossy().into_owned();
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| format!("cannot unmount {p}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
     match status {
         WaitStatus::Exited(_, c) => Some((c, None)),
@@ -271,17 +297,39 @@ impl Supervisor {
             port,
             state: Arc::new(Mutex::new(State {
                 running: HashMap::new(),
+                apps: HashMap::new(),
                 apps_left: config.apps.len(),
+                stopping: false,
             })),
             config: Arc::new(config),
+            wake: Arc::new(Condvar::new()),
         }
     }
 
-    /// Starts every app; one that cannot start is reported as failed (and counts as done).
+    /// Starts every app of the configuration.
     pub fn start_apps(&self) {
         for app in &self.config.apps {
-            let cgroup = PathBuf::from("/sys/fs/cgroup").join(&app.name);
-            let started = prepare_root(app).map_err(|e| (125, e)).and_then(|()| {
+            self.start_app(app.clone());
+        }
+    }
+
+    /// Starts `app`; one that cannot start is reported as failed (and, in an immutable pod,
+    /// counts as done).
+    pub fn start_app(&self, app: GuestApp) {
+        let app = &app;
+        let known = {
+            let mut st = self.state.lock().unwrap();
+            let known = st.apps.contains_key(&app.name);
+            st.apps
+                .entry(app.name.clone())
+                .or_insert_with(|| app.clone());
+            known
+        };
+        let cgroup = PathBuf::from("/sys/fs/cgroup").join(&app.name);
+        let started = if known {
+            Err((125, format!("app {} was started already", app.name)))
+        } else {
+            prepare_root(app).map_err(|e| (125, e)).and_then(|()| {
                 std::fs::create_dir_all(&cgroup).map_err(|e| (125, format!("cgroup: {e}")))?;
                 if let Some(m) = app.memory {
                     std::fs::write(cgroup.join("memory.max"), m.to_string())
@@ -309,21 +357,70 @@ impl Supervisor {
                 );
                 self.port.send(&ToHost::Started { app: name, pid });
                 Ok(())
+            })
+        };
+        if let Err((code, error)) = started {
+            self.port.send(&ToHost::Failed {
+                app: app.name.clone(),
+                code,
+                error,
             });
-            if let Err((code, error)) = started {
-                self.port.send(&ToHost::Failed {
-                    app: app.name.clone(),
-                    code,
-                    error,
-                });
+            if !self.config.mutable {
                 self.state.lock().unwrap().apps_left -= 1;
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    /// Sends signal `sig` to app `name` (SIGKILL: to every process in its cgroup).
+    pub fn signal_app(&self, name: &str, sig: i32) {
+        let Ok(sig) = Signal::try_from(sig) else {
+            return;
+        };
+        let st = self.state.lock().unwrap();
+        for (pid, kind) in &st.running {
+            if let Kind::App {
+                name: n, cgroup, ..
+            } = kind
+            {
+                if n == name {
+                    let _ = kill(Pid::from_raw(*pid), sig);
+                    if sig == Signal::SIGKILL {
+                        let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
+                    }
+                }
             }
         }
     }
 
+    /// Forgets exited app `name`: unmounts what was mounted in its root, removes its
+    /// cgroup, and answers `Removed`.
+    pub fn remove_app(&self, name: &str) {
+        let result = (|| {
+            let mut st = self.state.lock().unwrap();
+            let running = st
+                .running
+                .values()
+                .any(|k| matches!(k, Kind::App { name: n, .. } if n == name));
+            if running {
+                return Err(format!("app {name} is running: stop it first"));
+            }
+            let Some(app) = st.apps.remove(name) else {
+                return Ok(());
+            };
+            unmount_below(Path::new(&app.root))?;
+            let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup").join(name));
+            Ok(())
+        })();
+        self.port.send(&ToHost::Removed {
+            app: name.to_string(),
+            error: result.err(),
+        });
+    }
+
     /// Runs an `exec` request in an app's root.
     pub fn exec(&self, id: u64, app: &str, argv: &[String]) {
-        let Some(a) = self.config.apps.iter().find(|a| a.name == app) else {
+        let Some(a) = self.state.lock().unwrap().apps.get(app).cloned() else {
             self.port.send(&ToHost::ExecOutput {
                 id,
                 stream: STDERR,
@@ -338,7 +435,7 @@ impl Supervisor {
         }
         let cgroup = PathBuf::from("/sys/fs/cgroup").join(&a.name);
         let mut st = self.state.lock().unwrap();
-        match spawn(a, argv, cgroup.exists().then_some(cgroup.as_path()), false) {
+        match spawn(&a, argv, cgroup.exists().then_some(cgroup.as_path()), false) {
             Ok(mut child) => {
                 let readers = readers(&self.port, &mut child, move |stream, data| {
                     ToHost::ExecOutput { id, stream, data }
@@ -357,23 +454,42 @@ impl Supervisor {
         }
     }
 
-    /// Sends `sig` to every running app.
+    /// Sends `sig` to every running app: the pod is stopping.
     pub fn signal_apps(&self, sig: Signal) {
-        let st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap();
+        st.stopping = true;
         for (pid, kind) in &st.running {
             if matches!(kind, Kind::App { .. }) {
                 let _ = kill(Pid::from_raw(*pid), sig);
             }
         }
+        self.wake.notify_all();
     }
 
-    /// Reaps children (and orphans) until every app has exited.
+    /// Whether the pod is done: every app of an immutable pod has exited; a mutable pod was
+    /// stopped and none of its apps runs.
+    fn done(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        if self.config.mutable {
+            st.stopping && !st.running.values().any(|k| matches!(k, Kind::App { .. }))
+        } else {
+            st.apps_left == 0
+        }
+    }
+
+    /// Reaps children (and orphans) until the pod is done.
     pub fn reap_until_done(&self) {
         loop {
-            if self.state.lock().unwrap().apps_left == 0 {
+            if self.done() {
                 return;
             }
-            let status = match waitpid(None::<Pid>, None) {
+            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => {
+                    // Nothing to reap now: wait for a child, a start or a stop.
+                    let st = self.state.lock().unwrap();
+                    let _ = self.wake.wait_timeout(st, Duration::from_millis(20));
+                    continue;
+                }
                 Ok(s) => s,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
@@ -398,7 +514,8 @@ impl Supervisor {
                         signal,
                         oom,
                     });
-                    self.state.lock().unwrap().apps_left -= 1;
+                    let mut st = self.state.lock().unwrap();
+                    st.apps_left = st.apps_left.saturating_sub(1);
                 }
                 Some(Kind::Exec { id, readers }) => {
                     let port = self.port.clone();

@@ -3,7 +3,8 @@
 //! the host (9p), configures the network the host moved into the VM, runs the apps in
 //! their roots with their identity, environment, volumes and memory limits, streams their
 //! output and exit status to the host over a virtio-serial port, runs `exec` requests
-//! (`orbit enter`), and powers the VM off when the last app has exited.
+//! (`orbit enter`), starts and removes apps of a mutable pod (a CRI sandbox) on request,
+//! and powers the VM off when the last app has exited (a mutable pod: once stopped).
 
 mod apps;
 mod setup;
@@ -84,6 +85,12 @@ fn run() -> Result<(), String> {
                 Ok(ToGuest::Stop) => s.signal_apps(nix::sys::signal::Signal::SIGTERM),
                 Ok(ToGuest::Kill) => s.signal_apps(nix::sys::signal::Signal::SIGKILL),
                 Ok(ToGuest::Exec { id, app, argv }) => s.exec(id, &app, &argv),
+                Ok(ToGuest::StartApp { app }) => {
+                    let s = s.clone();
+                    std::thread::spawn(move || s.start_app(app));
+                }
+                Ok(ToGuest::StopApp { app, signal }) => s.signal_app(&app, signal),
+                Ok(ToGuest::RemoveApp { app }) => s.remove_app(&app),
                 Err(_) => {}
             }
         }

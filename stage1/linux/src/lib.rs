@@ -79,14 +79,12 @@ pub fn main(flavor: Flavor, entrypoint: &str, raw_args: &[String]) -> i32 {
         (Flavor::Kvm, "enter") => kvm::enter(&args),
         (Flavor::Kvm, "stop") => kvm::stop(&args),
         (Flavor::Kvm, "gc") => kvm::gc(&args),
-        (Flavor::Kvm, e) if e.starts_with("app-") => {
-            Err("the kvm stage1 does not support mutable pods (app add/start/stop/rm) yet".into())
-        }
         (_, entrypoint) => match entrypoint {
             "run" => run::run(flavor, &args),
             "enter" => enter::enter(&args),
             "stop" => run::stop(&args),
             "gc" => run::gc(&args),
+            // Requests to the running pod: its init (ns, fly) or its VM's supervisor (kvm).
             "app-add" | "app-start" | "app-stop" | "app-rm" | "app-log-reopen"
             | "app-stdin-close" | "app-resize" => control::request(&entrypoint[4..], &args),
             other => Err(format!("unknown entrypoint '{other}'")),

@@ -6,6 +6,7 @@
 //! exits with the pod's status when the VM has powered off.
 
 mod initrd;
+mod mutable;
 mod net;
 mod qemu;
 
@@ -127,44 +128,10 @@ fn agent_config(
         };
         volume_paths.insert(v.name.clone(), guest);
     }
-    let etc = |f: &str| GuestMount {
-        source: format!("{}/{}/{f}", agent::POD_MOUNT, paths::ETC_DIR),
-        target: format!("/etc/{f}"),
-        read_only: false,
-    };
     let apps = manifest
         .apps
         .iter()
-        .map(|a| GuestApp {
-            name: a.name.clone(),
-            root: format!("{}/apps/{}", agent::POD_MOUNT, a.name),
-            exec: a.exec.clone(),
-            env: a.env.clone(),
-            uid: a.user.uid,
-            gid: a.user.gid,
-            additional_gids: a.user.additional_gids.clone(),
-            working_directory: a.working_directory.clone(),
-            mounts: a
-                .mounts
-                .iter()
-                .filter_map(|m| {
-                    let v = manifest.volumes.iter().find(|v| v.name == m.volume)?;
-                    Some(GuestMount {
-                        source: volume_paths.get(&m.volume)?.clone(),
-                        target: m.target.clone(),
-                        read_only: v.read_only,
-                    })
-                })
-                .collect(),
-            etc_files: ["hosts", "hostname", "resolv.conf"]
-                .iter()
-                .filter(|f| pod.join(paths::ETC_DIR).join(f).exists())
-                .map(|f| etc(f))
-                .collect(),
-            memory: a.isolators.resources.memory,
-            read_only_rootfs: a.read_only_rootfs,
-            interactive: a.interactive,
-        })
+        .map(|a| guest_app(pod, manifest, a, &volume_paths))
         .collect();
     (
         AgentConfig {
@@ -173,9 +140,82 @@ fn agent_config(
             shares: guest_shares,
             interfaces,
             debug,
+            mutable: manifest.mutable,
         },
         shares,
     )
+}
+
+/// App `a` as the guest runs it: its root on the pod share, its volumes at the guest paths
+/// `volume_paths` gives for their names, the pod's /etc files.
+fn guest_app(
+    pod: &Path,
+    manifest: &PodManifest,
+    a: &orbit_stage1::App,
+    volume_paths: &HashMap<String, String>,
+) -> GuestApp {
+    let etc = |f: &str| GuestMount {
+        source: format!("{}/{}/{f}", agent::POD_MOUNT, paths::ETC_DIR),
+        target: format!("/etc/{f}"),
+        read_only: false,
+    };
+    GuestApp {
+        name: a.name.clone(),
+        root: format!("{}/apps/{}", agent::POD_MOUNT, a.name),
+        exec: a.exec.clone(),
+        env: a.env.clone(),
+        uid: a.user.uid,
+        gid: a.user.gid,
+        additional_gids: a.user.additional_gids.clone(),
+        working_directory: a.working_directory.clone(),
+        mounts: a
+            .mounts
+            .iter()
+            .filter_map(|m| {
+                let v = manifest.volumes.iter().find(|v| v.name == m.volume)?;
+                Some(GuestMount {
+                    source: volume_paths.get(&m.volume)?.clone(),
+                    target: m.target.clone(),
+                    read_only: v.read_only,
+                })
+            })
+            .collect(),
+        etc_files: ["hosts", "hostname", "resolv.conf"]
+            .iter()
+            .filter(|f| pod.join(paths::ETC_DIR).join(f).exists())
+            .map(|f| etc(f))
+            .collect(),
+        memory: a.isolators.resources.memory,
+        read_only_rootfs: a.read_only_rootfs,
+        interactive: a.interactive,
+    }
+}
+
+/// Binds `src` (recursively) on `dst`, creating `dst`; read-only if asked.
+fn bind_into(src: &Path, dst: &Path, read_only: bool) -> Result<(), String> {
+    if src.is_dir() {
+        std::fs::create_dir_all(dst).map_err(|e| format!("mkdir {}: {e}", dst.display()))?;
+    } else {
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+        }
+        std::fs::File::create(dst).map_err(|e| format!("create {}: {e}", dst.display()))?;
+    }
+    let flags = nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC;
+    nix::mount::mount(Some(src), dst, None::<&str>, flags, None::<&str>)
+        .map_err(|e| format!("bind {} on {}: {e}", src.display(), dst.display()))?;
+    if read_only {
+        nix::mount::mount(
+            None::<&str>,
+            dst,
+            None::<&str>,
+            flags | nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("remount {} read-only: {e}", dst.display()))?;
+    }
+    Ok(())
 }
 
 /// Assembles what the guest may see, `kvm/share/`, from bind mounts in the supervisor's
@@ -184,21 +224,11 @@ fn agent_config(
 /// host acts on later (pid, exit, status, logs, CNI records, the exit hook) may be in it.
 fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
     let view = kvm_dir(pod).join("share");
-    let bind = |src: &Path, dst: &Path| -> Result<(), String> {
-        std::fs::create_dir_all(dst).map_err(|e| format!("mkdir {}: {e}", dst.display()))?;
-        nix::mount::mount(
-            Some(src),
-            dst,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| format!("bind {} on {}: {e}", src.display(), dst.display()))
-    };
     for a in &manifest.apps {
-        bind(
+        bind_into(
             &paths::app_rootfs(pod, &a.name),
             &view.join("apps").join(&a.name),
+            false,
         )?;
     }
     for v in manifest
@@ -206,13 +236,24 @@ fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
         .iter()
         .filter(|v| v.kind == VolumeKind::Empty)
     {
-        bind(
+        bind_into(
             &paths::volume_dir(pod, &v.name),
             &view.join("volumes").join(&v.name),
+            false,
         )?;
     }
-    bind(&pod.join(paths::ETC_DIR), &view.join(paths::ETC_DIR))?;
+    bind_into(&pod.join(paths::ETC_DIR), &view.join(paths::ETC_DIR), false)?;
+    if manifest.mutable {
+        std::fs::create_dir_all(added_volumes(pod))
+            .map_err(|e| format!("mkdir {}: {e}", added_volumes(pod).display()))?;
+    }
     Ok(view)
+}
+
+/// Where a mutable pod's later host volumes are bound on the host (the
+/// [`agent::ADDED_VOLUMES_TAG`] share).
+fn added_volumes(pod: &Path) -> PathBuf {
+    kvm_dir(pod).join("added")
 }
 
 /// The guest NICs: the pod's CNI interfaces (addresses and gateway from network.json).
@@ -242,12 +283,40 @@ struct AppRecord {
     err: LineWriter,
 }
 
+impl AppRecord {
+    /// A created app, its log (`apps/NAME/log`) open for appending when the pod logs to files.
+    fn new(pod: &Path, manifest: &PodManifest, name: &str) -> AppRecord {
+        AppRecord {
+            status: AppStatus::created(),
+            log: manifest
+                .log
+                .file
+                .then(|| open_log(pod, name).ok())
+                .flatten(),
+            out: LineWriter::new(Stream::Stdout),
+            err: LineWriter::new(Stream::Stderr),
+        }
+    }
+}
+
+/// App `name`'s log file, created if missing, for appending.
+fn open_log(pod: &Path, name: &str) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths::app_log(pod, name))
+}
+
+/// What the supervisor knows of the pod's apps, fed by the agent's reports.
 struct Session {
     pod: PathBuf,
     apps: HashMap<String, AppRecord>,
     /// Apps in the order they exited, with their codes.
     exits: Vec<(String, i32)>,
     execs: Arc<Mutex<HashMap<u64, Sender<ToHost>>>>,
+    /// Requests on a mutable pod's apps waiting for the agent's answer (`Started`/`Failed`
+    /// for a start, `Removed` for a removal), by app.
+    waiters: HashMap<String, Sender<Result<(), String>>>,
     terminal: bool,
 }
 
@@ -268,11 +337,14 @@ impl Session {
                     r.status.started_at = Some(now());
                 }
                 self.write_status(&app);
+                self.answer(&app, Ok(()));
             }
             ToHost::Failed { app, code, error } => {
                 eprintln!("stage1 kvm: app {app}: {error}");
-                self.finish(&app, code, None, None, Some(error));
+                self.finish(&app, code, None, None, Some(error.clone()));
+                self.answer(&app, Err(error));
             }
+            ToHost::Removed { app, error } => self.answer(&app, error.map_or(Ok(()), Err)),
             ToHost::Output { app, stream, data } => {
                 if self.terminal {
                     let _ = if stream == agent::STDERR {
@@ -310,6 +382,12 @@ impl Session {
             ToHost::Done => return false,
         }
         true
+    }
+
+    fn answer(&mut self, app: &str, result: Result<(), String>) {
+        if let Some(w) = self.waiters.remove(app) {
+            let _ = w.send(result);
+        }
     }
 
     fn finish(
@@ -387,6 +465,13 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     .map_err(|e| format!("cannot write the agent configuration: {e}"))?;
     let mut shares = vec![(agent::POD_TAG.to_string(), view, false)];
     shares.extend(volume_shares);
+    if manifest.mutable {
+        shares.push((
+            agent::ADDED_VOLUMES_TAG.to_string(),
+            added_volumes(pod),
+            false,
+        ));
+    }
     let memory_bytes: u64 = manifest
         .apps
         .iter()
@@ -483,42 +568,38 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     spawn_signal_thread(mask, writer.clone(), qemu.id());
     let execs: Arc<Mutex<HashMap<u64, Sender<ToHost>>>> = Arc::default();
     spawn_control_thread(&args.uuid, writer.clone(), execs.clone())?;
-    let mut session = Session {
+    let session = Session {
         pod: pod.to_path_buf(),
         apps: manifest
             .apps
             .iter()
-            .map(|a| {
-                let log = manifest.log.file.then(|| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(paths::app_log(pod, &a.name))
-                        .ok()
-                });
-                (
-                    a.name.clone(),
-                    AppRecord {
-                        status: AppStatus::created(),
-                        log: log.flatten(),
-                        out: LineWriter::new(Stream::Stdout),
-                        err: LineWriter::new(Stream::Stderr),
-                    },
-                )
-            })
+            .map(|a| (a.name.clone(), AppRecord::new(pod, manifest, &a.name)))
             .collect(),
         exits: Vec::new(),
         execs,
-        terminal: true,
+        waiters: HashMap::new(),
+        // A sandbox's apps write to their logs only; a pod run from a shell shows them.
+        terminal: !manifest.mutable,
     };
+    let session = Arc::new(Mutex::new(session));
     let mut reader = BufReader::new(stream);
     while let Some(line) = agent_line(&mut reader) {
         match serde_json::from_str::<ToHost>(&line) {
             Ok(msg) => {
-                if matches!(msg, ToHost::Ready) && args.debug {
-                    eprintln!("stage1 kvm: agent ready after {:?}", started.elapsed());
+                if matches!(msg, ToHost::Ready) {
+                    if args.debug {
+                        eprintln!("stage1 kvm: agent ready after {:?}", started.elapsed());
+                    }
+                    if manifest.mutable {
+                        mutable::serve(mutable::Pod {
+                            dir: pod.to_path_buf(),
+                            session: session.clone(),
+                            writer: writer.clone(),
+                            added: Mutex::default(),
+                        })?;
+                    }
                 }
-                if !session.handle(msg) {
+                if !session.lock().unwrap().handle(msg) {
                     break;
                 }
             }
@@ -526,29 +607,31 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
             Err(_) => {}
         }
     }
+    let _ = std::fs::remove_file(pod.join(paths::CONTROL_SOCKET));
+    let mut session = session.lock().unwrap();
     wait_qemu(&mut qemu, Duration::from_secs(30));
     if args.debug {
         eprintln!("stage1 kvm: VM gone after {:?}", started.elapsed());
     }
-    // Apps the VM took down with it (QEMU killed, guest crashed).
-    let unfinished: Vec<String> = manifest
+    // Apps the VM took down with it (QEMU killed, guest crashed); an immutable pod's apps
+    // that never got to start too.
+    let unfinished: Vec<String> = session
         .apps
         .iter()
-        .filter(|a| {
-            session
-                .apps
-                .get(&a.name)
-                .is_some_and(|r| r.status.state != AppState::Exited)
+        .filter(|(_, r)| {
+            r.status.state == AppState::Running
+                || (!manifest.mutable && r.status.state != AppState::Exited)
         })
-        .map(|a| a.name.clone())
+        .map(|(name, _)| name.clone())
         .collect();
     for a in unfinished {
         session.finish(&a, 137, Some(9), Some("VMTerminated".into()), None);
     }
+    // A sandbox's apps come and go: its own status is whether it ran, not theirs.
     let code = session
         .exits
         .iter()
-        .find(|(_, c)| *c != 0)
+        .find(|(_, c)| *c != 0 && !manifest.mutable)
         .map(|(_, c)| *c)
         .unwrap_or(0);
     write_file(pod, paths::EXIT, &code.to_string());

@@ -1,0 +1,298 @@
+//! A mutable `kvm` pod (a CRI sandbox): apps are added, started, stopped and removed while
+//! the VM runs, through the pod's control socket — the requests the `ns` init serves, so
+//! the `app-*` entrypoints are the same. Adding mounts the app's root here, in the
+//! supervisor's mount namespace that QEMU's 9p server shares, below the guest's view of the
+//! pod (and its host volumes below the share of later volumes); starting and removing are
+//! agent requests answered by the agent.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orbit_stage1::agent::{self, GuestApp, ToGuest};
+use orbit_stage1::{paths, AppState, Propagation, VolumeKind};
+
+use super::{added_volumes, bind_into, guest_app, kvm_dir, send, AppRecord, Session};
+use crate::util::read_manifest;
+
+/// How long the agent has to start an app or let go of one (TCG is slow).
+const AGENT_ANSWER: Duration = Duration::from_secs(120);
+
+/// The running pod, as the control socket's requests see it.
+pub struct Pod {
+    /// The pod directory.
+    pub dir: PathBuf,
+    /// The apps' states, shared with the reader of the agent's reports.
+    pub session: Arc<Mutex<Session>>,
+    /// The port to the agent.
+    pub writer: Arc<Mutex<UnixStream>>,
+    /// Added apps not yet removed: how the guest runs each.
+    pub added: Mutex<HashMap<String, GuestApp>>,
+}
+
+/// Serves the pod's control socket (`control.sock`) on a thread of its own, one thread per
+/// request.
+pub fn serve(pod: Pod) -> Result<(), String> {
+    let path = pod.dir.join(paths::CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let pod = Arc::new(pod);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let pod = pod.clone();
+            std::thread::spawn(move || pod.serve_one(conn));
+        }
+    });
+    Ok(())
+}
+
+impl Pod {
+    /// One request, `VERB NAME`: answers `ok` or `error MESSAGE`.
+    fn serve_one(&self, conn: UnixStream) {
+        let mut line = String::new();
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            return;
+        }
+        let (verb, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+        let name = rest.split(' ').next().unwrap_or_default();
+        let result = match verb {
+            "add" => self.add(name),
+            "start" => self.start(name),
+            "stop" => self.signal(name, libc::SIGTERM),
+            "kill" => self.signal(name, libc::SIGKILL),
+            "rm" => self.remove(name),
+            "log-reopen" => self.reopen_log(name),
+            other => Err(format!(
+                "the kvm stage1 does not support '{other}': apps in a VM have no attachable \
+                 input or terminal"
+            )),
+        };
+        let reply = match result {
+            Ok(()) => "ok\n".to_string(),
+            Err(e) => format!("error {e}\n"),
+        };
+        let _ = (&conn).write_all(reply.as_bytes());
+    }
+
+    fn view_of(&self, app: &str) -> PathBuf {
+        kvm_dir(&self.dir).join("share").join("apps").join(app)
+    }
+
+    /// Mounts the app stage0 added to pod.json where the guest sees it.
+    fn add(&self, name: &str) -> Result<(), String> {
+        let manifest = read_manifest(&self.dir)?;
+        let app = manifest
+            .apps
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| format!("pod.json has no app {name}"))?;
+        if !app.devices.is_empty() || app.isolators.all_devices {
+            return Err(format!(
+                "app {name}: a kvm pod's apps see the VM's devices, not the host's"
+            ));
+        }
+        if app.stdin || app.interactive {
+            return Err(format!(
+                "app {name}: the kvm stage1 gives apps of a running VM no attachable input or terminal"
+            ));
+        }
+        if app
+            .mounts
+            .iter()
+            .any(|m| m.propagation != Propagation::Private)
+        {
+            return Err(format!(
+                "app {name}: a kvm pod's volumes (shared over 9p) do not receive the host's later mounts"
+            ));
+        }
+        if self.session.lock().unwrap().apps.contains_key(name) {
+            return Err(format!("app {name} was added already"));
+        }
+        let mut bound: Vec<PathBuf> = Vec::new();
+        let mounted = (|| {
+            crate::mounts::mount_app_root(&self.dir, app)?;
+            bound.push(paths::app_rootfs(&self.dir, name));
+            bind_into(
+                &paths::app_rootfs(&self.dir, name),
+                &self.view_of(name),
+                false,
+            )?;
+            bound.push(self.view_of(name));
+            let mut volume_paths = HashMap::new();
+            for m in &app.mounts {
+                let v = manifest
+                    .volumes
+                    .iter()
+                    .find(|v| v.name == m.volume)
+                    .ok_or_else(|| format!("mount of unknown volume '{}'", m.volume))?;
+                let guest = match v.kind {
+                    VolumeKind::Host => {
+                        let source = v
+                            .source
+                            .clone()
+                            .ok_or_else(|| format!("host volume '{}' has no source", v.name))?;
+                        let at = added_volumes(&self.dir).join(&v.name);
+                        if !is_mount_point(&at) {
+                            bind_into(&source, &at, v.read_only)?;
+                            bound.push(at);
+                        }
+                        format!("{}/{}", agent::ADDED_VOLUMES_MOUNT, v.name)
+                    }
+                    VolumeKind::Empty => {
+                        let at = kvm_dir(&self.dir).join("share/volumes").join(&v.name);
+                        if !is_mount_point(&at) {
+                            bind_into(&paths::volume_dir(&self.dir, &v.name), &at, false)?;
+                        }
+                        format!("{}/volumes/{}", agent::POD_MOUNT, v.name)
+                    }
+                };
+                volume_paths.insert(v.name.clone(), guest);
+            }
+            Ok::<_, String>(guest_app(&self.dir, &manifest, app, &volume_paths))
+        })();
+        let guest = match mounted {
+            Ok(g) => g,
+            Err(e) => {
+                for p in bound.iter().rev() {
+                    unmount(p);
+                }
+                return Err(e);
+            }
+        };
+        self.session
+            .lock()
+            .unwrap()
+            .apps
+            .insert(name.to_string(), AppRecord::new(&self.dir, &manifest, name));
+        self.added.lock().unwrap().insert(name.to_string(), guest);
+        Ok(())
+    }
+
+    /// Sends `msg` about `app` to the agent and waits for its answer.
+    fn ask(&self, app: &str, msg: &ToGuest) -> Result<(), String> {
+        let (tx, rx) = channel();
+        self.session
+            .lock()
+            .unwrap()
+            .waiters
+            .insert(app.to_string(), tx);
+        send(&self.writer, msg);
+        rx.recv_timeout(AGENT_ANSWER)
+            .map_err(|_| format!("the VM's agent did not answer about app {app}"))?
+    }
+
+    fn start(&self, name: &str) -> Result<(), String> {
+        let guest = self
+            .added
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no app named {name}"))?;
+        self.ask(name, &ToGuest::StartApp { app: guest })
+    }
+
+    fn signal(&self, name: &str, signal: i32) -> Result<(), String> {
+        let state = self
+            .session
+            .lock()
+            .unwrap()
+            .apps
+            .get(name)
+            .map(|r| r.status.state)
+            .ok_or_else(|| format!("no app named {name}"))?;
+        if state == AppState::Running {
+            send(
+                &self.writer,
+                &ToGuest::StopApp {
+                    app: name.to_string(),
+                    signal,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes an app that is not running: the guest lets go of it, then its mounts here go.
+    fn remove(&self, name: &str) -> Result<(), String> {
+        let state = self
+            .session
+            .lock()
+            .unwrap()
+            .apps
+            .get(name)
+            .map(|r| r.status.state);
+        match state {
+            None => return Ok(()),
+            Some(AppState::Running) => return Err(format!("app {name} is running: stop it first")),
+            Some(_) => {}
+        }
+        self.ask(
+            name,
+            &ToGuest::RemoveApp {
+                app: name.to_string(),
+            },
+        )?;
+        let manifest = read_manifest(&self.dir).ok();
+        let volumes: Vec<String> = manifest
+            .iter()
+            .flat_map(|m| m.apps.iter().filter(|a| a.name == name))
+            .flat_map(|a| a.mounts.iter().map(|m| m.volume.clone()))
+            .collect();
+        // The app's own host volumes (a CRI container's `<app>-m<N>`) go with it; a volume
+        // another app still mounts stays.
+        let others_use = |v: &str| {
+            manifest.iter().any(|m| {
+                m.apps
+                    .iter()
+                    .filter(|a| a.name != name)
+                    .any(|a| a.mounts.iter().any(|mm| mm.volume == v))
+            })
+        };
+        for v in volumes.iter().filter(|v| !others_use(v)) {
+            unmount(&added_volumes(&self.dir).join(v));
+        }
+        unmount(&self.view_of(name));
+        unmount(&paths::app_rootfs(&self.dir, name));
+        self.session.lock().unwrap().apps.remove(name);
+        self.added.lock().unwrap().remove(name);
+        Ok(())
+    }
+
+    /// Closes the app's log and opens (creates) `apps/NAME/log` again.
+    fn reopen_log(&self, name: &str) -> Result<(), String> {
+        let mut session = self.session.lock().unwrap();
+        let record = session
+            .apps
+            .get_mut(name)
+            .ok_or_else(|| format!("no app named {name}"))?;
+        if record.log.is_some() {
+            record.log = Some(
+                super::open_log(&self.dir, name)
+                    .map_err(|e| format!("cannot reopen the log of {name}: {e}"))?,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether something is mounted at `p` (its device differs from its parent's, or a bind of
+/// the same file system: listed in mountinfo).
+fn is_mount_point(p: &Path) -> bool {
+    let target = p.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*target))
+}
+
+/// Unmounts `p` and what is below it (lazily), leaving the directory.
+fn unmount(p: &Path) {
+    let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+}
