@@ -704,3 +704,133 @@ async fn attach_types_into_a_containers_stdin_and_terminal() {
     let st = wait_state(&mut rt, &id, proto::ContainerState::ContainerExited).await;
     assert_eq!(st.exit_code, 5);
 }
+
+/// The websocket transport (`crictl --transport websocket`): the client mirrors client-go's
+/// websocket executor on gorilla/websocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_attach_over_websocket() {
+    let w = pod_world();
+    let script = "while true; do echo attached-out; sleep 0.2; done";
+    let (_cri, mut rt, sb, id) = pod_with(&w, "ws", script).await;
+
+    // v5: stdin through `cat` and closed by the client (the v5 close signal), stdout and
+    // stderr apart, the exit code from the JSON status.
+    let url = exec_url(
+        &mut rt,
+        &id,
+        &["sh", "-c", "cat; echo to-stderr >&2; exit 3"],
+        (true, false),
+    )
+    .await;
+    let input: Vec<u8> = (0..(256 << 10)).map(|i| (i % 251) as u8).collect();
+    let out = client(
+        &["ws-exec", &url, "--stdin", "--stdout", "--stderr"],
+        &input,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("protocol v5.channel.k8s.io"));
+    assert!(out.stdout == input, "256 KiB of stdin came back changed");
+    assert!(
+        text(&out.stderr).contains("to-stderr"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Single-use as over SPDY.
+    let again = client(&["ws-exec", &url, "--stdout"], b"");
+    assert_eq!(again.status.code(), Some(126));
+    assert!(
+        text(&again.stderr).contains("404"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // An older client (v4: no close signal) and the oldest (text errors).
+    let url = exec_url(
+        &mut rt,
+        &id,
+        &["sh", "-c", "hostname; exit 5"],
+        (false, false),
+    )
+    .await;
+    let out = client(
+        &[
+            "ws-exec",
+            &url,
+            "--stdout",
+            "--stderr",
+            "--protocol=v4.channel.k8s.io",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ws-host");
+    let url = exec_url(&mut rt, &id, &["sh", "-c", "exit 6"], (false, false)).await;
+    let out = client(
+        &["ws-exec", &url, "--stdout", "--protocol=channel.k8s.io"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exit status 6"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A terminal sized by the client.
+    let url = exec_url(
+        &mut rt,
+        &id,
+        &["sh", "-c", "test -t 0 && stty size && exit 4"],
+        (true, true),
+    )
+    .await;
+    let out = client(
+        &[
+            "ws-exec",
+            &url,
+            "--stdin",
+            "--stdout",
+            "--tty",
+            "--resize=100x30",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "30 100");
+
+    // Attach: the container's output from now on; the client leaves when it likes.
+    let url = rt
+        .attach(proto::AttachRequest {
+            container_id: id.clone(),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut attached = spawn_client(&["ws-attach", &url, "--stdout", "--stderr"], false);
+    let lines = lines_of(attached.0.stdout.take().unwrap());
+    assert_eq!(next_line(&lines), "attached-out");
+    drop(attached);
+
+    // Port forwarding stays on SPDY: a websocket upgrade for it is refused with a reason.
+    let url = rt
+        .port_forward(proto::PortForwardRequest {
+            pod_sandbox_id: sb.clone(),
+            port: vec![80],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let out = client(&["ws-exec", &url, "--stdout"], b"");
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        text(&out.stderr).contains("SPDY only"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -3,7 +3,8 @@
 #
 #   bash tests/streaming-client/build.sh OUT_PATH
 #
-# Installs golang-go and golang-github-docker-spdystream-dev from Debian when
+# Installs golang-go, golang-github-docker-spdystream-dev and
+# golang-github-gorilla-websocket-dev from Debian when
 # missing, then builds offline in GOPATH mode against the Debian Go sources
 # (/usr/share/gocode). Does nothing when OUT_PATH is newer than the sources.
 # Safe to run concurrently: the binary is renamed into place atomically.
@@ -30,7 +31,7 @@ if [ -x "$OUT" ]; then
 fi
 
 # The Debian packages, when missing (the project's idempotent installer).
-"$SRC_DIR/../../scripts/deps.sh" golang-go golang-github-docker-spdystream-dev
+"$SRC_DIR/../../scripts/deps.sh" golang-go golang-github-docker-spdystream-dev golang-github-gorilla-websocket-dev
 
 GO=go
 if ! command -v "$GO" >/dev/null 2>&1; then

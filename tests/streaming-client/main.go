@@ -33,6 +33,12 @@
 //	orbit-spdy-client exec   URL [--stdin] [--stdout] [--stderr] [--tty] [--resize=WxH] [--ping-period=DUR]
 //	orbit-spdy-client attach URL [same flags as exec]
 //	orbit-spdy-client portforward URL PORT [--listen=HOST:LPORT] [--keep-going] [--ping-period=DUR]
+//	orbit-spdy-client ws-exec URL [--stdin] [--stdout] [--stderr] [--tty] [--resize=WxH] [--protocol=P]
+//	orbit-spdy-client ws-attach URL [same flags as ws-exec]
+//
+// ws-exec / ws-attach use the websocket transport instead (websocket.go,
+// github.com/gorilla/websocket; v5.channel.k8s.io … channel.k8s.io, or only
+// --protocol). Exit statuses as for exec.
 //
 // URL is http:// (or https://, certificate not verified — test use only).
 //
@@ -70,6 +76,8 @@ func usage() {
   orbit-spdy-client exec   URL [--stdin] [--stdout] [--stderr] [--tty] [--resize=WxH] [--ping-period=DUR]
   orbit-spdy-client attach URL [--stdin] [--stdout] [--stderr] [--tty] [--resize=WxH] [--ping-period=DUR]
   orbit-spdy-client portforward URL PORT [--listen=HOST:LPORT] [--keep-going] [--ping-period=DUR]
+  orbit-spdy-client ws-exec URL [--stdin] [--stdout] [--stderr] [--tty] [--resize=WxH] [--protocol=P]
+  orbit-spdy-client ws-attach URL [same flags as ws-exec]
 `)
 	os.Exit(exitUsage)
 }
@@ -179,6 +187,29 @@ func main() {
 			opts.resize = &terminalSize{Width: w, Height: h}
 		}
 		os.Exit(runRemoteCommand(p.positional[0], opts, parsePingPeriod(p)))
+	case "ws-exec", "ws-attach":
+		p := parseArgs(rest, []string{"stdin", "stdout", "stderr", "tty"}, []string{"resize", "protocol"})
+		if len(p.positional) != 1 {
+			fatalUsage("%s needs exactly one URL", cmd)
+		}
+		opts := streamOptions{
+			stdin:  p.bools["stdin"],
+			stdout: p.bools["stdout"],
+			stderr: p.bools["stderr"],
+			tty:    p.bools["tty"],
+		}
+		if r, ok := p.values["resize"]; ok {
+			w, h, err := parseSize(r)
+			if err != nil {
+				fatalUsage("invalid --resize %q: %v", r, err)
+			}
+			opts.resize = &terminalSize{Width: w, Height: h}
+		}
+		offer := wsProtocols
+		if v, ok := p.values["protocol"]; ok {
+			offer = []string{v}
+		}
+		os.Exit(runWebsocketCommand(p.positional[0], opts, offer))
 	case "portforward", "port-forward":
 		p := parseArgs(rest, []string{"keep-going"}, []string{"listen", "ping-period"})
 		if len(p.positional) != 2 {

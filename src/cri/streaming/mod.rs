@@ -2,7 +2,8 @@
 //! URL on this server (valid for a minute, as the kubelet's own streaming cache); the
 //! kubelet or crictl connects there and upgrades the HTTP connection to SPDY/3.1, then
 //! speaks the Kubernetes remote-command (`v4.channel.k8s.io`, …) or port-forward
-//! (`portforward.k8s.io`) protocol on it.
+//! (`portforward.k8s.io`) protocol on it — or, for a remote command, to a websocket
+//! speaking the channel protocols (`v5.channel.k8s.io`, …; see [`websocket`]).
 
 mod attach;
 mod exec;
@@ -11,6 +12,7 @@ mod pty;
 mod remotecommand;
 mod session;
 mod spdy;
+mod websocket;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -174,13 +176,13 @@ async fn handle(
     let [kind, token] = parts[..] else {
         return Ok(reply(StatusCode::NOT_FOUND, "no such streaming endpoint"));
     };
-    let spdy = values(&req, "upgrade")
-        .iter()
-        .any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
-    if !spdy {
+    let upgrade = values(&req, "upgrade");
+    let spdy = upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
+    let websocket = upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket"));
+    if !spdy && !websocket {
         return Ok(reply(
             StatusCode::BAD_REQUEST,
-            "this endpoint needs an HTTP upgrade to SPDY/3.1 (Upgrade: SPDY/3.1)",
+            "this endpoint needs an HTTP upgrade to SPDY/3.1 or websocket",
         ));
     }
     let Some(pending) = streaming.take(kind, token) else {
@@ -189,6 +191,9 @@ async fn handle(
             "unknown or expired streaming URL: ask the runtime for a new one",
         ));
     };
+    if websocket {
+        return Ok(upgrade_to_websocket(req, pending));
+    }
     let offered = values(&req, "x-stream-protocol-version");
     let supported: &[&str] = match pending {
         Pending::PortForward(_) => &[PORT_FORWARD],
@@ -218,19 +223,78 @@ async fn handle(
     );
     tokio::spawn(async move {
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
-            run(
-                session::Session::start(TokioIo::new(upgraded)),
-                pending,
-                &protocol,
-            )
-            .await;
+            let v4 = protocol == REMOTE_COMMAND[0];
+            run(session::Session::start(TokioIo::new(upgraded)), pending, v4).await;
         }
     });
     Ok(resp)
 }
 
-async fn run(session: session::Session, pending: Pending, protocol: &str) {
-    let v4 = protocol == REMOTE_COMMAND[0];
+/// Answers a websocket upgrade for `pending` (a remote command: port forwarding speaks
+/// SPDY) with the first channel protocol the client offers that orbit speaks (the oldest,
+/// `channel.k8s.io`, when it offers none), then serves it.
+fn upgrade_to_websocket(req: Request<Incoming>, pending: Pending) -> Response<Full<Bytes>> {
+    if matches!(pending, Pending::PortForward(_)) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "port forwarding is served over SPDY only (crictl port-forward's default transport)",
+        );
+    }
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "a websocket upgrade needs Sec-WebSocket-Key",
+        );
+    };
+    let offered = values(&req, "sec-websocket-protocol");
+    let protocol = if offered.is_empty() {
+        websocket::REMOTE_COMMAND[4]
+    } else {
+        match offered
+            .iter()
+            .find(|p| websocket::REMOTE_COMMAND.contains(p))
+        {
+            Some(p) => p,
+            None => {
+                return reply(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "unable to upgrade: none of the offered websocket protocols ({}) is supported ({})",
+                        offered.join(", "),
+                        websocket::REMOTE_COMMAND.join(", ")
+                    ),
+                )
+            }
+        }
+    }
+    .to_string();
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(hyper::header::CONNECTION, "Upgrade".parse().expect("valid"));
+    h.insert(hyper::header::UPGRADE, "websocket".parse().expect("valid"));
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    h.insert(
+        "Sec-WebSocket-Accept",
+        accept.parse().expect("base64 is a valid header"),
+    );
+    h.insert(
+        "Sec-WebSocket-Protocol",
+        protocol
+            .parse()
+            .expect("a supported protocol is a valid header"),
+    );
+    tokio::spawn(async move {
+        if let Ok(upgraded) = hyper::upgrade::on(req).await {
+            let session = websocket::session(TokioIo::new(upgraded), &protocol).await;
+            run(session, pending, websocket::structured_errors(&protocol)).await;
+        }
+    });
+    resp
+}
+
+/// Serves `pending` on `session`; `v4`: the remote command reports a JSON status.
+async fn run(session: session::Session, pending: Pending, v4: bool) {
     match pending {
         Pending::PortForward(target) => portforward::serve(session, target).await,
         Pending::Exec(exec, opts) => {

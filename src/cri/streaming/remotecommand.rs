@@ -62,11 +62,12 @@ pub async fn accept(mut session: Session, opts: Options, v4: bool) -> Result<Str
                 return Err("timed out waiting for the client to open its streams".into());
             }
         };
+        // Only the streams asked for: a websocket has every channel whether used or not.
         match stream.header("streamtype").unwrap_or_default() {
             "error" => error = Some(stream.writer),
-            "stdin" => stdin = Some(stream.reader),
-            "stdout" => stdout = Some(stream.writer),
-            "stderr" => stderr = Some(stream.writer),
+            "stdin" if opts.stdin => stdin = Some(stream.reader),
+            "stdout" if opts.stdout => stdout = Some(stream.writer),
+            "stderr" if opts.stderr => stderr = Some(stream.writer),
             "resize" => {
                 tokio::spawn(read_resizes(stream.reader, resize_tx.clone()));
             }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::spdy::{self, Frame, HeaderDecoder, HeaderEncoder, Headers};
 
 /// Frames waiting to be written; `None` is "send GOAWAY and close".
-type Outbox = mpsc::Sender<Option<Frame>>;
+pub(super) type Outbox = mpsc::Sender<Option<Frame>>;
 
 /// Incoming bytes a stream may have waiting for its reader.
 const MAX_BUFFERED: usize = 4 << 20;
@@ -42,9 +42,41 @@ impl StreamReader {
 }
 
 /// The session's end of a stream's incoming half.
-struct Inbox {
+pub(super) struct Inbox {
     tx: mpsc::UnboundedSender<Bytes>,
     buffered: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// Queues `data` for the stream's reader; false when the reader is gone or has
+    /// [`MAX_BUFFERED`] bytes waiting already (it stopped reading).
+    pub(super) fn deliver(&self, data: Bytes) -> bool {
+        let len = data.len();
+        if self.buffered.load(Ordering::Relaxed) + len > MAX_BUFFERED {
+            return false;
+        }
+        self.buffered.fetch_add(len, Ordering::Relaxed);
+        len == 0 || self.tx.send(data).is_ok()
+    }
+
+    fn closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// A new stream (incoming half, outgoing half) and the inbox that feeds it.
+fn stream_pair(id: u32, headers: Headers, out: Outbox) -> (Stream, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let buffered = Arc::new(AtomicUsize::new(0));
+    let stream = Stream {
+        headers,
+        reader: StreamReader {
+            rx,
+            buffered: buffered.clone(),
+        },
+        writer: StreamWriter { id, out },
+    };
+    (stream, Inbox { tx, buffered })
 }
 
 /// A stream's outgoing half.
@@ -99,6 +131,12 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A stream of a session whose transport is not SPDY (websocket channels): stream type
+    /// `kind`, frames for id `id` on `out`.
+    pub(super) fn local(kind: &str, id: u32, out: Outbox) -> (Stream, Inbox) {
+        stream_pair(id, vec![("streamtype".into(), kind.into())], out)
+    }
+
     /// The stream id.
     pub fn id(&self) -> u32 {
         self.writer.id
@@ -134,6 +172,16 @@ impl Session {
             read_frames(rd, out_for_reader, streams_tx, stop_rx).await;
             let _ = gone_tx.send(true);
         });
+        Session { streams, out, gone }
+    }
+
+    /// A session over another transport: its `streams`, the frames it writes on `out`
+    /// (`Data` and `None` for the end), and `gone` becoming true when the peer leaves.
+    pub(super) fn local(
+        streams: mpsc::Receiver<Stream>,
+        out: Outbox,
+        gone: watch::Receiver<bool>,
+    ) -> Session {
         Session { streams, out, gone }
     }
 
@@ -232,7 +280,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     continue;
                 }
                 last_id = id;
-                open.retain(|_, inbox| !inbox.tx.is_closed());
+                open.retain(|_, inbox| !inbox.closed());
                 if open.len() >= MAX_STREAMS {
                     let _ = out
                         .send(Some(Frame::RstStream {
@@ -242,16 +290,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
                         .await;
                     continue;
                 }
-                let (tx, rx) = mpsc::unbounded_channel();
-                let buffered = Arc::new(AtomicUsize::new(0));
+                let (stream, inbox) = stream_pair(id, headers, out.clone());
                 if !fin {
-                    open.insert(
-                        id,
-                        Inbox {
-                            tx,
-                            buffered: buffered.clone(),
-                        },
-                    );
+                    open.insert(id, inbox);
                 }
                 if out
                     .send(Some(Frame::SynReply {
@@ -264,14 +305,6 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 {
                     break;
                 }
-                let stream = Stream {
-                    headers,
-                    reader: StreamReader { rx, buffered },
-                    writer: StreamWriter {
-                        id,
-                        out: out.clone(),
-                    },
-                };
                 // Nobody takes streams any more: the exchange is over; refuse politely.
                 if streams.send(stream).await.is_err() {
                     open.remove(&id);
@@ -285,9 +318,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
             }
             Frame::Data { id, data, fin } => {
                 if let Some(inbox) = open.get(&id) {
-                    let len = data.len();
-                    if inbox.buffered.load(Ordering::Relaxed) + len > MAX_BUFFERED {
-                        // Its reader stopped reading: drop the stream, not the session.
+                    if !inbox.deliver(data) {
+                        // Its reader stopped reading (or is gone): drop the stream, not
+                        // the session.
                         open.remove(&id);
                         let _ = out
                             .send(Some(Frame::RstStream {
@@ -296,10 +329,6 @@ async fn read_frames<R: AsyncRead + Unpin>(
                             }))
                             .await;
                         continue;
-                    }
-                    inbox.buffered.fetch_add(len, Ordering::Relaxed);
-                    if len > 0 && inbox.tx.send(data).is_err() {
-                        open.remove(&id);
                     }
                 }
                 if fin {
