@@ -1222,13 +1222,13 @@ async fn devices_and_mount_propagation_reach_the_container() {
         ),
         (
             vec![mount(
-                &shared,
+                &private,
                 "/b",
                 proto::MountPropagation::PropagationBidirectional,
             )],
             vec![],
-            tonic::Code::Unimplemented,
-            "HostToContainer",
+            tonic::Code::FailedPrecondition,
+            "needs a shared host mount",
         ),
         (
             vec![],
@@ -1309,8 +1309,15 @@ async fn devices_and_mount_propagation_reach_the_container() {
         "{code} {out}"
     );
 
-    // A privileged container sees the host's devices and may open them.
+    // A privileged container sees the host's devices and may open them; its bidirectional
+    // mount is a peer of the host's: what it mounts there, the node sees (and the other
+    // way round).
     let mut p = container_config("priv", BUSYBOX, "exec sleep 600");
+    p.mounts = vec![mount(
+        &shared,
+        "/bd",
+        proto::MountPropagation::PropagationBidirectional,
+    )];
     p.linux = Some(proto::LinuxContainerConfig {
         security_context: Some(proto::LinuxContainerSecurityContext {
             privileged: true,
@@ -1322,6 +1329,28 @@ async fn devices_and_mount_propagation_reach_the_container() {
     start(&mut rt, &pid).await;
     let (code, out) = sh(&mut rt, &pid, "exec 3<> /dev/loop-control && echo opened").await;
     assert_eq!((code, out.as_str()), (0, "opened"));
+    assert_eq!(
+        sh(&mut rt, &pid, "cat /bd/sub/f").await,
+        (0, "late".to_string())
+    );
+    let (code, out) = sh(
+        &mut rt,
+        &pid,
+        "mkdir -p /bd/fromc && mount -t tmpfs none /bd/fromc && echo inside > /bd/fromc/f 2>&1",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        fs::read_to_string(shared.join("fromc/f")).unwrap(),
+        "inside\n",
+        "the container's mount did not reach the node"
+    );
+    // The HostToContainer container receives it too; the private one does not.
+    assert_eq!(
+        sh(&mut rt, &id, "cat /hc/fromc/f").await,
+        (0, "inside".to_string())
+    );
+    assert_ne!(sh(&mut rt, &id, "cat /pv/fromc/f").await.0, 0);
     let (code, out) = sh(&mut rt, &id, "test -e /dev/loop-control || echo absent").await;
     assert_eq!((code, out.as_str()), (0, "absent"));
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;

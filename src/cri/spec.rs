@@ -205,30 +205,44 @@ pub fn app_request(
     })
 }
 
-/// The propagation of mount `m`: private, or a slave of the host's for `HostToContainer`
-/// (whose source must be on a shared or slave host mount, as for containerd). Mounts never
-/// propagate from a pod back to the node: `Bidirectional` is refused.
+/// The propagation of mount `m`: private, a slave of the host's for `HostToContainer`
+/// (whose source must be on a shared or slave host mount, as for containerd), or a peer
+/// of it for `Bidirectional` (on a shared host mount).
 fn propagation(m: &proto::Mount) -> Result<Propagation, Status> {
     use proto::MountPropagation as P;
     match P::try_from(m.propagation) {
         Ok(P::PropagationPrivate) => Ok(Propagation::Private),
-        Ok(P::PropagationHostToContainer) => {
+        Ok(p @ (P::PropagationHostToContainer | P::PropagationBidirectional)) => {
+            let bidirectional = p == P::PropagationBidirectional;
             let host = crate::pod::mounts::mount_of(std::path::Path::new(&m.host_path))
                 .map_err(|e| Status::invalid_argument(format!("mount {}: {e}", m.host_path)))?;
-            if !host.shared && !host.slave {
+            let (ok, needs) = if bidirectional {
+                (host.shared, "a shared")
+            } else {
+                (host.shared || host.slave, "a shared or slave")
+            };
+            if !ok {
+                let name = if bidirectional {
+                    "Bidirectional"
+                } else {
+                    "HostToContainer"
+                };
                 return Err(Status::failed_precondition(format!(
-                    "mount {}: HostToContainer propagation needs a shared or slave host mount, \
-                     and {} is mounted on {} as a private one (mount --make-rshared {})",
-                    m.host_path, m.host_path, host.mount_point, host.mount_point
+                    "mount {}: {name} propagation needs {needs} host mount, and {} is mounted \
+                     on {} as a {} one (mount --make-rshared {})",
+                    m.host_path,
+                    m.host_path,
+                    host.mount_point,
+                    if host.slave { "slave" } else { "private" },
+                    host.mount_point
                 )));
             }
-            Ok(Propagation::Slave)
+            Ok(if bidirectional {
+                Propagation::Shared
+            } else {
+                Propagation::Slave
+            })
         }
-        Ok(P::PropagationBidirectional) => Err(Status::unimplemented(format!(
-            "mount {}: Bidirectional propagation is not supported: orbit never lets a pod's \
-             mounts reach the node (use HostToContainer)",
-            m.container_path
-        ))),
         Err(_) => Err(Status::invalid_argument(format!(
             "mount {}: unknown propagation {}",
             m.container_path, m.propagation

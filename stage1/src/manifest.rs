@@ -177,8 +177,8 @@ pub struct Mount {
     pub propagation: Propagation,
 }
 
-/// Mount propagation of a volume mount (`mount_namespaces(7)`). Mounts never propagate from
-/// a pod back to the host.
+/// Mount propagation of a volume mount (`mount_namespaces(7)`). Only a `shared` volume
+/// propagates mounts from a pod back to the host.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Propagation {
@@ -189,6 +189,10 @@ pub enum Propagation {
     /// later show in the app (CRI `HostToContainer`). The source must be on a shared or
     /// slave mount of the host.
     Slave,
+    /// A peer of the host's mount: mounts either side makes below it show on the other
+    /// (CRI `Bidirectional`, for privileged node agents such as CSI drivers). The source
+    /// must be on a shared mount of the host.
+    Shared,
 }
 
 impl Propagation {

@@ -21,6 +21,7 @@ mod cgroupfs;
 mod control;
 mod devices;
 mod enter;
+mod hostmounts;
 mod init;
 mod journal;
 mod kvm;

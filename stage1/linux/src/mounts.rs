@@ -125,6 +125,8 @@ pub fn enter_app_root(
     app: &App,
     root: &Path,
 ) -> R {
+    // Bidirectional volumes: clones of the host's mounts, taken before this namespace exists.
+    let mut host_trees = shared_volumes(manifest, app)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare mount namespace: {e}"))?;
     // A slave of the pod's (itself a slave of the host's): nothing the app mounts reaches
@@ -164,7 +166,7 @@ pub fn enter_app_root(
             }
         }
     }
-    volumes(pod, manifest, app, root)?;
+    volumes(pod, manifest, app, root, &mut host_trees)?;
     if crate::notify::enabled() {
         let target = in_root(root, crate::notify::IN_APP)?;
         ensure_file(&target)?;
@@ -380,7 +382,49 @@ fn etc_files(pod: &Path, root: &Path) -> R {
     Ok(())
 }
 
-fn volumes(pod: &Path, manifest: &PodManifest, app: &App, root: &Path) -> R {
+/// The host's mount trees of the app's `shared` volumes, by volume (see `hostmounts`).
+fn shared_volumes(
+    manifest: &PodManifest,
+    app: &App,
+) -> Result<std::collections::HashMap<String, std::os::fd::OwnedFd>, String> {
+    let mut trees = std::collections::HashMap::new();
+    for m in app
+        .mounts
+        .iter()
+        .filter(|m| m.propagation == Propagation::Shared)
+    {
+        if manifest.user_namespace.is_some() {
+            return Err(format!(
+                "volume {}: a bidirectional volume needs a pod without a user namespace",
+                m.volume
+            ));
+        }
+        let source = manifest
+            .volumes
+            .iter()
+            .find(|v| v.name == m.volume && v.kind == VolumeKind::Host)
+            .and_then(|v| v.source.clone())
+            .ok_or_else(|| {
+                format!(
+                    "volume {}: only a host volume can be bidirectional",
+                    m.volume
+                )
+            })?;
+        trees.insert(
+            m.volume.clone(),
+            crate::hostmounts::clone_host_tree(&source)?,
+        );
+    }
+    Ok(trees)
+}
+
+fn volumes(
+    pod: &Path,
+    manifest: &PodManifest,
+    app: &App,
+    root: &Path,
+    host_trees: &mut std::collections::HashMap<String, std::os::fd::OwnedFd>,
+) -> R {
     for m in &app.mounts {
         let v = manifest
             .volumes
@@ -400,18 +444,30 @@ fn volumes(pod: &Path, manifest: &PodManifest, app: &App, root: &Path) -> R {
         } else {
             ensure_file(&target)?;
         }
-        mnt(
-            Some(&source.to_string_lossy()),
-            &target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?;
-        let propagation = match m.propagation {
-            Propagation::Private => MsFlags::MS_PRIVATE,
-            Propagation::Slave => MsFlags::MS_SLAVE,
-        };
-        mnt(None, &target, None, MsFlags::MS_REC | propagation, None)?;
+        match (m.propagation, host_trees.remove(&m.volume)) {
+            (Propagation::Shared, Some(tree)) => crate::hostmounts::attach(tree, &target)?,
+            (Propagation::Shared, None) => {
+                return Err(format!(
+                    "volume {} is mounted twice bidirectionally",
+                    m.volume
+                ))
+            }
+            (p, _) => {
+                mnt(
+                    Some(&source.to_string_lossy()),
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
+                let flags = if p == Propagation::Slave {
+                    MsFlags::MS_SLAVE
+                } else {
+                    MsFlags::MS_PRIVATE
+                };
+                mnt(None, &target, None, MsFlags::MS_REC | flags, None)?;
+            }
+        }
         if v.read_only {
             mnt(
                 None,

@@ -39,6 +39,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     let manifest = read_manifest(&pod)?;
     let _lock = lock_pod(&pod, args)?;
+    crate::hostmounts::remember_host_namespace()?;
     let result = run_locked(flavor, args, &pod, &manifest);
     run_exit_hook(&pod, args.debug);
     result
