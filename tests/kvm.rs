@@ -310,7 +310,15 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
         .into_inner()
         .runtime_handlers;
     assert!(handlers.iter().any(|h| h.name == "kvm"), "{handlers:?}");
-    let config = sandbox_config(&w, "vm");
+    let mut config = sandbox_config(&w, "vm");
+    // The kubelet's pod resources size the VM (their limit plus 192 MiB for the guest).
+    config.linux = Some(proto::LinuxPodSandboxConfig {
+        resources: Some(proto::LinuxContainerResources {
+            memory_limit_in_bytes: 320 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     let sb = rt
         .run_pod_sandbox(proto::RunPodSandboxRequest {
             config: Some(config.clone()),
@@ -322,6 +330,9 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
         .pod_sandbox_id;
     let qemu = qemu_pid(&w, &sb);
     assert!(alive(qemu));
+    let cmdline = fs::read_to_string(format!("/proc/{qemu}/cmdline")).unwrap();
+    let args: Vec<&str> = cmdline.split('\0').collect();
+    assert!(args.windows(2).any(|w| w == ["-m", "512"]), "{args:?}");
 
     let vol = w.path("vm-vol");
     fs::create_dir_all(&vol).unwrap();

@@ -297,6 +297,19 @@ impl Runtime {
                     a.clone(),
                 );
             }
+            let (memory_mib, cpus) = super::spec::vm_size(&linux);
+            if let Some(m) = memory_mib {
+                annotations.insert(
+                    crate::pod::stage1::KVM_MEMORY_ANNOTATION.to_string(),
+                    m.to_string(),
+                );
+            }
+            if let Some(c) = cpus {
+                annotations.insert(
+                    crate::pod::stage1::KVM_CPUS_ANNOTATION.to_string(),
+                    c.to_string(),
+                );
+            }
         }
         let hostname = Some(config.hostname.clone()).filter(|h| !h.is_empty());
         let req = PodRequest {

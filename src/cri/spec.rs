@@ -262,6 +262,28 @@ fn devices(asked: &[proto::Device]) -> Result<Vec<orbit_stage1::Device>, Status>
     Ok(out)
 }
 
+/// The size of a kvm sandbox's VM from the kubelet's pod resources and the RuntimeClass
+/// overhead: memory in MiB (the pod's limit plus the overhead, or plus 192 MiB for the guest
+/// without one) and vCPUs (the CPU limit and overhead, rounded up); `None` where the pod
+/// sets no limit.
+pub fn vm_size(linux: &proto::LinuxPodSandboxConfig) -> (Option<u64>, Option<u64>) {
+    let pos = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
+    let limits = linux.resources.as_ref();
+    let overhead = linux.overhead.as_ref();
+    let memory = limits.and_then(|r| pos(r.memory_limit_in_bytes)).map(|m| {
+        let extra = overhead
+            .and_then(|o| pos(o.memory_limit_in_bytes))
+            .unwrap_or(192 << 20);
+        (m + extra).div_ceil(1 << 20)
+    });
+    let millis =
+        |r: &proto::LinuxContainerResources| Some(pos(r.cpu_quota)? * 1000 / pos(r.cpu_period)?);
+    let cpus = limits
+        .and_then(millis)
+        .map(|m| (m + overhead.and_then(millis).unwrap_or(0)).div_ceil(1000));
+    (memory, cpus)
+}
+
 /// The host volumes of the container's mounts (named as [`app_request`]'s mounts).
 pub fn volumes(config: &proto::ContainerConfig, app: &str) -> Vec<Volume> {
     config
@@ -405,4 +427,25 @@ pub fn output_within(
         stdout: take(out),
         stderr: take(err),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kvm_sandbox_is_sized_by_the_pods_limits_and_overhead() {
+        let res = |memory: i64, quota: i64| proto::LinuxContainerResources {
+            memory_limit_in_bytes: memory,
+            cpu_quota: quota,
+            cpu_period: 100_000,
+            ..Default::default()
+        };
+        let mut linux = proto::LinuxPodSandboxConfig::default();
+        assert_eq!(vm_size(&linux), (None, None));
+        linux.resources = Some(res(512 << 20, 150_000));
+        assert_eq!(vm_size(&linux), (Some(704), Some(2)));
+        linux.overhead = Some(res(100 << 20, 50_000));
+        assert_eq!(vm_size(&linux), (Some(612), Some(2)));
+    }
 }

@@ -22,6 +22,10 @@ pub const STAGE1_ANNOTATION: &str = "orbit.dev/stage1";
 pub const KVM_KERNEL_ANNOTATION: &str = "orbit.dev/kvm-kernel";
 /// The pod annotation choosing the `kvm` flavor's accelerator.
 pub const KVM_ACCEL_ANNOTATION: &str = "orbit.dev/kvm-accel";
+/// The pod annotation sizing a `kvm` VM's memory (MiB, at least).
+pub const KVM_MEMORY_ANNOTATION: &str = "orbit.dev/kvm-memory-mib";
+/// The pod annotation sizing a `kvm` VM's vCPUs (at least).
+pub const KVM_CPUS_ANNOTATION: &str = "orbit.dev/kvm-cpus";
 
 /// The `kvm` flavor's guest kernel: `explicit` (`--kvm-kernel`), else `kvm/vmlinux` in the
 /// config dirs (user, system, vendor), with its `modules/` beside it.

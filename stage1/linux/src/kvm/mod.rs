@@ -37,6 +37,10 @@ use crate::Args;
 pub const KERNEL_ANNOTATION: &str = "orbit.dev/kvm-kernel";
 /// The pod annotation choosing the accelerator (`auto`, `kvm`, `tcg`).
 pub const ACCEL_ANNOTATION: &str = "orbit.dev/kvm-accel";
+/// The pod annotation sizing the VM's memory in MiB (at least; see `vm_size`).
+pub const MEMORY_ANNOTATION: &str = "orbit.dev/kvm-memory-mib";
+/// The pod annotation sizing the VM's vCPUs (at least).
+pub const CPUS_ANNOTATION: &str = "orbit.dev/kvm-cpus";
 
 /// Where the agent and control sockets live (short paths: unix sockets have a length limit).
 const SOCKETS: &str = "/run/orbit/kvm";
@@ -275,6 +279,42 @@ fn guest_interfaces(pod: &Path) -> Vec<GuestInterface> {
         .collect()
 }
 
+/// The VM's memory (MiB) and vCPUs: the apps' limits plus 192 MiB for the guest (at least
+/// 256 MiB, one vCPU), or what stage0 asked for a pod whose apps come later
+/// ([`MEMORY_ANNOTATION`], [`CPUS_ANNOTATION`]: a CRI sandbox's resources and overhead;
+/// 2048 MiB when it gives none, as Kata's default), whichever is larger; never more vCPUs
+/// than the host has.
+fn vm_size(manifest: &PodManifest) -> (u64, u32) {
+    let memory_bytes: u64 = manifest
+        .apps
+        .iter()
+        .filter_map(|a| a.isolators.resources.memory)
+        .sum();
+    let millis: u64 = manifest
+        .apps
+        .iter()
+        .filter_map(|a| a.isolators.resources.cpu_millis)
+        .sum();
+    let asked = |key: &str| {
+        manifest
+            .annotations
+            .get(key)
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let default_mib = if manifest.mutable { 2048 } else { 0 };
+    let memory_mib = (memory_bytes / (1 << 20) + 192)
+        .max(256)
+        .max(asked(MEMORY_ANNOTATION).unwrap_or(default_mib));
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
+    let cpus = millis
+        .div_ceil(1000)
+        .max(asked(CPUS_ANNOTATION).unwrap_or(1))
+        .clamp(1, host_cpus);
+    (memory_mib, cpus as u32)
+}
+
 /// Per-app bookkeeping on the host.
 struct AppRecord {
     status: AppStatus,
@@ -472,21 +512,7 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
             false,
         ));
     }
-    let memory_bytes: u64 = manifest
-        .apps
-        .iter()
-        .filter_map(|a| a.isolators.resources.memory)
-        .sum();
-    let memory_mib = (memory_bytes / (1 << 20) + 192).max(256);
-    let millis: u64 = manifest
-        .apps
-        .iter()
-        .filter_map(|a| a.isolators.resources.cpu_millis)
-        .sum();
-    let host_cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    let cpus = (millis.div_ceil(1000) as u32).clamp(1, host_cpus);
+    let (memory_mib, cpus) = vm_size(manifest);
     std::fs::create_dir_all(SOCKETS).map_err(|e| format!("mkdir {SOCKETS}: {e}"))?;
     let sock = agent_socket(&args.uuid);
     let _ = std::fs::remove_file(&sock);
@@ -878,6 +904,21 @@ pub fn gc(args: &Args) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_is_sized_by_its_apps_or_by_what_stage0_asked() {
+        let mut m: PodManifest = serde_json::from_value(serde_json::json!({
+            "interfaceVersion": 1, "uuid": "u", "hostname": "h", "apps": [],
+            "volumes": [], "network": {"mode": "none"}
+        }))
+        .unwrap();
+        assert_eq!(vm_size(&m).0, 256);
+        m.mutable = true;
+        assert_eq!(vm_size(&m).0, 2048);
+        m.annotations.insert(MEMORY_ANNOTATION.into(), "640".into());
+        m.annotations.insert(CPUS_ANNOTATION.into(), "1".into());
+        assert_eq!(vm_size(&m), (640, 1));
+    }
 
     #[test]
     fn an_overlong_agent_line_is_skipped_and_the_next_one_read() {
