@@ -388,6 +388,59 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     );
     assert_eq!(qemu_pid(&w, &sb), qemu, "one VM for the sandbox");
 
+    // Stats come from the guest's cgroups, reported by the agent.
+    poll(
+        Duration::from_secs(30),
+        "the containers' stats from the VM",
+        || {
+            let rt = rt.clone();
+            let stats = std::thread::spawn(move || {
+                let mut rt = rt;
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(rt.list_container_stats(proto::ListContainerStatsRequest::default()))
+            })
+            .join()
+            .unwrap()
+            .ok()?
+            .into_inner()
+            .stats;
+            let mem = |c: &proto::ContainerStats| {
+                c.memory
+                    .as_ref()?
+                    .working_set_bytes
+                    .as_ref()
+                    .map(|v| v.value)
+            };
+            (stats.len() == 2 && stats.iter().all(|c| mem(c).is_some_and(|m| m > 0))).then_some(())
+        },
+    );
+
+    // A guest that plants a link where the host mounts the next container's root (the pod
+    // share is the guest's to write, and its root can leave its app's chroot) does not get
+    // that root mounted on a host path: adding fails and the host path is untouched.
+    let victim = w.path("victim");
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("keep"), "host file\n").unwrap();
+    let plant = format!("ln -s {} /proc/1/root/pod/apps/evil-0", victim.display());
+    assert_eq!(sh(&mut rt, &one, &plant).await.0, 0);
+    let e = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(container_config("evil", BUSYBOX, "exec sleep 600")),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("evil-0"), "{e:?}");
+    assert!(mounts_with(&victim.display().to_string()).is_empty());
+    let left: Vec<_> = fs::read_dir(&victim)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("keep")]);
+
     // No terminal or input for exec in a VM: refused up front.
     let e = rt
         .exec(proto::ExecRequest {

@@ -1028,6 +1028,12 @@ impl RuntimeService for Runtime {
             let Some(r) = req.linux else {
                 return Ok(());
             };
+            if status::stage1_name(&pod).as_deref() == Some("kvm") {
+                return Err(Status::unimplemented(
+                    "changing a running container's resources in a kvm sandbox is not \
+                     supported yet: its limits are inside the VM",
+                ));
+            }
             super::cgroups::update(&pod.path, &pod.uuid, &c.meta.app, &r)?;
             // Recorded, so ContainerStatus reports the limits in force.
             let mut config = c.config.clone();

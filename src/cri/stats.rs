@@ -66,10 +66,36 @@ fn usage(pod: &Path, rel: &str) -> (proto::CpuUsage, proto::MemoryUsage, Option<
     )
 }
 
+/// CPU and memory from what the stage1 reported in `usage` (its apps' cgroups are not the
+/// host's: kvm).
+fn reported(usage: &orbit_stage1::AppUsage) -> (proto::CpuUsage, proto::MemoryUsage) {
+    let now = super::now();
+    (
+        proto::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: value(usage.cpu_nanos),
+            usage_nano_cores: None,
+        },
+        proto::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: value(usage.working_set_bytes),
+            usage_bytes: value(usage.memory_bytes),
+            ..Default::default()
+        },
+    )
+}
+
 /// A container's statistics.
 pub fn container(c: &Container) -> proto::ContainerStats {
     let pod = &c.sandbox.pod.path;
-    let (cpu, memory, _) = usage(pod, &format!("orbit/{}/{}", c.sandbox.pod.uuid, c.meta.app));
+    let (mut cpu, mut memory, _) =
+        usage(pod, &format!("orbit/{}/{}", c.sandbox.pod.uuid, c.meta.app));
+    if cpu.usage_core_nano_seconds.is_none() && memory.usage_bytes.is_none() {
+        let file = orbit_stage1::paths::app_usage(pod, &c.meta.app);
+        if let Some(u) = orbit_stage1::AppUsage::read(&file) {
+            (cpu, memory) = reported(&u);
+        }
+    }
     let upper = orbit_stage1::paths::app_dir(pod, &c.meta.app).join("upper");
     let (bytes, inodes) = super::du(&upper);
     proto::ContainerStats {
@@ -95,7 +121,31 @@ pub fn container(c: &Container) -> proto::ContainerStats {
 
 /// A sandbox's statistics, with its containers'.
 pub fn sandbox(s: &Sandbox, containers: &[Container]) -> proto::PodSandboxStats {
-    let (cpu, memory, pids) = usage(&s.pod.path, &format!("orbit/{}", s.pod.uuid));
+    let (mut cpu, mut memory, mut pids) = usage(&s.pod.path, &format!("orbit/{}", s.pod.uuid));
+    if cpu.usage_core_nano_seconds.is_none() && memory.usage_bytes.is_none() {
+        // No cgroup of the sandbox's on the host (kvm): the sum of what its apps reported.
+        let reported: Vec<orbit_stage1::AppUsage> = containers
+            .iter()
+            .filter_map(|c| {
+                orbit_stage1::AppUsage::read(&orbit_stage1::paths::app_usage(
+                    &s.pod.path,
+                    &c.meta.app,
+                ))
+            })
+            .collect();
+        if !reported.is_empty() {
+            let sum = |f: fn(&orbit_stage1::AppUsage) -> Option<u64>| {
+                reported.iter().map(f).sum::<Option<u64>>()
+            };
+            (cpu, memory) = self::reported(&orbit_stage1::AppUsage {
+                cpu_nanos: sum(|u| u.cpu_nanos),
+                memory_bytes: sum(|u| u.memory_bytes),
+                working_set_bytes: sum(|u| u.working_set_bytes),
+                pids: sum(|u| u.pids),
+            });
+            pids = sum(|u| u.pids);
+        }
+    }
     proto::PodSandboxStats {
         attributes: Some(proto::PodSandboxAttributes {
             id: s.pod.uuid.clone(),

@@ -155,8 +155,20 @@ pub enum ToHost {
     /// An app's mounts in the guest are gone ([`ToGuest::RemoveApp`]); `error` if it could
     /// not be removed.
     Removed { app: String, error: Option<String> },
+    /// What each app uses (answer to [`ToGuest::Usage`]).
+    Usage { apps: Vec<GuestUsage> },
     /// Every app has exited; the guest powers off next.
     Done,
+}
+
+/// One app's use of the VM, from its cgroup in the guest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestUsage {
+    /// The app.
+    pub app: String,
+    /// What it uses.
+    pub usage: crate::AppUsage,
 }
 
 /// Host → guest.
@@ -180,6 +192,8 @@ pub enum ToGuest {
     /// Forget an exited app and unmount what the guest mounted for it (answered by
     /// `Removed`).
     RemoveApp { app: String },
+    /// Report what the running apps use (answered by `Usage`).
+    Usage,
 }
 
 /// Encodes a message as one line.

@@ -20,7 +20,7 @@ pub use manifest::{
     ENTRYPOINTS, OPTIONAL_ENTRYPOINTS,
 };
 pub use net::{NetworkAttachment, NetworkStatus};
-pub use status::{AppState, AppStatus};
+pub use status::{AppState, AppStatus, AppUsage};
 
 /// The stage1 interface version this build of orbit speaks.
 pub const INTERFACE_VERSION: u32 = 1;

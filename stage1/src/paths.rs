@@ -46,6 +46,11 @@ pub fn app_status(pod: &Path, name: &str) -> PathBuf {
     app_dir(pod, name).join("status.json")
 }
 
+/// What the app uses, when its stage1 reports it in a file (see `status::AppUsage`).
+pub fn app_usage(pod: &Path, name: &str) -> PathBuf {
+    app_dir(pod, name).join("usage.json")
+}
+
 /// The app's log, in the CRI log format.
 pub fn app_log(pod: &Path, name: &str) -> PathBuf {
     app_dir(pod, name).join("log")

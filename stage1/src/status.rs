@@ -74,6 +74,37 @@ impl AppStatus {
     }
 }
 
+/// What an app uses, for a stage1 whose apps' cgroups are not the host's (`kvm`: they are
+/// in the VM): written to [`crate::paths::app_usage`] every few seconds while it runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppUsage {
+    /// CPU time used, nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_nanos: Option<u64>,
+    /// Memory in use, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Memory in use less inactive file pages (the kubelet's working set), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_set_bytes: Option<u64>,
+    /// Processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+}
+
+impl AppUsage {
+    /// Reads a usage file; `None` if there is none (or it is unreadable).
+    pub fn read(path: &Path) -> Option<AppUsage> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Writes a usage file atomically.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        write_atomic(path, &serde_json::to_vec(self).expect("usage serializes"))
+    }
+}
+
 /// Writes `bytes` to `path` via `path.tmp` and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");

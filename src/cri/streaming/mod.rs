@@ -185,6 +185,19 @@ async fn handle(
             "this endpoint needs an HTTP upgrade to SPDY/3.1 or websocket",
         ));
     }
+    if websocket {
+        // A malformed handshake does not use up the URL.
+        let version = req
+            .headers()
+            .get("sec-websocket-version")
+            .and_then(|v| v.to_str().ok());
+        if req.headers().get("sec-websocket-key").is_none() || version != Some("13") {
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                "a websocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+            ));
+        }
+    }
     let Some(pending) = streaming.take(kind, token) else {
         return Ok(reply(
             StatusCode::NOT_FOUND,
@@ -286,7 +299,11 @@ fn upgrade_to_websocket(req: Request<Incoming>, pending: Pending) -> Response<Fu
     );
     tokio::spawn(async move {
         if let Ok(upgraded) = hyper::upgrade::on(req).await {
-            let session = websocket::session(TokioIo::new(upgraded), &protocol).await;
+            let first = match &pending {
+                Pending::Exec(_, o) | Pending::Attach(_, o) => websocket::first_writable(o),
+                Pending::PortForward(_) => 3,
+            };
+            let session = websocket::session(TokioIo::new(upgraded), &protocol, first).await;
             run(session, pending, websocket::structured_errors(&protocol)).await;
         }
     });

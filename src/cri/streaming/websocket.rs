@@ -43,8 +43,20 @@ pub fn structured_errors(protocol: &str) -> bool {
     matches!(protocol, "v4.channel.k8s.io" | "v5.channel.k8s.io")
 }
 
-/// The session of a websocket connection `io` (already upgraded) speaking `protocol`.
-pub async fn session<IO>(io: IO, protocol: &str) -> Session
+/// The lowest channel the server writes for `opts` (stdout, stderr, else error).
+pub fn first_writable(opts: &super::Options) -> u8 {
+    if opts.stdout {
+        1
+    } else if opts.stderr && !opts.tty {
+        2
+    } else {
+        3
+    }
+}
+
+/// The session of a websocket connection `io` (already upgraded) speaking `protocol`;
+/// `first` is the channel announced with an empty message, as the kubelet's server does.
+pub async fn session<IO>(io: IO, protocol: &str, first: u8) -> Session
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -61,31 +73,21 @@ where
         inboxes.push(Some(inbox));
         let _ = streams_tx.send(stream).await;
     }
-    // Writes, in order: each channel announced with an empty message (as the kubelet's
-    // server does), then data prefixed with its channel, closes (v5), and the final close.
-    let count = names.len();
+    // Writes, in order: the first writable channel announced with an empty message, then
+    // data prefixed with its channel, and the final close. (The server sends no v5 close
+    // signals: the kubelet's does not, and clients take the end of the connection as the
+    // end of every channel.)
     tokio::spawn(async move {
-        for ch in 0..count {
-            if sink.send(Message::binary(vec![ch as u8])).await.is_err() {
-                return;
-            }
+        if sink.send(Message::binary(vec![first])).await.is_err() {
+            return;
         }
         while let Some(item) = out_rx.recv().await {
             let msg = match item {
-                Some(Frame::Data { id, data, fin }) => {
-                    let ch = (id - 1) as u8;
-                    if !data.is_empty() {
-                        let mut m = Vec::with_capacity(data.len() + 1);
-                        m.push(ch);
-                        m.extend_from_slice(&data);
-                        if sink.send(Message::binary(m)).await.is_err() {
-                            break;
-                        }
-                    }
-                    if !(fin && close_signal) {
-                        continue;
-                    }
-                    Message::binary(vec![CLOSE_CHANNEL, ch])
+                Some(Frame::Data { id, data, .. }) if !data.is_empty() => {
+                    let mut m = Vec::with_capacity(data.len() + 1);
+                    m.push((id - 1) as u8);
+                    m.extend_from_slice(&data);
+                    Message::binary(m)
                 }
                 Some(_) => continue,
                 None => {

@@ -16,7 +16,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use orbit_stage1::agent::{AgentConfig, GuestApp, ToHost, STDERR, STDOUT};
+use orbit_stage1::agent::{AgentConfig, GuestApp, GuestUsage, ToHost, STDERR, STDOUT};
 
 use crate::Port;
 
@@ -405,10 +405,12 @@ impl Supervisor {
             if running {
                 return Err(format!("app {name} is running: stop it first"));
             }
-            let Some(app) = st.apps.remove(name) else {
+            let Some(app) = st.apps.get(name) else {
                 return Ok(());
             };
+            // Forgotten only once its mounts are gone: a failed removal can be retried.
             unmount_below(Path::new(&app.root))?;
+            st.apps.remove(name);
             let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup").join(name));
             Ok(())
         })();
@@ -452,6 +454,50 @@ impl Supervisor {
                 self.port.send(&ToHost::ExecExited { id, code });
             }
         }
+    }
+
+    /// Reports what each running app's cgroup uses.
+    pub fn report_usage(&self) {
+        let names: Vec<(String, PathBuf)> = {
+            let st = self.state.lock().unwrap();
+            st.running
+                .values()
+                .filter_map(|k| match k {
+                    Kind::App { name, cgroup, .. } => Some((name.clone(), cgroup.clone())),
+                    Kind::Exec { .. } => None,
+                })
+                .collect()
+        };
+        let apps = names
+            .into_iter()
+            .map(|(app, cg)| {
+                let field = |file: &str, key: &str| {
+                    std::fs::read_to_string(cg.join(file))
+                        .ok()?
+                        .lines()
+                        .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+                };
+                let read = |file: &str| {
+                    std::fs::read_to_string(cg.join(file))
+                        .ok()?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                };
+                let memory = read("memory.current");
+                let inactive = field("memory.stat", "inactive_file ");
+                GuestUsage {
+                    app,
+                    usage: orbit_stage1::AppUsage {
+                        cpu_nanos: field("cpu.stat", "usage_usec ").map(|u| u * 1000),
+                        memory_bytes: memory,
+                        working_set_bytes: memory.map(|m| m.saturating_sub(inactive.unwrap_or(0))),
+                        pids: read("pids.current"),
+                    },
+                }
+            })
+            .collect();
+        self.port.send(&ToHost::Usage { apps });
     }
 
     /// Sends `sig` to every running app: the pod is stopping.

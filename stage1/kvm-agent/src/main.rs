@@ -91,6 +91,7 @@ fn run() -> Result<(), String> {
                 }
                 Ok(ToGuest::StopApp { app, signal }) => s.signal_app(&app, signal),
                 Ok(ToGuest::RemoveApp { app }) => s.remove_app(&app),
+                Ok(ToGuest::Usage) => s.report_usage(),
                 Err(_) => {}
             }
         }

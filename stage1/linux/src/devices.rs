@@ -6,7 +6,9 @@
 //! host devices the app asked for (`devices`, each with its `rwm` permissions), never
 //! another host disk; a privileged app (`allDevices`) may open every one and sees the host's
 //! nodes. On a pure cgroup2 host this needs a BPF device program, which orbit does not load
-//! yet (the process-level defences still apply: no CAP_SYS_RAWIO, read-only /sys).
+//! yet: there apps lose CAP_MKNOD instead (see `security::confine`), so they can open only
+//! the nodes the stage1 made (the process-level defences apply too: no CAP_SYS_RAWIO,
+//! read-only /sys); an explicit device's `rw` permissions are then not enforced.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -36,6 +38,12 @@ fn devices_dir(pid: &str) -> Option<String> {
     dirs.into_iter()
         .find(|(ctrl, _)| ctrl.split(',').any(|c| c == "devices"))
         .map(|(_, dir)| dir)
+}
+
+/// Whether this process's device cgroup restricts what it may open (the v1 devices
+/// controller is mounted).
+pub fn enforced() -> bool {
+    devices_dir("self").is_some()
 }
 
 /// Restricts the devices cgroup of process `pid` ("self" for the caller) to what `apps`

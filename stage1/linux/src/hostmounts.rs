@@ -1,9 +1,17 @@
-//! Bidirectional volumes (`Propagation::Shared`): the app's mount must be a peer of the
-//! host's, which no mount made inside the pod's namespace (a slave of the host's) can be.
-//! The stage1 keeps the host's mount namespace open from before it made the pod's; an app
-//! with such a volume clones the source's mount tree there (`open_tree(2)` with
-//! `OPEN_TREE_CLONE`: the clone joins the source's peer group, as a bind mount does) and
-//! moves it into its own namespace (`move_mount(2)`). Hand-written: nix has neither call.
+//! Mounts by descriptor (the new mount API: `open_tree(2)`, `mount_setattr(2)`,
+//! `move_mount(2)`, with `openat2(2)` to reach mount points), for two jobs path-based
+//! `mount(2)` cannot do safely. Hand-written: nix has none of these calls.
+//!
+//! - Bidirectional volumes (`Propagation::Shared`): the app's mount must be a peer of the
+//!   host's, which no mount made inside the pod's namespace (a slave of the host's) can be.
+//!   The stage1 keeps the host's mount namespace open from before it made the pod's; an app
+//!   with such a volume clones the source's mount tree there (`OPEN_TREE_CLONE`: the clone
+//!   joins the source's peer group, as a bind mount does) and moves it into its own
+//!   namespace.
+//! - Mount points in directories a guest can write (the kvm stage1's 9p shares): a guest
+//!   that planted a symbolic link where the host mounts next must not redirect the mount
+//!   onto a host path, so the mount point is opened beneath its trusted base without
+//!   following any link and the tree attached to that descriptor.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -19,6 +27,198 @@ static HOST_MOUNT_NS: OnceLock<OwnedFd> = OnceLock::new();
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn cpath(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: a NUL in the path", p.display()))
+}
+
+/// A detached copy of the mount tree at `source` in this mount namespace (recursive).
+pub fn clone_tree(source: &Path) -> Result<OwnedFd, String> {
+    let path = cpath(source)?;
+    // SAFETY: open_tree(2) reads the NUL-terminated path and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "cannot clone the mount at {}: {}",
+            source.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the descriptor was just returned by open_tree and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Makes every mount of detached tree `tree` read-only.
+pub fn make_read_only(tree: &OwnedFd) -> Result<(), String> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) reads `attr` (of the size given) and the empty path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot make a mount read-only: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Opens `rel` beneath directory `base` without following any symbolic link or leaving
+/// `base` (`openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`).
+fn open_beneath(base: &OwnedFd, rel: &Path, flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
+    let path = CString::new(rel.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain data; all-zero is its empty value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.mode = u64::from(mode);
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: openat2(2) reads the path and `how` (of the size given).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            base.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just returned by openat2 and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn open_dir(base: &Path) -> Result<OwnedFd, String> {
+    let f =
+        std::fs::File::open(base).map_err(|e| format!("cannot open {}: {e}", base.display()))?;
+    Ok(OwnedFd::from(f))
+}
+
+/// The mount point `rel` beneath trusted directory `base` (whose parent directories below
+/// `base` exist), made if missing — a directory if `dir`, else an empty file — never
+/// through a symbolic link.
+fn mount_point_beneath(base: &Path, rel: &Path, dir: bool) -> Result<OwnedFd, String> {
+    let what = |e: std::io::Error| format!("mount point {}: {e}", base.join(rel).display());
+    let root = open_dir(base)?;
+    let (parent, name) = match (rel.parent(), rel.file_name()) {
+        (Some(p), Some(n)) if !p.as_os_str().is_empty() => (
+            open_beneath(&root, p, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(what)?,
+            n,
+        ),
+        (_, Some(n)) => (root, n),
+        _ => return Err(format!("mount point {}: no name", rel.display())),
+    };
+    let name = Path::new(name);
+    match open_beneath(&parent, name, libc::O_PATH, 0) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(what(e)),
+        Err(_) => {}
+    }
+    if dir {
+        nix::sys::stat::mkdirat(
+            &parent,
+            name,
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+        .map_err(|e| what(e.into()))?;
+    } else {
+        drop(
+            open_beneath(
+                &parent,
+                name,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o644,
+            )
+            .map_err(what)?,
+        );
+    }
+    open_beneath(&parent, name, libc::O_PATH, 0).map_err(what)
+}
+
+/// Binds `source` (recursively; read-only if asked) at `rel` beneath trusted directory
+/// `base`, whose contents someone else may write (see the module's doc).
+pub fn bind_beneath(source: &Path, base: &Path, rel: &Path, read_only: bool) -> Result<(), String> {
+    let tree = clone_tree(source)?;
+    if read_only {
+        make_read_only(&tree)?;
+    }
+    let target = mount_point_beneath(base, rel, source.is_dir())?;
+    attach_to(tree, &target, &base.join(rel))
+}
+
+/// Unmounts (lazily, with what is below it) whatever is mounted at `rel` beneath `base`,
+/// never through a symbolic link.
+pub fn unmount_beneath(base: &Path, rel: &Path) -> Result<(), String> {
+    let root = open_dir(base)?;
+    let fd = match open_beneath(&root, rel, libc::O_PATH, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", base.join(rel).display())),
+    };
+    let through = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match nix::mount::umount2(through.as_str(), nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => Ok(()), // EINVAL: nothing mounted there
+        Err(e) => Err(format!("cannot unmount {}: {e}", base.join(rel).display())),
+    }
+}
+
+/// Attaches detached tree `tree` on the mount point `target` (a descriptor; `shown` names
+/// it in errors).
+fn attach_to(tree: OwnedFd, target: &OwnedFd, shown: &Path) -> Result<(), String> {
+    // SAFETY: move_mount(2) with two descriptors and empty paths.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "cannot mount at {}: {}",
+            shown.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
 
 /// Remembers this process's mount namespace as the host's (call before making the pod's).
 pub fn remember_host_namespace() -> Result<(), String> {
@@ -39,28 +239,10 @@ pub fn clone_host_tree(source: &Path) -> Result<OwnedFd, String> {
         .map_err(|e| format!("cannot open this mount namespace: {e}"))?;
     setns(host.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("cannot enter the host's mount namespace: {e}"))?;
-    let path = CString::new(source.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: a NUL in the path", source.display()))?;
-    // SAFETY: open_tree(2) reads the NUL-terminated path and returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    let cloned = std::io::Error::last_os_error();
+    let tree = clone_tree(source);
     setns(here.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("cannot come back from the host's mount namespace: {e}"))?;
-    if fd < 0 {
-        return Err(format!(
-            "cannot clone the host's mount at {}: {cloned}",
-            source.display()
-        ));
-    }
-    // SAFETY: the descriptor was just returned by open_tree and is owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    tree
 }
 
 /// Attaches detached tree `tree` at `target` (an existing path in this namespace).

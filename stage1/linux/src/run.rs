@@ -39,7 +39,16 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     let manifest = read_manifest(&pod)?;
     let _lock = lock_pod(&pod, args)?;
-    crate::hostmounts::remember_host_namespace()?;
+    // Only a pod that has (or may get) a bidirectional volume keeps the host's namespace.
+    let may_share = manifest.mutable
+        || manifest.apps.iter().any(|a| {
+            a.mounts
+                .iter()
+                .any(|m| m.propagation == orbit_stage1::Propagation::Shared)
+        });
+    if may_share && manifest.user_namespace.is_none() {
+        crate::hostmounts::remember_host_namespace()?;
+    }
     let result = run_locked(flavor, args, &pod, &manifest);
     run_exit_hook(&pod, args.debug);
     result

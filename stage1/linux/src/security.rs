@@ -41,10 +41,15 @@ pub fn confine(app: &App) -> Result<(), String> {
     // process that lacks, say, CAP_SYS_RESOURCE gets everything else).
     let held = caps::read(None, CapSet::Permitted)
         .map_err(|e| format!("cannot read capabilities: {e}"))?;
-    let bounding: CapsHashSet = cap_set(&iso.capabilities)?
+    let mut bounding: CapsHashSet = cap_set(&iso.capabilities)?
         .intersection(&held)
         .copied()
         .collect();
+    // Without a device cgroup to refuse opening them (a cgroup2-only host: orbit loads no
+    // BPF device program yet), a node the app makes could be a host disk: no CAP_MKNOD.
+    if !iso.all_devices && !crate::devices::enforced() {
+        bounding.remove(&caps::Capability::CAP_MKNOD);
+    }
     let ambient: CapsHashSet = cap_set(&iso.ambient_capabilities)?
         .intersection(&held)
         .copied()

@@ -76,8 +76,8 @@ pub fn run(args: &Args) -> Result<i32, String> {
         })
         .and_then(|manifest| {
             match manifest.apps.iter().find(|a| {
+                // A privileged app (allDevices) has the VM's devices, which are its own.
                 !a.devices.is_empty()
-                    || a.isolators.all_devices
                     || a.mounts
                         .iter()
                         .any(|m| m.propagation != Propagation::Private)
@@ -195,43 +195,26 @@ fn guest_app(
     }
 }
 
-/// Binds `src` (recursively) on `dst`, creating `dst`; read-only if asked.
-fn bind_into(src: &Path, dst: &Path, read_only: bool) -> Result<(), String> {
-    if src.is_dir() {
-        std::fs::create_dir_all(dst).map_err(|e| format!("mkdir {}: {e}", dst.display()))?;
-    } else {
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
-        }
-        std::fs::File::create(dst).map_err(|e| format!("create {}: {e}", dst.display()))?;
-    }
-    let flags = nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC;
-    nix::mount::mount(Some(src), dst, None::<&str>, flags, None::<&str>)
-        .map_err(|e| format!("bind {} on {}: {e}", src.display(), dst.display()))?;
-    if read_only {
-        nix::mount::mount(
-            None::<&str>,
-            dst,
-            None::<&str>,
-            flags | nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(|e| format!("remount {} read-only: {e}", dst.display()))?;
-    }
-    Ok(())
-}
-
 /// Assembles what the guest may see, `kvm/share/`, from bind mounts in the supervisor's
 /// mount namespace: `apps/<name>` (the app's mounted root), `volumes/<name>` (the empty
 /// volumes), `etc/` (the pod's /etc files). The guest's root is the VM's, so nothing the
 /// host acts on later (pid, exit, status, logs, CNI records, the exit hook) may be in it.
 fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
-    let view = kvm_dir(pod).join("share");
+    let kvm = kvm_dir(pod);
+    let view = kvm.join("share");
+    // The directories mount points go in, made before the guest can write there.
+    let mut dirs = vec![view.join("apps"), view.join("volumes")];
+    if manifest.mutable {
+        dirs.push(added_volumes(pod));
+    }
+    for d in &dirs {
+        std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+    }
     for a in &manifest.apps {
-        bind_into(
+        bind_in_view(
+            &kvm,
             &paths::app_rootfs(pod, &a.name),
-            &view.join("apps").join(&a.name),
+            &format!("share/apps/{}", a.name),
             false,
         )?;
     }
@@ -240,18 +223,26 @@ fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
         .iter()
         .filter(|v| v.kind == VolumeKind::Empty)
     {
-        bind_into(
+        bind_in_view(
+            &kvm,
             &paths::volume_dir(pod, &v.name),
-            &view.join("volumes").join(&v.name),
+            &format!("share/volumes/{}", v.name),
             false,
         )?;
     }
-    bind_into(&pod.join(paths::ETC_DIR), &view.join(paths::ETC_DIR), false)?;
-    if manifest.mutable {
-        std::fs::create_dir_all(added_volumes(pod))
-            .map_err(|e| format!("mkdir {}: {e}", added_volumes(pod).display()))?;
-    }
+    bind_in_view(
+        &kvm,
+        &pod.join(paths::ETC_DIR),
+        &format!("share/{}", paths::ETC_DIR),
+        false,
+    )?;
     Ok(view)
+}
+
+/// Binds `src` at `rel` below the pod's `kvm/` directory, whose shares the guest writes: the
+/// mount point is reached without following links (see `hostmounts`).
+fn bind_in_view(kvm: &Path, src: &Path, rel: &str, read_only: bool) -> Result<(), String> {
+    crate::hostmounts::bind_beneath(src, kvm, Path::new(rel), read_only)
 }
 
 /// Where a mutable pod's later host volumes are bound on the host (the
@@ -318,6 +309,8 @@ fn vm_size(manifest: &PodManifest) -> (u64, u32) {
 /// Per-app bookkeeping on the host.
 struct AppRecord {
     status: AppStatus,
+    /// A start was asked of the agent (a mutable pod's app starts once).
+    starting: bool,
     log: Option<std::fs::File>,
     out: LineWriter,
     err: LineWriter,
@@ -328,6 +321,7 @@ impl AppRecord {
     fn new(pod: &Path, manifest: &PodManifest, name: &str) -> AppRecord {
         AppRecord {
             status: AppStatus::created(),
+            starting: false,
             log: manifest
                 .log
                 .file
@@ -385,6 +379,11 @@ impl Session {
                 self.answer(&app, Err(error));
             }
             ToHost::Removed { app, error } => self.answer(&app, error.map_or(Ok(()), Err)),
+            ToHost::Usage { apps } => {
+                for a in apps.iter().filter(|a| self.apps.contains_key(&a.app)) {
+                    let _ = a.usage.write(&paths::app_usage(&self.pod, &a.app));
+                }
+            }
             ToHost::Output { app, stream, data } => {
                 if self.terminal {
                     let _ = if stream == agent::STDERR {
@@ -454,6 +453,7 @@ impl Session {
         }
         self.exits.push((app.to_string(), code));
         self.write_status(app);
+        let _ = std::fs::remove_file(paths::app_usage(&self.pod, app));
     }
 }
 
@@ -592,6 +592,7 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     };
     let writer = Arc::new(Mutex::new(stream.try_clone().map_err(|e| e.to_string())?));
     spawn_signal_thread(mask, writer.clone(), qemu.id());
+    spawn_usage_thread(writer.clone());
     let execs: Arc<Mutex<HashMap<u64, Sender<ToHost>>>> = Arc::default();
     spawn_control_thread(&args.uuid, writer.clone(), execs.clone())?;
     let session = Session {
@@ -782,6 +783,24 @@ fn spawn_signal_thread(mask: SigSet, writer: Arc<Mutex<UnixStream>>, qemu: u32) 
                 });
             }
             first = false;
+        }
+    });
+}
+
+/// How often the apps' use of the VM is asked for (the kubelet looks every 10 s).
+const USAGE_EVERY: Duration = Duration::from_secs(5);
+
+/// Asks the agent what the apps use every [`USAGE_EVERY`] until the port is gone; the
+/// answers become the apps' `usage.json`.
+fn spawn_usage_thread(writer: Arc<Mutex<UnixStream>>) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(USAGE_EVERY);
+        let sent = writer
+            .lock()
+            .map(|mut w| w.write_all(&agent::line(&ToGuest::Usage)).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            return;
         }
     });
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use orbit_stage1::agent::{self, GuestApp, ToGuest};
 use orbit_stage1::{paths, AppState, Propagation, VolumeKind};
 
-use super::{added_volumes, bind_into, guest_app, kvm_dir, send, AppRecord, Session};
+use super::{added_volumes, bind_in_view, guest_app, kvm_dir, send, AppRecord, Session};
 use crate::util::read_manifest;
 
 /// How long the agent has to start an app or let go of one (TCG is slow).
@@ -80,8 +80,9 @@ impl Pod {
         let _ = (&conn).write_all(reply.as_bytes());
     }
 
-    fn view_of(&self, app: &str) -> PathBuf {
-        kvm_dir(&self.dir).join("share").join("apps").join(app)
+    /// Where the app's root is shown to the guest, below `kvm/`.
+    fn view_of(app: &str) -> String {
+        format!("share/apps/{app}")
     }
 
     /// Mounts the app stage0 added to pod.json where the guest sees it.
@@ -92,7 +93,8 @@ impl Pod {
             .iter()
             .find(|a| a.name == name)
             .ok_or_else(|| format!("pod.json has no app {name}"))?;
-        if !app.devices.is_empty() || app.isolators.all_devices {
+        // A privileged app (allDevices) has the VM's devices, which are its own.
+        if !app.devices.is_empty() {
             return Err(format!(
                 "app {name}: a kvm pod's apps see the VM's devices, not the host's"
             ));
@@ -114,16 +116,20 @@ impl Pod {
         if self.session.lock().unwrap().apps.contains_key(name) {
             return Err(format!("app {name} was added already"));
         }
-        let mut bound: Vec<PathBuf> = Vec::new();
+        let kvm = kvm_dir(&self.dir);
+        // What to undo if adding fails: the root, and mounts below `kvm/`.
+        let mut root_mounted = false;
+        let mut bound: Vec<String> = Vec::new();
         let mounted = (|| {
             crate::mounts::mount_app_root(&self.dir, app)?;
-            bound.push(paths::app_rootfs(&self.dir, name));
-            bind_into(
+            root_mounted = true;
+            bind_in_view(
+                &kvm,
                 &paths::app_rootfs(&self.dir, name),
-                &self.view_of(name),
+                &Self::view_of(name),
                 false,
             )?;
-            bound.push(self.view_of(name));
+            bound.push(Self::view_of(name));
             let mut volume_paths = HashMap::new();
             for m in &app.mounts {
                 let v = manifest
@@ -137,17 +143,22 @@ impl Pod {
                             .source
                             .clone()
                             .ok_or_else(|| format!("host volume '{}' has no source", v.name))?;
-                        let at = added_volumes(&self.dir).join(&v.name);
-                        if !is_mount_point(&at) {
-                            bind_into(&source, &at, v.read_only)?;
-                            bound.push(at);
+                        let rel = format!("added/{}", v.name);
+                        if !is_mount_point(&added_volumes(&self.dir).join(&v.name)) {
+                            bind_in_view(&kvm, &source, &rel, v.read_only)?;
+                            bound.push(rel);
                         }
                         format!("{}/{}", agent::ADDED_VOLUMES_MOUNT, v.name)
                     }
                     VolumeKind::Empty => {
-                        let at = kvm_dir(&self.dir).join("share/volumes").join(&v.name);
-                        if !is_mount_point(&at) {
-                            bind_into(&paths::volume_dir(&self.dir, &v.name), &at, false)?;
+                        let rel = format!("share/volumes/{}", v.name);
+                        if !is_mount_point(&kvm.join(&rel)) {
+                            bind_in_view(
+                                &kvm,
+                                &paths::volume_dir(&self.dir, &v.name),
+                                &rel,
+                                false,
+                            )?;
                         }
                         format!("{}/volumes/{}", agent::POD_MOUNT, v.name)
                     }
@@ -159,8 +170,11 @@ impl Pod {
         let guest = match mounted {
             Ok(g) => g,
             Err(e) => {
-                for p in bound.iter().rev() {
-                    unmount(p);
+                for rel in bound.iter().rev() {
+                    let _ = crate::hostmounts::unmount_beneath(&kvm, Path::new(rel));
+                }
+                if root_mounted {
+                    unmount(&paths::app_rootfs(&self.dir, name));
                 }
                 return Err(e);
             }
@@ -187,6 +201,8 @@ impl Pod {
             .map_err(|_| format!("the VM's agent did not answer about app {app}"))?
     }
 
+    /// Starts a created app (once: a second start, even a concurrent one, is refused here,
+    /// never sent to the agent).
     fn start(&self, name: &str) -> Result<(), String> {
         let guest = self
             .added
@@ -195,6 +211,17 @@ impl Pod {
             .get(name)
             .cloned()
             .ok_or_else(|| format!("no app named {name}"))?;
+        {
+            let mut session = self.session.lock().unwrap();
+            let record = session
+                .apps
+                .get_mut(name)
+                .ok_or_else(|| format!("no app named {name}"))?;
+            if record.status.state != AppState::Created || record.starting {
+                return Err(format!("app {name} was started already"));
+            }
+            record.starting = true;
+        }
         self.ask(name, &ToGuest::StartApp { app: guest })
     }
 
@@ -231,6 +258,17 @@ impl Pod {
         match state {
             None => return Ok(()),
             Some(AppState::Running) => return Err(format!("app {name} is running: stop it first")),
+            Some(_)
+                if self
+                    .session
+                    .lock()
+                    .unwrap()
+                    .apps
+                    .get(name)
+                    .is_some_and(|r| r.starting && r.status.state == AppState::Created) =>
+            {
+                return Err(format!("app {name} is starting: stop it first"))
+            }
             Some(_) => {}
         }
         self.ask(
@@ -255,10 +293,11 @@ impl Pod {
                     .any(|a| a.mounts.iter().any(|mm| mm.volume == v))
             })
         };
+        let kvm = kvm_dir(&self.dir);
         for v in volumes.iter().filter(|v| !others_use(v)) {
-            unmount(&added_volumes(&self.dir).join(v));
+            crate::hostmounts::unmount_beneath(&kvm, Path::new(&format!("added/{v}")))?;
         }
-        unmount(&self.view_of(name));
+        crate::hostmounts::unmount_beneath(&kvm, Path::new(&Self::view_of(name)))?;
         unmount(&paths::app_rootfs(&self.dir, name));
         self.session.lock().unwrap().apps.remove(name);
         self.added.lock().unwrap().remove(name);
@@ -292,7 +331,8 @@ fn is_mount_point(p: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(&*target))
 }
 
-/// Unmounts `p` and what is below it (lazily), leaving the directory.
+/// Unmounts `p` (a path the guest cannot change: the app's root in the pod directory) and
+/// what is below it (lazily), leaving the directory.
 fn unmount(p: &Path) {
     let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
 }
