@@ -40,10 +40,12 @@ fn devices_dir(pid: &str) -> Option<String> {
         .map(|(_, dir)| dir)
 }
 
-/// Whether this process's device cgroup restricts what it may open (the v1 devices
-/// controller is mounted).
+/// Whether a device cgroup restricts what apps may open (the v1 devices controller is
+/// mounted on the host). Decided once, in the host's view (see `crate::main`): an app's
+/// own view after its pivot has no cgroup file system.
 pub fn enforced() -> bool {
-    devices_dir("self").is_some()
+    static ENFORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENFORCED.get_or_init(|| devices_dir("self").is_some())
 }
 
 /// Restricts the devices cgroup of process `pid` ("self" for the caller) to what `apps`

@@ -75,6 +75,8 @@ pub fn main(flavor: Flavor, entrypoint: &str, raw_args: &[String]) -> i32 {
             return orbit_stage1::EXIT_STAGE1_FAILURE;
         }
     };
+    // Decided while this process still sees the host's cgroup file system.
+    devices::enforced();
     let result = match (flavor, entrypoint) {
         (Flavor::Kvm, "run") => kvm::run(&args),
         (Flavor::Kvm, "enter") => kvm::enter(&args),
