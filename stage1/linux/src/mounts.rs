@@ -382,7 +382,7 @@ fn etc_files(pod: &Path, root: &Path) -> R {
     Ok(())
 }
 
-/// The host's mount trees of the app's `shared` volumes, by volume (see `hostmounts`).
+/// The host's mount trees of the app's `shared` volumes, by volume (see `mountfd`).
 fn shared_volumes(
     manifest: &PodManifest,
     app: &App,
@@ -410,10 +410,7 @@ fn shared_volumes(
                     m.volume
                 )
             })?;
-        trees.insert(
-            m.volume.clone(),
-            crate::hostmounts::clone_host_tree(&source)?,
-        );
+        trees.insert(m.volume.clone(), crate::mountfd::clone_host_tree(&source)?);
     }
     Ok(trees)
 }
@@ -445,7 +442,7 @@ fn volumes(
             ensure_file(&target)?;
         }
         match (m.propagation, host_trees.remove(&m.volume)) {
-            (Propagation::Shared, Some(tree)) => crate::hostmounts::attach(tree, &target)?,
+            (Propagation::Shared, Some(tree)) => crate::mountfd::attach(tree, &target)?,
             (Propagation::Shared, None) => {
                 return Err(format!(
                     "volume {} is mounted twice bidirectionally",

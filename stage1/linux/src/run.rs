@@ -47,7 +47,7 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
                 .any(|m| m.propagation == orbit_stage1::Propagation::Shared)
         });
     if may_share && manifest.user_namespace.is_none() {
-        crate::hostmounts::remember_host_namespace()?;
+        crate::mountfd::remember_host_namespace()?;
     }
     let result = run_locked(flavor, args, &pod, &manifest);
     run_exit_hook(&pod, args.debug);

@@ -240,9 +240,9 @@ fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
 }
 
 /// Binds `src` at `rel` below the pod's `kvm/` directory, whose shares the guest writes: the
-/// mount point is reached without following links (see `hostmounts`).
+/// mount point is reached without following links (see `mountfd`).
 fn bind_in_view(kvm: &Path, src: &Path, rel: &str, read_only: bool) -> Result<(), String> {
-    crate::hostmounts::bind_beneath(src, kvm, Path::new(rel), read_only)
+    crate::mountfd::bind_beneath(src, kvm, Path::new(rel), read_only)
 }
 
 /// Where a mutable pod's later host volumes are bound on the host (the

@@ -171,7 +171,7 @@ impl Pod {
             Ok(g) => g,
             Err(e) => {
                 for rel in bound.iter().rev() {
-                    let _ = crate::hostmounts::unmount_beneath(&kvm, Path::new(rel));
+                    let _ = crate::mountfd::unmount_beneath(&kvm, Path::new(rel));
                 }
                 if root_mounted {
                     unmount(&paths::app_rootfs(&self.dir, name));
@@ -295,9 +295,9 @@ impl Pod {
         };
         let kvm = kvm_dir(&self.dir);
         for v in volumes.iter().filter(|v| !others_use(v)) {
-            crate::hostmounts::unmount_beneath(&kvm, Path::new(&format!("added/{v}")))?;
+            crate::mountfd::unmount_beneath(&kvm, Path::new(&format!("added/{v}")))?;
         }
-        crate::hostmounts::unmount_beneath(&kvm, Path::new(&Self::view_of(name)))?;
+        crate::mountfd::unmount_beneath(&kvm, Path::new(&Self::view_of(name)))?;
         unmount(&paths::app_rootfs(&self.dir, name));
         self.session.lock().unwrap().apps.remove(name);
         self.added.lock().unwrap().remove(name);

@@ -28,7 +28,14 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `mount_setattr(2)` attributes.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// See [`MOUNT_ATTR_RDONLY`].
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+/// See [`MOUNT_ATTR_RDONLY`].
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+/// See [`MOUNT_ATTR_RDONLY`]: ids mapped through a user namespace.
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
@@ -44,16 +51,18 @@ fn cpath(p: &Path) -> Result<CString, String> {
         .map_err(|_| format!("{}: a NUL in the path", p.display()))
 }
 
-/// A detached copy of the mount tree at `source` in this mount namespace (recursive).
-pub fn clone_tree(source: &Path) -> Result<OwnedFd, String> {
+/// A detached copy of the mount at `source` in this mount namespace (with the mounts below
+/// it if `recursive`).
+pub fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd, String> {
     let path = cpath(source)?;
+    let depth = if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: open_tree(2) reads the NUL-terminated path and returns a new descriptor or -1.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             path.as_ptr(),
-            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
+            OPEN_TREE_CLONE | depth | libc::O_CLOEXEC as libc::c_uint,
         )
     };
     if fd < 0 {
@@ -67,28 +76,35 @@ pub fn clone_tree(source: &Path) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Makes every mount of detached tree `tree` read-only.
-pub fn make_read_only(tree: &OwnedFd) -> Result<(), String> {
+/// Sets attributes `set` (`MOUNT_ATTR_*`) on detached tree `tree` (every mount of it if
+/// `recursive`); `userns` is the user namespace of [`MOUNT_ATTR_IDMAP`].
+pub fn set_attributes(
+    tree: &OwnedFd,
+    set: u64,
+    userns: Option<&std::fs::File>,
+    recursive: bool,
+) -> Result<(), String> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: userns.map_or(0, |f| f.as_raw_fd() as u64),
     };
+    let depth = if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: mount_setattr(2) reads `attr` (of the size given) and the empty path.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            libc::AT_EMPTY_PATH as libc::c_uint | depth,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
     if r != 0 {
         return Err(format!(
-            "cannot make a mount read-only: {}",
+            "cannot set a mount's attributes: {}",
             std::io::Error::last_os_error()
         ));
     }
@@ -172,9 +188,9 @@ fn mount_point_beneath(base: &Path, rel: &Path, dir: bool) -> Result<OwnedFd, St
 /// Binds `source` (recursively; read-only if asked) at `rel` beneath trusted directory
 /// `base`, whose contents someone else may write (see the module's doc).
 pub fn bind_beneath(source: &Path, base: &Path, rel: &Path, read_only: bool) -> Result<(), String> {
-    let tree = clone_tree(source)?;
+    let tree = clone_tree(source, true)?;
     if read_only {
-        make_read_only(&tree)?;
+        set_attributes(&tree, MOUNT_ATTR_RDONLY, None, true)?;
     }
     let target = mount_point_beneath(base, rel, source.is_dir())?;
     attach_to(tree, &target, &base.join(rel))
@@ -239,7 +255,7 @@ pub fn clone_host_tree(source: &Path) -> Result<OwnedFd, String> {
         .map_err(|e| format!("cannot open this mount namespace: {e}"))?;
     setns(host.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("cannot enter the host's mount namespace: {e}"))?;
-    let tree = clone_tree(source);
+    let tree = clone_tree(source, true);
     setns(here.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("cannot come back from the host's mount namespace: {e}"))?;
     tree
