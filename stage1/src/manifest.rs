@@ -70,6 +70,14 @@ pub struct PodManifest {
 }
 
 impl PodManifest {
+    /// The volume mount `m` mounts.
+    pub fn volume_of(&self, m: &Mount) -> Result<&Volume, String> {
+        self.volumes
+            .iter()
+            .find(|v| v.name == m.volume)
+            .ok_or_else(|| format!("mount of unknown volume '{}'", m.volume))
+    }
+
     /// Whether the pod shares namespace `kind` (`pid`, `ipc`) with the host.
     pub fn shares_host(&self, kind: &str) -> bool {
         self.host_namespaces.iter().any(|n| n == kind)
@@ -236,6 +244,15 @@ pub struct Volume {
     /// Mount read-only.
     #[serde(default)]
     pub read_only: bool,
+}
+
+impl Volume {
+    /// The host path of a `host` volume.
+    pub fn host_source(&self) -> Result<PathBuf, String> {
+        self.source
+            .clone()
+            .ok_or_else(|| format!("host volume '{}' has no source", self.name))
+    }
 }
 
 /// Volume kinds.

@@ -423,16 +423,9 @@ fn volumes(
     host_trees: &mut std::collections::HashMap<String, std::os::fd::OwnedFd>,
 ) -> R {
     for m in &app.mounts {
-        let v = manifest
-            .volumes
-            .iter()
-            .find(|v| v.name == m.volume)
-            .ok_or_else(|| format!("mount of unknown volume '{}'", m.volume))?;
+        let v = manifest.volume_of(m)?;
         let source = match v.kind {
-            VolumeKind::Host => v
-                .source
-                .clone()
-                .ok_or_else(|| format!("host volume '{}' has no source", v.name))?,
+            VolumeKind::Host => v.host_source()?,
             VolumeKind::Empty => paths::volume_dir(pod, &v.name),
         };
         let target = in_root(root, &m.target)?;

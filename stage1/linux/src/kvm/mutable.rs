@@ -132,17 +132,10 @@ impl Pod {
             bound.push(Self::view_of(name));
             let mut volume_paths = HashMap::new();
             for m in &app.mounts {
-                let v = manifest
-                    .volumes
-                    .iter()
-                    .find(|v| v.name == m.volume)
-                    .ok_or_else(|| format!("mount of unknown volume '{}'", m.volume))?;
+                let v = manifest.volume_of(m)?;
                 let guest = match v.kind {
                     VolumeKind::Host => {
-                        let source = v
-                            .source
-                            .clone()
-                            .ok_or_else(|| format!("host volume '{}' has no source", v.name))?;
+                        let source = v.host_source()?;
                         let rel = format!("added/{}", v.name);
                         if !is_mount_point(&added_volumes(&self.dir).join(&v.name)) {
                             bind_in_view(&kvm, &source, &rel, v.read_only)?;
@@ -225,14 +218,19 @@ impl Pod {
         self.ask(name, &ToGuest::StartApp { app: guest })
     }
 
-    fn signal(&self, name: &str, signal: i32) -> Result<(), String> {
-        let state = self
-            .session
+    /// App `name`'s state as the agent last reported it.
+    fn state_of(&self, name: &str) -> Option<AppState> {
+        self.session
             .lock()
             .unwrap()
             .apps
             .get(name)
             .map(|r| r.status.state)
+    }
+
+    fn signal(&self, name: &str, signal: i32) -> Result<(), String> {
+        let state = self
+            .state_of(name)
             .ok_or_else(|| format!("no app named {name}"))?;
         if state == AppState::Running {
             send(
@@ -248,14 +246,7 @@ impl Pod {
 
     /// Removes an app that is not running: the guest lets go of it, then its mounts here go.
     fn remove(&self, name: &str) -> Result<(), String> {
-        let state = self
-            .session
-            .lock()
-            .unwrap()
-            .apps
-            .get(name)
-            .map(|r| r.status.state);
-        match state {
+        match self.state_of(name) {
             None => return Ok(()),
             Some(AppState::Running) => return Err(format!("app {name} is running: stop it first")),
             Some(_)
