@@ -441,6 +441,51 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("keep")]);
 
+    // PortForward reaches a port on the VM's loopback (through the stage1's relay).
+    let serve = "mkdir -p /www && echo served-from-the-vm > /www/index.html && \
+                 exec httpd -f -p 127.0.0.1:8080 -h /www";
+    let web = create(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("web", BUSYBOX, serve),
+    )
+    .await;
+    start(&mut rt, &web).await;
+    let forward_url = |port: i32| {
+        let mut rt = rt.clone();
+        let sb = sb.clone();
+        async move {
+            rt.port_forward(proto::PortForwardRequest {
+                pod_sandbox_id: sb,
+                port: vec![port],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+        }
+    };
+    poll(Duration::from_secs(30), "httpd in the VM", || {
+        (sh_blocking(&rt, &web, "wget -q -O- http://127.0.0.1:8080/") == 0).then_some(())
+    });
+    let u = forward_url(8080).await;
+    let out = client(
+        &["portforward", &u, "8080"],
+        b"GET /index.html HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("served-from-the-vm"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Nothing listens on 8081: the failure comes back on the error stream.
+    let u = forward_url(8081).await;
+    let out = client(&["portforward", &u, "8081"], b"x");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("8081"), "{}", text(&out.stderr));
+
     // No terminal or input for exec in a VM: refused up front.
     let e = rt
         .exec(proto::ExecRequest {
@@ -491,4 +536,20 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
 
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
     assert_vm_gone(&w, &sb, qemu);
+}
+
+/// `sh -c SCRIPT` in container `id` through ExecSync, from a sync context: its exit code.
+fn sh_blocking(
+    rt: &orbit::cri::proto::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+    script: &str,
+) -> i32 {
+    let (mut rt, id, script) = (rt.clone(), id.to_string(), script.to_string());
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move { cri_common::sh(&mut rt, &id, &script).await.0 })
+    })
+    .join()
+    .unwrap()
 }

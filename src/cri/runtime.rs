@@ -763,8 +763,23 @@ impl Runtime {
             )));
         };
         if info.stage1 == "kvm" {
-            return Err(Status::unimplemented(
-                "PortForward into kvm sandboxes is not supported: their ports are inside the VM",
+            // The ports are inside the VM: the stage1 relays.
+            let stage1 =
+                crate::pod::stage1::Stage1::load(&pod.path).map_err(|e| status_of(e.into()))?;
+            let (dir, uuid) = (pod.path.clone(), pod.uuid.clone());
+            let command = move |port: u16| {
+                let mut c = stage1
+                    .command("port-forward", &dir, &uuid, false)
+                    .map_err(|e| e.to_string())?;
+                c.args(["--", &port.to_string()]);
+                Ok(c)
+            };
+            return self.ctx.streaming.url_for(streaming::Pending::PortForward(
+                streaming::PortForwardTarget {
+                    via: streaming::PortForwardVia::Stage1(std::sync::Arc::new(command)),
+                    sandbox: pod.uuid.clone(),
+                    ports: req.port,
+                },
             ));
         }
         let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
@@ -785,7 +800,7 @@ impl Runtime {
             )));
         }
         let target = streaming::PortForwardTarget {
-            netns: std::sync::Arc::new(netns),
+            via: streaming::PortForwardVia::Netns(std::sync::Arc::new(netns)),
             sandbox: pod.uuid,
             ports: req.port,
         };

@@ -157,6 +157,12 @@ pub enum ToHost {
     Removed { app: String, error: Option<String> },
     /// What each app uses (answer to [`ToGuest::Usage`]).
     Usage { apps: Vec<GuestUsage> },
+    /// A forwarded connection is open, or (`error`) could not be made.
+    Connected { id: u64, error: Option<String> },
+    /// Bytes from a forwarded connection's port ([`encode`]d).
+    ConnData { id: u64, data: String },
+    /// The port's side of a forwarded connection is done sending.
+    ConnClosed { id: u64 },
     /// Every app has exited; the guest powers off next.
     Done,
 }
@@ -194,6 +200,33 @@ pub enum ToGuest {
     RemoveApp { app: String },
     /// Report what the running apps use (answered by `Usage`).
     Usage,
+    /// Connect to `port` on the VM's loopback (answered by `Connected`).
+    Connect { id: u64, port: u16 },
+    /// Bytes for a forwarded connection ([`encode`]d).
+    ConnData { id: u64, data: String },
+    /// The client's side of a forwarded connection is done sending.
+    ConnClose { id: u64 },
+}
+
+/// Binary data as message text (base64).
+pub fn encode(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// [`encode`]'s inverse; `None` for text that is not base64.
+pub fn decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+/// A request on a `kvm` pod's control socket for a connection to `port` on the VM's
+/// loopback (the `port-forward` entrypoint): answered `ok` or `error MESSAGE` on a line,
+/// then the connection's bytes both ways.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForwardRequest {
+    /// The port.
+    pub port: u16,
 }
 
 /// Encodes a message as one line.

@@ -18,7 +18,12 @@ pub const ENTRYPOINTS: [&str; 8] = [
 ];
 
 /// Entrypoints a stage1 may provide (stage0 says clearly when one is missing).
-pub const OPTIONAL_ENTRYPOINTS: [&str; 3] = ["app-log-reopen", "app-stdin-close", "app-resize"];
+pub const OPTIONAL_ENTRYPOINTS: [&str; 4] = [
+    "app-log-reopen",
+    "app-stdin-close",
+    "app-resize",
+    "port-forward",
+];
 
 /// `stage1.json`: a stage1's self-description.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

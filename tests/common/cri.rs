@@ -8,8 +8,10 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use orbit::cri::proto::{
@@ -19,7 +21,7 @@ use orbit::cri::proto::{
 use tonic::transport::Channel;
 
 use crate::common::World;
-use crate::pods_common::{assert_no_pods, assert_pod_gone, poll};
+use crate::pods_common::{assert_no_pods, assert_pod_gone, poll, wait_within};
 
 /// An `orbit cri` on a Unix socket of `w`; on drop (a failing test too) the server is
 /// killed by its pid and every pod of the world is stopped and removed — sandboxes are
@@ -321,4 +323,58 @@ pub async fn remove_sandbox_leaving_nothing(
         .is_empty());
     assert_no_pods(w);
     assert_pod_gone(sb, None);
+}
+
+/// The SPDY client: `$ORBIT_TEST_SPDY_CLIENT` (tests/run.sh builds it), else built now.
+pub fn spdy_client() -> PathBuf {
+    static CLIENT: OnceLock<PathBuf> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("ORBIT_TEST_SPDY_CLIENT") {
+                return PathBuf::from(p);
+            }
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let out = root.join("target/orbit-spdy-client");
+            let st = Command::new("bash")
+                .arg(root.join("tests/streaming-client/build.sh"))
+                .arg(&out)
+                .status()
+                .unwrap();
+            assert!(st.success(), "cannot build the SPDY test client");
+            out
+        })
+        .clone()
+}
+
+/// Runs the client with `stdin` as its input; its output once it exits (within 60 s).
+pub fn client(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(spdy_client())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().unwrap()));
+    let err = read_all(Box::new(child.stderr.take().unwrap()));
+    let status = wait_within(&mut child, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the SPDY client {args:?} did not finish within 60 s"));
+    feeder.join().unwrap();
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }

@@ -30,6 +30,7 @@ use tonic::Status;
 pub use attach::Attach;
 pub use exec::Exec;
 pub use portforward::Target as PortForwardTarget;
+pub use portforward::Via as PortForwardVia;
 pub use remotecommand::Options;
 
 /// How long a connection may take to send its request.

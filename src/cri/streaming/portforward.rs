@@ -1,8 +1,8 @@
 //! The Kubernetes port-forward protocol (`portforward.k8s.io`) on a SPDY session: for each
 //! forwarded connection the client opens an `error` and a `data` stream carrying the same
 //! `port` and `requestID` headers; the server connects to that port on the pod's loopback
-//! — from inside the pod's network namespace — and copies bytes both ways. Failures are
-//! written on the `error` stream.
+//! — from inside the pod's network namespace, or through its stage1 when the port is in a
+//! VM — and copies bytes both ways. Failures are written on the `error` stream.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,12 +11,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::session::{Session, Stream, StreamWriter};
 
+/// How a forwarded connection reaches the sandbox's port.
+#[derive(Clone)]
+pub enum Via {
+    /// From inside the sandbox's network namespace, opened when the URL was made (a path
+    /// under /proc could name another process's namespace once the sandbox is gone).
+    Netns(std::sync::Arc<std::fs::File>),
+    /// Through the sandbox's stage1 (`port-forward -- PORT`, which relays its standard
+    /// input and output: kvm, whose ports are inside the VM): the command for a port.
+    Stage1(std::sync::Arc<dyn Fn(u16) -> Result<std::process::Command, String> + Send + Sync>),
+}
+
 /// Where to forward to.
 #[derive(Clone)]
 pub struct Target {
-    /// The sandbox's network namespace, opened when the URL was made (a path under /proc
-    /// could name another process's namespace once the sandbox is gone).
-    pub netns: std::sync::Arc<std::fs::File>,
+    /// How to reach the port.
+    pub via: Via,
     /// The sandbox id, for messages.
     pub sandbox: String,
     /// Ports the request allowed (all when empty).
@@ -120,9 +130,62 @@ async fn connect(
     tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())
 }
 
+type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// Runs the stage1's relay for `port` and waits for it to say `connected` on its standard
+/// error (or fail, with what it said). The child goes with the returned guard.
+async fn relay(
+    command: &(dyn Fn(u16) -> Result<std::process::Command, String> + Send + Sync),
+    port: u16,
+) -> Result<(Reader, Writer, tokio::process::Child), String> {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::from(command(port)?);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run the stage1's port-forward: {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut said = Vec::new();
+    let connected = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l == "connected" {
+                return true;
+            }
+            said.push(l);
+        }
+        false
+    })
+    .await;
+    if connected != Ok(true) {
+        let _ = child.kill().await;
+        return Err(if said.is_empty() {
+            "the stage1's port-forward did not connect".to_string()
+        } else {
+            said.join("; ")
+        });
+    }
+    let rd = Box::new(child.stdout.take().expect("piped"));
+    let wr = Box::new(child.stdin.take().expect("piped"));
+    Ok((rd, wr, child))
+}
+
 async fn copy(target: &Target, port: u16, data: Stream) -> Result<(), String> {
-    let tcp = connect(target.netns.clone(), port).await?;
-    let (mut rd, mut wr) = tcp.into_split();
+    let (mut rd, mut wr, _relay): (Reader, Writer, _) = match &target.via {
+        Via::Netns(netns) => {
+            let (rd, wr) = connect(netns.clone(), port).await?.into_split();
+            (Box::new(rd), Box::new(wr), None)
+        }
+        Via::Stage1(command) => {
+            let (rd, wr, child) = relay(command.as_ref(), port).await?;
+            (rd, wr, Some(child))
+        }
+    };
     let Stream {
         mut reader, writer, ..
     } = data;

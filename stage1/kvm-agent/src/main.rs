@@ -7,6 +7,7 @@
 //! and powers the VM off when the last app has exited (a mutable pod: once stopped).
 
 mod apps;
+mod forward;
 mod setup;
 
 use std::io::{BufRead, BufReader, Write};
@@ -78,6 +79,8 @@ fn run() -> Result<(), String> {
     let sup = apps::Supervisor::new(port.clone(), config);
     // Requests from the host, on a thread of their own.
     let s = sup.clone();
+    let conns = forward::Connections::default();
+    let to_host = port.clone();
     std::thread::spawn(move || {
         for l in BufReader::new(reader).lines() {
             let Ok(l) = l else { break };
@@ -92,6 +95,9 @@ fn run() -> Result<(), String> {
                 Ok(ToGuest::StopApp { app, signal }) => s.signal_app(&app, signal),
                 Ok(ToGuest::RemoveApp { app }) => s.remove_app(&app),
                 Ok(ToGuest::Usage) => s.report_usage(),
+                Ok(ToGuest::Connect { id, port }) => conns.connect(to_host.clone(), id, port),
+                Ok(ToGuest::ConnData { id, data }) => conns.write(id, &data),
+                Ok(ToGuest::ConnClose { id }) => conns.close(id),
                 Err(_) => {}
             }
         }

@@ -82,6 +82,7 @@ pub fn main(flavor: Flavor, entrypoint: &str, raw_args: &[String]) -> i32 {
         (Flavor::Kvm, "enter") => kvm::enter(&args),
         (Flavor::Kvm, "stop") => kvm::stop(&args),
         (Flavor::Kvm, "gc") => kvm::gc(&args),
+        (Flavor::Kvm, "port-forward") => kvm::port_forward(&args),
         (_, entrypoint) => match entrypoint {
             "run" => run::run(flavor, &args),
             "enter" => enter::enter(&args),

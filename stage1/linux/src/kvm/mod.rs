@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use orbit_stage1::agent::{
-    self, AgentConfig, ExecRequest, GuestApp, GuestInterface, GuestMount, GuestShare, ToGuest,
-    ToHost,
+    self, AgentConfig, ExecRequest, ForwardRequest, GuestApp, GuestInterface, GuestMount,
+    GuestShare, ToGuest, ToHost,
 };
 use orbit_stage1::log::{LineWriter, Stream};
 use orbit_stage1::{net_mode, paths, AppState, AppStatus, PodManifest, Propagation, VolumeKind};
@@ -412,7 +412,11 @@ impl Session {
                 let reason = oom.then(|| "OOMKilled".to_string());
                 self.finish(&app, code, signal, reason, None);
             }
-            ToHost::ExecOutput { id, .. } | ToHost::ExecExited { id, .. } => {
+            ToHost::ExecOutput { id, .. }
+            | ToHost::ExecExited { id, .. }
+            | ToHost::Connected { id, .. }
+            | ToHost::ConnData { id, .. }
+            | ToHost::ConnClosed { id } => {
                 let sender = self.execs.lock().unwrap().get(&id).cloned();
                 if let (Some(s), m) = (sender, msg) {
                     let _ = s.send(m);
@@ -826,15 +830,21 @@ fn spawn_control_thread(
                 if reader.read_line(&mut line).is_err() {
                     return;
                 }
-                let Ok(req) = serde_json::from_str::<ExecRequest>(&line) else {
-                    return;
-                };
                 let id = {
                     let mut n = next.lock().unwrap();
                     *n += 1;
                     *n
                 };
                 let (tx, rx) = channel();
+                if let Ok(req) = serde_json::from_str::<ForwardRequest>(&line) {
+                    execs.lock().unwrap().insert(id, tx);
+                    forward(&writer, &conn, id, req.port, rx);
+                    execs.lock().unwrap().remove(&id);
+                    return;
+                }
+                let Ok(req) = serde_json::from_str::<ExecRequest>(&line) else {
+                    return;
+                };
                 execs.lock().unwrap().insert(id, tx);
                 send(
                     &writer,
@@ -856,6 +866,99 @@ fn spawn_control_thread(
         }
     });
     Ok(())
+}
+
+/// Relays forwarded connection `id` to `port` in the VM for the control connection `conn`:
+/// `ok` or `error MESSAGE` on a line once the agent has connected, then bytes both ways.
+fn forward(
+    writer: &Arc<Mutex<UnixStream>>,
+    conn: &UnixStream,
+    id: u64,
+    port: u16,
+    rx: std::sync::mpsc::Receiver<ToHost>,
+) {
+    send(writer, &ToGuest::Connect { id, port });
+    let mut out = conn;
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(ToHost::Connected { error: None, .. }) => {
+            if out.write_all(b"ok\n").is_err() {
+                send(writer, &ToGuest::ConnClose { id });
+                return;
+            }
+        }
+        Ok(ToHost::Connected { error: Some(e), .. }) => {
+            let _ = out.write_all(format!("error {e}\n").as_bytes());
+            return;
+        }
+        _ => {
+            let _ = out.write_all(b"error the VM's agent did not answer\n");
+            return;
+        }
+    }
+    // The client's bytes to the agent, on a thread of their own.
+    let (w, input) = (writer.clone(), conn.try_clone());
+    std::thread::spawn(move || {
+        let Ok(mut input) = input else { return };
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match std::io::Read::read(&mut input, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => send(
+                    &w,
+                    &ToGuest::ConnData {
+                        id,
+                        data: agent::encode(&buf[..n]),
+                    },
+                ),
+            }
+        }
+        send(&w, &ToGuest::ConnClose { id });
+    });
+    for msg in rx {
+        match msg {
+            ToHost::ConnData { data, .. } => {
+                let bytes = agent::decode(&data).unwrap_or_default();
+                if out.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            ToHost::ConnClosed { .. } => break,
+            _ => {}
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+}
+
+/// `port-forward -- PORT`: a connection to PORT on the VM's loopback, relayed from stdin and
+/// to stdout; `connected` on stderr once it is open (a failure is a message and exit 1).
+pub fn port_forward(args: &Args) -> Result<i32, String> {
+    let port: u16 = args
+        .command
+        .first()
+        .and_then(|p| p.parse().ok())
+        .ok_or("port-forward needs a port: port-forward -- PORT")?;
+    let mut conn = UnixStream::connect(control_socket(&args.uuid))
+        .map_err(|e| format!("the pod's VM does not answer ({e}); is it running?"))?;
+    conn.write_all(&agent::line(&ForwardRequest { port }))
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(conn.try_clone().map_err(|e| e.to_string())?);
+    let mut answer = String::new();
+    reader
+        .read_line(&mut answer)
+        .map_err(|e| format!("no answer from the pod's VM: {e}"))?;
+    if let Some(e) = answer.trim_end().strip_prefix("error ") {
+        return Err(e.to_string());
+    }
+    eprintln!("connected");
+    let mut upstream = conn.try_clone().map_err(|e| e.to_string())?;
+    let feeder = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut upstream);
+        let _ = upstream.shutdown(std::net::Shutdown::Write);
+    });
+    std::io::copy(&mut reader, &mut std::io::stdout().lock())
+        .map_err(|e| format!("the connection broke: {e}"))?;
+    drop(feeder);
+    Ok(0)
 }
 
 /// `enter`: runs the command in the app inside the VM through the supervisor; exits with
