@@ -138,7 +138,12 @@ impl Store {
         }
         let index = self.images_dir().join("index.json");
         if !index.exists() {
-            self.write_atomic(&index, br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#)?;
+            // Under the index lock: another fetch creating the store at the same moment may
+            // already have written its image there, which an empty index must not replace.
+            let _guard = self.lock("index.lock", true)?;
+            if !index.exists() {
+                self.write_atomic(&index, br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#)?;
+            }
         }
         Ok(())
     }
