@@ -486,19 +486,45 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("8081"), "{}", text(&out.stderr));
 
-    // No terminal or input for exec in a VM: refused up front.
-    let e = rt
-        .exec(proto::ExecRequest {
+    // Exec with input and with a terminal of the guest's, as kubectl exec -i / -it.
+    let exec_url = |cmd: &[&str], tty: bool| {
+        let mut rt = rt.clone();
+        let req = proto::ExecRequest {
             container_id: two.clone(),
-            cmd: vec!["sh".into()],
-            tty: true,
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
             stdin: true,
             stdout: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            stderr: !tty,
+        };
+        async move { rt.exec(req).await.unwrap().into_inner().url }
+    };
+    let input: Vec<u8> = (0..(64 << 10)).map(|i| (i % 251) as u8).collect();
+    let u = exec_url(&["sh", "-c", "cat; exit 3"], false).await;
+    let out = client(&["exec", &u, "--stdin", "--stdout", "--stderr"], &input);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout == input, "64 KiB of stdin came back changed");
+    let u = exec_url(&["sh", "-c", "test -t 0 && stty size && exit 4"], true).await;
+    let out = client(
+        &[
+            "exec",
+            &u,
+            "--stdin",
+            "--stdout",
+            "--tty",
+            "--resize=120x40",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "40 120");
+    let u = exec_url(&["sh"], true).await;
+    let out = client(
+        &["exec", &u, "--stdin", "--stdout", "--tty"],
+        b"echo $((6*7))\nexit 0\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("42"), "{}", text(&out.stdout));
 
     // The first container stops (SIGTERM to its sleep) and goes; the second runs on.
     rt.stop_container(proto::StopContainerRequest {

@@ -691,15 +691,10 @@ impl Runtime {
             return Err(Status::invalid_argument("Exec needs a command"));
         }
         let opts = stream_options(req.stdin, req.stdout, req.stderr, req.tty)?;
-        if (req.stdin || req.tty) && status::stage1_name(&pod).as_deref() == Some("kvm") {
-            return Err(Status::failed_precondition(
-                "commands in a kvm sandbox run without input or a terminal (the VM's agent \
-                 relays their output only): exec without -i/-t",
-            ));
-        }
         let exec = streaming::Exec {
             orbit: self.ctx.orbit.clone(),
             root: self.ctx.root.clone(),
+            relay_terminal: status::stage1_name(&pod).as_deref() == Some("kvm"),
             pod: pod.uuid,
             app: c.meta.app,
             cmd: req.cmd,

@@ -148,7 +148,7 @@ pub enum ToHost {
         signal: Option<i32>,
         oom: bool,
     },
-    /// Output of an `exec`.
+    /// Output of an `exec` ([`encode`]d: it may be any bytes).
     ExecOutput { id: u64, stream: u8, data: String },
     /// An `exec` ended.
     ExecExited { id: u64, code: i32 },
@@ -185,12 +185,26 @@ pub enum ToGuest {
     Stop,
     /// SIGKILL to every app.
     Kill,
-    /// Run `argv` in `app`'s root with its identity and environment (`orbit enter`).
+    /// Run `argv` in `app`'s root with its identity and environment (`orbit enter`); with
+    /// `stdin` its input comes in `ExecInput`s, with `tty` it gets a terminal of the guest's.
     Exec {
         id: u64,
         app: String,
         argv: Vec<String>,
+        #[serde(default)]
+        stdin: bool,
+        #[serde(default)]
+        tty: bool,
+        /// The terminal's size from the start (columns, rows).
+        #[serde(default)]
+        size: Option<(u16, u16)>,
     },
+    /// Input for an `exec` ([`encode`]d).
+    ExecInput { id: u64, data: String },
+    /// The end of an `exec`'s input (on a terminal: the EOF character).
+    ExecCloseInput { id: u64 },
+    /// The size of an `exec`'s terminal.
+    ExecResize { id: u64, cols: u16, rows: u16 },
     /// Start an app added to a mutable pod (answered by `Started` or `Failed`).
     StartApp { app: GuestApp },
     /// Send signal number `signal` to an app.
@@ -243,13 +257,35 @@ pub const PROBE_ARG: &str = "orbit.probe";
 pub const PROBE_MARKER: &str = "orbit-kvm-probe-ok";
 
 /// A request on a `kvm` pod's control socket (from `orbit enter`): run `argv` in `app`; the
-/// answers are [`ToHost::ExecOutput`] lines and a final [`ToHost::ExecExited`].
+/// answers are [`ToHost::ExecOutput`] lines and a final [`ToHost::ExecExited`]. With `stdin`
+/// the client then sends [`ExecControl`] lines.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExecRequest {
     /// The app.
     pub app: String,
     /// The command.
     pub argv: Vec<String>,
+    /// The command reads input the client sends.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The command gets a terminal (in the guest).
+    #[serde(default)]
+    pub tty: bool,
+    /// That terminal's size from the start (columns, rows).
+    #[serde(default)]
+    pub size: Option<(u16, u16)>,
+}
+
+/// What an `enter` client sends after an [`ExecRequest`] with `stdin`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub enum ExecControl {
+    /// Input bytes ([`encode`]d).
+    Input { data: String },
+    /// The end of the input.
+    Close,
+    /// The terminal's size.
+    Resize { cols: u16, rows: u16 },
 }
 
 /// Kernel command-line word telling the agent the VM has a NIC (load its modules).

@@ -23,6 +23,9 @@ pub struct Exec {
     pub pod: String,
     pub app: String,
     pub cmd: Vec<String>,
+    /// The terminal is only a relay to one elsewhere (a kvm pod's, in the VM): raw from the
+    /// start, so every byte — the EOF character too — reaches the command's own terminal.
+    pub relay_terminal: bool,
 }
 
 impl Exec {
@@ -139,6 +142,12 @@ async fn run_with_terminal(t: &Exec, s: &mut Streams) -> Result<Outcome, String>
     }
     while let Ok((cols, rows)) = s.resize.try_recv() {
         set_window(&master, cols, rows);
+    }
+    if t.relay_terminal {
+        let mut raw = nix::sys::termios::tcgetattr(&slave).map_err(|e| setup(e.into()))?;
+        nix::sys::termios::cfmakeraw(&mut raw);
+        nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &raw)
+            .map_err(|e| setup(e.into()))?;
     }
     let mut cmd = t.command();
     cmd.stdin(Stdio::from(slave.try_clone().map_err(setup)?))

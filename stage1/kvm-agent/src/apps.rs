@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,8 +32,42 @@ enum Kind {
     },
 }
 
+/// Where an exec's input goes: a thread of its own writes it (a command that does not read
+/// must not stall the agent), `None` ends it; the terminal's master, for resizes.
+struct ExecInput {
+    bytes: std::sync::mpsc::Sender<Option<Vec<u8>>>,
+    terminal: Option<std::fs::File>,
+}
+
+impl ExecInput {
+    /// Input into `to`; at its end the pipe is closed, or on a terminal the EOF character
+    /// typed.
+    fn new(mut to: std::fs::File, terminal: bool) -> ExecInput {
+        let (bytes, rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
+        let master = if terminal { to.try_clone().ok() } else { None };
+        std::thread::spawn(move || {
+            for chunk in rx {
+                let done = match chunk {
+                    Some(b) => to.write_all(&b).is_err(),
+                    None if terminal => to.write_all(&[4]).is_err(),
+                    None => true,
+                };
+                if done {
+                    return;
+                }
+            }
+        });
+        ExecInput {
+            bytes,
+            terminal: master,
+        }
+    }
+}
+
 struct State {
     running: HashMap<i32, Kind>,
+    /// Execs that take input, by id.
+    inputs: HashMap<u64, ExecInput>,
     /// Every app the agent knows (the configuration's and those started later), by name.
     apps: HashMap<String, GuestApp>,
     /// An immutable pod's apps that have not ended yet.
@@ -154,17 +188,35 @@ fn resolve(root: &Path, arg0: &str, env: &[String]) -> Option<String> {
 fn reader(
     port: Port,
     mut pipe: impl Read + Send + 'static,
-    make: impl Fn(String) -> ToHost + Send + 'static,
+    make: impl Fn(&[u8]) -> ToHost + Send + 'static,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 16384];
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => port.send(&make(String::from_utf8_lossy(&buf[..n]).into_owned())),
+                Ok(n) => port.send(&make(&buf[..n])),
             }
         }
     })
+}
+
+/// An app's output (text: the CRI log is lines of it).
+fn app_output(app: String, stream: u8, data: &[u8]) -> ToHost {
+    ToHost::Output {
+        app,
+        stream,
+        data: String::from_utf8_lossy(data).into_owned(),
+    }
+}
+
+/// An exec's output, any bytes.
+fn exec_output(id: u64, stream: u8, data: &[u8]) -> ToHost {
+    ToHost::ExecOutput {
+        id,
+        stream,
+        data: orbit_stage1::agent::encode(data),
+    }
 }
 
 /// Threads forwarding a child's piped stdout and stderr as `make(stream, data)` messages
@@ -172,7 +224,7 @@ fn reader(
 fn readers(
     port: &Port,
     child: &mut std::process::Child,
-    make: impl Fn(u8, String) -> ToHost + Send + Sync + Clone + 'static,
+    make: impl Fn(u8, &[u8]) -> ToHost + Send + Sync + Clone + 'static,
 ) -> Vec<JoinHandle<()>> {
     let mut out = Vec::new();
     if let Some(o) = child.stdout.take() {
@@ -185,13 +237,22 @@ fn readers(
     out
 }
 
-/// Spawns `argv` in `app`'s root as the app's user, in `cgroup` when given; `interactive`
-/// gives it the serial console as its controlling terminal.
+/// Where a spawned process's standard streams go.
+enum Io {
+    /// The serial console, its controlling terminal (an interactive app).
+    Console,
+    /// Pipes (stdout and stderr read by the agent; stdin piped when `stdin`, else empty).
+    Pipes { stdin: bool },
+    /// A terminal's slave side, its controlling terminal (an exec with a tty).
+    Terminal(std::os::fd::OwnedFd),
+}
+
+/// Spawns `argv` in `app`'s root as the app's user, in `cgroup` when given, with `io`.
 fn spawn(
     app: &GuestApp,
     argv: &[String],
     cgroup: Option<&Path>,
-    interactive: bool,
+    io: Io,
 ) -> Result<std::process::Child, (i32, String)> {
     let root = Path::new(&app.root);
     let program = resolve(root, &argv[0], &app.env)
@@ -210,20 +271,34 @@ fn spawn(
         .args(&argv[1..])
         .env_clear()
         .envs(app.env.iter().filter_map(|e| e.split_once('=')));
-    if interactive {
-        let tty = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(orbit_stage1::agent::CONSOLE)
-                .map(Stdio::from)
-                .map_err(|e| (125, format!("cannot open the console: {e}")))
-        };
-        cmd.stdin(tty()?).stdout(tty()?).stderr(tty()?);
-    } else {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+    let controlling_tty = !matches!(io, Io::Pipes { .. });
+    match io {
+        Io::Console => {
+            let tty = || {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(orbit_stage1::agent::CONSOLE)
+                    .map(Stdio::from)
+                    .map_err(|e| (125, format!("cannot open the console: {e}")))
+            };
+            cmd.stdin(tty()?).stdout(tty()?).stderr(tty()?);
+        }
+        Io::Pipes { stdin } => {
+            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+        Io::Terminal(slave) => {
+            let dup = |fd: &std::os::fd::OwnedFd| {
+                fd.try_clone()
+                    .map(Stdio::from)
+                    .map_err(|e| (125, format!("cannot share the terminal: {e}")))
+            };
+            cmd.stdin(dup(&slave)?)
+                .stdout(dup(&slave)?)
+                .stderr(Stdio::from(slave));
+        }
     }
     // SAFETY: only async-signal-safe system calls between fork and exec, on data prepared
     // before the fork.
@@ -247,7 +322,7 @@ fn spawn(
                 return fail();
             }
             libc::setsid();
-            if interactive {
+            if controlling_tty {
                 libc::ioctl(0, libc::TIOCSCTTY, 0);
             }
             Ok(())
@@ -297,6 +372,7 @@ impl Supervisor {
             port,
             state: Arc::new(Mutex::new(State {
                 running: HashMap::new(),
+                inputs: HashMap::new(),
                 apps: HashMap::new(),
                 apps_left: config.apps.len(),
                 stopping: false,
@@ -338,13 +414,16 @@ impl Supervisor {
                 }
                 // Hold the lock while spawning: the reaper must find the pid registered.
                 let mut st = self.state.lock().unwrap();
-                let mut child = spawn(app, &app.exec, Some(&cgroup), app.interactive)?;
+                let io = if app.interactive {
+                    Io::Console
+                } else {
+                    Io::Pipes { stdin: false }
+                };
+                let mut child = spawn(app, &app.exec, Some(&cgroup), io)?;
                 let name = app.name.clone();
                 let n = name.clone();
-                let readers = readers(&self.port, &mut child, move |stream, data| ToHost::Output {
-                    app: n.clone(),
-                    stream,
-                    data,
+                let readers = readers(&self.port, &mut child, move |stream, data| {
+                    app_output(n.clone(), stream, data)
                 });
                 let pid = child.id() as i32;
                 st.running.insert(
@@ -420,14 +499,23 @@ impl Supervisor {
         });
     }
 
-    /// Runs an `exec` request in an app's root.
-    pub fn exec(&self, id: u64, app: &str, argv: &[String]) {
+    /// Runs an `exec` request in an app's root: with `stdin` its input comes through
+    /// [`Supervisor::exec_input`]; with `tty` (and the size it starts with) on a terminal of
+    /// the guest's.
+    pub fn exec(
+        &self,
+        id: u64,
+        app: &str,
+        argv: &[String],
+        stdin: bool,
+        tty: Option<Option<(u16, u16)>>,
+    ) {
         let Some(a) = self.state.lock().unwrap().apps.get(app).cloned() else {
-            self.port.send(&ToHost::ExecOutput {
+            self.port.send(&exec_output(
                 id,
-                stream: STDERR,
-                data: format!("no app named '{app}'\n"),
-            });
+                STDERR,
+                format!("no app named '{app}'\n").as_bytes(),
+            ));
             self.port.send(&ToHost::ExecExited { id, code: 125 });
             return;
         };
@@ -436,21 +524,63 @@ impl Supervisor {
             return;
         }
         let cgroup = PathBuf::from("/sys/fs/cgroup").join(&a.name);
+        let terminal = if let Some(size) = tty {
+            let ws = size.map(|(cols, rows)| nix::pty::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            });
+            match nix::pty::openpty(ws.as_ref(), None) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.port.send(&exec_output(
+                        id,
+                        STDERR,
+                        format!("cannot open a terminal: {e}\n").as_bytes(),
+                    ));
+                    self.port.send(&ToHost::ExecExited { id, code: 125 });
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let (io, master) = match terminal {
+            Some(p) => (Io::Terminal(p.slave), Some(std::fs::File::from(p.master))),
+            None => (Io::Pipes { stdin }, None),
+        };
         let mut st = self.state.lock().unwrap();
-        match spawn(&a, argv, cgroup.exists().then_some(cgroup.as_path()), false) {
+        match spawn(&a, argv, cgroup.exists().then_some(cgroup.as_path()), io) {
             Ok(mut child) => {
-                let readers = readers(&self.port, &mut child, move |stream, data| {
-                    ToHost::ExecOutput { id, stream, data }
-                });
+                let make = move |stream, data: &[u8]| exec_output(id, stream, data);
+                let (readers, input) = match master {
+                    Some(m) => {
+                        let reading = m.try_clone().ok();
+                        let readers = reading
+                            .map(|r| vec![reader(self.port.clone(), r, move |d| make(STDOUT, d))])
+                            .unwrap_or_default();
+                        (readers, Some(ExecInput::new(m, true)))
+                    }
+                    None => {
+                        let input = child.stdin.take().map(|p| {
+                            ExecInput::new(
+                                std::fs::File::from(std::os::fd::OwnedFd::from(p)),
+                                false,
+                            )
+                        });
+                        (readers(&self.port, &mut child, make), input)
+                    }
+                };
+                if let Some(i) = input {
+                    st.inputs.insert(id, i);
+                }
                 st.running
                     .insert(child.id() as i32, Kind::Exec { id, readers });
             }
             Err((code, error)) => {
-                self.port.send(&ToHost::ExecOutput {
-                    id,
-                    stream: STDERR,
-                    data: format!("{error}\n"),
-                });
+                self.port
+                    .send(&exec_output(id, STDERR, format!("{error}\n").as_bytes()));
                 self.port.send(&ToHost::ExecExited { id, code });
             }
         }
@@ -498,6 +628,38 @@ impl Supervisor {
             })
             .collect();
         self.port.send(&ToHost::Usage { apps });
+    }
+
+    /// Input for exec `id`.
+    pub fn exec_input(&self, id: u64, data: &str) {
+        let Some(bytes) = orbit_stage1::agent::decode(data) else {
+            return;
+        };
+        if let Some(i) = self.state.lock().unwrap().inputs.get(&id) {
+            let _ = i.bytes.send(Some(bytes));
+        }
+    }
+
+    /// The end of exec `id`'s input.
+    pub fn exec_close_input(&self, id: u64) {
+        if let Some(i) = self.state.lock().unwrap().inputs.get(&id) {
+            let _ = i.bytes.send(None);
+        }
+    }
+
+    /// The size of exec `id`'s terminal.
+    pub fn exec_resize(&self, id: u64, cols: u16, rows: u16) {
+        let st = self.state.lock().unwrap();
+        if let Some(m) = st.inputs.get(&id).and_then(|i| i.terminal.as_ref()) {
+            let ws = libc::winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads the valid winsize; `m` is an open terminal master.
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(m), libc::TIOCSWINSZ, &ws) };
+        }
     }
 
     /// Sends `sig` to every running app: the pod is stopping.
@@ -564,6 +726,7 @@ impl Supervisor {
                     st.apps_left = st.apps_left.saturating_sub(1);
                 }
                 Some(Kind::Exec { id, readers }) => {
+                    self.state.lock().unwrap().inputs.remove(&id);
                     let port = self.port.clone();
                     std::thread::spawn(move || {
                         for r in readers {

@@ -87,7 +87,17 @@ fn run() -> Result<(), String> {
             match serde_json::from_str::<ToGuest>(&l) {
                 Ok(ToGuest::Stop) => s.signal_apps(nix::sys::signal::Signal::SIGTERM),
                 Ok(ToGuest::Kill) => s.signal_apps(nix::sys::signal::Signal::SIGKILL),
-                Ok(ToGuest::Exec { id, app, argv }) => s.exec(id, &app, &argv),
+                Ok(ToGuest::Exec {
+                    id,
+                    app,
+                    argv,
+                    stdin,
+                    tty,
+                    size,
+                }) => s.exec(id, &app, &argv, stdin, tty.then_some(size)),
+                Ok(ToGuest::ExecInput { id, data }) => s.exec_input(id, &data),
+                Ok(ToGuest::ExecCloseInput { id }) => s.exec_close_input(id),
+                Ok(ToGuest::ExecResize { id, cols, rows }) => s.exec_resize(id, cols, rows),
                 Ok(ToGuest::StartApp { app }) => {
                     let s = s.clone();
                     std::thread::spawn(move || s.start_app(app));

@@ -9,6 +9,7 @@ mod initrd;
 mod mutable;
 mod net;
 mod qemu;
+mod terminal;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -826,7 +827,8 @@ fn spawn_control_thread(
             let (writer, execs, next) = (writer.clone(), execs.clone(), next.clone());
             std::thread::spawn(move || {
                 let mut line = String::new();
-                let mut reader = BufReader::new(&conn);
+                let Ok(input) = conn.try_clone() else { return };
+                let mut reader = BufReader::new(input);
                 if reader.read_line(&mut line).is_err() {
                     return;
                 }
@@ -852,8 +854,15 @@ fn spawn_control_thread(
                         id,
                         app: req.app,
                         argv: req.argv,
+                        stdin: req.stdin,
+                        tty: req.tty,
+                        size: req.size,
                     },
                 );
+                if req.stdin {
+                    let w = writer.clone();
+                    std::thread::spawn(move || relay_exec_input(&w, id, reader));
+                }
                 let mut out = &conn;
                 for msg in rx {
                     let done = matches!(msg, ToHost::ExecExited { .. });
@@ -866,6 +875,22 @@ fn spawn_control_thread(
         }
     });
     Ok(())
+}
+
+/// Relays what an `enter` client sends for exec `id` (input, its end, terminal sizes) to
+/// the agent; the client going away ends the input.
+fn relay_exec_input(writer: &Arc<Mutex<UnixStream>>, id: u64, from: impl BufRead) {
+    for line in from.lines() {
+        let Ok(line) = line else { break };
+        let msg = match serde_json::from_str::<agent::ExecControl>(&line) {
+            Ok(agent::ExecControl::Input { data }) => ToGuest::ExecInput { id, data },
+            Ok(agent::ExecControl::Resize { cols, rows }) => ToGuest::ExecResize { id, cols, rows },
+            Ok(agent::ExecControl::Close) => break,
+            Err(_) => continue,
+        };
+        send(writer, &msg);
+    }
+    send(writer, &ToGuest::ExecCloseInput { id });
 }
 
 /// Relays forwarded connection `id` to `port` in the VM for the control connection `conn`:
@@ -962,7 +987,8 @@ pub fn port_forward(args: &Args) -> Result<i32, String> {
 }
 
 /// `enter`: runs the command in the app inside the VM through the supervisor; exits with
-/// its status.
+/// its status. Its input goes along; on a terminal, the command gets one of the guest's
+/// (this one is made raw so every byte passes, and its size follows this one's).
 pub fn enter(args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     let manifest = read_manifest(&pod)?;
@@ -976,18 +1002,36 @@ pub fn enter(args: &Args) -> Result<i32, String> {
     } else {
         args.command.clone()
     };
+    let stdin = std::io::stdin();
+    let tty = nix::unistd::isatty(&stdin).unwrap_or(false);
     let mut conn = UnixStream::connect(control_socket(&args.uuid))
         .map_err(|e| format!("the pod's VM does not answer ({e}); is it running?"))?;
-    conn.write_all(&agent::line(&ExecRequest { app, argv }))
+    let request = ExecRequest {
+        app,
+        argv,
+        stdin: true,
+        tty,
+        size: if tty { terminal::size() } else { None },
+    };
+    conn.write_all(&agent::line(&request))
         .map_err(|e| e.to_string())?;
+    let _raw = if tty {
+        Some(terminal::Raw::new(&stdin)?)
+    } else {
+        None
+    };
+    let control = conn.try_clone().map_err(|e| e.to_string())?;
+    terminal::spawn_input(control, tty);
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { break };
         match serde_json::from_str::<ToHost>(&line) {
             Ok(ToHost::ExecOutput { stream, data, .. }) => {
+                let bytes = agent::decode(&data).unwrap_or_default();
                 let _ = if stream == agent::STDERR {
-                    std::io::stderr().write_all(data.as_bytes())
+                    std::io::stderr().write_all(&bytes)
                 } else {
-                    std::io::stdout().write_all(data.as_bytes())
+                    let mut out = std::io::stdout();
+                    out.write_all(&bytes).and_then(|()| out.flush())
                 };
             }
             Ok(ToHost::ExecExited { code, .. }) => return Ok(code),
