@@ -134,8 +134,12 @@ pub fn sandbox(s: &Sandbox, containers: &[Container]) -> proto::PodSandboxStats 
             })
             .collect();
         if !reported.is_empty() {
+            // Saturating: the numbers come from the guest.
             let sum = |f: fn(&orbit_stage1::AppUsage) -> Option<u64>| {
-                reported.iter().map(f).sum::<Option<u64>>()
+                reported
+                    .iter()
+                    .map(f)
+                    .try_fold(0u64, |acc, v| Some(acc.saturating_add(v?)))
             };
             (cpu, memory) = self::reported(&orbit_stage1::AppUsage {
                 cpu_nanos: sum(|u| u.cpu_nanos),

@@ -205,6 +205,8 @@ pub enum ToGuest {
     ExecCloseInput { id: u64 },
     /// The size of an `exec`'s terminal.
     ExecResize { id: u64, cols: u16, rows: u16 },
+    /// Kill an `exec` and what it started (its client is gone).
+    ExecKill { id: u64 },
     /// Start an app added to a mutable pod (answered by `Started` or `Failed`).
     StartApp { app: GuestApp },
     /// Send signal number `signal` to an app.
@@ -220,6 +222,8 @@ pub enum ToGuest {
     ConnData { id: u64, data: String },
     /// The client's side of a forwarded connection is done sending.
     ConnClose { id: u64 },
+    /// The client of a forwarded connection is gone: close both directions.
+    ConnAbort { id: u64 },
 }
 
 /// Binary data as message text (base64).

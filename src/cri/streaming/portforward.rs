@@ -170,6 +170,8 @@ async fn relay(
             said.join("; ")
         });
     }
+    // What it says later is read (and dropped): a closed pipe would fail its messages.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let rd = Box::new(child.stdout.take().expect("piped"));
     let wr = Box::new(child.stdin.take().expect("piped"));
     Ok((rd, wr, child))

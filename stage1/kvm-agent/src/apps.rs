@@ -532,7 +532,17 @@ impl Supervisor {
                 ws_ypixel: 0,
             });
             match nix::pty::openpty(ws.as_ref(), None) {
-                Ok(p) => Some(p),
+                Ok(p) => {
+                    // Not inherited by apps or execs started meanwhile (another session
+                    // could be read or typed into).
+                    for fd in [&p.master, &p.slave] {
+                        let _ = nix::fcntl::fcntl(
+                            fd,
+                            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                        );
+                    }
+                    Some(p)
+                }
                 Err(e) => {
                     self.port.send(&exec_output(
                         id,
@@ -644,6 +654,16 @@ impl Supervisor {
     pub fn exec_close_input(&self, id: u64) {
         if let Some(i) = self.state.lock().unwrap().inputs.get(&id) {
             let _ = i.bytes.send(None);
+        }
+    }
+
+    /// Kills exec `id` and its process group (it is the leader of one: `setsid`).
+    pub fn exec_kill(&self, id: u64) {
+        let st = self.state.lock().unwrap();
+        for (pid, kind) in &st.running {
+            if matches!(kind, Kind::Exec { id: i, .. } if *i == id) {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
         }
     }
 

@@ -11,9 +11,16 @@ use orbit_stage1::agent::{decode, encode, ToHost};
 
 use crate::Port;
 
+/// One open connection: its socket (for shutdowns) and the queue its writer thread takes
+/// the host's bytes from (a port that does not read must not stall the agent).
+struct Conn {
+    socket: TcpStream,
+    bytes: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
 /// The open connections, by the host's id.
 #[derive(Clone, Default)]
-pub struct Connections(Arc<Mutex<HashMap<u64, TcpStream>>>);
+pub struct Connections(Arc<Mutex<HashMap<u64, Conn>>>);
 
 impl Connections {
     /// Connects (on a thread of its own) and answers `Connected`; then relays what the port
@@ -26,9 +33,21 @@ impl Connections {
             let connected = TcpStream::connect_timeout(&v4, Duration::from_secs(10)).or_else(|e| {
                 TcpStream::connect_timeout(&v6, Duration::from_secs(10)).map_err(|_| e)
             });
-            let mut stream = match connected.and_then(|s| Ok((s.try_clone()?, s))) {
-                Ok((reader, writer)) => {
-                    conns.0.lock().unwrap().insert(id, writer);
+            let opened = connected.and_then(|s| Ok((s.try_clone()?, s.try_clone()?, s)));
+            let mut stream = match opened {
+                Ok((reader, mut writer, socket)) => {
+                    let (bytes, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+                    std::thread::spawn(move || {
+                        for b in rx {
+                            if writer.write_all(&b).is_err() {
+                                let _ = writer.shutdown(Shutdown::Both);
+                                return;
+                            }
+                        }
+                        // The host is done sending (or gone): half-close.
+                        let _ = writer.shutdown(Shutdown::Write);
+                    });
+                    conns.0.lock().unwrap().insert(id, Conn { socket, bytes });
                     port_to_host.send(&ToHost::Connected { id, error: None });
                     reader
                 }
@@ -50,31 +69,29 @@ impl Connections {
                     }),
                 }
             }
+            // The port is done sending; the host may still send until it closes.
             port_to_host.send(&ToHost::ConnClosed { id });
-            conns.0.lock().unwrap().remove(&id);
         });
     }
 
-    /// Writes the host's bytes to connection `id`.
+    /// Queues the host's bytes for connection `id`.
     pub fn write(&self, id: u64, data: &str) {
         let Some(bytes) = decode(data) else { return };
-        let stream = self
-            .0
-            .lock()
-            .unwrap()
-            .get(&id)
-            .and_then(|s| s.try_clone().ok());
-        if let Some(mut s) = stream {
-            if s.write_all(&bytes).is_err() {
-                let _ = s.shutdown(Shutdown::Both);
-            }
+        if let Some(c) = self.0.lock().unwrap().get(&id) {
+            let _ = c.bytes.send(bytes);
         }
     }
 
-    /// The host is done sending on connection `id`.
+    /// The host is done sending on connection `id`: its writer half-closes once the queue
+    /// is written.
     pub fn close(&self, id: u64) {
-        if let Some(s) = self.0.lock().unwrap().get(&id) {
-            let _ = s.shutdown(Shutdown::Write);
+        self.0.lock().unwrap().remove(&id);
+    }
+
+    /// The host's client is gone: both directions of connection `id` end now.
+    pub fn abort(&self, id: u64) {
+        if let Some(c) = self.0.lock().unwrap().remove(&id) {
+            let _ = c.socket.shutdown(Shutdown::Both);
         }
     }
 }

@@ -98,6 +98,7 @@ fn run() -> Result<(), String> {
                 Ok(ToGuest::ExecInput { id, data }) => s.exec_input(id, &data),
                 Ok(ToGuest::ExecCloseInput { id }) => s.exec_close_input(id),
                 Ok(ToGuest::ExecResize { id, cols, rows }) => s.exec_resize(id, cols, rows),
+                Ok(ToGuest::ExecKill { id }) => s.exec_kill(id),
                 Ok(ToGuest::StartApp { app }) => {
                     let s = s.clone();
                     std::thread::spawn(move || s.start_app(app));
@@ -108,6 +109,7 @@ fn run() -> Result<(), String> {
                 Ok(ToGuest::Connect { id, port }) => conns.connect(to_host.clone(), id, port),
                 Ok(ToGuest::ConnData { id, data }) => conns.write(id, &data),
                 Ok(ToGuest::ConnClose { id }) => conns.close(id),
+                Ok(ToGuest::ConnAbort { id }) => conns.abort(id),
                 Err(_) => {}
             }
         }

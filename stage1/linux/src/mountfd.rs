@@ -118,7 +118,9 @@ fn open_beneath(base: &OwnedFd, rel: &Path, flags: i32, mode: u32) -> std::io::R
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: open_how is plain data; all-zero is its empty value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    // No O_NOFOLLOW: with O_PATH it would open a final link itself instead of failing;
+    // RESOLVE_NO_SYMLINKS refuses a link anywhere in the path, the last part included.
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.mode = u64::from(mode);
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
     // SAFETY: openat2(2) reads the path and `how` (of the size given).

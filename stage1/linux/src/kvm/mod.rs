@@ -381,7 +381,12 @@ impl Session {
             }
             ToHost::Removed { app, error } => self.answer(&app, error.map_or(Ok(()), Err)),
             ToHost::Usage { apps } => {
-                for a in apps.iter().filter(|a| self.apps.contains_key(&a.app)) {
+                let running = |a: &&agent::GuestUsage| {
+                    self.apps
+                        .get(&a.app)
+                        .is_some_and(|r| r.status.state == AppState::Running)
+                };
+                for a in apps.iter().filter(running) {
                     let _ = a.usage.write(&paths::app_usage(&self.pod, &a.app));
                 }
             }
@@ -595,7 +600,13 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
             return Err(format!("{e}; QEMU said: {}", tail.trim()));
         }
     };
-    let writer = Arc::new(Mutex::new(stream.try_clone().map_err(|e| e.to_string())?));
+    let to_agent = stream.try_clone().map_err(|e| e.to_string())?;
+    // A guest that stops reading makes writes fail after a while instead of blocking every
+    // sender (and the lock they share) for good.
+    to_agent
+        .set_write_timeout(Some(AGENT_WRITE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let writer = Arc::new(Mutex::new(to_agent));
     spawn_signal_thread(mask, writer.clone(), qemu.id());
     spawn_usage_thread(writer.clone());
     let execs: Arc<Mutex<HashMap<u64, Sender<ToHost>>>> = Arc::default();
@@ -757,6 +768,9 @@ fn send(writer: &Arc<Mutex<UnixStream>>, msg: &ToGuest) {
     }
 }
 
+/// How long a write to the agent may wait for the guest to read.
+const AGENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a stopped VM has to power off before QEMU is killed (an agent that cannot
 /// answer must not keep a pod alive).
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -771,7 +785,7 @@ fn spawn_signal_thread(mask: SigSet, writer: Arc<Mutex<UnixStream>>, qemu: u32) 
         let mut first = true;
         while mask.wait().is_ok() {
             let msg = if first { ToGuest::Stop } else { ToGuest::Kill };
-            send(&writer, &msg);
+            // The timer first: a guest that stopped reading must not keep the pod alive.
             if first && pidfd >= 0 {
                 std::thread::spawn(move || {
                     std::thread::sleep(STOP_GRACE);
@@ -787,6 +801,7 @@ fn spawn_signal_thread(mask: SigSet, writer: Arc<Mutex<UnixStream>>, qemu: u32) 
                     };
                 });
             }
+            send(&writer, &msg);
             first = false;
         }
     });
@@ -866,7 +881,12 @@ fn spawn_control_thread(
                 let mut out = &conn;
                 for msg in rx {
                     let done = matches!(msg, ToHost::ExecExited { .. });
-                    if out.write_all(&agent::line(&msg)).is_err() || done {
+                    if out.write_all(&agent::line(&msg)).is_err() {
+                        // The client is gone: so is its command.
+                        send(&writer, &ToGuest::ExecKill { id });
+                        break;
+                    }
+                    if done {
                         break;
                     }
                 }
@@ -885,12 +905,17 @@ fn relay_exec_input(writer: &Arc<Mutex<UnixStream>>, id: u64, from: impl BufRead
         let msg = match serde_json::from_str::<agent::ExecControl>(&line) {
             Ok(agent::ExecControl::Input { data }) => ToGuest::ExecInput { id, data },
             Ok(agent::ExecControl::Resize { cols, rows }) => ToGuest::ExecResize { id, cols, rows },
-            Ok(agent::ExecControl::Close) => break,
+            Ok(agent::ExecControl::Close) => {
+                send(writer, &ToGuest::ExecCloseInput { id });
+                return;
+            }
             Err(_) => continue,
         };
         send(writer, &msg);
     }
-    send(writer, &ToGuest::ExecCloseInput { id });
+    // The connection ended without the end of the input: the client is gone (a silent
+    // command would never notice).
+    send(writer, &ToGuest::ExecKill { id });
 }
 
 /// Relays forwarded connection `id` to `port` in the VM for the control connection `conn`:
@@ -907,7 +932,7 @@ fn forward(
     match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(ToHost::Connected { error: None, .. }) => {
             if out.write_all(b"ok\n").is_err() {
-                send(writer, &ToGuest::ConnClose { id });
+                send(writer, &ToGuest::ConnAbort { id });
                 return;
             }
         }
@@ -944,6 +969,8 @@ fn forward(
             ToHost::ConnData { data, .. } => {
                 let bytes = agent::decode(&data).unwrap_or_default();
                 if out.write_all(&bytes).is_err() {
+                    // The client is gone: both directions end.
+                    send(writer, &ToGuest::ConnAbort { id });
                     break;
                 }
             }

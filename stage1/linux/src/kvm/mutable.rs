@@ -215,7 +215,14 @@ impl Pod {
             }
             record.starting = true;
         }
-        self.ask(name, &ToGuest::StartApp { app: guest })
+        let asked = self.ask(name, &ToGuest::StartApp { app: guest });
+        if asked.is_err() {
+            // No answer: the app may be stopped, removed or started again.
+            if let Some(r) = self.session.lock().unwrap().apps.get_mut(name) {
+                r.starting = false;
+            }
+        }
+        asked
     }
 
     /// App `name`'s state as the agent last reported it.
