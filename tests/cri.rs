@@ -1445,16 +1445,7 @@ async fn a_sandbox_runs_below_the_kubelets_cgroup_parent_and_leaves_nothing_ther
     )
     .await;
     start(&mut rt, &id).await;
-    let status = rt
-        .container_status(proto::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
-    let pid = info["pid"].as_u64().unwrap();
+    let pid = container_pid(&mut rt, &id).await;
     // In the sandbox's own cgroup below the parent; with the stage1's pod and app cgroups
     // below that for the controllers it manages.
     let own = format!("{parent}/orbit-{sb}");

@@ -844,16 +844,7 @@ async fn a_cri_sandbox_runs_as_a_service_in_the_kubelets_slice() {
         control_group.ends_with(&format!("{cgroup}\"")),
         "{control_group}"
     );
-    let status = rt
-        .container_status(proto::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
-    let pid = info["pid"].as_u64().unwrap();
+    let pid = container_pid(&mut rt, &id).await;
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let systemd_line = cgroups
         .lines()

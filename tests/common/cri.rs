@@ -297,6 +297,21 @@ pub async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) 
     )
 }
 
+/// The host pid of a running container's command, from its verbose status (what
+/// `crictl inspect` shows as `info.pid`).
+pub async fn container_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> u64 {
+    let status = rt
+        .container_status(proto::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    info["pid"].as_u64().unwrap()
+}
+
 /// StopPodSandbox and RemovePodSandbox (crictl stopp, rmp); then no sandbox is listed and
 /// nothing of the pod is left (directory, processes, mounts).
 pub async fn remove_sandbox_leaving_nothing(
