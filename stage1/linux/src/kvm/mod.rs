@@ -75,27 +75,37 @@ pub fn run(args: &Args) -> Result<i32, String> {
                 )
             }
         })
-        .and_then(|manifest| {
-            match manifest.apps.iter().find(|a| {
-                // A privileged app (allDevices) has the VM's devices, which are its own.
-                !a.devices.is_empty()
-                    || a.mounts
-                        .iter()
-                        .any(|m| m.propagation != Propagation::Private)
-            }) {
-                Some(a) => Err(format!(
-                    "app {}: a kvm pod's apps see the VM's devices, not the host's, and its \
-                     volumes (shared over 9p) do not receive the host's later mounts \
-                     (devices, propagation)",
-                    a.name
-                )),
+        .and_then(
+            |manifest| match manifest.apps.iter().find_map(unsupported) {
+                Some(e) => Err(e),
                 None => Ok(manifest),
-            }
-        })
+            },
+        )
         .and_then(|manifest| run_vm(args, &pod, &manifest));
     remove_sockets(&args.uuid);
     crate::run::run_exit_hook(&pod, args.debug);
     result
+}
+
+/// Why app `a` cannot run in a VM, if it cannot: host devices (a privileged app's
+/// `allDevices` is fine: the VM's devices are its own) and volumes that must receive or send
+/// mounts (they are 9p shares).
+pub(crate) fn unsupported(a: &orbit_stage1::App) -> Option<String> {
+    if !a.devices.is_empty() {
+        return Some(format!(
+            "app {}: a kvm pod's apps see the VM's devices, not the host's",
+            a.name
+        ));
+    }
+    a.mounts
+        .iter()
+        .any(|m| m.propagation != Propagation::Private)
+        .then(|| {
+            format!(
+                "app {}: a kvm pod's volumes (shared over 9p) do not receive or send mounts",
+                a.name
+            )
+        })
 }
 
 fn remove_sockets(uuid: &str) {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orbit_stage1::agent::{self, GuestApp, ToGuest};
-use orbit_stage1::{paths, AppState, Propagation, VolumeKind};
+use orbit_stage1::{paths, AppState, VolumeKind};
 
 use super::{added_volumes, bind_in_view, guest_app, kvm_dir, send, AppRecord, Session};
 use crate::util::read_manifest;
@@ -93,24 +93,12 @@ impl Pod {
             .iter()
             .find(|a| a.name == name)
             .ok_or_else(|| format!("pod.json has no app {name}"))?;
-        // A privileged app (allDevices) has the VM's devices, which are its own.
-        if !app.devices.is_empty() {
-            return Err(format!(
-                "app {name}: a kvm pod's apps see the VM's devices, not the host's"
-            ));
+        if let Some(e) = super::unsupported(app) {
+            return Err(e);
         }
         if app.stdin || app.interactive {
             return Err(format!(
                 "app {name}: the kvm stage1 gives apps of a running VM no attachable input or terminal"
-            ));
-        }
-        if app
-            .mounts
-            .iter()
-            .any(|m| m.propagation != Propagation::Private)
-        {
-            return Err(format!(
-                "app {name}: a kvm pod's volumes (shared over 9p) do not receive the host's later mounts"
             ));
         }
         if self.session.lock().unwrap().apps.contains_key(name) {
