@@ -533,16 +533,7 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     })
     .await
     .unwrap();
-    let st = rt
-        .container_status(proto::ContainerStatusRequest {
-            container_id: one.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = container_state(&mut rt, &one).await;
     assert_eq!(st.state, proto::ContainerState::ContainerExited as i32);
     assert_eq!(st.exit_code, 143);
     rt.remove_container(proto::RemoveContainerRequest {

@@ -167,44 +167,11 @@ func main() {
 	switch cmd {
 	case "exec", "attach":
 		p := parseArgs(rest, []string{"stdin", "stdout", "stderr", "tty"}, []string{"resize", "ping-period"})
-		if len(p.positional) != 1 {
-			fatalUsage("%s needs exactly one URL", cmd)
-		}
-		opts := streamOptions{
-			stdin:  p.bools["stdin"],
-			stdout: p.bools["stdout"],
-			stderr: p.bools["stderr"],
-			tty:    p.bools["tty"],
-		}
-		if r, ok := p.values["resize"]; ok {
-			w, h, err := parseSize(r)
-			if err != nil {
-				fatalUsage("invalid --resize %q: %v", r, err)
-			}
-			if !opts.tty {
-				fatalUsage("--resize needs --tty (client-go only opens the resize stream for a tty)")
-			}
-			opts.resize = &terminalSize{Width: w, Height: h}
-		}
+		opts := commandOptions(cmd, p)
 		os.Exit(runRemoteCommand(p.positional[0], opts, parsePingPeriod(p)))
 	case "ws-exec", "ws-attach":
 		p := parseArgs(rest, []string{"stdin", "stdout", "stderr", "tty"}, []string{"resize", "protocol"})
-		if len(p.positional) != 1 {
-			fatalUsage("%s needs exactly one URL", cmd)
-		}
-		opts := streamOptions{
-			stdin:  p.bools["stdin"],
-			stdout: p.bools["stdout"],
-			stderr: p.bools["stderr"],
-			tty:    p.bools["tty"],
-		}
-		if r, ok := p.values["resize"]; ok {
-			w, h, err := parseSize(r)
-			if err != nil {
-				fatalUsage("invalid --resize %q: %v", r, err)
-			}
-			opts.resize = &terminalSize{Width: w, Height: h}
-		}
+		opts := commandOptions(cmd, p)
 		offer := wsProtocols
 		if v, ok := p.values["protocol"]; ok {
 			offer = []string{v}
@@ -229,6 +196,31 @@ func main() {
 	default:
 		fatalUsage("unknown subcommand %q", cmd)
 	}
+}
+
+// commandOptions: the URL check and stream options of exec/attach, over either
+// transport (--stdin --stdout --stderr --tty --resize=WxH).
+func commandOptions(cmd string, p parsedArgs) streamOptions {
+	if len(p.positional) != 1 {
+		fatalUsage("%s needs exactly one URL", cmd)
+	}
+	opts := streamOptions{
+		stdin:  p.bools["stdin"],
+		stdout: p.bools["stdout"],
+		stderr: p.bools["stderr"],
+		tty:    p.bools["tty"],
+	}
+	if r, ok := p.values["resize"]; ok {
+		w, h, err := parseSize(r)
+		if err != nil {
+			fatalUsage("invalid --resize %q: %v", r, err)
+		}
+		if !opts.tty {
+			fatalUsage("--resize needs --tty (client-go only opens the resize stream for a tty)")
+		}
+		opts.resize = &terminalSize{Width: w, Height: h}
+	}
+	return opts
 }
 
 func parseSize(s string) (uint16, uint16, error) {
