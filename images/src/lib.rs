@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -65,7 +65,18 @@ pub fn compress(tar: &[u8], c: Compression) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A deterministic tar of a directory tree (symlinks kept as symlinks, hardlinks not detected).
+/// The major number of device number `dev` (glibc's encoding).
+fn libc_major(dev: u64) -> u32 {
+    (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)) as u32
+}
+
+/// The minor number of device number `dev` (glibc's encoding).
+fn libc_minor(dev: u64) -> u32 {
+    (((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) as u32
+}
+
+/// A deterministic tar of a directory tree (symlinks kept as symlinks, device nodes as
+/// device nodes, hardlinks not detected).
 pub fn tar_dir(dir: &Path) -> io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
@@ -88,6 +99,17 @@ pub fn tar_dir(dir: &Path) -> io::Result<Vec<u8>> {
             h.set_entry_type(tar::EntryType::Directory);
             h.set_size(0);
             b.append_data(&mut h, format!("{}/", rel.display()), io::empty())?;
+        } else if meta.file_type().is_block_device() || meta.file_type().is_char_device() {
+            // Device nodes are kept as they are: hostile-layer tests ship them.
+            h.set_entry_type(if meta.file_type().is_block_device() {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Char
+            });
+            h.set_size(0);
+            h.set_device_major(libc_major(meta.rdev()))?;
+            h.set_device_minor(libc_minor(meta.rdev()))?;
+            b.append_data(&mut h, &rel, io::empty())?;
         } else {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(meta.len());

@@ -104,6 +104,9 @@ pub fn join_recorded(pod_dir: &Path, uuid: &str) -> Result<(), PodError> {
             if dir.is_dir() {
                 continue;
             }
+            // cgroup v2: a new cgroup gets controllers only from its parent's subtree_control
+            // (the kubelet enables them in the parents it makes; these are parents it did not).
+            enable_v2_controllers(&parent_dir);
             std::fs::create_dir(&dir).map_err(|e| io("cannot create cgroup", &dir, e))?;
             if part != own_name {
                 rec.created.push(dir.clone());
@@ -123,6 +126,25 @@ pub fn join_recorded(pod_dir: &Path, uuid: &str) -> Result<(), PodError> {
             .map_err(|e| io("cannot join cgroup", &procs, e))?;
     }
     Ok(())
+}
+
+/// On cgroup v2, enables the controllers pods use (`memory pids cpu io`, those `dir` has)
+/// for `dir`'s children. Best effort: a cgroup holding processes cannot, and then the pod's
+/// stage1 says which limit lacks its controller.
+fn enable_v2_controllers(dir: &Path) {
+    let Ok(available) = std::fs::read_to_string(dir.join("cgroup.controllers")) else {
+        return;
+    };
+    let on = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    let missing: Vec<String> = ["memory", "pids", "cpu", "io"]
+        .into_iter()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .filter(|c| !on.split_whitespace().any(|o| o == *c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !missing.is_empty() {
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), missing.join(" "));
+    }
 }
 
 /// Deletes the pod's own cgroups below its parent (with whatever the stage1 left in them),

@@ -94,9 +94,9 @@ fn register_with_systemd(
         cpu_millis: sum(|r| r.cpu_millis),
         tasks: sum(|r| r.pids),
     };
-    // Already a unit's process (systemd sets INVOCATION_ID for units it starts): the unit
-    // is the pod's cgroup; a nested scope would pull orbit out of its own service.
-    let scope = std::env::var_os("INVOCATION_ID")
+    // Already the main process of the pod's own service (`--unit`, the CRI): the unit is
+    // the pod's cgroup; a nested scope would pull orbit out of its own service.
+    let scope = crate::systemd::own_unit()
         .is_none()
         .then(|| format!("orbit-{uuid}.scope"));
     if let Some(name) = &scope {

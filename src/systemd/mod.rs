@@ -42,6 +42,21 @@ pub fn register_machine_helper(args: &[String]) -> i32 {
     }
 }
 
+/// Set in a pod's transient service: the unit the pod's `run` is the main process of.
+pub const UNIT_ENV: &str = "ORBIT_UNIT";
+
+/// The unit this process was started as by orbit (`ORBIT_UNIT`, checked against its own
+/// cgroup), if any. Inherited `INVOCATION_ID`s say nothing: every process a service
+/// starts (a shell script, a test runner) has one.
+pub fn own_unit() -> Option<String> {
+    let unit = std::env::var(UNIT_ENV).ok()?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroups
+        .lines()
+        .any(|l| l.split('/').any(|c| c == unit))
+        .then_some(unit)
+}
+
 /// Failures talking to systemd.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -204,6 +219,11 @@ impl Systemd {
             ("Delegate", Value::from(true)),
             ("Slice", Value::from(opts.slice.unwrap_or("machine.slice"))),
             ("CollectMode", Value::from("inactive-or-failed")),
+            // The pod's run knows it is this unit's main process (no nested scope).
+            (
+                "Environment",
+                Value::from(vec![format!("{UNIT_ENV}={name}")]),
+            ),
         ];
         if let Some(r) = opts.restart {
             props.push(("Restart", Value::from(r)));

@@ -30,14 +30,14 @@ pub const INTERFACE_VERSION: u32 = 1;
 /// it starts the pod, so every pod process lands in the unit.
 pub const WAIT_CGROUP_ENV: &str = "ORBIT_WAIT_CGROUP";
 
-/// Waits until process `pid`'s cgroup path (any hierarchy) ends with `/unit`, at most
-/// `timeout`; true when it got there.
+/// Waits until process `pid`'s cgroup path (any hierarchy) is unit `unit`'s cgroup or below
+/// it (on cgroup v2 the stage1 moves itself into a leaf of the unit's delegated tree), at
+/// most `timeout`; true when it got there.
 pub fn wait_in_cgroup(pid: u32, unit: &str, timeout: std::time::Duration) -> bool {
-    let needle = format!("/{unit}");
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if cgroups.lines().any(|l| l.ends_with(&needle)) {
+        if cgroups.lines().any(|l| l.split('/').skip(1).any(|c| c == unit)) {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_micros(200));

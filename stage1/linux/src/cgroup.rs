@@ -1,7 +1,8 @@
 //! The pod's cgroups: `orbit/<uuid>` for the pod and `orbit/<uuid>/<app>` per app, below
-//! the cgroup `orbit run` was started in (so a caller's limits and accounting still apply),
-//! in every v1 hierarchy and in cgroup2 — cgroups-rs picks v1 or v2; on a hybrid machine
-//! the v1 controllers are used (the hybrid cgroup2 mount only carries hugetlb here).
+//! the cgroup `orbit run` was started in (so a caller's limits and accounting still apply).
+//! On a v1 or hybrid host, in every v1 hierarchy through cgroups-rs (the hybrid cgroup2
+//! mount only carries hugetlb); on a v2-only host, by `crate::cgroup2`, which also keeps
+//! the stage1's own processes in a leaf of their own.
 //! Where they are is recorded in the pod directory (`cgroups.json`), so `gc` can remove
 //! them after a supervisor that was killed never could.
 
@@ -58,111 +59,178 @@ fn hierarchy() -> Box<dyn Hierarchy> {
 
 /// Where the pod's cgroups live.
 pub struct PodCgroups {
-    base: HashMap<String, String>,
-    uuid: String,
+    backend: Backend,
+}
+
+enum Backend {
+    /// Every v1 hierarchy (cgroups-rs), below the caller's cgroup in each.
+    V1 {
+        base: HashMap<String, String>,
+        uuid: String,
+    },
+    /// cgroup2 only.
+    V2(crate::cgroup2::Pod),
 }
 
 const RECORD: &str = "cgroups.json";
 
+/// The key of the cgroup2 path in [`RECORD`] (as in `/proc/self/cgroup`'s `0::` line).
+const UNIFIED_KEY: &str = "";
+
 impl PodCgroups {
-    /// Plans the pod's cgroups below the current process's and records where.
-    pub fn create(pod: &Path, uuid: &str) -> Result<PodCgroups, String> {
-        let base = get_cgroups_relative_paths()
-            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    /// Creates the pod's cgroups below the current process's and records where (before the
+    /// supervisor may move itself below them). On cgroup v2 the supervisor may move into the
+    /// pod's `_stage1` leaf (see `crate::cgroup2`).
+    pub fn create(
+        pod: &Path,
+        uuid: &str,
+        manifest: &orbit_stage1::PodManifest,
+    ) -> Result<PodCgroups, String> {
+        let base = if crate::cgroup2::unified() {
+            HashMap::from([(UNIFIED_KEY.to_string(), crate::cgroup2::path_of("self")?)])
+        } else {
+            get_cgroups_relative_paths()
+                .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?
+        };
         let record = serde_json::to_vec(&base).expect("a map serializes");
         orbit_stage1::status::write_atomic(&pod.join(RECORD), &record)
             .map_err(|e| format!("cannot write {RECORD}: {e}"))?;
-        Ok(PodCgroups {
-            base,
-            uuid: uuid.to_string(),
-        })
+        let backend = match base.get(UNIFIED_KEY) {
+            Some(b) if crate::cgroup2::unified() => {
+                let mut v2 = crate::cgroup2::Pod::at(b, uuid);
+                let needs_limits = manifest.apps.iter().any(|a| {
+                    let r = &a.isolators.resources;
+                    r.memory.is_some()
+                        || r.cpu_millis.is_some()
+                        || r.cpu_shares.is_some()
+                        || r.pids.is_some()
+                });
+                if let Err(e) = v2.create(needs_limits) {
+                    v2.remove();
+                    return Err(e);
+                }
+                Backend::V2(v2)
+            }
+            _ => Backend::V1 {
+                base,
+                uuid: uuid.to_string(),
+            },
+        };
+        Ok(PodCgroups { backend })
     }
 
     /// The recorded cgroups of a pod (for gc).
     pub fn load(pod: &Path, uuid: &str) -> Option<PodCgroups> {
         let bytes = std::fs::read(pod.join(RECORD)).ok()?;
-        Some(PodCgroups {
-            base: serde_json::from_slice(&bytes).ok()?,
-            uuid: uuid.to_string(),
-        })
+        let base: HashMap<String, String> = serde_json::from_slice(&bytes).ok()?;
+        let backend = match base.get(UNIFIED_KEY) {
+            Some(b) if crate::cgroup2::unified() => Backend::V2(crate::cgroup2::Pod::at(b, uuid)),
+            _ => Backend::V1 {
+                base,
+                uuid: uuid.to_string(),
+            },
+        };
+        Some(PodCgroups { backend })
     }
 
-    fn cgroup(&self, rel: &str) -> Result<Cgroup, String> {
-        Cgroup::new_with_relative_paths(hierarchy(), rel, self.base.clone())
-            .map_err(|e| format!("cannot create cgroup {rel}: {e}"))
-    }
-
-    /// Moves process `pid` into the pod's cgroup.
+    /// Moves process `pid` (the pod's init, or the child that makes its user namespace)
+    /// into the pod's cgroup.
     pub fn join_pod(&self, pid: i32) -> Result<(), String> {
-        let cg = self.cgroup(&format!("orbit/{}", self.uuid))?;
-        cg.add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|e| format!("cannot move pid {pid} into the pod cgroup: {e}"))
+        match &self.backend {
+            Backend::V1 { base, uuid } => {
+                let cg = v1_cgroup(base, &format!("orbit/{uuid}"))?;
+                cg.add_task_by_tgid(CgroupPid::from(pid as u64))
+                    .map_err(|e| format!("cannot move pid {pid} into the pod cgroup: {e}"))
+            }
+            Backend::V2(v2) => v2.join_stage1(pid),
+        }
     }
 
     /// Moves process `pid` into app `app`'s cgroup.
     pub fn join_app(&self, app: &str, pid: i32) -> Result<(), String> {
-        let cg = self.cgroup(&format!("orbit/{}/{app}", self.uuid))?;
-        cg.add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|e| format!("cannot move pid {pid} into app {app}'s cgroup: {e}"))
+        match &self.backend {
+            Backend::V1 { base, uuid } => {
+                let cg = v1_cgroup(base, &format!("orbit/{uuid}/{app}"))?;
+                cg.add_task_by_tgid(CgroupPid::from(pid as u64))
+                    .map_err(|e| format!("cannot move pid {pid} into app {app}'s cgroup: {e}"))
+            }
+            Backend::V2(v2) => v2.join_app(app, pid),
+        }
     }
 
     /// Sets the pod cgroup's limits to the sums of its apps' limits (a limit is set only when
     /// every app has one).
     pub fn set_pod_limits(&self, apps: &[&orbit_stage1::Resources]) -> Result<(), String> {
         let total = pod_total(apps);
-        let cg = self.cgroup(&format!("orbit/{}", self.uuid))?;
-        apply(&cg, &total).map_err(|e| format!("pod cgroup: {e}"))
+        match &self.backend {
+            Backend::V1 { base, uuid } => {
+                let cg = v1_cgroup(base, &format!("orbit/{uuid}"))?;
+                apply(&cg, &total).map_err(|e| format!("pod cgroup: {e}"))
+            }
+            Backend::V2(v2) => v2.set_pod_limits(&total),
+        }
     }
 
-    /// Sets app `app`'s cgroup limits (memory, CPU quota and shares, pids). Called before the
-    /// app joins its cgroup.
-    pub fn set_app_limits(
-        &self,
-        app: &str,
-        limits: &orbit_stage1::Resources,
-    ) -> Result<(), String> {
-        let cg = self.cgroup(&format!("orbit/{}/{app}", self.uuid))?;
-        apply(&cg, limits).map_err(|e| format!("app {app}'s cgroup: {e}"))
+    /// Sets app `app`'s cgroup limits (memory, CPU quota and shares, pids), and on cgroup
+    /// v2 its device program. Called before the app joins its cgroup.
+    pub fn set_app_limits(&self, app: &orbit_stage1::App) -> Result<(), String> {
+        let limits = &app.isolators.resources;
+        match &self.backend {
+            Backend::V1 { base, uuid } => {
+                let cg = v1_cgroup(base, &format!("orbit/{uuid}/{}", app.name))?;
+                apply(&cg, limits).map_err(|e| format!("app {}'s cgroup: {e}", app.name))
+            }
+            Backend::V2(v2) => {
+                // A restarted app keeps the program its new leaf got.
+                if v2.set_app_limits(&app.name, limits)? {
+                    // DEVBPF crate::devices::restrict_cgroup2(&v2.app_dir(&app.name), [app])?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// True when the kernel's OOM killer killed a process of app `app`'s cgroup.
     pub fn oom_killed(&self, app: &str) -> bool {
-        let rel = format!("orbit/{}/{app}", self.uuid);
-        let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, self.base.clone());
+        let (base, uuid) = match &self.backend {
+            Backend::V1 { base, uuid } => (base, uuid),
+            Backend::V2(v2) => return v2.oom_killed(app),
+        };
+        let rel = format!("orbit/{uuid}/{app}");
+        let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone());
         let Some(mem) = cg.controller_of::<MemController>() else {
             return false;
         };
-        let kills = if cg.v2() {
-            // cgroups-rs reads no `memory.events` (its v2 memory_stat leaves oom_control
-            // empty): read the `oom_kill` key ourselves.
-            std::fs::read_to_string(mem.path().join("memory.events"))
+        if cg.v2() {
+            // A hybrid host whose cgroup2 carries memory: cgroups-rs reads no
+            // `memory.events`.
+            let events = std::fs::read_to_string(mem.path().join("memory.events"));
+            return events
                 .ok()
-                .and_then(|events| {
-                    events.lines().find_map(|l| {
-                        l.strip_prefix("oom_kill ")
-                            .and_then(|n| n.trim().parse::<u64>().ok())
-                    })
-                })
+                .and_then(|e| crate::cgroup2::keyed(&e, "oom_kill"))
                 .unwrap_or(0)
-        } else {
-            // v1: `memory.oom_control`'s `oom_kill` counter (kernel 4.13 and later).
-            mem.memory_stat().oom_control.oom_kill
-        };
-        kills > 0
+                > 0;
+        }
+        // v1: `memory.oom_control`'s `oom_kill` counter (kernel 4.13 and later).
+        mem.memory_stat().oom_control.oom_kill > 0
     }
 
     /// Hands app `app`'s cgroup (already created) to a `--private-users` pod's root
     /// (host `uid`/`gid`) so the app can join it from inside its user namespace: its
     /// `cgroup.procs` and `tasks` files change owner; limits and device rules stay the host's.
-    /// Returns the app's devices-controller directory, if any.
+    /// Returns the app's v1 devices-controller directory, if any.
     pub fn delegate_app(
         &self,
         app: &str,
         uid: u32,
         gid: u32,
     ) -> Result<Option<std::path::PathBuf>, String> {
-        let rel = format!("orbit/{}/{app}", self.uuid);
-        let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, self.base.clone());
+        let (base, uuid) = match &self.backend {
+            Backend::V1 { base, uuid } => (base, uuid),
+            Backend::V2(v2) => return v2.delegate_app(app, uid, gid).map(|()| None),
+        };
+        let rel = format!("orbit/{uuid}/{app}");
+        let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone());
         let mut devices = None;
         for sub in cg.subsystems() {
             let dir = sub.to_controller().path().to_path_buf();
@@ -180,16 +248,21 @@ impl PodCgroups {
         Ok(devices)
     }
 
-    /// Kills whatever is left in the pod's cgroups and removes them, apps first.
+    /// Kills whatever is left in the pod's cgroups and removes them, apps first (on v2, all
+    /// of the pod's tree but the leaf the caller itself is in).
     pub fn remove(&self, manifest: &orbit_stage1::PodManifest) {
-        let pod_rel = format!("orbit/{}", self.uuid);
+        let (base, uuid) = match &self.backend {
+            Backend::V1 { base, uuid } => (base, uuid),
+            Backend::V2(v2) => return v2.remove(),
+        };
+        let pod_rel = format!("orbit/{uuid}");
         for rel in manifest
             .apps
             .iter()
             .map(|a| format!("{pod_rel}/{}", a.name))
             .chain([pod_rel.clone()])
         {
-            let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, self.base.clone());
+            let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone());
             if !cg.exists() {
                 continue;
             }
@@ -203,6 +276,12 @@ impl PodCgroups {
             }
         }
     }
+}
+
+/// The v1 cgroup `rel` below `base`, created in every selected hierarchy.
+fn v1_cgroup(base: &HashMap<String, String>, rel: &str) -> Result<Cgroup, String> {
+    Cgroup::new_with_relative_paths(hierarchy(), rel, base.clone())
+        .map_err(|e| format!("cannot create cgroup {rel}: {e}"))
 }
 
 /// The CFS period CPU quotas are expressed in (the kernel's default), in microseconds.
@@ -238,13 +317,6 @@ fn cfs_quota(millis: u64) -> i64 {
         .saturating_mul(CFS_PERIOD_US / 1000)
         .max(CFS_MIN_QUOTA_US);
     i64::try_from(quota).unwrap_or(i64::MAX)
-}
-
-/// v1 `cpu.shares` (2..262144, default 1024) as a v2 `cpu.weight` (1..10000, default 100),
-/// with the formula runc and systemd use.
-fn shares_to_weight(shares: u64) -> u64 {
-    let shares = shares.clamp(2, MAX_SHARES);
-    1 + ((shares - 2) * 9999) / 262_142
 }
 
 /// Writes the limits `r` sets into cgroup `cg` (v1 or v2); leaves the others as they are.
@@ -297,7 +369,7 @@ fn apply(cg: &Cgroup, r: &Resources) -> Result<(), String> {
         if let Some(shares) = r.cpu_shares {
             // cgroups-rs writes the value as is: cpu.weight wants the converted one.
             let value = if v2 {
-                shares_to_weight(shares)
+                crate::cgroup2::shares_to_weight(shares)
             } else {
                 shares.clamp(2, MAX_SHARES)
             };
@@ -351,12 +423,9 @@ mod tests {
     }
 
     #[test]
-    fn quota_and_weight_conversions() {
+    fn quota_conversions() {
         assert_eq!(cfs_quota(250), 25_000);
         assert_eq!(cfs_quota(1000), 100_000);
         assert_eq!(cfs_quota(1), 1_000, "clamped to the kernel minimum");
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(262_144), 10_000);
     }
 }

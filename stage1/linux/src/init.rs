@@ -222,7 +222,7 @@ impl Pod<'_> {
         let limits = match self.manifest.user_namespace {
             // The pod cgroup's limits (set by the supervisor) bound a --private-users pod.
             Some(_) => Ok(()),
-            None => self.cgroups.set_app_limits(&a.name, &a.isolators.resources),
+            None => self.cgroups.set_app_limits(&a),
         };
         let result = limits
             .map_err(|message| app::Failure {

@@ -156,13 +156,16 @@ fn run_locked_rest(
 ) -> Result<i32, String> {
     let relay = crate::notify::setup(&pod)?;
     write_file(&pod, paths::STARTED, &now());
-    let cgroups = PodCgroups::create(&pod, &args.uuid)?;
+    let cgroups = PodCgroups::create(&pod, &args.uuid, manifest)?;
     let limits: Vec<&orbit_stage1::Resources> = manifest
         .apps
         .iter()
         .map(|a| &a.isolators.resources)
         .collect();
-    cgroups.set_pod_limits(&limits)?;
+    if let Err(e) = cgroups.set_pod_limits(&limits) {
+        cgroups.remove(manifest);
+        return Err(e);
+    }
 
     if let (Flavor::Ns, Some(ns)) = (flavor, manifest.user_namespace) {
         let result = run_in_user_namespace(&pod, manifest, &ns, &cgroups, args, relay.as_ref());
@@ -305,7 +308,7 @@ fn run_in_user_namespace(
                 // Each app gets its own cgroup with its limits and device rules, set here by
                 // the host's root and delegated so the app can join it from inside.
                 for a in &manifest.apps {
-                    cgroups.set_app_limits(&a.name, &a.isolators.resources)?;
+                    cgroups.set_app_limits(a)?;
                     if let Some(devices) =
                         cgroups.delegate_app(&a.name, ns.uid_base, ns.gid_base)?
                     {

@@ -1,0 +1,412 @@
+//! A pod's cgroups on a cgroup-v2-only host (`/sys/fs/cgroup` is cgroup2), done as the
+//! kernel's rules ask:
+//!
+//! ```text
+//! BASE                      the caller's cgroup: the pod's systemd scope or service
+//! │                         (Delegate=yes), the CRI's cgroupfs parent, or the root
+//! └── orbit/
+//!     └── <uuid>/           the pod: its limits (the sums of its apps')
+//!         ├── _stage1/      the supervisor and the pod's init (never an app's name: app
+//!         │                 names are lowercase letters, digits and '-')
+//!         └── <app>/        one leaf per app: its limits, memory.oom.group, a device program
+//! ```
+//!
+//! No process is ever in a cgroup that has controllers enabled for its children (the
+//! no-internal-process rule): the stage1's own processes live in the `_stage1` leaf, and
+//! only `memory pids cpu io` (those the parent offers) are enabled, level by level. The
+//! supervisor moves itself out of BASE (unless BASE is the root, which may hold processes)
+//! so BASE can delegate; a BASE that still holds other processes (a shell's cgroup, no
+//! systemd) cannot, and then a pod that asks for limits is refused with what to do.
+//!
+//! Written by hand rather than with cgroups-rs: on v2 it ignores the caller's cgroup (every
+//! pod landed at `/sys/fs/cgroup/orbit/<uuid>`) and writes `+controller` for every
+//! controller into each new cgroup, which breaks the no-internal-process rule. cgroup2 is a
+//! handful of files.
+
+use std::path::{Path, PathBuf};
+
+use orbit_stage1::Resources;
+
+/// Where cgroup2 is mounted on a v2-only host.
+pub const MOUNT: &str = "/sys/fs/cgroup";
+
+/// The leaf of the stage1's own processes.
+pub const STAGE1_LEAF: &str = "_stage1";
+
+/// The controllers a pod's cgroups get (where the parent offers them). cpuset is left out:
+/// orbit pins no CPUs, and an enabled cpuset controller costs every cgroup a copy of its
+/// parent's masks.
+const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "io"];
+
+/// The CFS period CPU quotas are expressed in (the kernel's default), in microseconds.
+const CFS_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota the kernel accepts, in microseconds.
+const CFS_MIN_QUOTA_US: u64 = 1_000;
+
+/// True when `/sys/fs/cgroup` is a cgroup2 mount (a v2-only host).
+pub fn unified() -> bool {
+    static UNIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNIFIED.get_or_init(|| {
+        nix::sys::statfs::statfs(MOUNT)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            .unwrap_or(false)
+    })
+}
+
+/// The cgroup2 path of process `pid` ("self"), as `/a/b` (the `0::` line).
+pub fn path_of(pid: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("cannot read /proc/{pid}/cgroup: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().to_string())
+        .ok_or_else(|| format!("/proc/{pid}/cgroup has no cgroup2 (0::) line"))
+}
+
+/// A pod's cgroup tree below BASE.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// BASE, as a directory.
+    base: PathBuf,
+    /// `BASE/orbit/<uuid>`.
+    dir: PathBuf,
+    /// The supervisor moved itself into the `_stage1` leaf.
+    supervisor_in_leaf: bool,
+}
+
+fn io_err<'a>(what: &str, path: &'a Path) -> impl FnOnce(std::io::Error) -> String + 'a {
+    let what = what.to_string();
+    move |e| format!("{what} {}: {e}", path.display())
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
+    let p = dir.join(file);
+    std::fs::write(&p, value).map_err(|e| format!("cannot write '{value}' to {}: {e}", p.display()))
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
+}
+
+/// Makes directory `dir`; true when it is new.
+fn make_dir(dir: &Path) -> Result<bool, String> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(format!("cannot create cgroup {}: {e}", dir.display())),
+    }
+}
+
+/// The value of `key` in a flat keyed file (`memory.events`, `cpu.stat`…).
+pub fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+impl Pod {
+    /// The tree of pod `uuid` below BASE `base` (`/a/b`, as `/proc/self/cgroup` shows it).
+    pub fn at(base: &str, uuid: &str) -> Pod {
+        let base = Path::new(MOUNT).join(base.trim_start_matches('/'));
+        let dir = base.join("orbit").join(uuid);
+        Pod {
+            base,
+            dir,
+            supervisor_in_leaf: false,
+        }
+    }
+
+    /// App `app`'s leaf.
+    pub fn app_dir(&self, app: &str) -> PathBuf {
+        self.dir.join(app)
+    }
+
+    fn is_root(&self) -> bool {
+        self.base == Path::new(MOUNT)
+    }
+
+    /// Creates the tree and enables the controllers down to the pod. When the calling
+    /// process (the supervisor) and its children are all BASE holds, they move into the
+    /// `_stage1` leaf so BASE can delegate; otherwise they stay and the pod's init is moved
+    /// into the leaf ([`Pod::join_stage1`]). `needs_limits`: some app asks for a limit, so a
+    /// BASE that cannot delegate is an error, not a pod without controllers.
+    pub fn create(&mut self, needs_limits: bool) -> Result<(), String> {
+        let orbit = self.base.join("orbit");
+        make_dir(&orbit)?;
+        make_dir(&self.dir)?;
+        let leaf = self.dir.join(STAGE1_LEAF);
+        make_dir(&leaf)?;
+        if !self.is_root() {
+            if let Some(ours) = only_ours(&self.base) {
+                for pid in ours {
+                    match write(&leaf, "cgroup.procs", &pid.to_string()) {
+                        // A child (the machined helper) may have exited meanwhile.
+                        Err(_) if pid != std::process::id() => {}
+                        other => other?,
+                    }
+                }
+                self.supervisor_in_leaf = true;
+            }
+        }
+        let wanted: Vec<&str> = CONTROLLERS
+            .into_iter()
+            .filter(|c| {
+                read(&self.base, "cgroup.controllers")
+                    .split_whitespace()
+                    .any(|a| a == *c)
+            })
+            .collect();
+        for level in [&self.base, &orbit, &self.dir] {
+            if let Err(e) = enable(level, &wanted) {
+                if needs_limits {
+                    return Err(format!(
+                        "{e}: cgroup v2 gives a cgroup's children controllers only while it \
+                         holds no process itself, and {} holds other processes than orbit's; \
+                         run orbit in a cgroup of its own (a systemd manager on the system bus \
+                         gives each pod a scope; or `systemd-run --scope -p Delegate=yes orbit \
+                         run …`), or drop the pod's limits",
+                        self.base.display()
+                    ));
+                }
+                // No limits asked: the pod still gets cgroups of its own (kill, cpu stats).
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` (the pod's init) into the `_stage1` leaf, unless it is there
+    /// already: a child of a supervisor that moved there itself.
+    pub fn join_stage1(&self, pid: i32) -> Result<(), String> {
+        if self.supervisor_in_leaf {
+            return Ok(());
+        }
+        write(
+            &self.dir.join(STAGE1_LEAF),
+            "cgroup.procs",
+            &pid.to_string(),
+        )
+    }
+
+    /// Sets the pod's limits.
+    pub fn set_pod_limits(&self, r: &Resources) -> Result<(), String> {
+        apply(&self.dir, r).map_err(|e| format!("pod cgroup: {e}"))
+    }
+
+    /// Creates app `app`'s leaf if needed and sets its limits; true when the leaf is new.
+    pub fn set_app_limits(&self, app: &str, r: &Resources) -> Result<bool, String> {
+        let dir = self.app_dir(app);
+        let new = make_dir(&dir)?;
+        apply(&dir, r).map_err(|e| format!("app {app}'s cgroup: {e}"))?;
+        // An OOM kill takes the whole app, not one of its processes (as the kubelet asks).
+        if new && dir.join("memory.oom.group").exists() {
+            write(&dir, "memory.oom.group", "1")?;
+        }
+        Ok(new)
+    }
+
+    /// Moves process `pid` into app `app`'s leaf.
+    pub fn join_app(&self, app: &str, pid: i32) -> Result<(), String> {
+        write(&self.app_dir(app), "cgroup.procs", &pid.to_string())
+            .map_err(|e| format!("cannot move pid {pid} into app {app}'s cgroup: {e}"))
+    }
+
+    /// True when the OOM killer killed a process of app `app`.
+    pub fn oom_killed(&self, app: &str) -> bool {
+        keyed(&read(&self.app_dir(app), "memory.events"), "oom_kill").unwrap_or(0) > 0
+    }
+
+    /// Hands app `app`'s leaf to a `--private-users` pod's root (host `uid`/`gid`): the
+    /// leaf's `cgroup.procs` and, since a move needs write access to the common ancestor's
+    /// `cgroup.procs` too, the pod's. Limits and the device program stay the host's.
+    pub fn delegate_app(&self, app: &str, uid: u32, gid: u32) -> Result<(), String> {
+        for p in [
+            self.app_dir(app).join("cgroup.procs"),
+            self.dir.join("cgroup.procs"),
+        ] {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                .map_err(io_err("cannot delegate", &p))?;
+        }
+        Ok(())
+    }
+
+    /// Kills every process of the pod but the caller and removes its cgroups, deepest first;
+    /// the leaf the caller is in stays (the pod's unit, or `orbit gc`, removes it).
+    pub fn remove(&self) {
+        let own = path_of("self")
+            .map(|p| Path::new(MOUNT).join(p.trim_start_matches('/')))
+            .unwrap_or_default();
+        remove_tree(&self.dir, &own);
+        // BASE/orbit goes once its last pod has (another pod's start may race: harmless).
+        let _ = std::fs::remove_dir(self.base.join("orbit"));
+    }
+}
+
+/// The processes of cgroup `dir` when they are the caller and its children only.
+fn only_ours(dir: &Path) -> Option<Vec<u32>> {
+    let me = std::process::id();
+    let pids: Vec<u32> = read(dir, "cgroup.procs")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let ours = |pid: &u32| {
+        *pid == me
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // The field after the command (which may hold spaces) is the state, then the ppid.
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(me)
+    };
+    pids.iter().all(ours).then_some(pids)
+}
+
+/// Enables `controllers` for the children of `dir` (those not enabled yet).
+fn enable(dir: &Path, controllers: &[&str]) -> Result<(), String> {
+    let on = read(dir, "cgroup.subtree_control");
+    let missing: Vec<String> = controllers
+        .iter()
+        .filter(|c| !on.split_whitespace().any(|o| o == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    write(dir, "cgroup.subtree_control", &missing.join(" "))
+}
+
+/// Kills and removes `dir`'s subtree, deepest first, sparing cgroup `own` (and its
+/// ancestors) and the calling process.
+fn remove_tree(dir: &Path, own: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&e.path(), own);
+            }
+        }
+    }
+    if own.starts_with(dir) {
+        return;
+    }
+    kill_all(dir);
+    // Killed processes leave their cgroup only once the kernel has finished them: retry
+    // the removal for a bounded while instead of leaking the cgroup.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while let Err(e) = std::fs::remove_dir(dir) {
+        if e.kind() == std::io::ErrorKind::NotFound || std::time::Instant::now() >= deadline {
+            return;
+        }
+        kill_all(dir);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// SIGKILLs every process of cgroup `dir` (`cgroup.kill`, Linux 5.14, or one by one).
+fn kill_all(dir: &Path) {
+    if keyed(&read(dir, "cgroup.events"), "populated") == Some(0) {
+        return;
+    }
+    if write(dir, "cgroup.kill", "1").is_ok() {
+        return;
+    }
+    for pid in read(dir, "cgroup.procs").lines() {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// v1 `cpu.shares` (2..262144) as a v2 `cpu.weight` (1..10000), as runc, crun and the
+/// kubelet convert them.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// The `cpu.max` line for `millis` millicores.
+fn cpu_max(millis: u64) -> String {
+    let quota = millis
+        .saturating_mul(CFS_PERIOD_US / 1000)
+        .max(CFS_MIN_QUOTA_US);
+    format!("{quota} {CFS_PERIOD_US}")
+}
+
+/// Writes the limits `r` sets into cgroup `dir`; an asked-for limit whose controller is
+/// not enabled here is an error that says so.
+fn apply(dir: &Path, r: &Resources) -> Result<(), String> {
+    let need = |file: &str, what: &str| {
+        if dir.join(file).exists() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} needs the {} controller, which {} does not have (not enabled by its parent)",
+                file.split('.').next().unwrap_or(file),
+                dir.display()
+            ))
+        }
+    };
+    if let Some(bytes) = r.memory {
+        need("memory.max", "--memory")?;
+        write(dir, "memory.max", &bytes.to_string())?;
+        // No swap: the limit is the memory the app gets (the file exists with swap
+        // accounting only).
+        if dir.join("memory.swap.max").exists() {
+            write(dir, "memory.swap.max", "0")?;
+        }
+    }
+    if let Some(millis) = r.cpu_millis {
+        need("cpu.max", "--cpu")?;
+        write(dir, "cpu.max", &cpu_max(millis))?;
+    }
+    if let Some(shares) = r.cpu_shares {
+        need("cpu.weight", "--cpu-shares")?;
+        write(dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
+    }
+    if let Some(n) = r.pids {
+        need("pids.max", "--pids-limit")?;
+        write(dir, "pids.max", &n.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_files_are_read_by_key() {
+        let events = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(keyed(events, "oom_kill"), Some(2));
+        assert_eq!(keyed(events, "oom"), Some(1));
+        assert_eq!(keyed(events, "missing"), None);
+    }
+
+    #[test]
+    fn cpu_conversions() {
+        assert_eq!(cpu_max(250), "25000 100000");
+        assert_eq!(cpu_max(1), "1000 100000", "clamped to the kernel minimum");
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
+
+    #[test]
+    fn layout_below_the_base() {
+        let p = Pod::at("/machine.slice/orbit-x.scope", "u1");
+        assert_eq!(
+            p.dir,
+            Path::new("/sys/fs/cgroup/machine.slice/orbit-x.scope/orbit/u1")
+        );
+        assert_eq!(
+            p.app_dir("web"),
+            Path::new("/sys/fs/cgroup/machine.slice/orbit-x.scope/orbit/u1/web")
+        );
+        assert!(Pod::at("/", "u1").is_root());
+    }
+}

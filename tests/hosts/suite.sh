@@ -1,0 +1,240 @@
+#!/bin/bash
+# The modern-host suite: runs INSIDE the VM that tests/hosts/run.sh boots (Debian bookworm,
+# systemd as PID 1, cgroup v2 only, nftables without iptables), as a systemd unit with
+# Delegate=yes. $ORBIT is the orbit under test, $MH_SHARE holds the images and keys the host
+# made (see run.sh). Each check prints `ok NAME` or `FAIL NAME: why`; run.sh fails on any
+# FAIL, on a missing check, and on a non-zero exit. Every pod the suite starts is stopped by
+# the check that started it; the last check runs `orbit gc` and asserts that nothing — no
+# cgroup, mount, network namespace, nft rule or machine — is left.
+set -uo pipefail
+export ORBIT_DIR=/var/lib/orbit
+IMG=example.com/busybox
+DEVIMG=test.local/devnode
+fails=0
+t_start=$(date +%s.%N)
+
+ok() { echo "ok $1"; }
+fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
+# check NAME CMD...: runs CMD (a function); its stdout/stderr are kept for the failure line.
+check() {
+  local name=$1; shift
+  local out t0; t0=$(date +%s.%N)
+  if out=$("$@" 2>&1); then ok "$name ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f s", b-a}'))"
+  else fail "$name" "$(echo "$out" | tail -12 | tr '\n' '|')"; fi
+}
+die() { echo "$*"; return 1; }
+# expect_eq WHAT GOT WANT
+expect_eq() { [ "$2" = "$3" ] || die "$1: got '$2', want '$3'"; }
+
+# A pod in the background: bg_pod VAR VERB... ARGS... (`run` or `app sandbox`); sets VAR to
+# its uuid once it runs.
+bg_pod() {
+  local var=$1 verb=$2; shift 2
+  [ "$verb" = app ] && { verb="app $1"; shift; }
+  local f; f=$(mktemp)
+  # shellcheck disable=SC2086
+  "$ORBIT" $verb --uuid-file-save="$f" "$@" >/tmp/bg.$$.out 2>&1 &
+  local pid=$!
+  local i
+  for i in $(seq 600); do
+    if [ -s "$f" ] && "$ORBIT" status "$(cat "$f")" 2>/dev/null | grep -q '^state=running'; then
+      printf -v "$var" '%s' "$(cat "$f")"; rm -f "$f"; BG_PID=$pid; return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat /tmp/bg.$$.out; rm -f "$f"; return 1
+}
+# stop_pod UUID: orbit stop, then wait for the orbit run process.
+stop_pod() { "$ORBIT" stop --timeout 10s "$1" >/dev/null; wait "$BG_PID" 2>/dev/null; true; }
+# The pod's cgroup directory (below its scope or service).
+pod_cgroup() { find /sys/fs/cgroup -type d -path "*/orbit/$1" -print -quit; }
+app_pid() { "$ORBIT" status --format json "$1" | jq -r --arg a "$2" '.apps[] | select(.name == $a) | .pid'; }
+
+# ---------------------------------------------------------------------------------------
+t_host() {
+  expect_eq "/sys/fs/cgroup" "$(stat -fc %T /sys/fs/cgroup)" cgroup2fs || return 1
+  expect_eq "/proc/self/cgroup lines" "$(wc -l < /proc/self/cgroup)" 1 || return 1
+  expect_eq "PID 1" "$(cat /proc/1/comm)" systemd || return 1
+  ! command -v iptables || die "iptables is installed: $(command -v iptables)"
+  command -v nft >/dev/null || die "no nft"
+  uname -r
+}
+
+t_fetch() {
+  "$ORBIT" trust --prefix "$IMG" "$MH_SHARE/demo-key.pub" >/dev/null || return 1
+  "$ORBIT" fetch "oci:$MH_SHARE/example" >/dev/null || return 1
+  "$ORBIT" fetch --insecure-options=image "oci:$MH_SHARE/devnode" >/dev/null 2>&1 || return 1
+  "$ORBIT" image list | grep -q "$IMG" || die "image not listed"
+}
+
+t_ns_pod() {
+  local out; out=$("$ORBIT" run --net=none "$IMG" --exec /bin/echo -- hello-v2) || return 1
+  expect_eq output "$out" hello-v2
+}
+
+t_fly_pod() {
+  local out; out=$("$ORBIT" run --net=host --stage1-name=fly "$IMG" --exec /bin/cat -- /etc/motd) || return 1
+  echo "$out" | grep -q 'Hello from orbit' || die "output: $out"
+}
+
+# The pod's tree: scope > orbit/<uuid> > {_stage1, <app>}; no process in a cgroup that
+# delegates; the app's leaf is a domain with its limits; stats files exist.
+t_cgroup_layout() {
+  local u; bg_pod u run --net=none "$IMG" --name web --memory=64M --pids-limit=50 --cpu=250 --cpu-shares=2048 --exec /bin/sleep -- 600 || return 1
+  local pod; pod=$(pod_cgroup "$u")
+  [ -n "$pod" ] || die "no cgroup orbit/$u"
+  case "$pod" in */machine.slice/orbit-"$u".scope/orbit/"$u") ;; *) die "pod cgroup at $pod, not in its scope";; esac
+  local scope=${pod%/orbit/*}
+  expect_eq "scope procs" "$(cat "$scope/cgroup.procs")" "" || return 1
+  expect_eq "pod procs" "$(cat "$pod/cgroup.procs")" "" || return 1
+  [ -n "$(cat "$pod/_stage1/cgroup.procs")" ] || die "no stage1 process in _stage1"
+  expect_eq "app cgroup.type" "$(cat "$pod/web/cgroup.type")" domain || return 1
+  local pid; pid=$(app_pid "$u" web)
+  grep -qx "0::${pod#/sys/fs/cgroup}/web" "/proc/$pid/cgroup" || die "app pid $pid in $(cat /proc/"$pid"/cgroup)"
+  expect_eq memory.max "$(cat "$pod/web/memory.max")" $((64 << 20)) || return 1
+  expect_eq "pod memory.max" "$(cat "$pod/memory.max")" $((64 << 20)) || return 1
+  expect_eq memory.oom.group "$(cat "$pod/web/memory.oom.group")" 1 || return 1
+  expect_eq pids.max "$(cat "$pod/web/pids.max")" 50 || return 1
+  expect_eq cpu.max "$(cat "$pod/web/cpu.max")" "25000 100000" || return 1
+  expect_eq cpu.weight "$(cat "$pod/web/cpu.weight")" 79 || return 1
+  for f in memory.stat cpu.stat io.stat pids.current; do [ -f "$pod/web/$f" ] || die "no $f"; done
+  grep -q cpuset "$pod/cgroup.subtree_control" && die "cpuset enabled without being asked"
+  "$ORBIT" enter "$u" /bin/true || die "enter failed"
+  stop_pod "$u"
+  [ ! -d "$pod/web" ] || die "app cgroup left after stop"
+}
+
+t_oom() {
+  local rc=0
+  "$ORBIT" run --net=none "$IMG" --name hog --memory=32M --exec /bin/sh -- -c \
+    'mkfifo /tmp/f && { dd if=/dev/zero bs=1M count=128 2>/dev/null > /tmp/f & } && exec tail /tmp/f' >/dev/null 2>&1 || rc=$?
+  expect_eq "exit" "$rc" 137 || return 1
+  local u; u=$("$ORBIT" list --format json | jq -r 'map(select(.apps[]?.name == "hog")) | .[-1].uuid')
+  "$ORBIT" status --format json "$u" | jq -e '.apps[] | select(.name == "hog") | .reason == "OOMKilled"' >/dev/null \
+    || die "not OOMKilled: $("$ORBIT" status --format json "$u")"
+}
+
+t_pids_limit() {
+  local out
+  out=$("$ORBIT" run --net=none "$IMG" --pids-limit=5 --exec /bin/sh -- -c \
+    'for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>&1; echo spawned; kill $(jobs -p) 2>/dev/null; wait' 2>&1)
+  echo "$out" | grep -qi "fork\|resource temporarily unavailable" || die "no fork failure under pids.max=5: $out"
+}
+
+# Devices: a block node in an image layer, one the app makes, and --device grants.
+t_devices() {
+  local maj min out rc
+  read -r maj min < <(stat -c '%t %T' /dev/vda | while read -r a b; do echo $((16#$a)) $((16#$b)); done)
+  # Made by the app (it has CAP_MKNOD): creating works, opening is refused by the program.
+  rc=0; out=$("$ORBIT" run --net=none "$IMG" --exec /bin/sh -- -c "mknod /tmp/d b $maj $min && head -c 512 /tmp/d | wc -c" 2>&1) || rc=$?
+  echo "$out" | grep -qi "not permitted" || die "an app-made node of /dev/vda opened (rc $rc): $out"
+  # Shipped in an image layer: the root is nodev.
+  rc=0; out=$("$ORBIT" run --net=none "$DEVIMG" --exec /bin/sh -- -c "head -c 512 /disk | wc -c" 2>&1) || rc=$?
+  echo "$out" | grep -qi "not permitted" || die "an image's node of /dev/vda opened (rc $rc): $out"
+  # Granted read-only: reads work, writes are refused.
+  out=$("$ORBIT" run --net=none "$IMG" --device "/dev/vda:/dev/xvda:r" --exec /bin/sh -- -c \
+    'head -c 512 /dev/xvda | wc -c; echo x | dd of=/dev/xvda bs=1 count=1 conv=notrunc 2>&1; true' 2>&1)
+  echo "$out" | head -1 | grep -qx 512 || die "granted read failed: $out"
+  echo "$out" | grep -qi "not permitted" || die "write through an r grant: $out"
+  # The harmless nodes still work.
+  "$ORBIT" run --net=none "$IMG" --exec /bin/sh -- -c 'echo > /dev/null && head -c1 /dev/zero >/dev/null && head -c1 /dev/urandom >/dev/null' \
+    || die "harmless devices refused"
+}
+
+t_private_users() {
+  local out; out=$("$ORBIT" run --net=none --private-users "$IMG" --memory=64M --exec /bin/sh -- -c 'id -u; cat /proc/self/uid_map') || return 1
+  echo "$out" | head -1 | grep -qx 0 || die "$out"
+  echo "$out" | tail -1 | awk '$1 == 0 && $2 != 0 {ok=1} END {exit !ok}' || die "not mapped: $out"
+}
+
+t_mutable() {
+  local u; bg_pod u app sandbox --net=none || return 1
+  "$ORBIT" app add "$u" "$IMG" --name a1 --memory=32M --exec /bin/sleep -- 600 || return 1
+  "$ORBIT" app start "$u" --app a1 || return 1
+  local pod; pod=$(pod_cgroup "$u")
+  [ -d "$pod/a1" ] || die "no app cgroup $pod/a1"
+  expect_eq "a1 memory.max" "$(cat "$pod/a1/memory.max")" $((32 << 20)) || return 1
+  "$ORBIT" app stop "$u" --app a1 || return 1
+  "$ORBIT" app rm "$u" --app a1 || return 1
+  [ ! -d "$pod/a1" ] || die "app cgroup left after app rm"
+  stop_pod "$u"
+}
+
+# systemd: the scope, machined, stopping through systemd, daemon-reload.
+t_systemd_scope() {
+  local u; bg_pod u run --net=none "$IMG" --exec /bin/sleep -- 600 || return 1
+  machinectl list --no-legend | grep -q "orbit-$u" || die "machinectl list: $(machinectl list)"
+  machinectl status "orbit-$u" >/dev/null || die "machinectl status failed"
+  systemctl is-active -q "orbit-$u.scope" || die "scope not active"
+  systemctl daemon-reload
+  "$ORBIT" status "$u" | grep -q '^state=running' || die "pod did not survive daemon-reload"
+  systemctl stop "orbit-$u.scope" || return 1
+  wait "$BG_PID" 2>/dev/null
+  ! machinectl status "orbit-$u" >/dev/null 2>&1 || die "machine still registered"
+  "$ORBIT" status "$u" | grep -q '^state=exited' || die "pod state: $("$ORBIT" status "$u")"
+  [ -z "$(pod_cgroup "$u")" ] || die "cgroup left: $(pod_cgroup "$u")"
+}
+
+t_systemd_service() {
+  local u; u=$("$ORBIT" run --unit --net=none "$IMG" --exec /bin/sh -- -c 'echo from-the-journal; exec sleep 600') || return 1
+  local i; for i in $(seq 100); do systemctl is-active -q "orbit-$u.service" && break; sleep 0.1; done
+  systemctl is-active -q "orbit-$u.service" || die "service: $(systemctl status "orbit-$u.service" 2>&1 | tail -5)"
+  for i in $(seq 100); do journalctl -q ORBIT_POD="$u" | grep -q from-the-journal && break; sleep 0.1; done
+  journalctl -q ORBIT_POD="$u" | grep -q from-the-journal || die "journalctl ORBIT_POD=$u: $(journalctl -q ORBIT_POD="$u" | tail -3)"
+  machinectl list --no-legend | grep -q "orbit-$u" || die "not a machine"
+  [ -n "$(pod_cgroup "$u")" ] || die "no pod cgroup in the service"
+  "$ORBIT" stop "$u" >/dev/null || return 1
+  for i in $(seq 100); do systemctl is-active -q "orbit-$u.service" || break; sleep 0.1; done
+  ! systemctl is-active -q "orbit-$u.service" || die "service still active"
+}
+
+t_failed_start_leaves_nothing() {
+  local before; before=$(machinectl list --no-legend | wc -l)
+  ! "$ORBIT" run --net=none "$IMG" --exec /does/not/exist >/dev/null 2>&1 || die "a missing executable ran"
+  expect_eq "machines" "$(machinectl list --no-legend | wc -l)" "$before"
+}
+
+t_net_default_port() {
+  local u; bg_pod u run --net=default --port=http:8080 "$IMG" --exec /bin/httpd -- -f -p 80 -h /etc || return 1
+  local got; got=$(busybox wget -qO- -T 5 "http://172.16.28.1:8080/motd" 2>&1)
+  echo "$got" | grep -q 'Hello from orbit' || { stop_pod "$u"; die "port forward: $got; $(nft list ruleset)"; }
+  nft list table inet orbit >/dev/null 2>&1 || nft list tables | grep -q orbit || { stop_pod "$u"; die "no orbit nft table"; }
+  stop_pod "$u"
+  nft list ruleset | grep -q "$u" && die "per-pod nft rules left: $(nft list ruleset | grep "$u")"
+  true
+}
+
+t_gc_leaves_nothing() {
+  "$ORBIT" gc --grace-period=0 >/dev/null 2>&1 || return 1
+  local left
+  left=$(find /sys/fs/cgroup -type d -path '*/orbit/*' 2>/dev/null)
+  [ -z "$left" ] || die "cgroups left: $left"
+  left=$(grep "$ORBIT_DIR" /proc/self/mountinfo)
+  [ -z "$left" ] || die "mounts left: $left"
+  left=$(ls "$ORBIT_DIR/pods/"*/ 2>/dev/null)
+  [ -z "$left" ] || die "pods left: $left"
+  left=$(machinectl list --no-legend | grep orbit-)
+  [ -z "$left" ] || die "machines left: $left"
+  left=$(ip netns list 2>/dev/null; ls /run/netns 2>/dev/null)
+  [ -z "$left" ] || die "netns left: $left"
+}
+
+echo "orbit $("$ORBIT" version 2>/dev/null | head -1)"
+check host t_host
+check fetch t_fetch
+check ns-pod t_ns_pod
+check fly-pod t_fly_pod
+check cgroup-layout t_cgroup_layout
+check oom t_oom
+check pids-limit t_pids_limit
+check devices t_devices
+check private-users t_private_users
+check mutable-pod t_mutable
+check systemd-scope t_systemd_scope
+check systemd-service t_systemd_service
+check failed-start t_failed_start_leaves_nothing
+check net-default-port t_net_default_port
+check gc t_gc_leaves_nothing
+echo "suite: $fails failed in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}') s"
+[ "$fails" = 0 ]
