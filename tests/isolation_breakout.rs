@@ -1030,6 +1030,14 @@ fn host_disk_cannot_be_read_through_a_device_node(via: Via) {
          (CAP_MKNOD is a default capability, so a device cgroup allow-list — or nodev on \
          every writable mount — must refuse the open): {opened:#?}\nfull output:\n{out}"
     );
+    // Outside /dev the mount itself refuses (nodev: EACCES) before any device cgroup could.
+    for (name, ..) in &disks {
+        for dir in ["tmp", "v"] {
+            if value(&out, &format!("mknod_{name}_{dir}")) == "OK" {
+                failed_with(&out, &format!("read_{name}_{dir}"), "Permission denied");
+            }
+        }
+    }
     if !labels.iter().any(|(_, _, host_opens)| *host_opens) {
         eprintln!("note: the host itself cannot open any of {disks:?}: this run proves little");
     }
@@ -1056,8 +1064,10 @@ fn devices_asked_for_are_usable_with_their_permissions_only(via: Via) {
          try open_fu_for_writing sh -c 'exec 3> /dev/fu'\n\
          try open_lc_read_write sh -c 'exec 3<> /dev/sub/lc'\n\
          try write_ff sh -c 'echo x > /dev/ff'\n\
-         mknod /tmp/mem c 1 1\n\
-         try read_mem dd if=/tmp/mem of=/dev/null bs=1 count=1\n",
+         mknod /dev/mem c 1 1\n\
+         try read_mem dd if=/dev/mem of=/dev/null bs=1 count=1\n\
+         mknod /tmp/null c 1 3\n\
+         try open_null_in_root sh -c 'exec 3<> /tmp/null'\n",
     );
     // The host's numbers (hex in stat) and mode under the new name.
     let mode = format!(
@@ -1071,9 +1081,12 @@ fn devices_asked_for_are_usable_with_their_permissions_only(via: Via) {
     );
     assert_eq!(tried(&out, "open_fu_for_reading").0, 0, "{out}");
     assert_eq!(tried(&out, "open_lc_read_write").0, 0, "{out}");
-    // The device cgroup refuses what the rule does not allow (r only), and devices not asked for.
+    // The device cgroup refuses what the rule does not allow (r only), and devices not asked
+    // for (made in the pod's /dev, the one place whose nodes open).
     failed_with(&out, "open_fu_for_writing", "Operation not permitted");
     failed_with(&out, "read_mem", "Operation not permitted");
+    // Outside /dev, even an allowed device does not open: the app's root is nodev.
+    failed_with(&out, "open_null_in_root", "Permission denied");
     // rw: the write reaches the device, which says it is full.
     failed_with(&out, "write_ff", "No space left on device");
 }

@@ -20,6 +20,7 @@ mod cgroup;
 mod cgroup2;
 mod cgroupfs;
 mod control;
+mod devbpf;
 mod devices;
 mod enter;
 mod init;

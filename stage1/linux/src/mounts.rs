@@ -1,5 +1,14 @@
 //! Mounts: the app's root (overlayfs over the shared layers), and the app's view of /proc,
 //! /sys, /dev, /etc and its volumes, then `pivot_root` (ns) or `chroot` (fly).
+//!
+//! The app's root and its volumes are `nodev`: a device node there (from the image, a
+//! volume, or made by the app with CAP_MKNOD) does not open, whatever the device cgroup
+//! says. Device nodes live in the pod's /dev, a tmpfs of its own (not `nodev`) holding only
+//! the nodes the stage1 made; the device cgroup (v1 controller or BPF program, see
+//! `devices`) decides which of them, and of those the app makes there, open. An app given
+//! every device keeps device nodes on its root and volumes, and so does an app given a
+//! device outside /dev on its root, where the stage1 makes that node; a fly app, which
+//! sees the host's /dev, keeps them on its volumes.
 
 use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
@@ -29,18 +38,21 @@ fn mnt(
 }
 
 /// Mounts app `a`'s root at `apps/<name>/rootfs`: overlayfs of its layers (top first) with
-/// the app's own upper/work directories, or a bind of the copied tree (`--no-overlay`).
+/// the app's own upper/work directories, or a bind of the copied tree (`--no-overlay`);
+/// `nodev` unless the stage1 makes device nodes in it (see [`crate::devices::root_has_nodes`]).
 pub fn mount_app_root(pod: &Path, a: &App) -> R {
     let dir = paths::app_dir(pod, &a.name);
     let root = dir.join("rootfs");
+    let nodev = !crate::devices::root_has_nodes(a);
     if !a.rootfs.overlay {
-        return mnt(
+        mnt(
             Some(&root.to_string_lossy()),
             &root,
             None,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
-        );
+        )?;
+        return if nodev { add_nodev(&root) } else { Ok(()) };
     }
     let lowers: Vec<String> = a
         .rootfs
@@ -59,12 +71,53 @@ pub fn mount_app_root(pod: &Path, a: &App) -> R {
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    mnt(
-        Some("overlay"),
-        &root,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(&data),
+    let flags = if nodev {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    };
+    mnt(Some("overlay"), &root, Some("overlay"), flags, Some(&data))
+}
+
+/// Remounts the mount at `target` with flags `add` on top of those it has: a bind remount
+/// sets every per-mount flag, so one not given would be cleared — and clearing a locked
+/// one (ro, nosuid, nodev, noexec of a mount that came from the host into a user
+/// namespace) fails. The access-time flags are kept by the kernel when none is given.
+fn remount_adding(target: &Path, add: MsFlags) -> R {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let has = statvfs(target)
+        .map_err(|e| format!("statvfs {}: {e}", target.display()))?
+        .flags();
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | add;
+    for (st, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if has.contains(st) {
+            flags |= ms;
+        }
+    }
+    mnt(None, target, None, flags, None)
+}
+
+/// Makes the mount at `target` and every mount below it `nodev` (`mount_setattr(2)`, which
+/// changes only that flag); where the kernel lacks it (before 5.12), the mount at `target`
+/// only.
+fn add_nodev(target: &Path) -> R {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tree: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(target)
+        .map_err(|e| format!("cannot open {}: {e}", target.display()))?
+        .into();
+    crate::mountfd::set_attributes(&tree, crate::mountfd::MOUNT_ATTR_NODEV, None, true).or_else(
+        |e| {
+            remount_adding(target, MsFlags::MS_NODEV)
+                .map_err(|r| format!("{}: {e}; {r}", target.display()))
+        },
     )
 }
 
@@ -166,7 +219,10 @@ pub fn enter_app_root(
             }
         }
     }
-    volumes(pod, manifest, app, root, &mut host_trees)?;
+    // A fly app sees the host's /dev anyway, and node agents use device nodes in the host
+    // trees they get as volumes (a kubelet's raw block volumes are device files).
+    let nodev_volumes = flavor != Flavor::Fly && !app.isolators.all_devices;
+    volumes(pod, manifest, app, root, &mut host_trees, nodev_volumes)?;
     if crate::notify::enabled() {
         let target = in_root(root, crate::notify::IN_APP)?;
         ensure_file(&target)?;
@@ -187,13 +243,7 @@ pub fn enter_app_root(
         }
     }
     if app.read_only_rootfs {
-        mnt(
-            None,
-            Path::new("/"),
-            None,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-            None,
-        )?;
+        remount_adding(Path::new("/"), MsFlags::MS_RDONLY)?;
     }
     Ok(())
 }
@@ -421,6 +471,7 @@ fn volumes(
     app: &App,
     root: &Path,
     host_trees: &mut std::collections::HashMap<String, std::os::fd::OwnedFd>,
+    nodev: bool,
 ) -> R {
     for m in &app.mounts {
         let v = manifest.volume_of(m)?;
@@ -459,13 +510,10 @@ fn volumes(
             }
         }
         if v.read_only {
-            mnt(
-                None,
-                &target,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-                None,
-            )?;
+            remount_adding(&target, MsFlags::MS_RDONLY)?;
+        }
+        if nodev {
+            add_nodev(&target)?;
         }
     }
     Ok(())

@@ -45,8 +45,9 @@ pub fn confine(app: &App) -> Result<(), String> {
         .intersection(&held)
         .copied()
         .collect();
-    // Without a device cgroup to refuse opening them (a cgroup2-only host: orbit loads no
-    // BPF device program yet), a node the app makes could be a host disk: no CAP_MKNOD.
+    // Without a device cgroup to refuse opening them (neither the v1 devices controller nor
+    // a pure cgroup2 host, whose app cgroups get a BPF device program), a node the app makes
+    // could be a host disk: no CAP_MKNOD.
     if !iso.all_devices && !crate::devices::enforced() {
         bounding.remove(&caps::Capability::CAP_MKNOD);
     }
