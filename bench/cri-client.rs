@@ -28,6 +28,12 @@
 //! max` in milliseconds) and `wall SECONDS` (the timed rounds). Exits non-zero if a call or
 //! the client fails (after stopping and removing the pod).
 //!
+//! `cri-client SOCKET smoke-start IMAGE CGROUP_PARENT LOG_BASE` — one pod as above, with the
+//! sandbox's cgroup parent (a systemd slice or a cgroupfs path), left running; prints
+//! `SANDBOX CONTAINER`. `cri-client SOCKET stats SANDBOX CONTAINER` prints their stats (see
+//! `stats`); `cri-client SOCKET stop SANDBOX CONTAINER` stops and removes them (the modern
+//! host's suite, tests/hosts/suite.sh).
+//!
 //! `cri-client SOCKET cleanup` — stops and removes every sandbox this client made (label
 //! `app=cri-bench`) with its containers; prints `removed COUNT` (the script's exit trap).
 
@@ -137,8 +143,12 @@ async fn start_pod(
     tag: &str,
     i: usize,
     logs: &str,
+    cgroup_parent: Option<&str>,
 ) -> Result<Started, String> {
-    let config = sandbox_config(tag, i, logs);
+    let mut config = sandbox_config(tag, i, logs);
+    if let (Some(parent), Some(linux)) = (cgroup_parent, config.linux.as_mut()) {
+        linux.cgroup_parent = parent.to_string();
+    }
     let t = Instant::now();
     let sb = rt
         .run_pod_sandbox(proto::RunPodSandboxRequest {
@@ -211,7 +221,7 @@ async fn one_pod(
     i: usize,
     logs: &str,
 ) -> Result<Sample, String> {
-    let p = start_pod(rt, image, tag, i, logs).await?;
+    let p = start_pod(rt, image, tag, i, logs, None).await?;
     let t = Instant::now();
     if let Err(e) = stop_pod(rt, &p.sandbox, Some(&p.container)).await {
         let _ = stop_pod(rt, &p.sandbox, None).await;
@@ -302,7 +312,7 @@ async fn exec_bench(
     logs: &str,
 ) -> Result<(Vec<ExecSample>, Duration), String> {
     let tag = format!("exec-{}", std::process::id());
-    let p = start_pod(rt, image, &tag, 0, logs).await?;
+    let p = start_pod(rt, image, &tag, 0, logs, None).await?;
     let mut samples = Vec::with_capacity(n);
     let mut wall = Duration::ZERO;
     let mut result = Ok(());
@@ -371,6 +381,37 @@ async fn cleanup(mut rt: Rt) -> Result<usize, tonic::Status> {
     Ok(items.len())
 }
 
+/// Prints a container's and its sandbox's stats as `KEY VALUE` lines: `container-memory`
+/// (working set, bytes), `container-cpu` (cumulative ns), `sandbox-memory`, `sandbox-cpu`.
+async fn stats(rt: &mut Rt, sandbox: &str, container: &str) -> Result<(), tonic::Status> {
+    let c = rt
+        .container_stats(proto::ContainerStatsRequest {
+            container_id: container.into(),
+        })
+        .await?
+        .into_inner()
+        .stats
+        .unwrap_or_default();
+    let mem = c.memory.and_then(|m| m.working_set_bytes).map(|v| v.value);
+    let cpu = c.cpu.and_then(|c| c.usage_core_nano_seconds).map(|v| v.value);
+    println!("container-memory {}", mem.unwrap_or(0));
+    println!("container-cpu {}", cpu.unwrap_or(0));
+    let s = rt
+        .pod_sandbox_stats(proto::PodSandboxStatsRequest {
+            pod_sandbox_id: sandbox.into(),
+        })
+        .await?
+        .into_inner()
+        .stats
+        .unwrap_or_default();
+    let linux = s.linux.unwrap_or_default();
+    let mem = linux.memory.and_then(|m| m.working_set_bytes).map(|v| v.value);
+    let cpu = linux.cpu.and_then(|c| c.usage_core_nano_seconds).map(|v| v.value);
+    println!("sandbox-memory {}", mem.unwrap_or(0));
+    println!("sandbox-cpu {}", cpu.unwrap_or(0));
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -407,6 +448,35 @@ async fn main() {
             return;
         }
     }
+    if let [_, socket, mode, image, parent, logs] = args.as_slice() {
+        if mode == "smoke-start" {
+            let mut rt = RuntimeServiceClient::new(channel(socket.clone()).await);
+            let tag = format!("smoke{}", std::process::id());
+            match start_pod(&mut rt, image, &tag, 0, logs, Some(parent)).await {
+                Ok(p) => println!("{} {}", p.sandbox, p.container),
+                Err(e) => {
+                    eprintln!("cri-client: smoke-start: {e}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
+    }
+    if let [_, socket, mode, sandbox, container] = args.as_slice() {
+        if mode == "stats" || mode == "stop" {
+            let mut rt = RuntimeServiceClient::new(channel(socket.clone()).await);
+            let r = if mode == "stats" {
+                stats(&mut rt, sandbox, container).await
+            } else {
+                stop_pod(&mut rt, sandbox, Some(container)).await
+            };
+            if let Err(e) = r {
+                eprintln!("cri-client: {mode}: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    }
     if let [_, socket, mode] = args.as_slice() {
         if mode == "cleanup" {
             match cleanup(RuntimeServiceClient::new(channel(socket.clone()).await)).await {
@@ -429,7 +499,8 @@ async fn main() {
         ),
         _ => panic!(
             "usage: cri-client SOCKET IMAGE N PARALLEL [LOG_BASE] \
-             | SOCKET exec-bench IMAGE N WARMUP SPDY_CLIENT [LOG_BASE] | SOCKET cleanup"
+             | SOCKET exec-bench IMAGE N WARMUP SPDY_CLIENT [LOG_BASE] | SOCKET cleanup \
+             | SOCKET smoke-start IMAGE CGROUP_PARENT LOG_BASE | SOCKET stats|stop SANDBOX CONTAINER"
         ),
     };
     let logs = match &base {

@@ -3,7 +3,7 @@
 # lints, builds, and runs the whole test suite as root against the real kernel and tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh busybox-static skopeo umoci openssl zstd ca-certificates iproute2 iptables containernetworking-plugins docker-registry apache2-utils \
+scripts/deps.sh busybox-static skopeo umoci openssl zstd ca-certificates iproute2 iptables nftables containernetworking-plugins docker-registry apache2-utils \
   systemd dbus-daemon dbus-user-session systemd-container
 [ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root (the tests use mounts, namespaces and chown)" >&2; exit 1; }
 # QEMU (bookworm-backports) and the kvm stage1's guest kernel, made once and kept.
@@ -17,4 +17,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --release --workspace --quiet
 export ORBIT_TEST_BIN_DIR=$PWD/target/release
+# The modern host: a VM (QEMU, TCG) with systemd as PID 1, cgroup v2 only and nftables
+# without iptables, built once and cached; the suite inside is tests/hosts/suite.sh.
+cargo build --release --example cri-client --quiet
+bash tests/hosts/run.sh "$ORBIT_TEST_BIN_DIR"
 cargo test --release --workspace 2>&1

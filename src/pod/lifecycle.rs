@@ -82,7 +82,11 @@ fn register_with_systemd(
     let me = std::process::id();
     // The pod's limits (sums over its apps, each only when every app sets it) become the
     // scope's MemoryMax, CPUQuota and TasksMax; orbit's per-app cgroups sit below.
+    // (No apps — a mutable sandbox — means no limits, not limits of 0.)
     let sum = |f: fn(&orbit_stage1::Resources) -> Option<u64>| -> Option<u64> {
+        if manifest.apps.is_empty() {
+            return None;
+        }
         manifest
             .apps
             .iter()

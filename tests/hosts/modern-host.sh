@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# modern-host.sh — a MODERN Linux host as a QEMU (TCG) VM, for tests: Debian
+# modern-host.sh — a MODERN Linux host as a QEMU (TCG) VM, for tests (the project's copy of the
+# verified recipe, adapted: the guest also has the CNI plugins, crun, hyperfine and jq, and
+# no iptables at all — see customize()): Debian
 # bookworm, systemd as PID 1, cgroup v2 only (kernel parameters
 # systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all). Independent of the kvm stage1.
 #
@@ -217,6 +219,10 @@ customize() { # $1 = root dir (a copy of debootstrap/)
   cp "$C/kernel/x/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$r/lib/modules/$kver/"
   depmod -b "$r" "$kver"
   printf '%s\n' $LOAD_MODS > "$r/etc/modules-load.d/modern-host.conf"
+  # nftables only: Debian's CNI plugins depend on iptables (iptables-nft), but a host may
+  # have none; orbit's own firewall rules must work without it.
+  chroot "$r" dpkg --purge --force-depends iptables >/dev/null 2>&1 || die "cannot purge iptables in the guest"
+  [ ! -e "$r/usr/sbin/iptables" ] || die "iptables still in the guest"
   # The test runner and its unit.
   runner_script > "$r/usr/local/sbin/mh-runner"; chmod 755 "$r/usr/local/sbin/mh-runner"
   cat > "$r/etc/systemd/system/modern-host-test.service" <<'EOF'

@@ -5,8 +5,8 @@
 # under QEMU (TCG) with orbit shared in, runs suite.sh inside, and fails unless every check
 # of the suite passed. Prints the VM's boot time and each check's line.
 #
-#   tests/hosts/run.sh [ORBIT_BIN_DIR]     (default target/release; needs orbit and
-#                                           orbit-build-image built there)
+#   tests/hosts/run.sh [ORBIT_BIN_DIR]     (default target/release; needs orbit,
+#                                           orbit-build-image and examples/cri-client built)
 # Output (console, journal, the suite's stdout/stderr) stays in $MH_OUT (default
 # target/modern-host) for a look after a failure.
 set -euo pipefail
@@ -30,6 +30,8 @@ mknod "$dev/disk" b 254 0
 "$bin/orbit-build-image" --out "$share/devnode" --name test.local/devnode:latest \
   --layer "gzip:$dev" --env PATH=/bin --cmd /bin/sh >/dev/null
 rm -rf "$dev"
+# The CRI client the suite drives `orbit cri` with (bench/cri-client.rs), without debug info.
+objcopy --strip-debug "$bin/examples/cri-client" "$share/cri-client"
 
 mkdir -p "$out"
 MH_TEST_TIMEOUT=${MH_TEST_TIMEOUT:-900} MH_RUN_TIMEOUT=${MH_RUN_TIMEOUT:-1100} \

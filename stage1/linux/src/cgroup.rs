@@ -183,7 +183,7 @@ impl PodCgroups {
             Backend::V2(v2) => {
                 // A restarted app keeps the program its new leaf got.
                 if v2.set_app_limits(&app.name, limits)? {
-                    // DEVBPF crate::devices::restrict_cgroup2(&v2.app_dir(&app.name), [app])?;
+                    crate::devices::restrict_cgroup2(&v2.app_dir(&app.name), [app])?;
                 }
                 Ok(())
             }
@@ -248,6 +248,16 @@ impl PodCgroups {
         Ok(devices)
     }
 
+    /// Removes app `app`'s cgroups (a removed app of a mutable pod), killing what is left.
+    pub fn remove_app(&self, app: &str) {
+        match &self.backend {
+            Backend::V1 { base, uuid } => {
+                v1_remove(base, &format!("orbit/{uuid}/{app}"));
+            }
+            Backend::V2(v2) => v2.remove_app(app),
+        }
+    }
+
     /// Kills whatever is left in the pod's cgroups and removes them, apps first (on v2, all
     /// of the pod's tree but the leaf the caller itself is in).
     pub fn remove(&self, manifest: &orbit_stage1::PodManifest) {
@@ -262,19 +272,24 @@ impl PodCgroups {
             .map(|a| format!("{pod_rel}/{}", a.name))
             .chain([pod_rel.clone()])
         {
-            let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone());
-            if !cg.exists() {
-                continue;
-            }
-            let _ = cg.kill();
-            // Killed processes leave their cgroup only once the kernel has finished them:
-            // retry the removal for a bounded while instead of leaking an empty cgroup.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-            while cg.delete().is_err() && std::time::Instant::now() < deadline {
-                let _ = cg.kill();
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            v1_remove(base, &rel);
         }
+    }
+}
+
+/// Kills what is left in v1 cgroup `rel` below `base` and removes it.
+fn v1_remove(base: &HashMap<String, String>, rel: &str) {
+    let cg = Cgroup::load_with_relative_paths(hierarchy(), rel, base.clone());
+    if !cg.exists() {
+        return;
+    }
+    let _ = cg.kill();
+    // Killed processes leave their cgroup only once the kernel has finished them: retry the
+    // removal for a bounded while instead of leaking an empty cgroup.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while cg.delete().is_err() && std::time::Instant::now() < deadline {
+        let _ = cg.kill();
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -231,6 +231,11 @@ impl Pod {
         Ok(())
     }
 
+    /// Kills what is left of app `app` and removes its leaf.
+    pub fn remove_app(&self, app: &str) {
+        remove_tree(&self.app_dir(app), Path::new(""));
+    }
+
     /// Kills every process of the pod but the caller and removes its cgroups, deepest first;
     /// the leaf the caller is in stays (the pod's unit, or `orbit gc`, removes it).
     pub fn remove(&self) {

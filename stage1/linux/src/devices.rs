@@ -134,8 +134,6 @@ fn bpf_rules<'a>(apps: impl IntoIterator<Item = &'a App>) -> Result<Vec<Rule>, S
 /// Restricts cgroup2 directory `dir` (and the cgroups below it) to [`ALLOWED`] and the
 /// devices of `apps` with a BPF device program; left open when one of them may use every
 /// device. Called for each app's new cgroup, before the app joins it.
-// Until the cgroup v2 code (cgroup2.rs) calls it; remove then.
-#[allow(dead_code)]
 pub fn restrict_cgroup2<'a>(
     dir: &Path,
     apps: impl IntoIterator<Item = &'a App> + Clone,

@@ -580,6 +580,7 @@ impl Pod<'_> {
         }
         let root = paths::app_rootfs(&self.dir, name);
         let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
+        self.cgroups.remove_app(name);
         self.apps.remove(idx);
         Ok(())
     }
