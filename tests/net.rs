@@ -3,7 +3,10 @@
 //! test's "host": bridges, rules and pods stay there) with a dummy interface `host0` at
 //! 10.99.0.1/24 standing for the host's address; traffic goes only between the test and its
 //! own pods. Each test ends by asserting that nothing of its pods is left: no veth, no pinned
-//! namespace, no per-pod iptables rule, no IPAM lease.
+//! namespace, no per-pod iptables or nftables rule, no IPAM lease.
+//!
+//! The host here has both iptables (iptables-nft) and nft; `ORBIT_FIREWALL=nftables` (set on
+//! the orbit commands of the tests that ask) makes orbit behave as on a host without iptables.
 
 mod common;
 #[path = "common/pods.rs"]
@@ -11,7 +14,7 @@ mod pods_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{text, World};
@@ -98,11 +101,69 @@ impl NetWorld {
             .filter(|l| l.contains("id: \"") || l.contains("CNI-DN-"))
             .collect();
         assert!(per_pod.is_empty(), "per-pod rules left: {per_pod:#?}");
+        let per_pod: Vec<String> = self
+            .nft_rules()
+            .into_iter()
+            .filter(|r| r.comment.starts_with("orbit pod "))
+            .map(|r| format!("{r:?}"))
+            .collect();
+        assert!(
+            per_pod.is_empty(),
+            "per-pod nftables rules left: {per_pod:#?}"
+        );
         let store = self.store();
         let netns_mounts = mounts_with(&store.display().to_string());
         assert!(netns_mounts.is_empty(), "mounts left: {netns_mounts:#?}");
         let leases = leases(&store);
         assert!(leases.is_empty(), "IPAM leases left: {leases:?}");
+    }
+}
+
+/// A rule of orbit's nftables table, as `nft -j` lists it.
+#[derive(Debug, Clone)]
+struct NftRule {
+    chain: String,
+    comment: String,
+    /// The rule's expressions (JSON).
+    expr: serde_json::Value,
+}
+
+impl NetWorld {
+    /// `orbit ARGS` with `ORBIT_FIREWALL=mode`.
+    fn fw_cmd(&self, mode: &str, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env("ORBIT_FIREWALL", mode);
+        c
+    }
+
+    /// The rules of orbit's nftables table in the world's namespace (none: no table).
+    fn nft_rules(&self) -> Vec<NftRule> {
+        let out = self.ns("nft -j list table inet orbit");
+        if !out.status.success() {
+            let e = text(&out.stderr);
+            assert!(e.contains("No such file or directory"), "nft: {e}");
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i.get("rule"))
+            .map(|r| NftRule {
+                chain: r["chain"].as_str().unwrap().to_string(),
+                comment: r["comment"].as_str().unwrap_or_default().to_string(),
+                expr: r["expr"].clone(),
+            })
+            .collect()
+    }
+
+    /// The rules of orbit's table whose comment starts with `prefix`.
+    fn nft_tagged(&self, prefix: &str) -> Vec<NftRule> {
+        self.nft_rules()
+            .into_iter()
+            .filter(|r| r.comment.starts_with(prefix))
+            .collect()
     }
 }
 
@@ -180,9 +241,7 @@ fn stop_and_collect(w: &NetWorld, pod: &mut BgPod) {
 
 /// A web server pod answering `/` with `body`.
 fn server<'a>(w: &'a NetWorld, body: &str, extra: &[&str]) -> BgPod<'a> {
-    let script = format!(
-        "mkdir -p /tmp/www && echo {body} > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www"
-    );
+    let script = server_script(body);
     let args = sh_args(extra, &script);
     BgPod::start(w, &args)
 }
@@ -287,6 +346,25 @@ fn a_forwarded_port_answers_on_the_hosts_address_by_name_and_by_number() {
             text(&out.stderr)
         );
     }
+    // Both tools here (auto): the network's masquerade in orbit's nftables table, its
+    // FORWARD accepts in iptables too (another table's DROP would win over an nftables
+    // accept), and the forwards through portmap.
+    assert_eq!(w.nft_tagged(DEFAULT_TAG).len(), 3, "{:#?}", w.nft_rules());
+    assert!(
+        w.nft_tagged("orbit pod ").is_empty(),
+        "{:#?}",
+        w.nft_rules()
+    );
+    let ipt = w.ns_out("iptables-save");
+    assert!(ipt.contains("CNI-DN-"), "{ipt}");
+    let ours: Vec<&str> = ipt
+        .lines()
+        .filter(|l| l.contains("orbit network default"))
+        .collect();
+    assert!(
+        ours.len() == 2 && ours.iter().all(|l| l.starts_with("-A FORWARD")),
+        "{ipt}"
+    );
     // The same host port again is refused before anything is made.
     let e = out_125(
         &w,
@@ -705,5 +783,309 @@ fn gc_after_a_reboot_releases_what_a_killed_pod_held() {
     assert_eq!(leases(&w.store()).len(), 1);
     out_ok(&w, &["gc", "--grace-period=0"]);
     assert_no_pods(&w);
+    w.assert_clean();
+}
+
+/// A background pod whose orbit commands run with `ORBIT_FIREWALL=mode` (BgPod's take no
+/// environment). Dropping it stops the pod.
+struct FwPod<'a> {
+    w: &'a NetWorld,
+    uuid: String,
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+impl<'a> FwPod<'a> {
+    fn start(w: &'a NetWorld, mode: &str, args: &[&str]) -> FwPod<'a> {
+        let id = uuid::Uuid::new_v4();
+        let uuid_file = w.path(&format!("uuid-{id}"));
+        let stderr = w.path(&format!("stderr-{id}"));
+        let mut full = vec!["run", "--uuid-file-save", uuid_file.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let child = w
+            .fw_cmd(mode, &full)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut pod = FwPod {
+            w,
+            uuid: String::new(),
+            child: Some(child),
+            stderr,
+        };
+        pod.uuid = poll(Duration::from_secs(20), "--uuid-file-save", || {
+            if let Some(st) = pod.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("orbit {full:?} exited early ({st}): {}", pod.stderr_text());
+            }
+            let s = fs::read_to_string(&uuid_file).unwrap_or_default();
+            (s.ends_with('\n') && s.trim().len() == 36).then(|| s.trim().to_string())
+        });
+        let ready = orbit(w, &["status", "--wait-ready", &pod.uuid]);
+        assert!(
+            ready.status.success(),
+            "pod not ready: {}\nrun stderr: {}",
+            text(&ready.stderr),
+            pod.stderr_text()
+        );
+        pod
+    }
+
+    fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for `orbit run` to exit.
+    fn wait(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let st = wait_within(&mut child, Duration::from_secs(20));
+        assert!(
+            st.is_some(),
+            "orbit run did not exit: {}",
+            self.stderr_text()
+        );
+    }
+
+    fn stop(&mut self) {
+        out_ok(self.w, &["stop", &self.uuid]);
+        self.wait();
+    }
+
+    fn kill_9(&mut self) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: kill(2) of the orbit run process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        self.wait();
+    }
+}
+
+impl Drop for FwPod<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if !self.uuid.is_empty() {
+                let _ = self
+                    .w
+                    .run(&["stop", "--force", "--timeout", "10s", &self.uuid]);
+            }
+            let _ = wait_within(&mut child, Duration::from_secs(10));
+        }
+    }
+}
+
+/// The script of a web server pod answering `/` with `body` (see `server`).
+fn server_script(body: &str) -> String {
+    format!(
+        "mkdir -p /tmp/www && echo {body} > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www"
+    )
+}
+
+/// A network namespace standing for a machine outside the host: the host's NIC peer
+/// (`host0p`) moved into it as 10.99.0.2, serving `outside` over HTTP on port 8000. It has
+/// no route to the pods' subnet, so only masqueraded traffic gets answers.
+struct Outside {
+    name: String,
+    httpd: Child,
+}
+
+impl Outside {
+    fn new(w: &NetWorld) -> Outside {
+        let name = format!("{}-out", w.name);
+        let www = w.path("outside-www");
+        fs::create_dir_all(&www).unwrap();
+        fs::write(www.join("index.html"), "outside\n").unwrap();
+        let out = sh(&format!(
+            "ip netns add {name} && ip -n {} link set host0p netns {name} && \
+             ip -n {name} addr add 10.99.0.2/24 dev host0p && ip -n {name} link set host0p up && \
+             ip -n {name} link set lo up",
+            w.name
+        ));
+        assert!(out.status.success(), "outside: {}", text(&out.stderr));
+        let httpd = Command::new("ip")
+            .args([
+                "netns", "exec", &name, "busybox", "httpd", "-f", "-p", "8000", "-h",
+            ])
+            .arg(&www)
+            .spawn()
+            .unwrap();
+        Outside { name, httpd }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.httpd.kill();
+        let _ = self.httpd.wait();
+        let _ = sh(&format!("ip netns del {}", self.name));
+    }
+}
+
+const DEFAULT_TAG: &str = "orbit network default 172.16.28.0/24";
+
+/// The expressions' kinds of a rule (`masquerade`, `accept`, `dnat`, …).
+fn verdicts(r: &NftRule) -> Vec<String> {
+    r.expr
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_object()?.keys().next().cloned())
+        .filter(|k| k != "match")
+        .collect()
+}
+
+#[test]
+fn nftables_only_masquerades_forwards_and_forwards_ports_with_orbits_own_rules() {
+    let w = NetWorld::new();
+    let _outside = Outside::new(&w);
+    let script = server_script("nft-a");
+    let mut a = FwPod::start(&w, "nftables", &sh_args(&["--port=http:18080"], &script));
+    let ip = first_ip(&w, &a.uuid);
+    // The default network's rules: one masquerade, two forward accepts, tagged.
+    let net = w.nft_tagged(DEFAULT_TAG);
+    let (post, fwd): (Vec<_>, Vec<_>) = net.iter().partition(|r| r.chain == "postrouting");
+    assert_eq!(post.len(), 1, "{net:#?}");
+    assert_eq!(verdicts(post[0]), ["masquerade"], "{net:#?}");
+    assert_eq!(fwd.len(), 2, "{net:#?}");
+    assert!(fwd
+        .iter()
+        .all(|r| r.chain == "forward" && verdicts(r) == ["accept"]));
+    // The pod's forward: a DNAT to its address, and the masquerade for hairpin/localhost.
+    let pod_rules = w.nft_tagged(&format!("orbit pod {} store ", a.uuid));
+    let dnat: Vec<&NftRule> = pod_rules
+        .iter()
+        .filter(|r| r.chain == "hostports")
+        .collect();
+    assert_eq!(dnat.len(), 1, "{pod_rules:#?}");
+    let d = dnat[0].expr.as_array().unwrap().last().unwrap()["dnat"].clone();
+    assert_eq!(
+        (d["addr"].as_str(), d["port"].as_u64()),
+        (Some(ip.as_str()), Some(80))
+    );
+    assert!(dnat[0].expr.to_string().contains("18080"), "{:?}", dnat[0]);
+    assert_eq!(pod_rules.len(), 2, "{pod_rules:#?}");
+    // Forwards from 127.0.0.1 need route_localnet on the bridge, and its guard.
+    assert_eq!(w.nft_tagged("orbit localnet guard orbit0").len(), 1);
+    assert_eq!(
+        w.ns_out("cat /proc/sys/net/ipv4/conf/orbit0/route_localnet")
+            .trim(),
+        "1"
+    );
+    // Nothing went through iptables: no orbit rule, no portmap chain.
+    let ipt = w.ns_out("iptables-save");
+    assert!(!ipt.contains("orbit") && !ipt.contains("CNI-"), "{ipt}");
+    // The forwarded port answers on the host's address and on 127.0.0.1.
+    for addr in [HOST_IP, "127.0.0.1"] {
+        let out = w.ns(&format!("busybox wget -qO- http://{addr}:18080/"));
+        assert_eq!(
+            text(&out.stdout).trim(),
+            "nft-a",
+            "{addr}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A second pod reaches the outside (masqueraded: the outside has no route back to the
+    // pods) and pod a through the host's forwarded port (hairpin).
+    let before = w.nft_rules().len();
+    let mut args = vec!["run"];
+    args.extend(sh_args(
+        &[],
+        // (busybox's wget -T crashes: its timeout applet bounds the wait instead.)
+        "busybox timeout 5 wget -qO- http://10.99.0.2:8000/ 2>&1; busybox timeout 5 wget -qO- http://10.99.0.1:18080/ 2>&1",
+    ));
+    let out = output_within(w.fw_cmd("nftables", &args), DEADLINE);
+    let got = text(&out.stdout);
+    assert!(out.status.success(), "{got}{}", text(&out.stderr));
+    assert_eq!(
+        got.lines().collect::<Vec<_>>(),
+        ["outside", "nft-a"],
+        "{got}"
+    );
+    // ... without adding any rule (the network's exist, it forwards no port).
+    assert_eq!(w.nft_rules().len(), before, "{:#?}", w.nft_rules());
+    assert_eq!(w.nft_tagged(DEFAULT_TAG).len(), 3);
+    // Its exit (the stage1's exit hook) takes the pod's rules; the network's stay.
+    a.stop();
+    assert!(
+        w.nft_tagged("orbit pod ").is_empty(),
+        "{:#?}",
+        w.nft_rules()
+    );
+    assert_eq!(w.nft_tagged(DEFAULT_TAG).len(), 3);
+    let out = w.ns("busybox timeout 2 busybox wget -qO- http://127.0.0.1:18080/");
+    assert!(
+        !out.status.success(),
+        "still forwarded: {}",
+        text(&out.stdout)
+    );
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    w.assert_clean();
+}
+
+#[test]
+fn nftables_only_gc_of_a_killed_pod_and_of_vanished_pods_leaves_no_per_pod_rule() {
+    let w = NetWorld::new();
+    let script = server_script("doomed");
+    let mut a = FwPod::start(
+        &w,
+        "nftables",
+        &sh_args(&["--port=tcp:80:18090:10.99.0.1"], &script),
+    );
+    let mine = w.nft_tagged(&format!("orbit pod {} store ", a.uuid));
+    assert_eq!(mine.len(), 2, "{:#?}", w.nft_rules());
+    let dnat = mine.iter().find(|r| r.chain == "hostports").unwrap();
+    assert!(dnat.expr.to_string().contains(HOST_IP), "{mine:#?}");
+    let store_tag = mine[0].comment.rsplit(' ').next().unwrap().to_string();
+    a.kill_9();
+    // Nothing ran the exit hook: the rules stay until gc.
+    assert_eq!(w.nft_tagged(&format!("orbit pod {} ", a.uuid)).len(), 2);
+    // Rules of a pod this store no longer has, and of another store's pod.
+    let gone = "00000000-0000-0000-0000-000000000001";
+    let other = "00000000-0000-0000-0000-000000000002";
+    for (uuid, tag) in [(gone, store_tag.as_str()), (other, "0123456789abcdef")] {
+        let out = w.ns(&format!(
+            "nft add rule inet orbit hostports tcp dport 18099 dnat ip to 172.16.28.99:80 comment '\"orbit pod {uuid} store {tag}\"'"
+        ));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+    let left: Vec<String> = w
+        .nft_tagged("orbit pod ")
+        .into_iter()
+        .map(|r| r.comment)
+        .collect();
+    assert_eq!(left, [format!("orbit pod {other} store 0123456789abcdef")]);
+    let out = w.ns(&format!(
+        "nft delete rule inet orbit hostports handle $(nft -a list chain inet orbit hostports | sed -n 's/.*{other}.*handle //p')"
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    w.assert_clean();
+}
+
+#[test]
+fn iptables_mode_leaves_nftables_alone_and_a_bad_mode_is_refused() {
+    let w = NetWorld::new();
+    let out = output_within(
+        w.fw_cmd("iptables", &["run", WEB, "--exec", "/bin/true"]),
+        DEADLINE,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(w.nft_rules().is_empty(), "{:#?}", w.nft_rules());
+    let nat = w.ns_out("iptables-save -t nat");
+    assert!(
+        nat.contains("MASQUERADE") && nat.contains("orbit network default"),
+        "{nat}"
+    );
+    let out = output_within(
+        w.fw_cmd("bogus", &["run", WEB, "--exec", "/bin/true"]),
+        DEADLINE,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("ORBIT_FIREWALL=bogus: use nftables, iptables or auto"),
+        "{}",
+        text(&out.stderr)
+    );
+    out_ok(&w, &["gc", "--grace-period=0"]);
     w.assert_clean();
 }

@@ -3,6 +3,10 @@
 //! (`net/<n>-<name>.json`: the configuration used, arguments and cached result) from
 //! which DEL runs later, whoever runs it: the stage1's exit hook, `orbit gc`, or a failed
 //! start. Records are written before ADD, so even a crash in the middle is undone.
+//!
+//! Port forwards go through the portmap plugin, or, where it cannot work (no iptables, see
+//! `firewall`), through orbit's own nftables rules for the pod, which the record notes so
+//! that DEL removes them too.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +17,8 @@ use orbit_stage1::{paths, NetworkAttachment, NetworkRef, NetworkStatus, PortMapp
 
 use super::cni::{self, Attachment};
 use super::conf::{self, NetConfList};
-use super::{netns, ports, NetError};
+use super::firewall::Firewall;
+use super::{nat, netns, nft, ports, NetError};
 use crate::config::ConfigDirs;
 
 /// The pod-directory folder of attachment records.
@@ -114,6 +119,10 @@ struct Record {
     conf: Value,
     runtime_config: Map<String, Value>,
     result: Option<Value>,
+    /// The pod's ports are forwarded by orbit's nftables rules (tagged with the pod's
+    /// UUID) instead of the portmap plugin: DEL removes them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    nft_ports: bool,
 }
 
 impl Record {
@@ -169,6 +178,13 @@ pub fn attach(
             lists.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
+    // The firewall tools are picked (and orbit's nftables table listed) once per pod, and
+    // only when something needs them: before anything is made, so a missing tool fails early.
+    let mut fw = if !port_maps.is_empty() || lists.iter().any(|l| nat::wanted(&l.conf)) {
+        Some(Firewall::select()?)
+    } else {
+        None
+    };
     // Ports are claimed under a store-wide lock held until the forwarding rules exist, so
     // two pods never get the same host port (pods without ports do not wait for it).
     let _ports_lock = if port_maps.is_empty() {
@@ -180,7 +196,13 @@ pub fn attach(
     };
     let ns_path = pod.join(paths::NETNS);
     netns::create(&ns_path)?;
-    match attach_all(pod, uuid, plan, &lists, port_maps, port_net, &ns_path) {
+    let target = Target {
+        uuid,
+        store,
+        port_maps,
+        port_net,
+    };
+    match attach_all(pod, plan, &lists, &target, fw.as_mut(), &ns_path) {
         Ok(status) => Ok(status),
         Err(e) => {
             let _ = detach(pod);
@@ -189,15 +211,25 @@ pub fn attach(
     }
 }
 
+/// The pod being attached and its port forwards.
+struct Target<'a> {
+    uuid: &'a str,
+    store: &'a Path,
+    port_maps: &'a [PortMapping],
+    /// The network that forwards the ports.
+    port_net: Option<usize>,
+}
+
 fn attach_all(
     pod: &Path,
-    uuid: &str,
     plan: &NetPlan,
     lists: &[NetConfList],
-    port_maps: &[PortMapping],
-    port_net: Option<usize>,
+    target: &Target,
+    mut fw: Option<&mut Firewall>,
     ns_path: &Path,
 ) -> Result<NetworkStatus, NetError> {
+    let uuid = target.uuid;
+    let port_maps = target.port_maps;
     let records = pod.join(RECORDS_DIR);
     std::fs::create_dir_all(&records).map_err(|e| NetError::io("cannot create", &records, e))?;
     let mut status = NetworkStatus {
@@ -212,10 +244,13 @@ fn attach_all(
         }
         let mut runtime_config = Map::new();
         let mut conf = list.conf.clone();
-        if port_net == Some(i) && !port_maps.is_empty() {
+        let forwards = target.port_net == Some(i) && !port_maps.is_empty();
+        let nft_ports = forwards && fw.as_ref().is_some_and(|f| f.nft_ports);
+        if forwards && !nft_ports {
             runtime_config.insert("portMappings".into(), ports::runtime_config(port_maps));
         } else if let Some(plugins) = conf["plugins"].as_array_mut() {
-            // portmap with no mappings does nothing but cost a process per ADD and DEL.
+            // portmap with no mappings does nothing but cost a process per ADD and DEL;
+            // without iptables it cannot work, and orbit's nftables rules forward instead.
             plugins.retain(|p| p["type"] != "portmap");
         }
         let mut record = Record {
@@ -227,14 +262,20 @@ fn attach_all(
             conf,
             runtime_config,
             result: None,
+            nft_ports,
         };
-        super::nat::ensure(&list.conf)?;
+        if let Some(fw) = fw.as_deref_mut() {
+            nat::ensure(&list.conf, fw)?;
+        }
         let file = records.join(format!("{i:02}-{}.json", list.name));
         write_record(&file, &record)?;
         let result = record.with_attachment(ns_path, |a| a.add())?;
         let (ips, gateways, mac) = cni::summarize(&result, ns_path, &record.ifname);
         record.result = Some(result);
         write_record(&file, &record)?;
+        if let (true, Some(fw), Some(result)) = (nft_ports, fw.as_deref_mut(), &record.result) {
+            nft::forward_ports(&mut fw.listing, uuid, target.store, result, port_maps)?;
+        }
         status.networks.push(NetworkAttachment {
             name: list.name.clone(),
             interface: record.ifname.clone(),
@@ -298,7 +339,15 @@ pub fn detach(pod: &Path) -> Result<(), NetError> {
     let mut records = records(pod)?;
     records.reverse();
     for (file, record) in records {
-        match record.with_attachment(&ns_path, |a| a.del(record.result.as_ref())) {
+        // orbit's forwarding rules go first, as portmap's would (the last plugin, the first
+        // to be deleted); both are tried, the first failure is kept.
+        let unforwarded = if record.nft_ports {
+            nft::remove_pod(&record.container_id)
+        } else {
+            Ok(())
+        };
+        let deleted = record.with_attachment(&ns_path, |a| a.del(record.result.as_ref()));
+        match unforwarded.and(deleted) {
             Ok(()) => {
                 let _ = std::fs::remove_file(&file);
             }

@@ -53,7 +53,7 @@ fn builtin(name: &str, store: &Path) -> Option<Value> {
     let data_dir = ipam_dir(store).display().to_string();
     match name {
         // NAT to the outside world and forwarding allowed (orbit's per-network rules, see
-        // `nat`), ports forwarded with portmap.
+        // `nat`), ports forwarded with portmap (or orbit's nftables rules without iptables).
         "default" => Some(json!({
             "cniVersion": "1.0.0",
             "name": "default",

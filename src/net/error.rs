@@ -41,6 +41,9 @@ pub enum NetError {
     /// A bad `--net`, `--port`, `--dns` or `--hosts-entry` value.
     #[error("{0}")]
     BadSpec(String),
+    /// A firewall tool (`nft`, `iptables`) is missing or failed.
+    #[error("firewall ({tool}): {detail}")]
+    Firewall { tool: String, detail: String },
     /// The network namespace could not be made or removed.
     #[error("network namespace {path}: {detail}")]
     Netns { path: PathBuf, detail: String },

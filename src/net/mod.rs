@@ -7,8 +7,10 @@ pub mod cni;
 pub mod conf;
 pub mod dns;
 mod error;
+pub mod firewall;
 pub mod nat;
 pub mod netns;
+pub mod nft;
 pub mod ports;
 
 pub use attach::{attach, detach, is_attached, plan, NetPlan};

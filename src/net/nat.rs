@@ -1,17 +1,20 @@
 //! Per-network (not per-pod) masquerade and forwarding rules for the built-in networks,
 //! the way docker keeps one set of rules per bridge: a pod start checks that they exist
-//! (three `iptables -C` calls) instead of creating and deleting a chain per pod, which the
-//! bridge plugin's `ipMasq` and the firewall plugin do at several times the cost. A
-//! conflist asks for them with a top-level `"orbitNat": {"subnet": "CIDR"}`; CNI plugins
-//! never see that key.
+//! instead of creating and deleting a chain per pod, which the bridge plugin's `ipMasq` and
+//! the firewall plugin do at several times the cost. A conflist asks for them with a
+//! top-level `"orbitNat": {"subnet": "CIDR"}`; CNI plugins never see that key.
 //!
-//! Runs the `iptables` binary (iptables-nft or legacy, whichever the host uses, as the CNI
-//! plugins do): the Rust iptables crates shell out to it as well.
+//! Kept in orbit's nftables table where `nft` works (see `firewall` for the choice, `nft`
+//! for the table: one listing per pod start), else with the `iptables` binary (iptables-nft
+//! or legacy, whichever the host uses, as the CNI plugins do; three `iptables -C` calls per
+//! pod start): the Rust iptables crates shell out to it as well. With nft and an iptables
+//! binary both present, the two iptables FORWARD accepts are kept as well.
 
 use std::process::Command;
 
 use serde_json::Value;
 
+use super::firewall::Firewall;
 use super::NetError;
 
 /// The conflist key naming the subnet to masquerade and allow through FORWARD.
@@ -58,13 +61,33 @@ fn iptables(args: &[String]) -> std::io::Result<std::process::Output> {
     Command::new("iptables").arg("-w").args(args).output()
 }
 
-/// Makes sure the masquerade and forwarding rules a conflist asks for exist, and that the
-/// host forwards IPv4 (the bridge plugin turns it on only with `isGateway`).
-pub fn ensure(conf: &Value) -> Result<(), NetError> {
+/// True when a conflist asks for orbit's per-network rules.
+pub fn wanted(conf: &Value) -> bool {
+    conf[NAT_KEY]["subnet"].is_string()
+}
+
+/// Makes sure the masquerade and forwarding rules a conflist asks for exist, with the
+/// tools `fw` picked, and that the host forwards IPv4 (the bridge plugin turns it on only
+/// with `isGateway`).
+pub fn ensure(conf: &Value, fw: &mut Firewall) -> Result<(), NetError> {
     let Some(subnet) = conf[NAT_KEY]["subnet"].as_str() else {
         return Ok(());
     };
     let network = conf["name"].as_str().unwrap_or("?");
+    if fw.nft {
+        super::nft::ensure_network(&mut fw.listing, network, subnet)?;
+    }
+    if !fw.nft || fw.iptables_forward {
+        ensure_iptables(network, subnet, !fw.nft)?;
+    }
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetError::Firewall {
+        tool: "sysctl".into(),
+        detail: format!("network '{network}': cannot enable IPv4 forwarding: {e}"),
+    })
+}
+
+/// The iptables rules: all three, or (`with_nat` false) only the FORWARD accepts.
+fn ensure_iptables(network: &str, subnet: &str, with_nat: bool) -> Result<(), NetError> {
     let fail = |what: String| NetError::Plugin {
         network: network.to_string(),
         plugin: "iptables".into(),
@@ -72,6 +95,9 @@ pub fn ensure(conf: &Value) -> Result<(), NetError> {
         message: what,
     };
     for (table, chain, rule) in rules(network, subnet) {
+        if table == "nat" && !with_nat {
+            continue;
+        }
         let mut check = vec!["-t".into(), table.into(), "-C".into(), chain.into()];
         check.extend(rule.iter().cloned());
         let present = iptables(&check)
@@ -92,8 +118,7 @@ pub fn ensure(conf: &Value) -> Result<(), NetError> {
             )));
         }
     }
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-        .map_err(|e| fail(format!("cannot enable IPv4 forwarding: {e}")))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Port forwarding requests (`--port`): parsing against the image's named ports, and
 //! making sure a host port is free (for other pods and for the host's own programs)
-//! before the portmap plugin forwards it.
+//! before the portmap plugin, or orbit's own nftables rules where there is no iptables
+//! (see `firewall`, `nft`), forward it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;

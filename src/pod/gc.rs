@@ -98,6 +98,7 @@ pub fn gc(pods: &PodStore, opts: &GcOptions) -> Result<GcReport, PodError> {
             None => {}
         }
     }
+    sweep_network(pods, &mut report);
     remove_abandoned_new_dirs(pods);
     if pods.root().join("userns.json").exists() {
         super::userns::reclaim(pods)?;
@@ -111,6 +112,26 @@ pub fn detach_network(pod: &std::path::Path) -> Result<(), PodError> {
         crate::net::detach(pod)?;
     }
     Ok(())
+}
+
+/// Removes the per-pod firewall rules (orbit's nftables table: port forwards) of this
+/// store's pods that are no longer attached. Pods whose stage1 was killed were detached
+/// above, their rules with them; this catches whatever no record leads to (a pod directory
+/// removed by hand). The per-network rules stay when no pod uses the network any more, as
+/// docker keeps its bridges' rules: they match only orbit's subnets.
+fn sweep_network(pods: &PodStore, report: &mut GcReport) {
+    let store = pods.root().parent().unwrap_or(pods.root());
+    // In lifecycle order, so a pod renamed to a later state while this looks is still seen.
+    let attached = |uuid: &str| {
+        DirState::ALL
+            .iter()
+            .any(|s| crate::net::is_attached(&pods.state_dir(*s).join(uuid)))
+    };
+    for (uuid, result) in crate::net::nft::sweep(store, attached) {
+        if let Err(e) = result {
+            report.failed.push((uuid, e.to_string()));
+        }
+    }
 }
 
 /// Removes `embryo/.new-*` directories whose creator died before naming them. Creating and
