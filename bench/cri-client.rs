@@ -393,7 +393,10 @@ async fn stats(rt: &mut Rt, sandbox: &str, container: &str) -> Result<(), tonic:
         .stats
         .unwrap_or_default();
     let mem = c.memory.and_then(|m| m.working_set_bytes).map(|v| v.value);
-    let cpu = c.cpu.and_then(|c| c.usage_core_nano_seconds).map(|v| v.value);
+    let cpu = c
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map(|v| v.value);
     println!("container-memory {}", mem.unwrap_or(0));
     println!("container-cpu {}", cpu.unwrap_or(0));
     let s = rt
@@ -405,8 +408,14 @@ async fn stats(rt: &mut Rt, sandbox: &str, container: &str) -> Result<(), tonic:
         .stats
         .unwrap_or_default();
     let linux = s.linux.unwrap_or_default();
-    let mem = linux.memory.and_then(|m| m.working_set_bytes).map(|v| v.value);
-    let cpu = linux.cpu.and_then(|c| c.usage_core_nano_seconds).map(|v| v.value);
+    let mem = linux
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value);
+    let cpu = linux
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map(|v| v.value);
     println!("sandbox-memory {}", mem.unwrap_or(0));
     println!("sandbox-cpu {}", cpu.unwrap_or(0));
     Ok(())

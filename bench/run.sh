@@ -9,6 +9,7 @@
 #
 # Sets everything up itself, idempotently, as root: Debian packages, release build, the
 # example image, a private orbit store + config, the bundle and the podman image.
+# Ends with the same start on the modern host VM (bench/modern-host.sh; MODERN_HOST=0 skips).
 # Env: BENCH_DIR (default /var/tmp/orbit-bench-run), RUNS (hyperfine min runs, 30),
 #      WARMUP (5), PHASE_RUNS (orbit --debug runs for the breakdown, 20).
 #
@@ -175,3 +176,11 @@ printf '  [orbit gc of the exited pod      %7s ms, not in total]\n' "$gcm"
 echo "== strace -c -f of one orbit run (top 12 by time)"
 in_ns strace -c -f -o "$W/strace.txt" "$o" run --net=none "$IMG" --exec /bin/true
 awk '/^-/ {next} /^% time/ {print; next} / total$/ {t=$0; next} n < 12 {print; n++} END {print t}' "$W/strace.txt" | sed 's/^/  /'
+
+# --- the same start on the modern host (cgroup v2 only, systemd as PID 1): orbit vs crun in
+# the VM of tests/hosts/, one hyperfine run there (TCG here: compare the ratio). MODERN_HOST=0
+# skips it.
+if [ "${MODERN_HOST:-1}" = 1 ]; then
+  echo "== start /bin/true on the modern host (VM: cgroup v2, systemd PID 1; bench/modern-host.sh)"
+  bash bench/modern-host.sh | sed 's/^/  /'
+fi

@@ -37,7 +37,10 @@ pub fn wait_in_cgroup(pid: u32, unit: &str, timeout: std::time::Duration) -> boo
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if cgroups.lines().any(|l| l.split('/').skip(1).any(|c| c == unit)) {
+        if cgroups
+            .lines()
+            .any(|l| l.split('/').skip(1).any(|c| c == unit))
+        {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_micros(200));

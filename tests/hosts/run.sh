@@ -33,6 +33,9 @@ rm -rf "$dev"
 # The CRI client the suite drives `orbit cri` with (bench/cri-client.rs), without debug info.
 objcopy --strip-debug "$bin/examples/cri-client" "$share/cri-client"
 
+# MH_ONLY="check …": run just those checks (and MH_TRACE=1: trace them into test.err).
+[ -n "${MH_ONLY:-}" ] && echo "$MH_ONLY" > "$share/only"
+[ "${MH_TRACE:-0}" = 1 ] && touch "$share/trace"
 mkdir -p "$out"
 MH_TEST_TIMEOUT=${MH_TEST_TIMEOUT:-900} MH_RUN_TIMEOUT=${MH_RUN_TIMEOUT:-1100} \
   bash "$here/modern-host.sh" run "$bin/orbit" "$here/suite.sh" "$out" "$share"

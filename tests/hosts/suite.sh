@@ -7,6 +7,7 @@
 # the check that started it; the last check runs `orbit gc` and asserts that nothing — no
 # cgroup, mount, network namespace, nft rule or machine — is left.
 set -uo pipefail
+[ -f "$MH_SHARE/trace" ] && set -x
 export ORBIT_DIR=/var/lib/orbit
 IMG=example.com/busybox
 DEVIMG=test.local/devnode
@@ -15,11 +16,33 @@ t_start=$(date +%s.%N)
 
 ok() { echo "ok $1"; }
 fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
-# check NAME CMD...: runs CMD (a function); its stdout/stderr are kept for the failure line.
+# bounded CMD...: CMD, killed (with a line saying so) after CHECK_TIMEOUT seconds.
+# kill_tree PID [SPARE]: SIGKILLs PID and every process below it but SPARE (the caller).
+kill_tree() {
+  local c
+  [ "$1" = "${2:-}" ] && return 0
+  kill -STOP "$1" 2>/dev/null
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do kill_tree "$c" "${2:-}"; done
+  kill -KILL "$1" 2>/dev/null
+}
+bounded() {
+  local me=$BASHPID limit=${CHECK_TIMEOUT:-180}
+  ( trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+    sleep "$limit" & sp=$!; wait "$sp"
+    echo "timed out after $limit s"; kill_tree "$me" "$BASHPID" ) &
+  local watchdog=$! rc=0
+  # A subshell: a check's `die` ends the check, not this function (the watchdog must go).
+  ( "$@" ) || rc=$?
+  kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null
+  return "$rc"
+}
+# check NAME CMD...: runs CMD (a function) bounded; its output is kept for the failure line.
 check() {
   local name=$1; shift
+  # MH_ONLY (run.sh puts it in the share): run just these checks, for debugging.
+  if [ -s "$MH_SHARE/only" ] && ! grep -qw -- "$name" "$MH_SHARE/only"; then return 0; fi
   local out t0; t0=$(date +%s.%N)
-  if out=$("$@" 2>&1); then ok "$name ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f s", b-a}'))"
+  if out=$(bounded "$@" 2>&1); then ok "$name ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f s", b-a}'))"
   else fail "$name" "$(echo "$out" | tail -12 | tr '\n' '|')"; fi
 }
 # Each check runs in a subshell (check's command substitution): die ends just that check.
@@ -38,7 +61,9 @@ bg_pod() {
   local pid=$!
   local i
   for i in $(seq 600); do
-    if [ -s "$f" ] && "$ORBIT" status "$(cat "$f")" 2>/dev/null | grep -q '^state=running'; then
+    # running: the stage1 has its pid, and every app (if any) runs
+    if [ -s "$f" ] && "$ORBIT" status --format json "$(cat "$f")" 2>/dev/null \
+        | jq -e '.state == "running" and .pid != null and (.apps | all(.state == "running" and .pid != null))' >/dev/null; then
       printf -v "$var" '%s' "$(cat "$f")"; rm -f "$f"; BG_PID=$pid; return 0
     fi
     kill -0 "$pid" 2>/dev/null || break
@@ -76,6 +101,22 @@ t_fetch() {
   "$ORBIT" fetch "oci:$MH_SHARE/example" >/dev/null || return 1
   "$ORBIT" fetch --insecure-options=image "oci:$MH_SHARE/devnode" >/dev/null 2>&1 || return 1
   "$ORBIT" image list | grep -q "$IMG" || die "image not listed"
+}
+
+# A kernel without overlayfs (the module not loaded): a clear error that says what to load,
+# and nothing left mounted.
+t_overlay_missing() {
+  modprobe -r overlay || die "cannot unload overlay: $(lsmod | grep overlay)"
+  # The kernel would load it again by itself on the mount: no module helper for a moment.
+  local helper; helper=$(cat /proc/sys/kernel/modprobe)
+  echo /bin/false > /proc/sys/kernel/modprobe
+  local out rc=0
+  out=$("$ORBIT" run --net=none "$IMG" --exec /bin/true 2>&1) || rc=$?
+  echo "$helper" > /proc/sys/kernel/modprobe
+  modprobe overlay
+  [ "$rc" = 125 ] || die "exit $rc: $out"
+  echo "$out" | grep -q "no overlay file system.*modprobe overlay" || die "unclear error: $out"
+  ! grep -q "$ORBIT_DIR" /proc/self/mountinfo || die "mounts left: $(grep "$ORBIT_DIR" /proc/self/mountinfo)"
 }
 
 t_ns_pod() {
@@ -210,7 +251,12 @@ t_failed_start_leaves_nothing() {
 
 t_net_default_port() {
   local u; bg_pod u run --net=default --port=http:8080 "$IMG" --exec /bin/httpd -- -f -p 80 -h /etc || return 1
-  local got; got=$(busybox wget -qO- -T 5 "http://172.16.28.1:8080/motd" 2>&1)
+  # (busybox's wget -T crashes: timeout bounds it instead)
+  local got i
+  for i in $(seq 50); do  # httpd binds its port a moment after it starts
+    got=$(busybox timeout 10 busybox wget -qO- "http://172.16.28.1:8080/motd" 2>&1) && break
+    sleep 0.2
+  done
   echo "$got" | grep -q 'Hello from orbit' || { stop_pod "$u"; die "port forward: $got; $(nft list ruleset)"; }
   nft list table inet orbit >/dev/null 2>&1 || nft list tables | grep -q orbit || { stop_pod "$u"; die "no orbit nft table"; }
   stop_pod "$u"
@@ -254,7 +300,7 @@ t_gc_leaves_nothing() {
   [ -z "$left" ] || die "cgroups left: $left"
   left=$(grep "$ORBIT_DIR" /proc/self/mountinfo)
   [ -z "$left" ] || die "mounts left: $left"
-  left=$(ls "$ORBIT_DIR/pods/"*/ 2>/dev/null)
+  left=$(find "$ORBIT_DIR/pods" -mindepth 2 -maxdepth 2 2>/dev/null)
   [ -z "$left" ] || die "pods left: $left"
   left=$(machinectl list --no-legend | grep orbit-)
   [ -z "$left" ] || die "machines left: $left"
@@ -265,6 +311,7 @@ t_gc_leaves_nothing() {
 echo "orbit $("$ORBIT" version 2>/dev/null | head -1)"
 check host t_host
 check fetch t_fetch
+check overlay-missing t_overlay_missing
 check ns-pod t_ns_pod
 check fly-pod t_fly_pod
 check cgroup-layout t_cgroup_layout

@@ -76,7 +76,22 @@ pub fn mount_app_root(pod: &Path, a: &App) -> R {
     } else {
         MsFlags::empty()
     };
-    mnt(Some("overlay"), &root, Some("overlay"), flags, Some(&data))
+    match mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        flags,
+        Some(data.as_str()),
+    ) {
+        // ENODEV: the kernel knows no file system of that name (not built in, not loaded).
+        Err(nix::errno::Errno::ENODEV) => Err(format!(
+            "mount overlay on {}: this kernel has no overlay file system (ENODEV); load its \
+             module (`modprobe overlay`; add `overlay` to /etc/modules-load.d/ to keep it), \
+             or run the pod with --no-overlay",
+            root.display()
+        )),
+        r => r.map_err(|e| format!("mount overlay on {}: {e}", root.display())),
+    }
 }
 
 /// Remounts the mount at `target` with flags `add` on top of those it has: a bind remount
