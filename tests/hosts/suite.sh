@@ -247,6 +247,8 @@ t_failed_start_leaves_nothing() {
   local before; before=$(machinectl list --no-legend | wc -l)
   ! "$ORBIT" run --net=none "$IMG" --exec /does/not/exist >/dev/null 2>&1 || die "a missing executable ran"
   expect_eq "machines" "$(machinectl list --no-legend | wc -l)" "$before"
+  local left; left=$(find /sys/fs/cgroup -type d -path '*/orbit/*')
+  [ -z "$left" ] || die "cgroups left: $left"
 }
 
 t_net_default_port() {
@@ -264,23 +266,28 @@ t_net_default_port() {
   true
 }
 
-# The CRI server with the kubelet's systemd cgroup driver: the sandbox's service in the
-# pod's slice, the container in a leaf of its own below it, stats read from cgroup v2.
-t_cri() {
+# The CRI server: cri_pod SERVER_FLAGS PARENT LEAF_GLOB — a sandbox below the kubelet's cgroup
+# PARENT and a container in it, whose cgroup (the deepest below /sys/fs/cgroup/kubepods*)
+# must match LEAF_GLOB and hold its process; container and sandbox stats from cgroup v2 are
+# non-zero; everything stops and is removed.
+cri_pod() {
+  local flags=$1 parent=$2 glob=$3
   local sock=/run/orbit-test/cri.sock
-  mkdir -p /run/orbit-test
-  "$ORBIT" cri --socket "$sock" >/tmp/cri.log 2>&1 &
+  mkdir -p /run/orbit-test; rm -f "$sock"
+  # shellcheck disable=SC2086
+  "$ORBIT" cri --socket "$sock" $flags >/tmp/cri.log 2>&1 &
   local cri=$!
   local i; for i in $(seq 300); do [ -S "$sock" ] && break; sleep 0.1; done
   [ -S "$sock" ] || { kill "$cri"; die "no CRI socket: $(cat /tmp/cri.log)"; }
-  local ids; ids=$("$MH_SHARE/cri-client" "$sock" smoke-start "$IMG:latest" kubepods-burstable-pod0123abcd.slice /tmp) \
+  local ids; ids=$("$MH_SHARE/cri-client" "$sock" smoke-start "$IMG:latest" "$parent" /tmp) \
     || { kill "$cri"; die "smoke-start failed: $(tail -5 /tmp/cri.log)"; }
   local sb=${ids% *} ct=${ids#* }
   local r=0 why=""
-  local leaf; leaf=$(find /sys/fs/cgroup/kubepods.slice -type d -path '*orbit/*' ! -name _stage1 2>/dev/null | awk -F/ 'NF > m {m = NF; d = $0} END {print d}')
+  local leaf; leaf=$(find /sys/fs/cgroup/kubepods* -type d -path '*orbit/*' ! -name _stage1 2>/dev/null | awk -F/ 'NF > m {m = NF; d = $0} END {print d}')
+  # shellcheck disable=SC2254
   case "$leaf" in
-    */kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0123abcd.slice/*.service/orbit/*/*) ;;
-    *) r=1; why="container cgroup '$leaf' not below the pod's slice and service";;
+    $glob) ;;
+    *) r=1; why="container cgroup '$leaf' is not $glob";;
   esac
   [ "$r" = 0 ] && [ -z "$(cat "$leaf/cgroup.procs")" ] && { r=1; why="no process in $leaf"; }
   local stats; stats=$("$MH_SHARE/cri-client" "$sock" stats "$sb" "$ct") || { r=1; why="stats failed"; }
@@ -290,7 +297,20 @@ t_cri() {
   "$MH_SHARE/cri-client" "$sock" stop "$sb" "$ct" || { r=1; why="$why; stop failed"; }
   kill "$cri"; wait "$cri" 2>/dev/null
   [ "$r" = 0 ] || die "$why"
+  left=$(find /sys/fs/cgroup/kubepods* -type d -path '*orbit*' 2>/dev/null)
+  [ -z "$left" ] || die "cgroups left after the sandbox's removal: $left"
   echo "$stats" | tr '\n' ' '
+}
+
+# The kubelet's systemd cgroup driver: the sandbox's service in the pod's slice.
+t_cri_systemd() {
+  cri_pod "" kubepods-burstable-pod0123abcd.slice \
+    '*/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0123abcd.slice/orbit-*.service/orbit/*/*'
+}
+
+# The cgroupfs driver: the sandbox in orbit-<uuid> below the kubelet's path.
+t_cri_cgroupfs() {
+  cri_pod --systemd=no /kubepods/burstable/pod4567 '/sys/fs/cgroup/kubepods/burstable/pod4567/orbit-*/orbit/*/*'
 }
 
 t_gc_leaves_nothing() {
@@ -306,6 +326,8 @@ t_gc_leaves_nothing() {
   [ -z "$left" ] || die "machines left: $left"
   left=$(ip netns list 2>/dev/null; ls /run/netns 2>/dev/null)
   [ -z "$left" ] || die "netns left: $left"
+  left=$(nft list table inet orbit 2>/dev/null | grep "orbit pod")
+  [ -z "$left" ] || die "per-pod nft rules left: $left"
 }
 
 echo "orbit $("$ORBIT" version 2>/dev/null | head -1)"
@@ -324,7 +346,8 @@ check systemd-scope t_systemd_scope
 check systemd-service t_systemd_service
 check failed-start t_failed_start_leaves_nothing
 check net-default-port t_net_default_port
-check cri t_cri
+check cri-systemd t_cri_systemd
+check cri-cgroupfs t_cri_cgroupfs
 check gc t_gc_leaves_nothing
 echo "suite: $fails failed in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}') s"
 [ "$fails" = 0 ]
