@@ -307,7 +307,15 @@ fn socket_activation_fds_reach_the_first_app() {
         .port();
     let out_file = w.path("activation.out");
     let script = "echo fds=$LISTEN_FDS pid=$LISTEN_PID self=$$; readlink /proc/self/fd/3; if [ -e /proc/self/fd/4 ]; then echo extra-fd; fi";
+    // The pod world's environment (store, config) is handed on with -E: newer
+    // systemd-socket-activate releases pass nothing else through to the program they start.
+    let env: Vec<String> = w
+        .cmd(&[])
+        .get_envs()
+        .filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())))
+        .collect();
     let mut activator = Command::new("systemd-socket-activate")
+        .args(env.iter().flat_map(|e| ["-E", e.as_str()]))
         .arg("-l")
         .arg(format!("127.0.0.1:{port}"))
         .arg(common::orbit_bin())

@@ -98,11 +98,9 @@ fn register_with_systemd(
         cpu_millis: sum(|r| r.cpu_millis),
         tasks: sum(|r| r.pids),
     };
-    // Already the main process of the pod's own service (`--unit`, the CRI): the unit is
-    // the pod's cgroup; a nested scope would pull orbit out of its own service.
-    let scope = crate::systemd::own_unit()
-        .is_none()
-        .then(|| format!("orbit-{uuid}.scope"));
+    // Already the main process of the pod's own unit (`--unit`, the CRI, a unit file's
+    // ExecStart): the unit is the pod's cgroup; a nested scope would pull orbit out of it.
+    let scope = (!crate::systemd::in_own_unit()).then(|| format!("orbit-{uuid}.scope"));
     if let Some(name) = &scope {
         systemd
             .start_scope(name, &description, &[me], &limits, false)

@@ -45,16 +45,23 @@ pub fn register_machine_helper(args: &[String]) -> i32 {
 /// Set in a pod's transient service: the unit the pod's `run` is the main process of.
 pub const UNIT_ENV: &str = "ORBIT_UNIT";
 
-/// The unit this process was started as by orbit (`ORBIT_UNIT`, checked against its own
-/// cgroup), if any. Inherited `INVOCATION_ID`s say nothing: every process a service
-/// starts (a shell script, a test runner) has one.
-pub fn own_unit() -> Option<String> {
-    let unit = std::env::var(UNIT_ENV).ok()?;
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    cgroups
-        .lines()
-        .any(|l| l.split('/').any(|c| c == unit))
-        .then_some(unit)
+/// True when this process is the main process of a unit that is the pod's: a service orbit
+/// started for the pod (`ORBIT_UNIT`, checked against this process's cgroup), or a unit
+/// file's `ExecStart=orbit run …` (started by a systemd manager itself: `INVOCATION_ID` set
+/// and the parent is a manager). An inherited `INVOCATION_ID` alone says nothing: every
+/// process a service starts (a shell script, a test runner) has one, and their pods get
+/// scopes of their own.
+pub fn in_own_unit() -> bool {
+    if let Ok(unit) = std::env::var(UNIT_ENV) {
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if cgroups.lines().any(|l| l.split('/').any(|c| c == unit)) {
+            return true;
+        }
+    }
+    let parent = nix::unistd::getppid();
+    std::env::var_os("INVOCATION_ID").is_some()
+        && std::fs::read_to_string(format!("/proc/{parent}/comm"))
+            .is_ok_and(|comm| comm.trim() == "systemd")
 }
 
 /// Failures talking to systemd.

@@ -43,7 +43,7 @@ MH_TEST_TIMEOUT=${MH_TEST_TIMEOUT:-900} MH_RUN_TIMEOUT=${MH_RUN_TIMEOUT:-1100} \
 echo "modern host: $(cat "$out/boot.txt" 2>/dev/null | head -2 | tr '\n' ' ')"
 cat "$out/test.out"
 rc=$(cat "$out/rc")
-expected=$(grep -oE '^check [a-z0-9-]+' "$here/suite.sh" | cut -d' ' -f2)
+expected=${MH_ONLY:-$(grep -oE '^check [a-z0-9-]+' "$here/suite.sh" | cut -d' ' -f2)}
 missing=""
 for c in $expected; do grep -qE "^ok $c( |$)" "$out/test.out" || missing+=" $c"; done
 if [ "$rc" != 0 ] || [ -n "$missing" ]; then

@@ -181,12 +181,26 @@ impl PodCgroups {
                 apply(&cg, limits).map_err(|e| format!("app {}'s cgroup: {e}", app.name))
             }
             Backend::V2(v2) => {
-                // A restarted app keeps the program its new leaf got.
-                if v2.set_app_limits(&app.name, limits)? {
-                    crate::devices::restrict_cgroup2(&v2.app_dir(&app.name), [app])?;
+                // A new leaf each start: its device program first, then its limits; a leaf
+                // whose setup failed is removed, so no start runs in one without a program.
+                let dir = v2.new_app_leaf(&app.name)?;
+                let setup = crate::devices::restrict_cgroup2(&dir, [app])
+                    .and_then(|()| v2.set_app_limits(&app.name, limits));
+                if setup.is_err() {
+                    v2.remove_app(&app.name);
                 }
-                Ok(())
+                setup
             }
+        }
+    }
+
+    /// Restricts the devices of the pod's cgroup (and so of everything below it) to what
+    /// `apps` may use, for a pod whose apps join their cgroups themselves (`--private-users`):
+    /// `pid` is a process in the pod's cgroup (v1).
+    pub fn restrict_pod_devices(&self, pid: i32, apps: &[orbit_stage1::App]) -> Result<(), String> {
+        match &self.backend {
+            Backend::V1 { .. } => crate::devices::restrict(&pid.to_string(), apps),
+            Backend::V2(v2) => crate::devices::restrict_cgroup2(v2.pod_dir(), apps),
         }
     }
 

@@ -117,6 +117,11 @@ impl Pod {
         }
     }
 
+    /// The pod's cgroup.
+    pub fn pod_dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// App `app`'s leaf.
     pub fn app_dir(&self, app: &str) -> PathBuf {
         self.dir.join(app)
@@ -194,16 +199,33 @@ impl Pod {
         apply(&self.dir, r).map_err(|e| format!("pod cgroup: {e}"))
     }
 
-    /// Creates app `app`'s leaf if needed and sets its limits; true when the leaf is new.
-    pub fn set_app_limits(&self, app: &str, r: &Resources) -> Result<bool, String> {
+    /// Makes app `app`'s leaf anew (a leaf left by an earlier start or app of that name is
+    /// removed first: the device program and limits must be this start's). Refused while the
+    /// old leaf still has processes.
+    pub fn new_app_leaf(&self, app: &str) -> Result<PathBuf, String> {
         let dir = self.app_dir(app);
-        let new = make_dir(&dir)?;
+        if dir.exists() {
+            if keyed(&read(&dir, "cgroup.events"), "populated") == Some(1) {
+                return Err(format!(
+                    "app {app}'s cgroup {} still has processes",
+                    dir.display()
+                ));
+            }
+            remove_tree(&dir, Path::new(""));
+        }
+        make_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Sets app `app`'s limits in its leaf (see [`Pod::new_app_leaf`]).
+    pub fn set_app_limits(&self, app: &str, r: &Resources) -> Result<(), String> {
+        let dir = self.app_dir(app);
         apply(&dir, r).map_err(|e| format!("app {app}'s cgroup: {e}"))?;
         // An OOM kill takes the whole app, not one of its processes (as the kubelet asks).
-        if new && dir.join("memory.oom.group").exists() {
+        if dir.join("memory.oom.group").exists() {
             write(&dir, "memory.oom.group", "1")?;
         }
-        Ok(new)
+        Ok(())
     }
 
     /// Moves process `pid` into app `app`'s leaf.
@@ -405,7 +427,7 @@ mod tests {
     fn layout_below_the_base() {
         let p = Pod::at("/machine.slice/orbit-x.scope", "u1");
         assert_eq!(
-            p.dir,
+            p.pod_dir(),
             Path::new("/sys/fs/cgroup/machine.slice/orbit-x.scope/orbit/u1")
         );
         assert_eq!(

@@ -415,6 +415,10 @@ pub fn load(insns: &[Insn]) -> Result<OwnedFd, Error> {
         prog_flags: 0,
         prog_name: name,
     };
+    // Before Linux 5.11 a program's memory counts against RLIMIT_MEMLOCK (64 KiB for root
+    // on many hosts, shared with systemd's own programs): lifted for the load, then put back
+    // so the apps this process starts inherit the limit they had.
+    let _memlock = MemlockLifted::new();
     let error = match bpf(BPF_PROG_LOAD, &attr(&mut [])) {
         // SAFETY: BPF_PROG_LOAD returned a new file descriptor that nothing else owns.
         Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
@@ -431,6 +435,41 @@ pub fn load(insns: &[Insn]) -> Result<OwnedFd, Error> {
                 error,
                 log: String::from_utf8_lossy(&log[..end]).into_owned(),
             })
+        }
+    }
+}
+
+/// RLIMIT_MEMLOCK raised to infinity while it lives (best effort), the old limit restored on
+/// drop.
+struct MemlockLifted(Option<libc::rlimit>);
+
+impl MemlockLifted {
+    fn new() -> MemlockLifted {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into `old`, which lives for the call.
+        if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut old) } != 0
+            || old.rlim_cur == libc::RLIM_INFINITY
+        {
+            return MemlockLifted(None);
+        }
+        let inf = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit reads one rlimit from `inf`, which lives for the call.
+        let lifted = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) } == 0;
+        MemlockLifted(lifted.then_some(old))
+    }
+}
+
+impl Drop for MemlockLifted {
+    fn drop(&mut self) {
+        if let Some(old) = self.0 {
+            // SAFETY: setrlimit reads one rlimit from `old`, which lives for the call.
+            unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &old) };
         }
     }
 }

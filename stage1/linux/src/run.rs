@@ -185,13 +185,24 @@ fn run_locked_rest(
             flags |= CloneFlags::CLONE_NEWNET;
         }
     }
-    new_namespaces(flags)?;
-
-    let mask = supervisor_mask()?;
     let supervisor = nix::unistd::getpid();
-    // SAFETY: stage1 is single-threaded here; the child only calls async-signal-safe
-    // functions until it runs the pod init, which is ordinary Rust in a fresh process.
-    match unsafe { fork() }.map_err(|e| format!("cannot fork the pod init: {e}"))? {
+    // Until the init runs, an error leaves nothing of the pod's cgroups behind.
+    let forked = new_namespaces(flags)
+        .and_then(|()| supervisor_mask())
+        .and_then(|mask| {
+            // SAFETY: stage1 is single-threaded here; the child only calls async-signal-safe
+            // functions until it runs the pod init, which is ordinary Rust in a fresh process.
+            let fork = unsafe { fork() }.map_err(|e| format!("cannot fork the pod init: {e}"))?;
+            Ok((mask, fork))
+        });
+    let (mask, forked) = match forked {
+        Ok(f) => f,
+        Err(e) => {
+            cgroups.remove(manifest);
+            return Err(e);
+        }
+    };
+    match forked {
         ForkResult::Child => {
             die_with_parent();
             // In a new pid namespace the parent is outside it and getppid() is 0; otherwise
@@ -304,7 +315,7 @@ fn run_in_user_namespace(
                     crate::userns::idmapped_mount(source, target, child.as_raw())?;
                 }
                 cgroups.join_pod(child.as_raw())?;
-                crate::devices::restrict(&child.as_raw().to_string(), &manifest.apps)?;
+                cgroups.restrict_pod_devices(child.as_raw(), &manifest.apps)?;
                 // Each app gets its own cgroup with its limits and device rules, set here by
                 // the host's root and delegated so the app can join it from inside.
                 for a in &manifest.apps {
