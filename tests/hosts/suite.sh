@@ -244,6 +244,34 @@ t_systemd_service() {
   ! systemctl is-active -q "orbit-$u.service" || die "service still active"
 }
 
+# A unit file's `ExecStart=orbit run …` (Delegate=yes): the pod lives in that service — no
+# scope of its own — with its tree inside it; stopping the service stops the pod.
+t_unit_file() {
+  cat > /run/systemd/system/orbit-suite-pod.service <<UNIT
+[Service]
+Environment=ORBIT_DIR=$ORBIT_DIR
+ExecStart=$ORBIT run --net=none $IMG --name u1 --memory=48M --exec /bin/sleep -- 600
+Delegate=yes
+UNIT
+  systemctl daemon-reload
+  systemctl start orbit-suite-pod.service || die "cannot start: $(systemctl status orbit-suite-pod.service 2>&1 | tail -5)"
+  local svc=/sys/fs/cgroup/system.slice/orbit-suite-pod.service leaf="" i
+  for i in $(seq 100); do
+    leaf=$(find "$svc" -type d -path "$svc/orbit/*/u1" 2>/dev/null)
+    [ -n "$leaf" ] && [ -n "$(cat "$leaf/cgroup.procs" 2>/dev/null)" ] && break
+    sleep 0.1
+  done
+  local r=0 why=""
+  [ -n "$leaf" ] || { r=1; why="no app cgroup below $svc: $(find "$svc" -type d)"; }
+  [ "$r" = 0 ] && [ "$(cat "$leaf/memory.max")" != $((48 << 20)) ] && { r=1; why="memory.max $(cat "$leaf/memory.max")"; }
+  [ "$r" = 0 ] && [ -n "$(cat "$svc/cgroup.procs")" ] && { r=1; why="processes in the service's own cgroup: $(cat "$svc/cgroup.procs")"; }
+  [ "$r" = 0 ] && systemctl list-units --no-legend 'orbit-*.scope' | grep -q . && { r=1; why="a nested scope: $(systemctl list-units --no-legend 'orbit-*.scope')"; }
+  systemctl stop orbit-suite-pod.service
+  rm -f /run/systemd/system/orbit-suite-pod.service; systemctl daemon-reload
+  [ "$r" = 0 ] || die "$why"
+  [ ! -d "$svc" ] || die "the service's cgroup is left: $(find "$svc" -type d)"
+}
+
 t_failed_start_leaves_nothing() {
   ! "$ORBIT" run --net=none "$IMG" --exec /does/not/exist >/dev/null 2>&1 || die "a missing executable ran"
   # systemd trims the ended scope (and machined forgets the machine) asynchronously.
@@ -349,6 +377,7 @@ check private-users t_private_users
 check mutable-pod t_mutable
 check systemd-scope t_systemd_scope
 check systemd-service t_systemd_service
+check unit-file t_unit_file
 check failed-start t_failed_start_leaves_nothing
 check net-default-port t_net_default_port
 check cri-systemd t_cri_systemd
