@@ -272,6 +272,23 @@ UNIT
   [ ! -d "$svc" ] || die "the service's cgroup is left: $(find "$svc" -type d)"
 }
 
+# kill -9 of a running pod's supervisor (the `orbit run` process): the pod dies with it, its
+# scope, machine and cgroups go, and `orbit gc` finishes the rest (mounts, network).
+t_kill9() {
+  local u; bg_pod u run --net=default "$IMG" --name k --memory=32M --exec /bin/sleep -- 600 || return 1
+  kill -KILL "$BG_PID"; wait "$BG_PID" 2>/dev/null
+  local i left
+  for i in $(seq 100); do
+    left=$(find /sys/fs/cgroup -type d -path "*/orbit/$u*"; machinectl list --no-legend | grep "orbit-$u")
+    [ -z "$left" ] && break
+    sleep 0.1
+  done
+  [ -z "$left" ] || die "left after kill -9: $left"
+  "$ORBIT" gc --grace-period=0 >/dev/null 2>&1 || die "gc failed"
+  left=$(grep "$u" /proc/self/mountinfo; nft list table inet orbit 2>/dev/null | grep "$u"; ip netns list | grep "$u")
+  [ -z "$left" ] || die "left after gc: $left"
+}
+
 t_failed_start_leaves_nothing() {
   ! "$ORBIT" run --net=none "$IMG" --exec /does/not/exist >/dev/null 2>&1 || die "a missing executable ran"
   # systemd trims the ended scope (and machined forgets the machine) asynchronously.
@@ -379,6 +396,7 @@ check systemd-scope t_systemd_scope
 check systemd-service t_systemd_service
 check unit-file t_unit_file
 check failed-start t_failed_start_leaves_nothing
+check kill-9 t_kill9
 check net-default-port t_net_default_port
 check cri-systemd t_cri_systemd
 check cri-cgroupfs t_cri_cgroupfs
