@@ -128,22 +128,13 @@ pub fn join_recorded(pod_dir: &Path, uuid: &str) -> Result<(), PodError> {
     Ok(())
 }
 
-/// On cgroup v2, enables the controllers pods use (`memory pids cpu io`, those `dir` has)
-/// for `dir`'s children. Best effort: a cgroup holding processes cannot, and then the pod's
-/// stage1 says which limit lacks its controller.
+/// On cgroup v2, enables the controllers pods use for `dir`'s children. Best effort: a
+/// cgroup holding processes cannot, and then the pod's stage1 says which limit lacks its
+/// controller.
 fn enable_v2_controllers(dir: &Path) {
-    let Ok(available) = std::fs::read_to_string(dir.join("cgroup.controllers")) else {
-        return;
-    };
-    let on = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-    let missing: Vec<String> = ["memory", "pids", "cpu", "io"]
-        .into_iter()
-        .filter(|c| available.split_whitespace().any(|a| a == *c))
-        .filter(|c| !on.split_whitespace().any(|o| o == *c))
-        .map(|c| format!("+{c}"))
-        .collect();
-    if !missing.is_empty() {
-        let _ = std::fs::write(dir.join("cgroup.subtree_control"), missing.join(" "));
+    let controllers = orbit_stage1::cgroup2::available(dir);
+    if !controllers.is_empty() {
+        let _ = orbit_stage1::cgroup2::enable(dir, &controllers);
     }
 }
 

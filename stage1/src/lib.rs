@@ -3,6 +3,7 @@
 //! two must agree.
 
 pub mod agent;
+pub mod cgroup2;
 pub mod devices;
 pub mod isolators;
 pub mod log;

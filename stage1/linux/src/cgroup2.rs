@@ -33,11 +33,6 @@ pub const MOUNT: &str = "/sys/fs/cgroup";
 /// The leaf of the stage1's own processes.
 pub const STAGE1_LEAF: &str = "_stage1";
 
-/// The controllers a pod's cgroups get (where the parent offers them). cpuset is left out:
-/// orbit pins no CPUs, and an enabled cpuset controller costs every cgroup a copy of its
-/// parent's masks.
-const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "io"];
-
 /// The CFS period CPU quotas are expressed in (the kernel's default), in microseconds.
 const CFS_PERIOD_US: u64 = 100_000;
 /// The smallest CFS quota the kernel accepts, in microseconds.
@@ -154,14 +149,7 @@ impl Pod {
                 self.supervisor_in_leaf = true;
             }
         }
-        let wanted: Vec<&str> = CONTROLLERS
-            .into_iter()
-            .filter(|c| {
-                read(&self.base, "cgroup.controllers")
-                    .split_whitespace()
-                    .any(|a| a == *c)
-            })
-            .collect();
+        let wanted = orbit_stage1::cgroup2::available(&self.base);
         for level in [&self.base, &orbit, &self.dir] {
             if let Err(e) = enable(level, &wanted) {
                 if needs_limits {
@@ -291,18 +279,19 @@ fn only_ours(dir: &Path) -> Option<Vec<u32>> {
     pids.iter().all(ours).then_some(pids)
 }
 
-/// Enables `controllers` for the children of `dir` (those not enabled yet).
+/// Enables `controllers` for the children of `dir`, saying where on failure.
 fn enable(dir: &Path, controllers: &[&str]) -> Result<(), String> {
-    let on = read(dir, "cgroup.subtree_control");
-    let missing: Vec<String> = controllers
-        .iter()
-        .filter(|c| !on.split_whitespace().any(|o| o == **c))
-        .map(|c| format!("+{c}"))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    write(dir, "cgroup.subtree_control", &missing.join(" "))
+    orbit_stage1::cgroup2::enable(dir, controllers).map_err(|e| {
+        format!(
+            "cannot write '{}' to {}: {e}",
+            controllers
+                .iter()
+                .map(|c| format!("+{c}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            dir.join("cgroup.subtree_control").display()
+        )
+    })
 }
 
 /// Kills and removes `dir`'s subtree, deepest first, sparing cgroup `own` (and its
