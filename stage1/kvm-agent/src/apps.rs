@@ -412,6 +412,8 @@ impl Supervisor {
                         .map_err(|e| (125, format!("memory.max: {e}")))?;
                     let _ = std::fs::write(cgroup.join("memory.swap.max"), "0");
                 }
+                // An OOM kill takes the whole app, as on the host.
+                let _ = std::fs::write(cgroup.join("memory.oom.group"), "1");
                 // Hold the lock while spawning: the reaper must find the pid registered.
                 let mut st = self.state.lock().unwrap();
                 let io = if app.interactive {

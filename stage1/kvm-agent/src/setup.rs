@@ -48,8 +48,12 @@ pub fn kernel_filesystems() -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         None,
     )?;
-    // Let the apps' cgroups use the memory controller.
-    let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids");
+    // Let the apps' cgroups use the controllers pods get (the VM's root cgroup may hold the
+    // agent and still hand them down).
+    let _ = orbit_stage1::cgroup2::enable(
+        std::path::Path::new("/sys/fs/cgroup"),
+        &orbit_stage1::cgroup2::available(std::path::Path::new("/sys/fs/cgroup")),
+    );
     Ok(())
 }
 

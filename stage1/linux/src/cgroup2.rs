@@ -122,8 +122,10 @@ impl Pod {
         self.dir.join(app)
     }
 
+    /// BASE is the host's root cgroup, which may hold processes and hand controllers down at
+    /// once. (The root of a cgroup namespace is an ordinary cgroup: it has a `cgroup.type`.)
     fn is_root(&self) -> bool {
-        self.base == Path::new(MOUNT)
+        self.base == Path::new(MOUNT) && !self.base.join("cgroup.type").exists()
     }
 
     /// Creates the tree and enables the controllers down to the pod. When the calling
@@ -423,6 +425,6 @@ mod tests {
             p.app_dir("web"),
             Path::new("/sys/fs/cgroup/machine.slice/orbit-x.scope/orbit/u1/web")
         );
-        assert!(Pod::at("/", "u1").is_root());
+        assert!(!Pod::at("/machine.slice", "u1").is_root());
     }
 }
