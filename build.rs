@@ -12,8 +12,15 @@ fn main() {
     )
     .unwrap_or_else(|e| panic!("proto/: {e}"));
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::write(out.join("orbit_api_descriptor.bin"), fds.encode_to_vec())
-        .expect("OUT_DIR is writable");
+    // Reflection on the read-only API service describes its own proto only: the CRI's
+    // (mutating) services are compiled into the same crate but must not be advertised there.
+    let api_only = protox::compile(["orbit/api/v1/api.proto"], ["proto"])
+        .unwrap_or_else(|e| panic!("proto/: {e}"));
+    std::fs::write(
+        out.join("orbit_api_descriptor.bin"),
+        api_only.encode_to_vec(),
+    )
+    .expect("OUT_DIR is writable");
     tonic_prost_build::configure()
         .compile_fds(fds)
         .expect("the API's generated code");

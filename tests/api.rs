@@ -827,6 +827,7 @@ async fn systemd_socket_activation_and_reflection() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         ServerReflectionRequest,
     };
+    let ch_alpha = ch.clone();
     let mut r = ServerReflectionClient::new(ch);
     let ask = |m: MessageRequest| ServerReflectionRequest {
         host: String::new(),
@@ -848,8 +849,16 @@ async fn systemd_socket_activation_and_reflection() {
         panic!("no service list");
     };
     let names: Vec<String> = list.service.iter().map(|s| s.name.clone()).collect();
+    // The read-only API and reflection itself, nothing else: not the CRI's services, which
+    // are compiled into the same binary.
     assert!(
         names.contains(&"orbit.api.v1.PublicAPI".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "orbit.api.v1.PublicAPI" || n.starts_with("grpc.reflection.")),
         "{names:?}"
     );
     let Some(MessageResponse::FileDescriptorResponse(fd)) =
@@ -876,6 +885,50 @@ async fn systemd_socket_activation_and_reflection() {
             "ListenEvents",
             "GetLogs"
         ]
+    );
+    // The CRI's symbols are unknown to it.
+    let mut resp = r
+        .server_reflection_info(tokio_stream::iter(vec![ask(
+            MessageRequest::FileContainingSymbol("runtime.v1.RuntimeService".into()),
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    let unknown = match resp.message().await {
+        Err(status) => status.code() == tonic::Code::NotFound,
+        Ok(Some(m)) => matches!(m.message_response, Some(MessageResponse::ErrorResponse(_))),
+        Ok(None) => false,
+    };
+    assert!(
+        unknown,
+        "the read-only API describes the CRI's RuntimeService"
+    );
+
+    // v1alpha (grpcurl, grpcio-reflection) lists the same services.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut r = alpha::server_reflection_client::ServerReflectionClient::new(ch_alpha);
+    let mut resp = r
+        .server_reflection_info(tokio_stream::iter(vec![alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        resp.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no v1alpha service list");
+    };
+    let alpha_names: Vec<String> = list.service.iter().map(|s| s.name.clone()).collect();
+    assert!(
+        alpha_names.contains(&"orbit.api.v1.PublicAPI".to_string())
+            && alpha_names
+                .iter()
+                .all(|n| n == "orbit.api.v1.PublicAPI" || n.starts_with("grpc.reflection.")),
+        "{alpha_names:?}"
     );
 }
 

@@ -76,12 +76,22 @@ async fn serve_async(opts: ServeOptions) -> Result<(), ApiError> {
     let service = service::ApiService::new(opts.root.clone(), opts.config.clone(), hub);
     service.warm_up();
     let api = proto::public_api_server::PublicApiServer::new(service);
+    // Reflection in both versions clients speak (grpcurl and Python's grpcio-reflection
+    // still ask v1alpha), describing the API's own proto only.
+    let reflection_err = |e: tonic_reflection::server::Error| {
+        ApiError::Serve(crate::grpc::ServeError::Serve(format!("reflection: {e}")))
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ApiError::Serve(crate::grpc::ServeError::Serve(format!("reflection: {e}"))))?;
+        .map_err(reflection_err)?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(reflection_err)?;
     let router = tonic::transport::Server::builder()
         .add_service(api)
-        .add_service(reflection);
+        .add_service(reflection)
+        .add_service(reflection_alpha);
     Ok(crate::grpc::serve("orbit api-service", listeners, router).await?)
 }
