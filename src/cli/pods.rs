@@ -621,7 +621,7 @@ fn run_as_service(
         prepared,
         &unit,
         &argv,
-        lifecycle::ServiceOptions {
+        orbit::systemd::ServiceOptions {
             restart,
             notify,
             slice: None,

@@ -62,7 +62,7 @@ pub fn start_sandbox(
     let argv = argv(ctx, &uuid);
     if ctx.systemd {
         let unit = format!("orbit-{uuid}.service");
-        let opts = lifecycle::ServiceOptions {
+        let opts = crate::systemd::ServiceOptions {
             slice: cgroup_parent,
             ..Default::default()
         };

@@ -175,24 +175,13 @@ fn unit_description(uuid: &str, manifest: &orbit_stage1::PodManifest) -> String 
 /// The pod-directory file naming the systemd service that runs the pod (`--unit`).
 pub const UNIT_FILE: &str = "systemd-unit";
 
-/// How a pod's transient service runs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServiceOptions<'a> {
-    /// `Restart=` policy.
-    pub restart: Option<&'a str>,
-    /// `Type=notify`: active once the apps say they are ready.
-    pub notify: bool,
-    /// The slice to run in instead of `machine.slice` (a CRI cgroup parent).
-    pub slice: Option<&'a str>,
-}
-
 /// Starts a prepared pod as transient service `unit` running `argv` (the orbit command line
 /// that claims and runs the prepared pod), and records the unit in the pod directory.
 pub fn start_as_service(
     prepared: Prepared,
     unit: &str,
     argv: &[String],
-    opts: ServiceOptions,
+    opts: crate::systemd::ServiceOptions,
 ) -> Result<(), PodError> {
     let sd = |e: crate::systemd::SystemdError| PodError::Stage1(e.to_string());
     let systemd = crate::systemd::Systemd::connect(crate::systemd::Mode::Yes)

@@ -101,6 +101,17 @@ pub struct ScopeLimits {
     pub tasks: Option<u64>,
 }
 
+/// How a pod's transient service runs (the properties [`Systemd::start_service`] sends).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceOptions<'a> {
+    /// `Restart=` policy.
+    pub restart: Option<&'a str>,
+    /// `Type=notify`: active once the apps say they are ready.
+    pub notify: bool,
+    /// The slice to run in instead of `machine.slice` (a CRI cgroup parent).
+    pub slice: Option<&'a str>,
+}
+
 /// A connection to the system bus with a systemd manager on it.
 pub struct Systemd {
     conn: Connection,
@@ -209,7 +220,7 @@ impl Systemd {
         name: &str,
         description: &str,
         argv: &[String],
-        opts: crate::pod::lifecycle::ServiceOptions,
+        opts: ServiceOptions,
     ) -> Result<(), SystemdError> {
         let what = format!("service {name}");
         let manager = manager(&self.conn).map_err(call_err(&what))?;
