@@ -482,8 +482,8 @@ async fn events_arrive_in_order_for_a_pods_whole_life_and_replay_from_a_time() {
             .unwrap()
             .exit_code
     };
-    assert_eq!(exit(EventType::PodAppExited), Some(7));
-    assert_eq!(exit(EventType::PodExited), Some(7));
+    assert_eq!(exit(EventType::PodAppExited), Some(7), "{events:#?}");
+    assert_eq!(exit(EventType::PodExited), Some(7), "{events:#?}");
     assert!(events.iter().all(|e| !e.replayed && e.time >= since));
 
     // Images: fetched and removed.
@@ -1063,6 +1063,14 @@ async fn a_stage1_killed_outright_still_yields_its_exit_events() {
         ],
         "{events:#?}"
     );
+    // No exit status was recorded: the event says so, rather than a missing code that
+    // reads like success.
+    let exited = events
+        .iter()
+        .find(|e| e.r#type == EventType::PodExited as i32)
+        .unwrap();
+    assert_eq!(exited.exit_code, None, "{exited:?}");
+    assert_eq!(exited.reason, "unknown", "{exited:?}");
     let _ = pod.wait(DEADLINE);
     w.ok(&["gc", "--grace-period=0s"]);
 }

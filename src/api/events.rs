@@ -66,7 +66,10 @@ fn read_trim(dir: &Path, name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn snapshot(pod: &PodRef) -> PodSnap {
+/// What the store shows of pod `pod`. `finishing`: it was seen running, so an init that is
+/// gone with no exit recorded yet gets [`EXIT_RECORD_GRACE`] to record it before the pod
+/// counts as killed (at start-up and in replays a pod in that state was killed long ago).
+fn snapshot(pod: &PodRef, finishing: bool) -> PodSnap {
     let mut apps: BTreeMap<String, AppStatus> = crate::pod::status::manifest(pod)
         .map(|m| {
             m.apps
@@ -90,8 +93,11 @@ fn snapshot(pod: &PodRef) -> PodSnap {
         // "PID (COMM) STATE …": a zombie (Z) or dead (X) init is gone.
         .and_then(|stat| stat.rsplit(')').next().map(|r| r.trim_start().to_string()))
         .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'));
-    let killed =
-        pod.state == DirState::Run && started && !init_alive && !PodStore::is_locked(&pod.path);
+    let killed = pod.state == DirState::Run
+        && started
+        && !init_alive
+        && !PodStore::is_locked(&pod.path)
+        && !(finishing && exit_recorded_soon(&pod.path));
     let exited = gone || killed || !read_trim(&pod.path, paths::EXIT).is_empty();
     if exited {
         // Its apps went with it, whatever their last status said (as `orbit status` shows).
@@ -111,6 +117,30 @@ fn snapshot(pod: &PodRef) -> PodSnap {
     }
 }
 
+/// The reason a pod-exited event carries when the pod recorded no exit status.
+pub const UNKNOWN_EXIT: &str = "unknown";
+
+/// How long a pod whose init is gone and whose lock looks free is given to record its exit
+/// before it counts as killed: the supervisor writes the record right after it reaps the
+/// init, and a lock list read under churn can miss its lock.
+const EXIT_RECORD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// True when pod `dir` records its exit status, shows its lock held again, or moves away
+/// (`orbit gc` renamed it: the rescan of its new place tells how it ended) within
+/// [`EXIT_RECORD_GRACE`]: it was not killed, it was finishing.
+fn exit_recorded_soon(dir: &Path) -> bool {
+    let deadline = std::time::Instant::now() + EXIT_RECORD_GRACE;
+    loop {
+        if !read_trim(dir, paths::EXIT).is_empty() || PodStore::is_locked(dir) || !dir.exists() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 fn event(kind: EventType, id: &str, name: &str, time: i64) -> proto::Event {
     proto::Event {
         r#type: kind as i32,
@@ -119,6 +149,7 @@ fn event(kind: EventType, id: &str, name: &str, time: i64) -> proto::Event {
         time: if time == 0 { now() } else { time },
         exit_code: None,
         replayed: false,
+        reason: String::new(),
     }
 }
 
@@ -173,6 +204,9 @@ fn diff(uuid: &str, dir: &Path, old: &PodSnap, new: &PodSnap) -> Vec<proto::Even
     if new.exited && !old.exited {
         let mut e = event(EventType::PodExited, uuid, "", file_time(paths::FINISHED));
         e.exit_code = read_trim(dir, paths::EXIT).parse().ok();
+        if e.exit_code.is_none() {
+            e.reason = UNKNOWN_EXIT.to_string();
+        }
         out.push(e);
     }
     let collected =
@@ -240,7 +274,7 @@ impl Watcher {
         // What exists now is the starting point: no events for it.
         for p in w.pods.list().unwrap_or_default() {
             w.watch_pod(&p);
-            let snap = snapshot(&p);
+            let snap = snapshot(&p, false);
             w.track_pid(&p, &snap);
             w.known.insert(p.uuid.clone(), snap);
         }
@@ -320,9 +354,9 @@ impl Watcher {
     /// Re-reads one pod and publishes how it changed.
     fn rescan_pod(&mut self, p: &PodRef) {
         self.watch_pod(p);
-        let new = snapshot(p);
-        self.track_pid(p, &new);
         let old = self.known.get(&p.uuid).cloned().unwrap_or_default();
+        let new = snapshot(p, old.started && !old.exited);
+        self.track_pid(p, &new);
         if new != old {
             let events = diff(&p.uuid, &p.path, &old, &new);
             self.known.insert(p.uuid.clone(), new);
@@ -505,7 +539,7 @@ pub fn replay(root: &Path, since: i64) -> Vec<proto::Event> {
     let pods = PodStore::new(root);
     let mut out = Vec::new();
     for p in pods.list().unwrap_or_default() {
-        let snap = snapshot(&p);
+        let snap = snapshot(&p, false);
         let mut events = diff(&p.uuid, &p.path, &PodSnap::default(), &snap);
         for e in &mut events {
             if e.r#type == EventType::PodGarbageCollected as i32 {
@@ -542,4 +576,92 @@ pub fn matches(e: &proto::Event, f: &proto::EventFilter) -> bool {
     (f.types.is_empty() || f.types.contains(&e.r#type))
         && (f.ids.is_empty() || f.ids.iter().any(|i| e.id.starts_with(i.as_str())))
         && (f.names.is_empty() || f.names.contains(&e.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A running pod whose init is gone, whose lock is free and which has not recorded its
+    /// exit yet: what the watcher sees between the init's end and the supervisor's record.
+    fn finishing_pod(root: &Path) -> PodRef {
+        let uuid = "0a1b2c3d-0000-4000-8000-000000000001";
+        let dir = root.join("pods/run").join(uuid);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(paths::STARTED), "2026-12-07T00:00:00Z").unwrap();
+        // A pid that names no process: the init has ended.
+        std::fs::write(dir.join(paths::PID), "2147483646").unwrap();
+        PodRef {
+            uuid: uuid.into(),
+            state: DirState::Run,
+            path: dir,
+        }
+    }
+
+    #[test]
+    fn a_finishing_pods_exit_event_waits_for_the_recorded_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pod = finishing_pod(tmp.path());
+        let running = PodSnap {
+            started: true,
+            prepared: true,
+            state: Some(DirState::Run),
+            ..Default::default()
+        };
+        // The supervisor records the exit a moment after the watcher looks.
+        let dir = pod.path.clone();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            std::fs::write(dir.join(paths::EXIT), "7").unwrap();
+        });
+        let snap = snapshot(&pod, true);
+        writer.join().unwrap();
+        assert!(snap.exited);
+        let events = diff(&pod.uuid, &pod.path, &running, &snap);
+        let exited = events
+            .iter()
+            .find(|e| e.r#type == EventType::PodExited as i32)
+            .expect("a pod-exited event");
+        assert_eq!(exited.exit_code, Some(7));
+        assert_eq!(exited.reason, "");
+    }
+
+    #[test]
+    fn a_finishing_pod_moved_away_is_not_called_killed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pod = finishing_pod(tmp.path());
+        // `orbit gc` renames the directory while the watcher looks at the old place.
+        let (from, to) = (pod.path.clone(), tmp.path().join("pods/exited-garbage"));
+        let mover = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::fs::create_dir_all(&to).unwrap();
+            std::fs::rename(&from, to.join(from.file_name().unwrap())).unwrap();
+        });
+        let snap = snapshot(&pod, true);
+        mover.join().unwrap();
+        // Not exited here: the rescan of its new place reports its exit, with its code.
+        assert!(!snap.exited, "a moved pod was taken for a killed one");
+    }
+
+    #[test]
+    fn a_killed_pods_exit_event_says_the_code_is_unknown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pod = finishing_pod(tmp.path());
+        // Nothing records an exit: after the grace the pod counts as killed.
+        let started = std::time::Instant::now();
+        let snap = snapshot(&pod, true);
+        assert!(started.elapsed() >= EXIT_RECORD_GRACE);
+        assert!(snap.exited);
+        let events = diff(&pod.uuid, &pod.path, &PodSnap::default(), &snap);
+        let exited = events
+            .iter()
+            .find(|e| e.r#type == EventType::PodExited as i32)
+            .expect("a pod-exited event");
+        assert_eq!(exited.exit_code, None);
+        assert_eq!(exited.reason, UNKNOWN_EXIT);
+        // Seen at start-up (not running before): no grace.
+        let started = std::time::Instant::now();
+        assert!(snapshot(&pod, false).exited);
+        assert!(started.elapsed() < EXIT_RECORD_GRACE);
+    }
 }
