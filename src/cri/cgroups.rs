@@ -69,8 +69,7 @@ pub fn update(
             write(&d, "cpu.max", &format!("{quota} {period}"))?;
         }
         if r.cpu_shares > 0 {
-            // The kernel's mapping of v1 shares to v2 weights.
-            let weight = 1 + ((r.cpu_shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            let weight = orbit_stage1::cgroup2::shares_to_weight(r.cpu_shares as u64);
             write(&d, "cpu.weight", &weight.to_string())?;
         }
         return Ok(());

@@ -80,23 +80,18 @@ fn register_with_systemd(
     let manifest = super::status::manifest(pod)?;
     let description = unit_description(&pod.uuid, &manifest);
     let me = std::process::id();
-    // The pod's limits (sums over its apps, each only when every app sets it) become the
-    // scope's MemoryMax, CPUQuota and TasksMax; orbit's per-app cgroups sit below.
-    // (No apps — a mutable sandbox — means no limits, not limits of 0.)
-    let sum = |f: fn(&orbit_stage1::Resources) -> Option<u64>| -> Option<u64> {
-        if manifest.apps.is_empty() {
-            return None;
-        }
-        manifest
-            .apps
-            .iter()
-            .map(|a| f(&a.isolators.resources))
-            .sum()
-    };
+    // The pod's limits (the stage1's pod cgroup gets the same sums) become the scope's
+    // MemoryMax, CPUQuota and TasksMax; orbit's per-app cgroups sit below.
+    let resources: Vec<&orbit_stage1::Resources> = manifest
+        .apps
+        .iter()
+        .map(|a| &a.isolators.resources)
+        .collect();
+    let total = orbit_stage1::Resources::pod_total(&resources);
     let limits = crate::systemd::ScopeLimits {
-        memory: sum(|r| r.memory),
-        cpu_millis: sum(|r| r.cpu_millis),
-        tasks: sum(|r| r.pids),
+        memory: total.memory,
+        cpu_millis: total.cpu_millis,
+        tasks: total.pids,
     };
     // Already the main process of the pod's own unit (`--unit`, the CRI, a unit file's
     // ExecStart): the unit is the pod's cgroup; a nested scope would pull orbit out of it.

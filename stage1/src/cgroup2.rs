@@ -1,5 +1,5 @@
-//! cgroup v2 conventions shared by stage0 and the built-in stage1s: which controllers a
-//! pod's cgroups get, and handing them down a level.
+//! cgroup conventions shared by stage0 and the built-in stage1s: which controllers a pod's
+//! v2 cgroups get, handing them down a level, and how CPU limits are written.
 
 use std::path::Path;
 
@@ -31,4 +31,39 @@ pub fn enable(dir: &Path, controllers: &[&str]) -> std::io::Result<()> {
         return Ok(());
     }
     std::fs::write(&file, missing.join(" "))
+}
+
+/// The CFS period CPU quotas are expressed in (the kernel's default), in microseconds.
+pub const CFS_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota the kernel accepts, in microseconds.
+pub const CFS_MIN_QUOTA_US: u64 = 1_000;
+
+/// The CFS quota for `millis` millicores per [`CFS_PERIOD_US`] (at least the kernel's
+/// minimum), in microseconds: v1 `cpu.cfs_quota_us`, the first field of v2 `cpu.max`.
+pub fn cfs_quota_us(millis: u64) -> u64 {
+    millis
+        .saturating_mul(CFS_PERIOD_US / 1000)
+        .max(CFS_MIN_QUOTA_US)
+}
+
+/// v1 `cpu.shares` (2..262144, default 1024) as a v2 `cpu.weight` (1..10000, default 100),
+/// as runc, crun, systemd and the kubelet convert them.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, crate::isolators::MAX_SHARES);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_and_weight_conversions() {
+        assert_eq!(cfs_quota_us(250), 25_000);
+        assert_eq!(cfs_quota_us(1000), 100_000);
+        assert_eq!(cfs_quota_us(1), 1_000, "clamped to the kernel minimum");
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
 }

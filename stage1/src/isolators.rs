@@ -105,6 +105,32 @@ pub struct Resources {
     pub oom_score_adj: Option<i32>,
 }
 
+/// The largest v1 `cpu.shares`.
+pub const MAX_SHARES: u64 = 262_144;
+
+impl Resources {
+    /// A pod's limits from its apps': for each kind, the sum over the apps when every app
+    /// sets it (a pod with an unlimited app, or with no app yet, is unlimited in that
+    /// respect); shares at most [`MAX_SHARES`]. `oom_score_adj` is per process, not summed.
+    pub fn pod_total(apps: &[&Resources]) -> Resources {
+        fn sum(apps: &[&Resources], f: impl Fn(&Resources) -> Option<u64>) -> Option<u64> {
+            if apps.is_empty() {
+                return None;
+            }
+            apps.iter()
+                .map(|r| f(r))
+                .try_fold(0u64, |acc, v| v.map(|v| acc.saturating_add(v)))
+        }
+        Resources {
+            memory: sum(apps, |r| r.memory),
+            cpu_millis: sum(apps, |r| r.cpu_millis),
+            cpu_shares: sum(apps, |r| r.cpu_shares).map(|s| s.min(MAX_SHARES)),
+            pids: sum(apps, |r| r.pids),
+            oom_score_adj: None,
+        }
+    }
+}
+
 impl Default for Isolators {
     /// The secure defaults: container capabilities, no_new_privs, the default seccomp
     /// allow-list, masked and read-only paths, no resource limits.

@@ -161,7 +161,7 @@ impl PodCgroups {
     /// Sets the pod cgroup's limits to the sums of its apps' limits (a limit is set only when
     /// every app has one).
     pub fn set_pod_limits(&self, apps: &[&orbit_stage1::Resources]) -> Result<(), String> {
-        let total = pod_total(apps);
+        let total = Resources::pod_total(apps);
         match &self.backend {
             Backend::V1 { base, uuid } => {
                 let cg = v1_cgroup(base, &format!("orbit/{uuid}"))?;
@@ -313,39 +313,9 @@ fn v1_cgroup(base: &HashMap<String, String>, rel: &str) -> Result<Cgroup, String
         .map_err(|e| format!("cannot create cgroup {rel}: {e}"))
 }
 
-/// The CFS period CPU quotas are expressed in (the kernel's default), in microseconds.
-const CFS_PERIOD_US: u64 = 100_000;
-/// The smallest CFS quota the kernel accepts, in microseconds.
-const CFS_MIN_QUOTA_US: u64 = 1_000;
-/// The largest v1 `cpu.shares`.
-const MAX_SHARES: u64 = 262_144;
-
-/// The pod's limits: for each kind, the sum over the apps when every app sets it (a pod with
-/// an unlimited app is unlimited in that respect). `oom_score_adj` is per process, not summed.
-fn pod_total(apps: &[&Resources]) -> Resources {
-    fn sum(apps: &[&Resources], f: impl Fn(&Resources) -> Option<u64>) -> Option<u64> {
-        if apps.is_empty() {
-            return None;
-        }
-        apps.iter()
-            .map(|r| f(r))
-            .try_fold(0u64, |acc, v| v.map(|v| acc.saturating_add(v)))
-    }
-    Resources {
-        memory: sum(apps, |r| r.memory),
-        cpu_millis: sum(apps, |r| r.cpu_millis),
-        cpu_shares: sum(apps, |r| r.cpu_shares).map(|s| s.min(MAX_SHARES)),
-        pids: sum(apps, |r| r.pids),
-        oom_score_adj: None,
-    }
-}
-
-/// The CFS quota for `millis` millicores per [`CFS_PERIOD_US`] (at least the kernel minimum).
+/// The CFS quota for `millis` millicores, as cgroups-rs takes it.
 fn cfs_quota(millis: u64) -> i64 {
-    let quota = millis
-        .saturating_mul(CFS_PERIOD_US / 1000)
-        .max(CFS_MIN_QUOTA_US);
-    i64::try_from(quota).unwrap_or(i64::MAX)
+    i64::try_from(orbit_stage1::cgroup2::cfs_quota_us(millis)).unwrap_or(i64::MAX)
 }
 
 /// Writes the limits `r` sets into cgroup `cg` (v1 or v2); leaves the others as they are.
@@ -391,16 +361,16 @@ fn apply(cg: &Cgroup, r: &Resources) -> Result<(), String> {
             .ok_or("no cpu controller for --cpu/--cpu-shares")?;
         if let Some(millis) = r.cpu_millis {
             // Period first: a v1 quota is checked against the period (and the parent's ratio).
-            cpu.set_cfs_quota_and_period(None, Some(CFS_PERIOD_US))
+            cpu.set_cfs_quota_and_period(None, Some(orbit_stage1::cgroup2::CFS_PERIOD_US))
                 .and_then(|()| cpu.set_cfs_quota_and_period(Some(cfs_quota(millis)), None))
                 .map_err(|e| format!("cannot set the CPU quota: {e}"))?;
         }
         if let Some(shares) = r.cpu_shares {
             // cgroups-rs writes the value as is: cpu.weight wants the converted one.
             let value = if v2 {
-                crate::cgroup2::shares_to_weight(shares)
+                orbit_stage1::cgroup2::shares_to_weight(shares)
             } else {
-                shares.clamp(2, MAX_SHARES)
+                shares.clamp(2, orbit_stage1::isolators::MAX_SHARES)
             };
             cpu.set_shares(value)
                 .map_err(|e| format!("cannot set the CPU shares: {e}"))?;
@@ -440,15 +410,18 @@ mod tests {
     fn pod_limits_are_sums_only_when_every_app_sets_them() {
         let a = res(Some(10), Some(100), Some(512), None);
         let b = res(Some(20), None, Some(1024), Some(7));
-        let t = pod_total(&[&a, &b]);
+        let t = Resources::pod_total(&[&a, &b]);
         let expected = Resources {
             oom_score_adj: None,
             ..res(Some(30), None, Some(1536), None)
         };
         assert_eq!(t, expected);
-        assert_eq!(pod_total(&[]), Resources::default());
+        assert_eq!(Resources::pod_total(&[]), Resources::default());
         let big = res(None, None, Some(200_000), None);
-        assert_eq!(pod_total(&[&big, &big]).cpu_shares, Some(MAX_SHARES));
+        assert_eq!(
+            Resources::pod_total(&[&big, &big]).cpu_shares,
+            Some(orbit_stage1::isolators::MAX_SHARES)
+        );
     }
 
     #[test]

@@ -33,11 +33,6 @@ pub const MOUNT: &str = "/sys/fs/cgroup";
 /// The leaf of the stage1's own processes.
 pub const STAGE1_LEAF: &str = "_stage1";
 
-/// The CFS period CPU quotas are expressed in (the kernel's default), in microseconds.
-const CFS_PERIOD_US: u64 = 100_000;
-/// The smallest CFS quota the kernel accepts, in microseconds.
-const CFS_MIN_QUOTA_US: u64 = 1_000;
-
 /// True when `/sys/fs/cgroup` is a cgroup2 mount (a v2-only host).
 pub fn unified() -> bool {
     static UNIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -340,19 +335,10 @@ fn kill_all(dir: &Path) {
     }
 }
 
-/// v1 `cpu.shares` (2..262144) as a v2 `cpu.weight` (1..10000), as runc, crun and the
-/// kubelet convert them.
-pub fn shares_to_weight(shares: u64) -> u64 {
-    let shares = shares.clamp(2, 262_144);
-    1 + ((shares - 2) * 9999) / 262_142
-}
-
 /// The `cpu.max` line for `millis` millicores.
 fn cpu_max(millis: u64) -> String {
-    let quota = millis
-        .saturating_mul(CFS_PERIOD_US / 1000)
-        .max(CFS_MIN_QUOTA_US);
-    format!("{quota} {CFS_PERIOD_US}")
+    use orbit_stage1::cgroup2::{cfs_quota_us, CFS_PERIOD_US};
+    format!("{} {CFS_PERIOD_US}", cfs_quota_us(millis))
 }
 
 /// Writes the limits `r` sets into cgroup `dir`; an asked-for limit whose controller is
@@ -384,7 +370,8 @@ fn apply(dir: &Path, r: &Resources) -> Result<(), String> {
     }
     if let Some(shares) = r.cpu_shares {
         need("cpu.weight", "--cpu-shares")?;
-        write(dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
+        let weight = orbit_stage1::cgroup2::shares_to_weight(shares);
+        write(dir, "cpu.weight", &weight.to_string())?;
     }
     if let Some(n) = r.pids {
         need("pids.max", "--pids-limit")?;
@@ -409,9 +396,6 @@ mod tests {
     fn cpu_conversions() {
         assert_eq!(cpu_max(250), "25000 100000");
         assert_eq!(cpu_max(1), "1000 100000", "clamped to the kernel minimum");
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(262_144), 10_000);
     }
 
     #[test]
