@@ -16,6 +16,22 @@ pub mod ports;
 pub use attach::{attach, detach, is_attached, plan, NetPlan};
 pub use error::NetError;
 
+/// Takes an exclusive `flock` on `path` (made, with its directory, if missing), waiting for
+/// it; held until the returned value drops.
+fn lock_file(path: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| NetError::io("cannot create", dir, e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| NetError::io("cannot open", path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| NetError::io("cannot lock", path, e.into()))
+}
+
 /// The hidden `orbit` subcommand a stage1 runs when the pod has exited (the pod's
 /// `on-exit` hook): detaches the pod in the working directory from its networks.
 pub const TEARDOWN: &str = "__net-teardown";

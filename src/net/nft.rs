@@ -42,7 +42,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde_json::Value;
 
 use orbit_stage1::PortMapping;
@@ -230,18 +230,7 @@ fn apply(script: &str) -> Result<(), NetError> {
 
 /// Takes the lock under which rules that must exist once are added.
 fn lock() -> Result<Flock<std::fs::File>, NetError> {
-    let path = Path::new(LOCK_FILE);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| NetError::io("cannot create", dir, e))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| NetError::io("cannot open", path, e))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| NetError::io("cannot lock", path, e.into()))
+    super::lock_file(Path::new(LOCK_FILE))
 }
 
 /// The table and its two always-present base chains (`add` of an existing one is a no-op).

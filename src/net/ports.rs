@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde_json::{json, Value};
 
 use orbit_stage1::{paths, PodManifest, PortMapping};
@@ -140,17 +140,7 @@ pub fn runtime_config(maps: &[PortMapping]) -> Value {
 
 /// The store-wide lock under which host ports are claimed.
 pub fn lock(store: &Path) -> Result<Flock<std::fs::File>, NetError> {
-    let dir = store.join("net");
-    std::fs::create_dir_all(&dir).map_err(|e| NetError::io("cannot create", &dir, e))?;
-    let path = dir.join("ports.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| NetError::io("cannot open", &path, e))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| NetError::io("cannot lock", &path, e.into()))
+    super::lock_file(&store.join("net").join("ports.lock"))
 }
 
 fn overlaps(a: &PortMapping, b: &PortMapping) -> bool {

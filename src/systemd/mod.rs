@@ -54,7 +54,7 @@ pub const UNIT_ENV: &str = "ORBIT_UNIT";
 pub fn in_own_unit() -> bool {
     if let Ok(unit) = std::env::var(UNIT_ENV) {
         let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        if cgroups.lines().any(|l| l.split('/').any(|c| c == unit)) {
+        if orbit_stage1::in_unit(&cgroups, &unit) {
             return true;
         }
     }

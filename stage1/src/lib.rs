@@ -31,6 +31,14 @@ pub const INTERFACE_VERSION: u32 = 1;
 /// it starts the pod, so every pod process lands in the unit.
 pub const WAIT_CGROUP_ENV: &str = "ORBIT_WAIT_CGROUP";
 
+/// True when a `/proc/PID/cgroup` text puts the process in unit `unit`'s cgroup or below it,
+/// in any hierarchy.
+pub fn in_unit(cgroups: &str, unit: &str) -> bool {
+    cgroups
+        .lines()
+        .any(|l| l.split('/').skip(1).any(|c| c == unit))
+}
+
 /// Waits until process `pid`'s cgroup path (any hierarchy) is unit `unit`'s cgroup or below
 /// it (on cgroup v2 the stage1 moves itself into a leaf of the unit's delegated tree), at
 /// most `timeout`; true when it got there.
@@ -38,10 +46,7 @@ pub fn wait_in_cgroup(pid: u32, unit: &str, timeout: std::time::Duration) -> boo
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if cgroups
-            .lines()
-            .any(|l| l.split('/').skip(1).any(|c| c == unit))
-        {
+        if in_unit(&cgroups, unit) {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_micros(200));

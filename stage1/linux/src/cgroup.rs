@@ -86,7 +86,8 @@ impl PodCgroups {
         uuid: &str,
         manifest: &orbit_stage1::PodManifest,
     ) -> Result<PodCgroups, String> {
-        let base = if crate::cgroup2::unified() {
+        let unified = crate::cgroup2::unified();
+        let base = if unified {
             HashMap::from([(UNIFIED_KEY.to_string(), crate::cgroup2::path_of("self")?)])
         } else {
             get_cgroups_relative_paths()
@@ -95,28 +96,29 @@ impl PodCgroups {
         let record = serde_json::to_vec(&base).expect("a map serializes");
         orbit_stage1::status::write_atomic(&pod.join(RECORD), &record)
             .map_err(|e| format!("cannot write {RECORD}: {e}"))?;
-        let backend = match base.get(UNIFIED_KEY) {
-            Some(b) if crate::cgroup2::unified() => {
-                let mut v2 = crate::cgroup2::Pod::at(b, uuid);
-                let needs_limits = manifest.apps.iter().any(|a| {
-                    let r = &a.isolators.resources;
-                    r.memory.is_some()
-                        || r.cpu_millis.is_some()
-                        || r.cpu_shares.is_some()
-                        || r.pids.is_some()
-                });
-                if let Err(e) = v2.create(needs_limits) {
-                    v2.remove();
-                    return Err(e);
-                }
-                Backend::V2(v2)
-            }
-            _ => Backend::V1 {
-                base,
-                uuid: uuid.to_string(),
-            },
-        };
-        Ok(PodCgroups { backend })
+        if !unified {
+            return Ok(PodCgroups {
+                backend: Backend::V1 {
+                    base,
+                    uuid: uuid.to_string(),
+                },
+            });
+        }
+        let mut v2 = crate::cgroup2::Pod::at(&base[UNIFIED_KEY], uuid);
+        let needs_limits = manifest.apps.iter().any(|a| {
+            let r = &a.isolators.resources;
+            r.memory.is_some()
+                || r.cpu_millis.is_some()
+                || r.cpu_shares.is_some()
+                || r.pids.is_some()
+        });
+        if let Err(e) = v2.create(needs_limits) {
+            v2.remove();
+            return Err(e);
+        }
+        Ok(PodCgroups {
+            backend: Backend::V2(v2),
+        })
     }
 
     /// The recorded cgroups of a pod (for gc).

@@ -78,12 +78,13 @@ fn read(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file)).unwrap_or_default()
 }
 
-/// Makes directory `dir`; true when it is new.
-fn make_dir(dir: &Path) -> Result<bool, String> {
+/// Makes cgroup directory `dir` unless it exists.
+fn make_dir(dir: &Path) -> Result<(), String> {
     match std::fs::create_dir(dir) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(format!("cannot create cgroup {}: {e}", dir.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(format!("cannot create cgroup {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -48,19 +48,13 @@ fn devices_dir(pid: &str) -> Option<String> {
         .map(|(_, dir)| dir)
 }
 
-/// Whether the host's /sys/fs/cgroup is a cgroup2 mount (a pure v2 host, not hybrid).
-fn unified_only() -> bool {
-    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
-    statfs("/sys/fs/cgroup").is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
-}
-
 /// Whether a device cgroup restricts what apps may open: the v1 devices controller is
 /// mounted on the host, or the host is pure cgroup2, where every app's cgroup gets a BPF
 /// device program ([`restrict_cgroup2`]). Decided once, in the host's view (see
 /// `crate::main`): an app's own view after its pivot has no cgroup file system.
 pub fn enforced() -> bool {
     static ENFORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENFORCED.get_or_init(|| devices_dir("self").is_some() || unified_only())
+    *ENFORCED.get_or_init(|| devices_dir("self").is_some() || crate::cgroup2::unified())
 }
 
 /// Restricts the devices cgroup of process `pid` ("self" for the caller) to what `apps`
@@ -92,13 +86,19 @@ fn rule(d: &Device) -> Result<String, String> {
     ))
 }
 
-/// The allow-list of `apps`: [`ALLOWED`] and each app's devices, as `devices.allow` lines.
-fn allow_list<'a>(apps: impl IntoIterator<Item = &'a App>) -> Result<Vec<String>, String> {
+/// The allow-list of `apps`: [`ALLOWED`] and each app's devices, as `devices.allow` lines;
+/// `None` when one of them may use every device (nothing is restricted).
+fn allow_list<'a>(
+    apps: impl IntoIterator<Item = &'a App> + Clone,
+) -> Result<Option<Vec<String>>, String> {
+    if apps.clone().into_iter().any(|a| a.isolators.all_devices) {
+        return Ok(None);
+    }
     let mut rules: Vec<String> = ALLOWED.iter().map(|r| r.to_string()).collect();
     for d in apps.into_iter().flat_map(|a| &a.devices) {
         rules.push(rule(d)?);
     }
-    Ok(rules)
+    Ok(Some(rules))
 }
 
 /// Restricts the v1 devices cgroup directory `dir` to [`ALLOWED`] and the devices of
@@ -107,15 +107,14 @@ pub fn restrict_dir<'a>(
     dir: &Path,
     apps: impl IntoIterator<Item = &'a App> + Clone,
 ) -> Result<(), String> {
-    if apps.clone().into_iter().any(|a| a.isolators.all_devices) {
+    let Some(rules) = allow_list(apps)? else {
         return Ok(());
-    }
+    };
     let write = |file: &str, rule: &str| {
         let p = dir.join(file);
         std::fs::write(&p, rule)
             .map_err(|e| format!("cannot write '{rule}' to {}: {e}", p.display()))
     };
-    let rules = allow_list(apps)?;
     write("devices.deny", "a")?;
     for rule in &rules {
         write("devices.allow", rule)?;
@@ -123,12 +122,18 @@ pub fn restrict_dir<'a>(
     Ok(())
 }
 
-/// The allow-list of `apps` as the rules of a BPF device program.
-fn bpf_rules<'a>(apps: impl IntoIterator<Item = &'a App>) -> Result<Vec<Rule>, String> {
-    allow_list(apps)?
+/// The allow-list of `apps` as the rules of a BPF device program (`None`: unrestricted).
+fn bpf_rules<'a>(
+    apps: impl IntoIterator<Item = &'a App> + Clone,
+) -> Result<Option<Vec<Rule>>, String> {
+    let Some(lines) = allow_list(apps)? else {
+        return Ok(None);
+    };
+    lines
         .iter()
         .map(|r| r.parse::<Rule>().map_err(|e| e.to_string()))
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// Restricts cgroup2 directory `dir` (and the cgroups below it) to [`ALLOWED`] and the
@@ -138,11 +143,10 @@ pub fn restrict_cgroup2<'a>(
     dir: &Path,
     apps: impl IntoIterator<Item = &'a App> + Clone,
 ) -> Result<(), String> {
-    if apps.clone().into_iter().any(|a| a.isolators.all_devices) {
-        return Ok(());
+    match bpf_rules(apps)? {
+        Some(rules) => crate::devbpf::attach(dir, &rules).map_err(|e| e.to_string()),
+        None => Ok(()),
     }
-    let rules = bpf_rules(apps)?;
-    crate::devbpf::attach(dir, &rules).map_err(|e| e.to_string())
 }
 
 /// Whether `app`'s root keeps device nodes working (is not mounted `nodev`, see `mounts`):
@@ -243,11 +247,11 @@ mod tests {
         a.devices.push(device("/dev/fu", 'c', 10, 229, "r"));
         let mut b = App::default();
         b.devices.push(device("/dev/sda", 'b', 8, 0, "rw"));
-        let lines = allow_list([&a, &b]).unwrap();
+        let lines = allow_list([&a, &b]).unwrap().unwrap();
         assert_eq!(lines.len(), ALLOWED.len() + 2);
         assert_eq!(lines[..ALLOWED.len()], ALLOWED.map(String::from));
         assert_eq!(lines[ALLOWED.len()..], ["c 10:229 r", "b 8:0 rw"]);
-        let rules = bpf_rules([&a, &b]).unwrap();
+        let rules = bpf_rules([&a, &b]).unwrap().unwrap();
         assert_eq!(rules.len(), lines.len());
         // docker's list: any node may be made, ptys by any minor.
         assert_eq!(
