@@ -65,16 +65,6 @@ pub fn compress(tar: &[u8], c: Compression) -> io::Result<Vec<u8>> {
     }
 }
 
-/// The major number of device number `dev` (glibc's encoding).
-fn libc_major(dev: u64) -> u32 {
-    (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)) as u32
-}
-
-/// The minor number of device number `dev` (glibc's encoding).
-fn libc_minor(dev: u64) -> u32 {
-    (((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) as u32
-}
-
 /// A deterministic tar of a directory tree (symlinks kept as symlinks, device nodes as
 /// device nodes, hardlinks not detected).
 pub fn tar_dir(dir: &Path) -> io::Result<Vec<u8>> {
@@ -107,8 +97,8 @@ pub fn tar_dir(dir: &Path) -> io::Result<Vec<u8>> {
                 tar::EntryType::Char
             });
             h.set_size(0);
-            h.set_device_major(libc_major(meta.rdev()))?;
-            h.set_device_minor(libc_minor(meta.rdev()))?;
+            h.set_device_major(libc::major(meta.rdev()))?;
+            h.set_device_minor(libc::minor(meta.rdev()))?;
             b.append_data(&mut h, &rel, io::empty())?;
         } else {
             h.set_entry_type(tar::EntryType::Regular);
