@@ -50,6 +50,13 @@ die() { echo "$*"; exit 1; }
 # expect_eq WHAT GOT WANT
 expect_eq() { [ "$2" = "$3" ] || die "$1: got '$2', want '$3'"; }
 
+# eventually SECONDS CMD...: true once CMD succeeds, polled every 0.1 s; false after SECONDS.
+eventually() {
+  local n=$(($1 * 10)) i; shift
+  for i in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+
 # A pod in the background: bg_pod VAR VERB... ARGS... (`run` or `app sandbox`); sets VAR to
 # its uuid once it runs.
 bg_pod() {
@@ -233,15 +240,15 @@ t_systemd_scope() {
 
 t_systemd_service() {
   local u; u=$("$ORBIT" run --unit --net=none "$IMG" --exec /bin/sh -- -c 'echo from-the-journal; exec sleep 600') || return 1
-  local i; for i in $(seq 100); do systemctl is-active -q "orbit-$u.service" && break; sleep 0.1; done
-  systemctl is-active -q "orbit-$u.service" || die "service: $(systemctl status "orbit-$u.service" 2>&1 | tail -5)"
-  for i in $(seq 100); do journalctl -q ORBIT_POD="$u" | grep -q from-the-journal && break; sleep 0.1; done
-  journalctl -q ORBIT_POD="$u" | grep -q from-the-journal || die "journalctl ORBIT_POD=$u: $(journalctl -q ORBIT_POD="$u" | tail -3)"
+  eventually 10 systemctl is-active -q "orbit-$u.service" \
+    || die "service: $(systemctl status "orbit-$u.service" 2>&1 | tail -5)"
+  journal_says() { journalctl -q ORBIT_POD="$u" | grep -q from-the-journal; }
+  eventually 10 journal_says || die "journalctl ORBIT_POD=$u: $(journalctl -q ORBIT_POD="$u" | tail -3)"
   machinectl list --no-legend | grep -q "orbit-$u" || die "not a machine"
   [ -n "$(pod_cgroup "$u")" ] || die "no pod cgroup in the service"
   "$ORBIT" stop "$u" >/dev/null || return 1
-  for i in $(seq 100); do systemctl is-active -q "orbit-$u.service" || break; sleep 0.1; done
-  ! systemctl is-active -q "orbit-$u.service" || die "service still active"
+  service_gone() { ! systemctl is-active -q "orbit-$u.service"; }
+  eventually 10 service_gone || die "service still active"
 }
 
 # A unit file's `ExecStart=orbit run …` (Delegate=yes): the pod lives in that service — no
@@ -327,8 +334,7 @@ cri_pod() {
   # shellcheck disable=SC2086
   "$ORBIT" cri --socket "$sock" $flags >/tmp/cri.log 2>&1 &
   local cri=$!
-  local i; for i in $(seq 300); do [ -S "$sock" ] && break; sleep 0.1; done
-  [ -S "$sock" ] || { kill "$cri"; die "no CRI socket: $(cat /tmp/cri.log)"; }
+  eventually 30 test -S "$sock" || { kill "$cri"; die "no CRI socket: $(cat /tmp/cri.log)"; }
   local ids; ids=$("$MH_SHARE/cri-client" "$sock" smoke-start "$IMG:latest" "$parent" /tmp) \
     || { kill "$cri"; die "smoke-start failed: $(tail -5 /tmp/cri.log)"; }
   local sb=${ids% *} ct=${ids#* }
