@@ -82,7 +82,7 @@ async fn main() {
                     .await
                     .expect("events")
                     .expect("the stream ended");
-                let now = orbit::api::events::now();
+                let now = orbit::clock::now_nanos();
                 for e in m.events {
                     lat.push(Duration::from_nanos((now - e.time).max(0) as u64));
                 }

@@ -4,8 +4,10 @@
 //! `src/main.rs` is a thin CLI over it.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod cri;
+pub mod events;
 pub mod grpc;
 pub mod image;
 pub mod net;

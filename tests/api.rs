@@ -435,7 +435,7 @@ async fn events_arrive_in_order_for_a_pods_whole_life_and_replay_from_a_time() {
     let w = pod_world();
     let api = Api::start(&w, None);
     let mut c = api.client().await;
-    let since = orbit::api::events::now();
+    let since = orbit::clock::now_nanos();
     let mut live = c
         .listen_events(proto::ListenEventsRequest {
             filter: Some(proto::EventFilter::default()),

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use orbit_stage1::{paths, AppState};
 
 use super::proto;
+use crate::clock::nanos;
+use crate::events::{EventKind, StoreEvent};
 use crate::image::catalog::{self, StoredImage};
 use crate::image::store::{self, Store};
 use crate::pod::status::PodInfo;
@@ -12,16 +14,6 @@ use crate::pod::store::PodRef;
 
 /// Pod annotations under this prefix are the pod's labels (`orbit run --label`).
 pub const LABEL_PREFIX: &str = "orbit.dev/label/";
-
-/// Unix nanoseconds of an RFC 3339 time; 0 when absent or unreadable.
-pub fn nanos(rfc3339: &str) -> i64 {
-    time::OffsetDateTime::parse(
-        rfc3339.trim(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map(|t| t.unix_timestamp_nanos() as i64)
-    .unwrap_or(0)
-}
 
 fn opt_nanos(t: &Option<String>) -> i64 {
     t.as_deref().map_or(0, nanos)
@@ -246,6 +238,37 @@ pub fn image_matches_filter(image: &proto::Image, f: &proto::ImageFilter) -> boo
         && (f.imported_before == 0 || image.import_time < f.imported_before)
 }
 
+/// A store event as the API sends it.
+pub fn event(e: StoreEvent) -> proto::Event {
+    let kind = match e.kind {
+        EventKind::PodPrepared => proto::EventType::PodPrepared,
+        EventKind::PodStarted => proto::EventType::PodStarted,
+        EventKind::PodAppStarted => proto::EventType::PodAppStarted,
+        EventKind::PodAppExited => proto::EventType::PodAppExited,
+        EventKind::PodExited => proto::EventType::PodExited,
+        EventKind::PodGarbageCollected => proto::EventType::PodGarbageCollected,
+        EventKind::PodRemoved => proto::EventType::PodRemoved,
+        EventKind::ImageFetched => proto::EventType::ImageFetched,
+        EventKind::ImageRemoved => proto::EventType::ImageRemoved,
+    };
+    proto::Event {
+        r#type: kind as i32,
+        id: e.id,
+        name: e.name,
+        time: e.time,
+        exit_code: e.exit_code,
+        replayed: e.replayed,
+        reason: e.reason,
+    }
+}
+
+/// Whether `e` passes `f` (time bounds aside).
+pub fn event_matches(e: &proto::Event, f: &proto::EventFilter) -> bool {
+    (f.types.is_empty() || f.types.contains(&e.r#type))
+        && (f.ids.is_empty() || f.ids.iter().any(|i| e.id.starts_with(i.as_str())))
+        && (f.names.is_empty() || f.names.contains(&e.name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,12 +342,5 @@ mod tests {
             states: vec![proto::PodState::Running as i32],
             ..Default::default()
         }));
-    }
-
-    #[test]
-    fn times_are_unix_nanoseconds() {
-        assert_eq!(nanos("1970-01-01T00:00:01.5Z"), 1_500_000_000);
-        assert_eq!(nanos(""), 0);
-        assert_eq!(nanos("yesterday"), 0);
     }
 }

@@ -12,8 +12,8 @@ use tonic::Status;
 use orbit_stage1::log::{self, Stream};
 use orbit_stage1::paths;
 
-use super::convert::nanos;
 use super::proto;
+use crate::clock::nanos;
 use crate::pod::store::{DirState, LockSnapshot, PodRef, PodStore};
 
 /// Records per message.

@@ -3,7 +3,6 @@
 //! reflection. See [`service`] for what each call reads.
 
 pub mod convert;
-pub mod events;
 mod logs;
 pub mod service;
 
@@ -69,7 +68,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ApiError> {
 
 async fn serve_async(opts: ServeOptions) -> Result<(), ApiError> {
     let listeners = crate::grpc::bind(&opts.listen, &opts.sockets).await?;
-    let hub = events::EventHub::start(&opts.root).map_err(|error| ApiError::Watch {
+    let hub = crate::events::EventHub::start(&opts.root).map_err(|error| ApiError::Watch {
         path: opts.root.clone(),
         error,
     })?;

@@ -13,10 +13,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::events::{self, EventHub};
 use super::logs;
 use super::proto::{self, public_api_server::PublicApi};
 use crate::config::ConfigDirs;
+use crate::events::{self, EventHub};
 use crate::grpc::blocking;
 use crate::image::catalog;
 use crate::image::error::ImageError;
@@ -306,7 +306,8 @@ impl PublicApi for ApiService {
                     .unwrap_or_default();
                 let batch: Vec<proto::Event> = past
                     .into_iter()
-                    .filter(|e| events::matches(e, &filter) && !past_until(e))
+                    .map(convert::event)
+                    .filter(|e| convert::event_matches(e, &filter) && !past_until(e))
                     .collect();
                 for e in &batch {
                     replayed.insert((e.r#type, e.id.clone(), e.name.clone()));
@@ -322,7 +323,7 @@ impl PublicApi for ApiService {
             }
             loop {
                 let e = tokio::select! {
-                    e = live.recv() => e,
+                    e = live.recv() => e.map(convert::event),
                     () = tx.closed() => return,
                 };
                 match e {
@@ -330,7 +331,7 @@ impl PublicApi for ApiService {
                         if past_until(&e) {
                             return;
                         }
-                        if !events::matches(&e, &filter)
+                        if !convert::event_matches(&e, &filter)
                             || replayed.remove(&(e.r#type, e.id.clone(), e.name.clone()))
                         {
                             continue;
@@ -338,11 +339,11 @@ impl PublicApi for ApiService {
                         let mut batch = vec![e];
                         // Whatever else is already waiting goes in the same message, through
                         // the same checks (a lag is reported by the next `recv`).
-                        while let Ok(more) = live.try_recv() {
+                        while let Ok(more) = live.try_recv().map(convert::event) {
                             if past_until(&more) {
                                 break;
                             }
-                            if events::matches(&more, &filter)
+                            if convert::event_matches(&more, &filter)
                                 && !replayed.remove(&(
                                     more.r#type,
                                     more.id.clone(),

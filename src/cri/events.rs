@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::proto::{self, ContainerEventType};
 use super::records;
 use super::CriContext;
-use crate::api::proto::EventType;
+use crate::events::{EventHub, EventKind};
 use crate::pod::store::PodStore;
 
 /// An event for container `c`.
@@ -44,14 +44,14 @@ pub fn emit(ctx: &CriContext, c: &records::Container, kind: ContainerEventType) 
 /// Starts turning the store's app events into container events (a thread and a task for
 /// the life of the server).
 pub fn forward(ctx: Arc<CriContext>) -> std::io::Result<()> {
-    let hub = crate::api::events::EventHub::start(&ctx.root)?;
+    let hub = EventHub::start(&ctx.root)?;
     let mut rx = hub.subscribe();
     tokio::spawn(async move {
         let _hub = hub;
         while let Ok(e) = rx.recv().await {
-            let kind = match EventType::try_from(e.r#type) {
-                Ok(EventType::PodAppStarted) => ContainerEventType::ContainerStartedEvent,
-                Ok(EventType::PodAppExited) => ContainerEventType::ContainerStoppedEvent,
+            let kind = match e.kind {
+                EventKind::PodAppStarted => ContainerEventType::ContainerStartedEvent,
+                EventKind::PodAppExited => ContainerEventType::ContainerStoppedEvent,
                 _ => continue,
             };
             let ctx = ctx.clone();

@@ -88,7 +88,7 @@ pub struct CriOptions {
 
 /// Unix nanoseconds now.
 pub fn now() -> i64 {
-    crate::api::events::now()
+    crate::clock::now_nanos()
 }
 
 /// A library error as a gRPC status.

@@ -94,7 +94,7 @@ fn container_summary(pods: &PodStore, c: &Container) -> proto::Container {
 }
 
 fn nanos(t: &Option<String>) -> i64 {
-    t.as_deref().map_or(0, crate::api::convert::nanos)
+    t.as_deref().map_or(0, crate::clock::nanos)
 }
 
 fn container_status(pods: &PodStore, c: &Container) -> proto::ContainerStatus {

@@ -4,7 +4,6 @@
 //! differences go to every listener (a broadcast channel). Changes under a pod (a log
 //! growing, a status written) are also announced by UUID, for log followers.
 //!
-//! Replay (`since_time`) rebuilds past events from the timestamps the store keeps.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,16 +12,17 @@ use std::sync::Arc;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tokio::sync::broadcast;
 
-use orbit_stage1::{paths, AppState, AppStatus};
+use orbit_stage1::paths;
 
-use super::convert::nanos;
-use super::proto::{self, EventType};
+use super::snapshot::{diff, read_trim, snapshot, PodSnap};
+use super::{EventKind, StoreEvent};
+use crate::clock::nanos;
 use crate::image::store::{self, Store};
 use crate::pod::store::{DirState, PodRef, PodStore};
 
 /// Where events and pod changes are published.
 pub struct EventHub {
-    events: broadcast::Sender<proto::Event>,
+    events: broadcast::Sender<StoreEvent>,
     changes: broadcast::Sender<String>,
 }
 
@@ -40,7 +40,7 @@ impl EventHub {
     }
 
     /// Live events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<proto::Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.events.subscribe()
     }
 
@@ -48,173 +48,6 @@ impl EventHub {
     pub fn subscribe_changes(&self) -> broadcast::Receiver<String> {
         self.changes.subscribe()
     }
-}
-
-/// What is known about a pod.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct PodSnap {
-    state: Option<DirState>,
-    prepared: bool,
-    started: bool,
-    exited: bool,
-    apps: BTreeMap<String, AppStatus>,
-}
-
-fn read_trim(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// What the store shows of pod `pod`. `finishing`: it was seen running, so an init that is
-/// gone with no exit recorded yet gets [`EXIT_RECORD_GRACE`] to record it before the pod
-/// counts as killed (at start-up and in replays a pod in that state was killed long ago).
-fn snapshot(pod: &PodRef, finishing: bool) -> PodSnap {
-    let mut apps: BTreeMap<String, AppStatus> = crate::pod::status::manifest(pod)
-        .map(|m| {
-            m.apps
-                .iter()
-                .map(|a| {
-                    let s = AppStatus::read(&paths::app_status(&pod.path, &a.name))
-                        .unwrap_or_else(|_| AppStatus::created());
-                    (a.name.clone(), s)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let gone = matches!(pod.state, DirState::ExitedGarbage | DirState::Garbage);
-    let started = !read_trim(&pod.path, paths::STARTED).is_empty();
-    // A stage1 killed outright records nothing: its free lock — and its init's absence (a
-    // lock list read under churn can miss a lock) — say it is gone.
-    let init_alive = read_trim(&pod.path, paths::PID)
-        .parse::<u32>()
-        .ok()
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        // "PID (COMM) STATE …": a zombie (Z) or dead (X) init is gone.
-        .and_then(|stat| stat.rsplit(')').next().map(|r| r.trim_start().to_string()))
-        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'));
-    let killed = pod.state == DirState::Run
-        && started
-        && !init_alive
-        && !PodStore::is_locked(&pod.path)
-        && !(finishing && exit_recorded_soon(&pod.path));
-    let exited = gone || killed || !read_trim(&pod.path, paths::EXIT).is_empty();
-    if exited {
-        // Its apps went with it, whatever their last status said (as `orbit status` shows).
-        for s in apps.values_mut() {
-            if s.state != AppState::Exited {
-                s.state = AppState::Exited;
-                s.pid = None;
-            }
-        }
-    }
-    PodSnap {
-        state: Some(pod.state),
-        prepared: !matches!(pod.state, DirState::Embryo | DirState::Prepare),
-        started,
-        exited,
-        apps,
-    }
-}
-
-/// The reason a pod-exited event carries when the pod recorded no exit status.
-pub const UNKNOWN_EXIT: &str = "unknown";
-
-/// How long a pod whose init is gone and whose lock looks free is given to record its exit
-/// before it counts as killed: the supervisor writes the record right after it reaps the
-/// init, and a lock list read under churn can miss its lock.
-const EXIT_RECORD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// True when pod `dir` records its exit status, shows its lock held again, or moves away
-/// (`orbit gc` renamed it: the rescan of its new place tells how it ended) within
-/// [`EXIT_RECORD_GRACE`]: it was not killed, it was finishing.
-fn exit_recorded_soon(dir: &Path) -> bool {
-    let deadline = std::time::Instant::now() + EXIT_RECORD_GRACE;
-    loop {
-        if !read_trim(dir, paths::EXIT).is_empty() || PodStore::is_locked(dir) || !dir.exists() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-fn event(kind: EventType, id: &str, name: &str, time: i64) -> proto::Event {
-    proto::Event {
-        r#type: kind as i32,
-        id: id.to_string(),
-        name: name.to_string(),
-        time: if time == 0 { now() } else { time },
-        exit_code: None,
-        replayed: false,
-        reason: String::new(),
-    }
-}
-
-/// Now, Unix nanoseconds.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64
-}
-
-/// The events that take a pod from `old` to `new`, in lifecycle order.
-fn diff(uuid: &str, dir: &Path, old: &PodSnap, new: &PodSnap) -> Vec<proto::Event> {
-    let mut out = Vec::new();
-    let file_time = |name: &str| nanos(&read_trim(dir, name));
-    if new.prepared && !old.prepared {
-        out.push(event(
-            EventType::PodPrepared,
-            uuid,
-            "",
-            file_time(paths::CREATED),
-        ));
-    }
-    if new.started && !old.started {
-        out.push(event(
-            EventType::PodStarted,
-            uuid,
-            "",
-            file_time(paths::STARTED),
-        ));
-    }
-    for (name, s) in &new.apps {
-        let before = old.apps.get(name);
-        let was = before.map(|b| b.state);
-        let ran = s.state == AppState::Running || s.started_at.is_some();
-        if ran && !matches!(was, Some(AppState::Running) | Some(AppState::Exited)) {
-            out.push(event(
-                EventType::PodAppStarted,
-                uuid,
-                name,
-                s.started_at.as_deref().map_or(0, nanos),
-            ));
-        }
-        if s.state == AppState::Exited && was != Some(AppState::Exited) {
-            let mut e = event(
-                EventType::PodAppExited,
-                uuid,
-                name,
-                s.finished_at.as_deref().map_or(0, nanos),
-            );
-            e.exit_code = s.exit_code;
-            out.push(e);
-        }
-    }
-    if new.exited && !old.exited {
-        let mut e = event(EventType::PodExited, uuid, "", file_time(paths::FINISHED));
-        e.exit_code = read_trim(dir, paths::EXIT).parse().ok();
-        if e.exit_code.is_none() {
-            e.reason = UNKNOWN_EXIT.to_string();
-        }
-        out.push(e);
-    }
-    let collected =
-        |s: &PodSnap| matches!(s.state, Some(DirState::ExitedGarbage | DirState::Garbage));
-    if collected(new) && !collected(old) {
-        out.push(event(EventType::PodGarbageCollected, uuid, "", 0));
-    }
-    out
 }
 
 /// What an inotify watch is on.
@@ -324,7 +157,7 @@ impl Watcher {
         }
     }
 
-    fn publish(&self, events: Vec<proto::Event>) {
+    fn publish(&self, events: Vec<StoreEvent>) {
         for e in events {
             // No listener is not an error.
             let _ = self.hub.events.send(e);
@@ -387,7 +220,7 @@ impl Watcher {
             let old = self.known.remove(&uuid).unwrap_or_default();
             let mut events = Vec::new();
             if old.prepared {
-                events.push(event(EventType::PodRemoved, &uuid, "", 0));
+                events.push(StoreEvent::new(EventKind::PodRemoved, &uuid, "", 0));
             }
             self.publish(events);
         }
@@ -418,8 +251,8 @@ impl Watcher {
         };
         for (name, digest) in &now_names {
             if self.known_images.get(name) != Some(digest) {
-                events.push(event(
-                    EventType::ImageFetched,
+                events.push(StoreEvent::new(
+                    EventKind::ImageFetched,
                     digest,
                     name,
                     fetched_at(name),
@@ -428,7 +261,7 @@ impl Watcher {
         }
         for (name, digest) in &self.known_images {
             if !now_names.contains_key(name) {
-                events.push(event(EventType::ImageRemoved, digest, name, 0));
+                events.push(StoreEvent::new(EventKind::ImageRemoved, digest, name, 0));
             }
         }
         self.known_images = now_names;
@@ -529,139 +362,5 @@ impl Watcher {
                 }
             }
         }
-    }
-}
-
-/// The events the store still shows that happened at or after `since` (Unix ns), oldest
-/// first: pods' preparation, start, apps' starts and exits, exit and collection from their
-/// recorded times; images' fetches. Removals leave nothing to replay.
-pub fn replay(root: &Path, since: i64) -> Vec<proto::Event> {
-    let pods = PodStore::new(root);
-    let mut out = Vec::new();
-    for p in pods.list().unwrap_or_default() {
-        let snap = snapshot(&p, false);
-        let mut events = diff(&p.uuid, &p.path, &PodSnap::default(), &snap);
-        for e in &mut events {
-            if e.r#type == EventType::PodGarbageCollected as i32 {
-                // Collection renamed the directory: its change time is when.
-                use std::os::unix::fs::MetadataExt;
-                if let Ok(m) = std::fs::metadata(&p.path) {
-                    e.time = m.ctime() * 1_000_000_000 + m.ctime_nsec();
-                }
-            }
-        }
-        out.extend(events);
-    }
-    for e in Store::new(root).images().unwrap_or_default() {
-        if let Some(name) = &e.name {
-            let t = e.annotation(store::FETCHED_ANNOTATION).map_or(0, nanos);
-            out.push(event(
-                EventType::ImageFetched,
-                &e.digest.to_string(),
-                name,
-                t,
-            ));
-        }
-    }
-    out.retain(|e| e.time >= since);
-    out.sort_by_key(|e| e.time);
-    for e in &mut out {
-        e.replayed = true;
-    }
-    out
-}
-
-/// Whether `e` passes `f` (time bounds aside).
-pub fn matches(e: &proto::Event, f: &proto::EventFilter) -> bool {
-    (f.types.is_empty() || f.types.contains(&e.r#type))
-        && (f.ids.is_empty() || f.ids.iter().any(|i| e.id.starts_with(i.as_str())))
-        && (f.names.is_empty() || f.names.contains(&e.name))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A running pod whose init is gone, whose lock is free and which has not recorded its
-    /// exit yet: what the watcher sees between the init's end and the supervisor's record.
-    fn finishing_pod(root: &Path) -> PodRef {
-        let uuid = "0a1b2c3d-0000-4000-8000-000000000001";
-        let dir = root.join("pods/run").join(uuid);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(paths::STARTED), "2026-12-07T00:00:00Z").unwrap();
-        // A pid that names no process: the init has ended.
-        std::fs::write(dir.join(paths::PID), "2147483646").unwrap();
-        PodRef {
-            uuid: uuid.into(),
-            state: DirState::Run,
-            path: dir,
-        }
-    }
-
-    #[test]
-    fn a_finishing_pods_exit_event_waits_for_the_recorded_code() {
-        let tmp = tempfile::tempdir().unwrap();
-        let pod = finishing_pod(tmp.path());
-        let running = PodSnap {
-            started: true,
-            prepared: true,
-            state: Some(DirState::Run),
-            ..Default::default()
-        };
-        // The supervisor records the exit a moment after the watcher looks.
-        let dir = pod.path.clone();
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(150));
-            std::fs::write(dir.join(paths::EXIT), "7").unwrap();
-        });
-        let snap = snapshot(&pod, true);
-        writer.join().unwrap();
-        assert!(snap.exited);
-        let events = diff(&pod.uuid, &pod.path, &running, &snap);
-        let exited = events
-            .iter()
-            .find(|e| e.r#type == EventType::PodExited as i32)
-            .expect("a pod-exited event");
-        assert_eq!(exited.exit_code, Some(7));
-        assert_eq!(exited.reason, "");
-    }
-
-    #[test]
-    fn a_finishing_pod_moved_away_is_not_called_killed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let pod = finishing_pod(tmp.path());
-        // `orbit gc` renames the directory while the watcher looks at the old place.
-        let (from, to) = (pod.path.clone(), tmp.path().join("pods/exited-garbage"));
-        let mover = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            std::fs::create_dir_all(&to).unwrap();
-            std::fs::rename(&from, to.join(from.file_name().unwrap())).unwrap();
-        });
-        let snap = snapshot(&pod, true);
-        mover.join().unwrap();
-        // Not exited here: the rescan of its new place reports its exit, with its code.
-        assert!(!snap.exited, "a moved pod was taken for a killed one");
-    }
-
-    #[test]
-    fn a_killed_pods_exit_event_says_the_code_is_unknown() {
-        let tmp = tempfile::tempdir().unwrap();
-        let pod = finishing_pod(tmp.path());
-        // Nothing records an exit: after the grace the pod counts as killed.
-        let started = std::time::Instant::now();
-        let snap = snapshot(&pod, true);
-        assert!(started.elapsed() >= EXIT_RECORD_GRACE);
-        assert!(snap.exited);
-        let events = diff(&pod.uuid, &pod.path, &PodSnap::default(), &snap);
-        let exited = events
-            .iter()
-            .find(|e| e.r#type == EventType::PodExited as i32)
-            .expect("a pod-exited event");
-        assert_eq!(exited.exit_code, None);
-        assert_eq!(exited.reason, UNKNOWN_EXIT);
-        // Seen at start-up (not running before): no grace.
-        let started = std::time::Instant::now();
-        assert!(snapshot(&pod, false).exited);
-        assert!(started.elapsed() < EXIT_RECORD_GRACE);
     }
 }
