@@ -800,6 +800,77 @@ fn stage1_with_unsupported_interface_version_is_refused() {
     assert_no_pods(&w);
 }
 
+// ---------------------------------------------------------------- deep images
+
+/// An image of `depth` layers: busybox at the bottom, then layers that each add
+/// `/layers/<i>` and overwrite `/top` with their number.
+fn deep_image(w: &World, layout: &str, name: &str, depth: usize) -> String {
+    let base = w.path(&format!("{layout}-src/0"));
+    fs::create_dir_all(base.join("bin")).unwrap();
+    fs::copy("/bin/busybox", base.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", base.join("bin/sh")).unwrap();
+    let mut tars = vec![orbit_images::tar_dir(&base).unwrap()];
+    for i in 1..depth {
+        let d = common::tree(
+            &w.path(&format!("{layout}-src/{i}")),
+            &[(&format!("layers/{i}"), "x"), ("top", &i.to_string())],
+        );
+        tars.push(orbit_images::tar_dir(&d).unwrap());
+    }
+    let out = common::gzip_layers_image(w, layout, name, tars);
+    format!("oci:{}", out.display())
+}
+
+#[test]
+fn images_of_127_layers_run_and_deeper_ones_are_refused_before_a_pod_is_made() {
+    let w = World::new();
+    // The deepest image docker runs: its lower directories' full paths in this store are
+    // far longer than the page the kernel takes mount options in.
+    let deepest = deep_image(&w, "deep127", "example.com/deep:127", 127);
+    out_ok(&w, &["--insecure-options=image", "fetch", &deepest]);
+    let seen = run_expect(
+        &w,
+        &[
+            "example.com/deep:127",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "echo $(cat /top) $(ls /layers | wc -l)",
+        ],
+        0,
+    );
+    // The top layer wins, and every layer is there.
+    assert_eq!(seen.trim(), "126 126", "{seen}");
+
+    let deeper = deep_image(&w, "deep128", "example.com/deep:128", 128);
+    out_ok(&w, &["--insecure-options=image", "fetch", &deeper]);
+    let before = pod_dirs(&w);
+    let err = out_125(&w, &["run", "example.com/deep:128", "--exec", "/bin/true"]);
+    assert!(
+        err.contains("has 128 layers")
+            && err.contains("at most 127")
+            && err.contains("--no-overlay"),
+        "{err}"
+    );
+    assert_eq!(pod_dirs(&w), before, "a refused image left a pod behind");
+    // A copied root has no such limit.
+    let seen = run_expect(
+        &w,
+        &[
+            "--no-overlay",
+            "example.com/deep:128",
+            "--exec",
+            "/bin/busybox",
+            "--",
+            "cat",
+            "/top",
+        ],
+        0,
+    );
+    assert_eq!(seen.trim(), "127");
+}
+
 // ---------------------------------------------------------------- failures leave nothing
 
 #[test]

@@ -34,7 +34,7 @@ impl EventHub {
         let hub = Arc::new(EventHub { events, changes });
         let mut watcher = Watcher::new(root, hub.clone())?;
         std::thread::Builder::new()
-            .name("orbit-api-events".into())
+            .name("orbit-store-events".into())
             .spawn(move || watcher.run())?;
         Ok(hub)
     }

@@ -300,6 +300,16 @@ fn resolve_images(
             });
         }
         lowers.reverse();
+        if !req.no_overlay && lowers.len() > orbit_stage1::MAX_OVERLAY_LAYERS {
+            return Err(PodError::BadSpec(format!(
+                "image {} has {} layers; an overlay root holds at most {} (as in docker and \
+                 containerd): rebuild it with fewer layers (squash it, or merge RUN steps), \
+                 or run it with --no-overlay (a copy of its root per app)",
+                a.image,
+                lowers.len(),
+                orbit_stage1::MAX_OVERLAY_LAYERS
+            )));
+        }
         let name = image
             .by_name
             .clone()

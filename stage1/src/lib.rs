@@ -18,7 +18,7 @@ pub use isolators::{Isolators, Resources, Seccomp};
 pub use manifest::{
     net_mode, App, AppImage, AppRootfs, AppUser, Device, LogTarget, Mount, Network, NetworkRef,
     PodManifest, PortMapping, Propagation, Stage1Manifest, UserNamespace, Volume, VolumeKind,
-    ENTRYPOINTS, OPTIONAL_ENTRYPOINTS,
+    ENTRYPOINTS, MAX_OVERLAY_LAYERS, OPTIONAL_ENTRYPOINTS,
 };
 pub use net::{NetworkAttachment, NetworkStatus};
 pub use status::{AppState, AppStatus, AppUsage};

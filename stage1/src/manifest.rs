@@ -165,6 +165,12 @@ pub struct AppUser {
     pub additional_gids: Vec<u32>,
 }
 
+/// The most image layers an overlay root is assembled from (as docker and containerd run):
+/// stage0 refuses a deeper image before it makes a pod; the stage1 names that many lower
+/// directories in one mount, through short links when their full paths overflow the page
+/// the kernel copies mount options into.
+pub const MAX_OVERLAY_LAYERS: usize = 127;
+
 /// How an app's root is assembled.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -54,16 +54,14 @@ pub fn mount_app_root(pod: &Path, a: &App) -> R {
         )?;
         return if nodev { add_nodev(&root) } else { Ok(()) };
     }
-    let lowers: Vec<String> = a
-        .rootfs
-        .lowers
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    let lowers = if lowers.is_empty() {
+    let lowers: Vec<String> = if a.rootfs.lowers.is_empty() {
         vec![dir.join("empty").to_string_lossy().into_owned()]
     } else {
-        lowers
+        a.rootfs
+            .lowers
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
     };
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -71,18 +69,58 @@ pub fn mount_app_root(pod: &Path, a: &App) -> R {
         dir.join("upper").display(),
         dir.join("work").display()
     );
+    if data.len() < mount_options_limit() {
+        return mount_overlay(&root, nodev, &data);
+    }
+    // Too long for one page: the layers through short links in the app's directory, named
+    // relative to it (docker's overlay2 does the same).
+    let links = dir.join("lowers");
+    let _ = std::fs::remove_dir_all(&links);
+    std::fs::create_dir(&links).map_err(|e| format!("cannot create {}: {e}", links.display()))?;
+    let mut short = Vec::with_capacity(lowers.len());
+    for (i, lower) in lowers.iter().enumerate() {
+        let link = links.join(i.to_string());
+        symlink(lower, &link).map_err(|e| format!("cannot link {}: {e}", link.display()))?;
+        short.push(format!("lowers/{i}"));
+    }
+    let data = format!("lowerdir={},upperdir=upper,workdir=work", short.join(":"));
+    let _cwd = WorkingDir::enter(&dir)?;
+    mount_overlay(&root, nodev, &data)
+}
+
+/// The most bytes of mount options the kernel takes: one page, with its NUL.
+fn mount_options_limit() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(4096)
+}
+
+/// The process's working directory changed to a directory until dropped, then restored.
+struct WorkingDir(std::fs::File);
+
+impl WorkingDir {
+    fn enter(dir: &Path) -> Result<WorkingDir, String> {
+        let here = std::fs::File::open(".")
+            .map_err(|e| format!("cannot open the working directory: {e}"))?;
+        nix::unistd::chdir(dir).map_err(|e| format!("cannot enter {}: {e}", dir.display()))?;
+        Ok(WorkingDir(here))
+    }
+}
+
+impl Drop for WorkingDir {
+    fn drop(&mut self) {
+        let _ = nix::unistd::fchdir(&self.0);
+    }
+}
+
+/// Mounts overlayfs with options `data` at `root`.
+fn mount_overlay(root: &Path, nodev: bool, data: &str) -> R {
     let flags = if nodev {
         MsFlags::MS_NODEV
     } else {
         MsFlags::empty()
     };
-    match mount(
-        Some("overlay"),
-        &root,
-        Some("overlay"),
-        flags,
-        Some(data.as_str()),
-    ) {
+    match mount(Some("overlay"), root, Some("overlay"), flags, Some(data)) {
         // ENODEV: the kernel knows no file system of that name (not built in, not loaded).
         Err(nix::errno::Errno::ENODEV) => Err(format!(
             "mount overlay on {}: this kernel has no overlay file system (ENODEV); load its \
