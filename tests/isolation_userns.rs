@@ -172,6 +172,27 @@ fn concurrent_pods_get_distinct_ranges_and_ranges_are_released() {
 }
 
 #[test]
+fn a_store_the_pods_ids_cannot_reach_is_named_before_a_pod_is_made() {
+    let w = pod_world();
+    // The store below a directory only its owner may search (a store under /root, say).
+    let blocking = w.tmp.path();
+    fs::set_permissions(blocking, fs::Permissions::from_mode(0o700)).unwrap();
+    let err = out_125(
+        &w,
+        &["run", "--private-users", BUSYBOX, "--exec", "/bin/true"],
+    );
+    let named = format!("{} (mode 0700", blocking.display());
+    assert!(
+        err.contains(&named) && err.contains(&format!("chmod o+x {}", blocking.display())),
+        "{err}"
+    );
+    assert_no_pods(&w);
+    // Searchable by others (not readable): the pod runs.
+    fs::set_permissions(blocking, fs::Permissions::from_mode(0o711)).unwrap();
+    run_expect(&w, &["--private-users", BUSYBOX, "--exec", "/bin/true"], 0);
+}
+
+#[test]
 fn private_users_refuses_combinations_it_does_not_support() {
     let w = pod_world();
     for extra in [["--net=host"], ["--no-overlay"]] {

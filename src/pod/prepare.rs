@@ -159,6 +159,9 @@ pub fn prepare(
             "the kvm stage1 does not run --private-users pods: the VM is their boundary".into(),
         ));
     }
+    if req.private_users {
+        super::userns::check_store_reachable(store.root())?;
+    }
     let resolved = resolve_images(store, trust, req)?;
     let names = app_names(req, &resolved)?;
     // Networks are resolved (and their plugins looked for) before anything is made.

@@ -14,6 +14,41 @@ use orbit_stage1::UserNamespace;
 use super::store::PodStore;
 use super::PodError;
 
+/// Refuses a `--private-users` pod whose ids cannot reach the store at `root`: its root is
+/// an unprivileged id on the host, which must be able to search every directory above the
+/// store (the layers and its own directory are looked up as that id when its root is
+/// mounted). Names the first directory that blocks it and what to do.
+pub fn check_store_reachable(root: &Path) -> Result<(), PodError> {
+    use std::os::unix::fs::MetadataExt;
+    let root = fs::canonicalize(root).map_err(|e| PodError::io("cannot resolve", root, e))?;
+    let mut ancestors: Vec<&Path> = root.ancestors().collect();
+    ancestors.reverse();
+    for dir in ancestors {
+        let m = fs::metadata(dir).map_err(|e| PodError::io("cannot read", dir, e))?;
+        // An ACL may grant what the mode bits do not: the kernel decides then.
+        if m.mode() & 0o001 != 0 || has_acl(dir) {
+            continue;
+        }
+        return Err(PodError::BadSpec(format!(
+            "--private-users: the pod's ids cannot reach the store {}: {} (mode {:04o}, owner \
+             {}) does not let other users search it, and a private-users pod's root is an \
+             unprivileged id on the host; allow it (`chmod o+x {}`) or keep the store below \
+             directories others can search (ORBIT_DIR, e.g. the default /var/lib/orbit)",
+            root.display(),
+            dir.display(),
+            m.mode() & 0o7777,
+            m.uid(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `dir` carries an access ACL.
+fn has_acl(dir: &Path) -> bool {
+    rustix::fs::getxattr(dir, "system.posix_acl_access", &mut [0u8; 0][..]).is_ok_and(|n| n > 0)
+}
+
 /// Ids per pod.
 pub const RANGE_SIZE: u32 = 65536;
 /// The first host id handed out (above the usual system and login ranges).
