@@ -952,3 +952,111 @@ fn fifty_concurrent_pods_with_gc_and_list_running() {
         t0.elapsed()
     );
 }
+
+// ---------------------------------------------------------------- export
+
+/// The entries of the top layer of the single image in oci-archive `archive`.
+fn top_layer_entries(archive: &std::path::Path) -> Vec<String> {
+    let mut files = std::collections::HashMap::new();
+    let mut a = tar::Archive::new(fs::File::open(archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        files.insert(name, bytes);
+    }
+    let blob = |digest: &str| &files[&format!("blobs/sha256/{}", &digest["sha256:".len()..])];
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+    let index = json(&files["index.json"]);
+    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let layers = manifest["layers"].as_array().unwrap();
+    let top = blob(layers.last().unwrap()["digest"].as_str().unwrap());
+    let mut layer = tar::Archive::new(flate2::read::GzDecoder::new(&top[..]));
+    layer
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path().unwrap().to_string_lossy().into_owned();
+            p.trim_end_matches('/').to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn export_holds_what_the_app_changed_and_none_of_the_stage1s_mount_points() {
+    let w = pod_world();
+    run_expect(
+        &w,
+        &[
+            "--volume",
+            "data,kind=empty",
+            "--mount",
+            "volume=data,target=/srv/data",
+            BUSYBOX,
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "echo made > /made; rm /etc/motd; echo in-volume > /srv/data/x",
+        ],
+        0,
+    );
+    let uuid = only_pod(&w);
+    let archive = w.path("export.tar");
+    let archive_arg = archive.to_str().unwrap();
+    out_ok(
+        &w,
+        &[
+            "export",
+            &uuid,
+            archive_arg,
+            "--name",
+            "example.com/exported:1",
+        ],
+    );
+    let entries = top_layer_entries(&archive);
+    for changed in ["made", "etc", "etc/.wh.motd"] {
+        assert!(
+            entries.iter().any(|e| e == changed),
+            "{changed} missing: {entries:?}"
+        );
+    }
+    // The stage1's mount points (the pod's /etc files, the volume's target and the
+    // directory made to hold it) are not the app's changes; the volume's content neither.
+    for leftover in [
+        "etc/hosts",
+        "etc/hostname",
+        "etc/resolv.conf",
+        "srv",
+        "srv/data",
+        "srv/data/x",
+    ] {
+        assert!(
+            !entries.iter().any(|e| e == leftover),
+            "{leftover} exported: {entries:?}"
+        );
+    }
+    // The image runs, with its own /etc files from the pod again.
+    out_ok(
+        &w,
+        &[
+            "--insecure-options=image",
+            "fetch",
+            &format!("oci-archive:{archive_arg}"),
+        ],
+    );
+    let seen = run_expect(
+        &w,
+        &[
+            "example.com/exported:1",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "cat /made; test -e /etc/motd || echo motd-gone; test -s /etc/hostname && echo named",
+        ],
+        0,
+    );
+    assert_eq!(seen, "made\nmotd-gone\nnamed\n");
+}

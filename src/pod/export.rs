@@ -3,6 +3,7 @@
 //! overlayfs upper directory, with overlay whiteouts turned back into OCI `.wh.` entries).
 //! With `--no-overlay` pods the layer is the whole copied root.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 
-use orbit_stage1::paths;
+use orbit_stage1::{paths, App};
 
 use super::status::{self, is_running};
 use super::store::PodRef;
@@ -60,7 +61,15 @@ pub fn export(
 
     let work = tempfile::tempdir_in(store.tmp_dir())
         .map_err(|e| PodError::io("cannot create temp dir in", &store.tmp_dir(), e))?;
-    let (layer_path, layer_digest, diff_id) = layer_from_dir(&changes, work.path())?;
+    let image_layers: Vec<PathBuf> = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .filter_map(|d| d.parse::<Digest>().ok())
+        .map(|d| store.layer_rootfs(&d))
+        .collect();
+    let leftovers = MountPoints::of(a, base_layers, image_layers);
+    let (layer_path, layer_digest, diff_id) = layer_from_dir(&changes, work.path(), &leftovers)?;
     let mut diff_ids: Vec<String> = if base_layers {
         config.rootfs.diff_ids.clone()
     } else {
@@ -133,9 +142,73 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> std:
     tar.append_data(&mut h, name, bytes)
 }
 
+/// The mount points the stage1 made in an app's root: `/etc/hosts`, `/etc/hostname`,
+/// `/etc/resolv.conf`, `/proc`, `/sys`, `/dev` and the app's volume targets, as paths
+/// relative to the root. An empty file or directory left at one of them is the stage1's,
+/// not the app's, and is not exported — nor is a directory that holds nothing else.
+struct MountPoints {
+    paths: BTreeSet<PathBuf>,
+    /// The changes are an overlay upper directory: anything there at a mount point was made
+    /// by the stage1 (the app's writes went to what was mounted over it). Else (a copied
+    /// root) only what no layer of the image has.
+    overlay_upper: bool,
+    image_layers: Vec<PathBuf>,
+}
+
+impl MountPoints {
+    fn of(a: &App, overlay_upper: bool, image_layers: Vec<PathBuf>) -> MountPoints {
+        let etc = paths::ETC_FILES.iter().map(|f| format!("/etc/{f}"));
+        let system = paths::SYSTEM_MOUNT_POINTS.iter().map(|p| p.to_string());
+        let volumes = a.mounts.iter().map(|m| m.target.clone());
+        let paths = etc
+            .chain(system)
+            .chain(volumes)
+            .map(|p| PathBuf::from(p.trim_start_matches('/')))
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        MountPoints {
+            paths,
+            overlay_upper,
+            image_layers,
+        }
+    }
+
+    /// Whether `rel` (at `path`) is a stage1 leftover, not part of the app's changes.
+    fn is_leftover(&self, rel: &Path, path: &Path, meta: &fs::Metadata) -> bool {
+        let made_here = self.overlay_upper
+            || !self
+                .image_layers
+                .iter()
+                .any(|l| l.join(rel).symlink_metadata().is_ok());
+        if self.paths.contains(rel) {
+            let empty = if meta.is_dir() {
+                fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+            } else {
+                meta.is_file() && meta.len() == 0
+            };
+            return empty && made_here;
+        }
+        // A directory made only to hold mount points.
+        meta.is_dir()
+            && made_here
+            && self.paths.iter().any(|p| p.starts_with(rel))
+            && fs::read_dir(path).is_ok_and(|entries| {
+                entries.flatten().all(|e| {
+                    let (p, r) = (e.path(), rel.join(e.file_name()));
+                    fs::symlink_metadata(&p).is_ok_and(|m| self.is_leftover(&r, &p, &m))
+                })
+            })
+    }
+}
+
 /// Tars `dir` (gzip) into `work/layer.tar.gz`, converting overlay whiteouts (0:0 character
-/// devices, `trusted.overlay.opaque` dirs) to OCI ones; returns the path, blob digest and diff-ID.
-fn layer_from_dir(dir: &Path, work: &Path) -> Result<(PathBuf, Digest, Digest), PodError> {
+/// devices, `trusted.overlay.opaque` dirs) to OCI ones and leaving out the stage1's mount
+/// points; returns the path, blob digest and diff-ID.
+fn layer_from_dir(
+    dir: &Path,
+    work: &Path,
+    leftovers: &MountPoints,
+) -> Result<(PathBuf, Digest, Digest), PodError> {
     let path = work.join("layer.tar.gz");
     let f = File::create(&path).map_err(|e| PodError::io("cannot create", &path, e))?;
     let hashing = HashingWriter {
@@ -151,7 +224,7 @@ fn layer_from_dir(dir: &Path, work: &Path) -> Result<(PathBuf, Digest, Digest), 
     let mut tar = tar::Builder::new(hashing);
     tar.follow_symlinks(false);
     let err = |e| PodError::io("cannot read", dir, e);
-    walk(dir, dir, &mut tar).map_err(err)?;
+    walk(dir, dir, &mut tar, leftovers).map_err(err)?;
     let hashing = tar.into_inner().map_err(err)?;
     let diff_id = hashing.hasher.finish();
     let mut gz = hashing.inner.finish().map_err(err)?;
@@ -159,13 +232,21 @@ fn layer_from_dir(dir: &Path, work: &Path) -> Result<(PathBuf, Digest, Digest), 
     Ok((path, gz.hasher.finish(), diff_id))
 }
 
-fn walk<W: Write>(root: &Path, dir: &Path, tar: &mut tar::Builder<W>) -> std::io::Result<()> {
+fn walk<W: Write>(
+    root: &Path,
+    dir: &Path,
+    tar: &mut tar::Builder<W>,
+    leftovers: &MountPoints,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
         let rel = p.strip_prefix(root).expect("below root");
         let meta = fs::symlink_metadata(&p)?;
+        if leftovers.is_leftover(rel, &p, &meta) {
+            continue;
+        }
         if meta.file_type().is_char_device() && meta.rdev() == 0 {
             let name = rel.with_file_name(format!(
                 ".wh.{}",
@@ -179,7 +260,7 @@ fn walk<W: Write>(root: &Path, dir: &Path, tar: &mut tar::Builder<W>) -> std::io
             if xattr_opaque(&p) {
                 append(tar, &rel.join(".wh..wh..opq").to_string_lossy(), b"")?;
             }
-            walk(root, &p, tar)?;
+            walk(root, &p, tar, leftovers)?;
         }
     }
     Ok(())

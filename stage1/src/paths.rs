@@ -22,6 +22,11 @@ pub const EXIT: &str = "exit";
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// Files the pod's `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` come from.
 pub const ETC_DIR: &str = "etc";
+/// The files of [`ETC_DIR`], each bound over `/etc/<name>` in every app.
+pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+/// What the ns stage1 mounts over in every app's root (besides the [`ETC_FILES`] and the
+/// app's volumes), making the directory when the image has none.
+pub const SYSTEM_MOUNT_POINTS: [&str; 3] = ["/proc", "/sys", "/dev"];
 /// The pod's network namespace (network mode `cni`), an nsfs bind mount made by stage0.
 pub const NETNS: &str = "netns";
 /// The pod's network status (JSON [`crate::NetworkStatus`]), written by stage0.

@@ -467,7 +467,7 @@ fn system_mounts(root: &Path, userns: bool, host_ipc: bool) -> R {
 }
 
 fn etc_files(pod: &Path, root: &Path) -> R {
-    for f in ["hosts", "hostname", "resolv.conf"] {
+    for f in paths::ETC_FILES {
         let src = pod.join(paths::ETC_DIR).join(f);
         if !src.exists() {
             continue;

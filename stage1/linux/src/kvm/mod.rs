@@ -195,7 +195,7 @@ fn guest_app(
                 })
             })
             .collect(),
-        etc_files: ["hosts", "hostname", "resolv.conf"]
+        etc_files: paths::ETC_FILES
             .iter()
             .filter(|f| pod.join(paths::ETC_DIR).join(f).exists())
             .map(|f| etc(f))
