@@ -138,7 +138,7 @@ fn a_mirror_serves_the_image_while_the_origin_is_down_under_the_requested_name()
     );
     assert_eq!(
         names(&w),
-        [requested.clone()],
+        std::slice::from_ref(&requested),
         "stored under the requested name only"
     );
     // Where the bytes came from is recorded as the source.

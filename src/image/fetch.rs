@@ -87,9 +87,11 @@ fn fetch_from_registry(
         let mut attempts = Vec::new();
         for c in &resolution.candidates {
             match fetch_name(store, trust_store, c, conf.as_ref(), &opts) {
-                Err(e @ (ImageError::Registry { .. } | ImageError::AllLocationsFailed { .. })) => {
-                    attempts.push(format!("{c}: {e}"))
-                }
+                Err(
+                    e @ (ImageError::Registry { .. }
+                    | ImageError::AllLocationsFailed { .. }
+                    | ImageError::Blocked { .. }),
+                ) => attempts.push(format!("{c}: {e}")),
                 done => return done,
             }
         }

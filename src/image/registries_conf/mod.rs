@@ -1,8 +1,9 @@
 //! Registry mirrors, remapping, blocking and short names, as containers-registries.conf(5)
 //! (version 2) describes them and podman and skopeo read them: a main file
-//! (`$CONTAINERS_REGISTRIES_CONF`, else `/etc/containers/registries.conf`) and drop-ins
-//! (`registries.conf.d/*.conf` of `/etc/containers` and of orbit's configuration
-//! directories) applied over it in order.
+//! (`$CONTAINERS_REGISTRIES_CONF`, else `~/.config/containers/registries.conf` if it exists,
+//! else `/etc/containers/registries.conf`) and drop-ins (`registries.conf.d/*.conf` of
+//! `/etc/containers`, of `~/.config/containers` and of orbit's configuration directories)
+//! applied over it in order. See [`Sources::standard`].
 //!
 //! - [`parse`]: one file, checked (a bad key, prefix or mode names the file and line).
 //! - [`matching`]: which `[[registry]]` a name falls under and where to pull it from.
@@ -160,16 +161,44 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// What podman and skopeo read — `$CONTAINERS_REGISTRIES_CONF` (else
-    /// `/etc/containers/registries.conf`) and `/etc/containers/registries.conf.d` — and then
-    /// the `registries.conf.d` of each of orbit's configuration directories `orbit_dirs`
-    /// (lowest precedence first).
+    /// What podman and skopeo read — `$CONTAINERS_REGISTRIES_CONF`, else the user's
+    /// `~/.config/containers/registries.conf` when it exists, else
+    /// `/etc/containers/registries.conf`; with the drop-ins of
+    /// `/etc/containers/registries.conf.d` (not when the user's file is the main one) and
+    /// `~/.config/containers/registries.conf.d` — and then the `registries.conf.d` of each
+    /// of orbit's configuration directories `orbit_dirs` (lowest precedence first).
     pub fn standard(orbit_dirs: &[&Path]) -> Sources {
-        let main = std::env::var_os(ENV_FILE)
+        let config_home = std::env::var_os("XDG_CONFIG_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(SYSTEM_FILE));
-        let mut dropin_dirs = vec![PathBuf::from(SYSTEM_DROPINS)];
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        Sources::choose(
+            std::env::var_os(ENV_FILE)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            config_home.map(|h| h.join("containers")),
+            orbit_dirs,
+        )
+    }
+
+    /// [`Sources::standard`] for a given `$CONTAINERS_REGISTRIES_CONF` and user
+    /// `containers` configuration directory.
+    fn choose(
+        env_file: Option<PathBuf>,
+        user_dir: Option<PathBuf>,
+        orbit_dirs: &[&Path],
+    ) -> Sources {
+        let user_file = user_dir.as_ref().map(|d| d.join("registries.conf"));
+        let user_dropins = user_dir.as_ref().map(|d| d.join("registries.conf.d"));
+        let (main, mut dropin_dirs) = match (env_file, user_file) {
+            (Some(f), _) => (f, vec![PathBuf::from(SYSTEM_DROPINS)]),
+            (None, Some(u)) if u.is_file() => (u, vec![]),
+            (None, _) => (
+                PathBuf::from(SYSTEM_FILE),
+                vec![PathBuf::from(SYSTEM_DROPINS)],
+            ),
+        };
+        dropin_dirs.extend(user_dropins);
         dropin_dirs.extend(orbit_dirs.iter().map(|d| d.join("registries.conf.d")));
         Sources {
             main: Some(main),
@@ -310,6 +339,31 @@ blocked = true
             dropin_dirs: vec![],
         };
         assert_eq!(none.load().unwrap(), None);
+    }
+
+    #[test]
+    fn the_main_file_is_the_environments_then_the_users_then_the_systems() {
+        let t = tempfile::tempdir().unwrap();
+        let user = t.path().join("containers");
+        let orbit = t.path().join("orbit");
+        let env = t.path().join("env.conf");
+        let s = Sources::choose(Some(env.clone()), Some(user.clone()), &[&orbit]);
+        assert_eq!(s.main.as_deref(), Some(env.as_path()));
+        assert_eq!(
+            s.dropin_dirs,
+            [
+                PathBuf::from(SYSTEM_DROPINS),
+                user.join("registries.conf.d"),
+                orbit.join("registries.conf.d")
+            ]
+        );
+        let s = Sources::choose(None, Some(user.clone()), &[]);
+        assert_eq!(s.main.as_deref(), Some(Path::new(SYSTEM_FILE)));
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::write(user.join("registries.conf"), "").unwrap();
+        let s = Sources::choose(None, Some(user.clone()), &[]);
+        assert_eq!(s.main, Some(user.join("registries.conf")));
+        assert_eq!(s.dropin_dirs, [user.join("registries.conf.d")]);
     }
 
     #[test]
