@@ -93,6 +93,13 @@ fn names(w: &World) -> Vec<String> {
     names
 }
 
+/// No name, blob or layer in the store (it may not exist at all).
+fn assert_nothing_stored(w: &World) {
+    assert!(names(w).is_empty(), "{:?}", names(w));
+    assert_eq!(w.count("images/blobs/sha256"), 0, "blobs were stored");
+    assert_eq!(w.count("layers/sha256"), 0, "layers were stored");
+}
+
 /// Manifest requests the registry saw for `busybox`.
 fn manifest_gets(reg: &Registry) -> usize {
     reg.log()
@@ -141,6 +148,21 @@ fn a_mirror_serves_the_image_while_the_origin_is_down_under_the_requested_name()
         std::slice::from_ref(&requested),
         "stored under the requested name only"
     );
+    // Fetching again asks the mirror whether the tag moved; nothing is downloaded.
+    let again = ok(
+        &w,
+        &c,
+        &["--debug", "fetch", &format!("docker://{requested}")],
+    );
+    let err = text(&again.stderr);
+    assert!(
+        err.contains(&format!(
+            "checking for a newer manifest from mirror {}/busybox:v1",
+            mirror.host()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("already in the store"), "{err}");
     // Where the bytes came from is recorded as the source.
     let inspect = w.ok(&["image", "inspect", &requested]);
     assert!(
@@ -199,7 +221,7 @@ fn a_mirror_without_the_image_falls_through_to_the_origin_and_every_failure_is_n
         "{e}"
     );
     assert_eq!(e.matches("no such image or tag").count(), 2, "{e}");
-    assert!(names(&w2).is_empty());
+    assert_nothing_stored(&w2);
 }
 
 #[test]
@@ -271,7 +293,7 @@ fn a_blocked_registry_is_refused_clearly_and_nothing_is_stored() {
         before,
         "a blocked registry was asked"
     );
-    assert!(names(&w).is_empty());
+    assert_nothing_stored(&w);
 }
 
 #[test]
@@ -373,7 +395,7 @@ fn the_signature_is_checked_for_the_requested_name_not_the_mirrors() {
         e.contains(&format!("this image is {}/busybox", origin.host())),
         "{e}"
     );
-    assert!(names(&w).is_empty());
+    assert_nothing_stored(&w);
     // The same signature is good for the name it was made for.
     let out = ok(
         &w,
@@ -415,7 +437,7 @@ fn credentials_and_certs_d_are_those_of_the_mirror_host() {
     );
     assert!(e.contains("authentication failed"), "{e}");
     assert!(e.contains("connection refused"), "{e}");
-    assert!(names(&w).is_empty());
+    assert_nothing_stored(&w);
     // Credentials keyed by the mirror host.
     use base64::Engine as _;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
@@ -427,6 +449,57 @@ fn credentials_and_certs_d_are_those_of_the_mirror_host() {
     let out = ok(&w, &c, &["--debug", "fetch", &requested]);
     assert_eq!(text(&out.stdout).trim(), digest);
     assert_eq!(names(&w), [format!("{}/busybox:sec", origin.host())]);
+
+    // Without its CA the mirror's certificate is refused — unless it is `insecure`, which
+    // accepts the certificate (and still speaks TLS to it: it has credentials to send).
+    let w2 = world(&[&origin.host()]);
+    fs::create_dir_all(w2.path("config/system")).unwrap();
+    fs::copy(
+        w.path("config/system/auth.json"),
+        w2.path("config/system/auth.json"),
+    )
+    .unwrap();
+    let strict = conf(
+        &w2,
+        &format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n\n[[registry.mirror]]\nlocation = \"{}\"\n",
+            origin.host(),
+            mirror.host()
+        ),
+    );
+    let e = fails(&w2, &strict, &["fetch", &requested]);
+    assert!(e.contains("certificate"), "{e}");
+    assert_nothing_stored(&w2);
+    let lax = conf(
+        &w2,
+        &format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+            origin.host(),
+            mirror.host()
+        ),
+    );
+    let out = ok(&w2, &lax, &["fetch", &requested]);
+    assert_eq!(text(&out.stdout).trim(), digest);
+}
+
+#[test]
+fn a_location_remaps_a_prefix_to_another_registry() {
+    let origin = Registry::start_plain();
+    // The name users (and the signature) know; its registry does not exist.
+    let public = "registry.example.invalid/team";
+    let w = world(&[public]);
+    let (_, digest) = image_as(&w, &origin, public, "rw", 0, 0, true);
+    let c = conf(
+        &w,
+        &format!(
+            "[[registry]]\nprefix = \"{public}\"\nlocation = \"{}\"\ninsecure = true\n",
+            origin.host()
+        ),
+    );
+    let out = ok(&w, &c, &["fetch", &format!("docker://{public}/busybox:rw")]);
+    assert_eq!(text(&out.stdout).trim(), digest);
+    assert_eq!(names(&w), [format!("{public}/busybox:rw")]);
+    assert!(manifest_gets(&origin) >= 1);
 }
 
 #[test]
@@ -461,7 +534,7 @@ fn a_malformed_registries_conf_names_the_file_and_line_and_stores_nothing() {
             "{e}"
         );
         assert!(e.contains(says), "{e}");
-        assert!(names(&w).is_empty());
+        assert_nothing_stored(&w);
     }
 }
 
