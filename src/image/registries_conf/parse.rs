@@ -32,7 +32,7 @@ struct RawFile {
     unqualified_search_registries: Option<Vec<Spanned<String>>>,
     short_name_mode: Option<Spanned<String>>,
     #[serde(default)]
-    registry: Vec<RawRegistry>,
+    registry: Vec<Spanned<RawRegistry>>,
     #[serde(default)]
     aliases: BTreeMap<String, Spanned<String>>,
     /// The version 1 format's `[registries.search]` etc.
@@ -123,18 +123,14 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
     };
 
     let mut registries: Vec<Registry> = Vec::new();
-    for r in &raw.registry {
+    for table in &raw.registry {
+        let r = table.get_ref();
         let location = r.location.as_ref().filter(|l| !l.get_ref().is_empty());
         let (prefix, prefix_span, prefix_key) = match (&r.prefix, location) {
             (Some(p), _) if !p.get_ref().is_empty() => (p.get_ref().clone(), p.span(), "prefix"),
             (_, Some(l)) => (l.get_ref().clone(), l.span(), "location"),
             _ => {
-                let span = r
-                    .prefix
-                    .as_ref()
-                    .or(r.location.as_ref())
-                    .map(|s| s.span())
-                    .unwrap_or(0..0);
+                let span = table.span();
                 return Err(invalid(
                     &span,
                     "[[registry]]",
@@ -427,8 +423,9 @@ blocked = true
         let e = err("[[registry]]\nlocation = \"a.example\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"m.example\"\npull-from-mirror = \"tag-only\"\n");
         assert!(e.contains("mirror-by-digest-only"), "{e}");
 
-        let e = err("[[registry]]\ninsecure = true\n");
+        let e = err("unqualified-search-registries = []\n\n[[registry]]\ninsecure = true\n");
         assert!(e.contains("needs a prefix or a location"), "{e}");
+        assert!(e.starts_with("/x/registries.conf:3: "), "{e}");
 
         let e = err("unqualified-search-registries = [\"docker.io/library\"]\n");
         assert!(e.contains(":1: unqualified-search-registries"), "{e}");
