@@ -1,5 +1,5 @@
 //! Registry mirrors, remapping, blocking and short names, as containers-registries.conf(5)
-//! (version 2) describes them and podman and skopeo read them: a main file
+//! describes them and podman and skopeo read them: a main file
 //! (`$CONTAINERS_REGISTRIES_CONF`, else `~/.config/containers/registries.conf` if it exists,
 //! else `/etc/containers/registries.conf`) and drop-ins (`registries.conf.d/*.conf` of
 //! `/etc/containers`, of `~/.config/containers` and of orbit's configuration directories)

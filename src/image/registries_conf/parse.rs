@@ -1,4 +1,6 @@
-//! One registries.conf file (version 2 format), parsed with `toml` and checked: every
+//! One registries.conf file, parsed with `toml` and checked (version 2; the deprecated
+//! version 1 `[registries.search|insecure|block]` lists are read as their version 2
+//! equivalents, but not mixed with version 2 in one file): every
 //! prefix, location, search registry, alias and mode is validated here, so that a mistake is
 //! reported with its file and line before any pull starts.
 
@@ -35,8 +37,24 @@ struct RawFile {
     registry: Vec<Spanned<RawRegistry>>,
     #[serde(default)]
     aliases: BTreeMap<String, Spanned<String>>,
-    /// The version 1 format's `[registries.search]` etc.
-    registries: Option<Spanned<toml::Value>>,
+    /// The deprecated version 1 format's `[registries.search]` etc.
+    registries: Option<Spanned<RawV1>>,
+}
+
+/// Version 1: `[registries.search|insecure|block]` with `registries = [...]` each.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawV1 {
+    search: Option<RawV1List>,
+    insecure: Option<RawV1List>,
+    block: Option<RawV1List>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawV1List {
+    #[serde(default)]
+    registries: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -80,17 +98,19 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
         }
     };
     if let Some(v1) = &raw.registries {
-        return Err(invalid(
-            &v1.span(),
-            "registries",
-            "…",
-            "the version 1 format ([registries.search], [registries.insecure], \
-             [registries.block]) is not supported: use unqualified-search-registries and \
-             [[registry]] tables with insecure/blocked (containers-registries.conf(5))"
-                .into(),
-        ));
+        if !raw.registry.is_empty() || raw.unqualified_search_registries.is_some() {
+            return Err(invalid(
+                &v1.span(),
+                "registries",
+                "…",
+                "the version 1 format ([registries.search], [registries.insecure], \
+                 [registries.block]) cannot be mixed with version 2 \
+                 (unqualified-search-registries, [[registry]]): convert the file to version 2 \
+                 (containers-registries.conf(5))"
+                    .into(),
+            ));
+        }
     }
-
     let short_name_mode = match &raw.short_name_mode {
         None => None,
         Some(m) if m.get_ref().is_empty() => None,
@@ -101,7 +121,9 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
         ),
     };
 
-    let search = match &raw.unqualified_search_registries {
+    let v1 = raw.registries.as_ref().map(|v| v.get_ref());
+    let v1_search = v1.and_then(|v| v.search.as_ref()).map(|l| &l.registries);
+    let search = match raw.unqualified_search_registries.as_ref().or(v1_search) {
         None => None,
         Some(list) => Some(
             list.iter()
@@ -204,6 +226,36 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
             mirrors,
             file: path.to_path_buf(),
         });
+    }
+
+    for (list, insecure) in v1
+        .iter()
+        .flat_map(|v| [(&v.insecure, true), (&v.block, false)])
+    {
+        for entry in list.iter().flat_map(|l| &l.registries) {
+            let p = entry.get_ref();
+            check_prefix(p).map_err(|problem| invalid(&entry.span(), "registries", p, problem))?;
+            let i = match registries.iter().position(|r| &r.prefix == p) {
+                Some(i) => i,
+                None => {
+                    registries.push(Registry {
+                        prefix: p.clone(),
+                        location: None,
+                        insecure: false,
+                        blocked: false,
+                        mirror_by_digest_only: false,
+                        mirrors: Vec::new(),
+                        file: path.to_path_buf(),
+                    });
+                    registries.len() - 1
+                }
+            };
+            if insecure {
+                registries[i].insecure = true;
+            } else {
+                registries[i].blocked = true;
+            }
+        }
     }
 
     let mut aliases = BTreeMap::new();
@@ -377,6 +429,40 @@ location = "mirror.registry.com"
     }
 
     #[test]
+    fn the_version_1_format_still_reads() {
+        let f = ok(r#"
+[registries.search]
+registries = ["registry1.com", "registry2.com"]
+
+[registries.insecure]
+registries = ["registry3.com", "both.example"]
+
+[registries.block]
+registries = ["registry.untrusted.com", "both.example"]
+"#);
+        assert_eq!(
+            f.search,
+            Some(vec![
+                "registry1.com".to_string(),
+                "registry2.com".to_string()
+            ])
+        );
+        let flags: Vec<(&str, bool, bool)> = f
+            .registries
+            .iter()
+            .map(|r| (r.prefix.as_str(), r.insecure, r.blocked))
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                ("registry3.com", true, false),
+                ("both.example", true, true),
+                ("registry.untrusted.com", false, true)
+            ]
+        );
+    }
+
+    #[test]
     fn modes_aliases_and_wildcards() {
         let f = ok(r#"
 short-name-mode = "disabled"
@@ -440,8 +526,10 @@ blocked = true
         let e = err("[[registry]]\nprefix = \"a.example\"\n[[registry]]\nprefix = \"a.example\"\n");
         assert!(e.contains(":4: prefix"), "{e}");
 
-        let e = err("[registries.search]\nregistries = [\"a.example\"]\n");
-        assert!(e.contains("version 1 format"), "{e}");
+        let e = err("unqualified-search-registries = []\n[registries.search]\nregistries = [\"a.example\"]\n");
+        assert!(e.contains("cannot be mixed"), "{e}");
+        let e = err("[registries.block]\nregistries = [\"https://a.example\"]\n");
+        assert!(e.contains(":2: registries"), "{e}");
 
         let e = err("unqualified-search-registries = \"a.example\"\n");
         assert!(
