@@ -405,6 +405,10 @@ impl Cli {
             auth_files,
             platform: self.platform.clone(),
             jobs: 4,
+            registries_conf: Some(orbit::image::registries_conf::Sources::standard(
+                &config.all().map(|d| d.as_path()),
+            )),
+            debug: self.debug,
         }
     }
 

@@ -119,6 +119,27 @@ pub enum ImageError {
     /// A registry could not be used.
     #[error("registry {registry}: {detail}")]
     Registry { registry: String, detail: String },
+    /// A registries.conf file is unreadable or wrong.
+    #[error(transparent)]
+    RegistriesConf(#[from] crate::image::registries_conf::ConfError),
+    /// A short name that registries.conf does not let orbit resolve.
+    #[error(transparent)]
+    ShortName(#[from] crate::image::registries_conf::shortnames::ShortNameError),
+    /// registries.conf blocks the name.
+    #[error("{name} is blocked: it falls under [[registry]] prefix = \"{prefix}\" with blocked = true in {}; pull it from another registry, or change that file", .file.display())]
+    Blocked {
+        name: String,
+        prefix: String,
+        file: PathBuf,
+    },
+    /// Every place an image could come from (mirrors, the registry, search registries)
+    /// failed.
+    #[error("cannot pull {name} from any of the {} place(s) tried:\n  {}", .attempts.len(), .attempts.join("\n  "))]
+    AllLocationsFailed {
+        name: String,
+        /// `"mirror X: why"` / `"X: why"`, in the order tried.
+        attempts: Vec<String>,
+    },
     /// Platform selection found nothing.
     #[error("{source_name} has no manifest for this platform ({platform}); fetch an image built for {platform}")]
     NoPlatform {

@@ -58,18 +58,66 @@ pub enum PullPolicy {
 /// in the store's directory, then the ordinary import — signature verified before any layer
 /// is read — with the layers streamed from the registry as they are unpacked. The pull
 /// policy may keep the registry out of it.
+///
+/// registries.conf decides what the reference means and where it comes from: a short name
+/// is resolved (alias, then search registries); each candidate name is pulled from its
+/// mirrors, then its registry. The image is named, and its signature verified, for the
+/// requested (resolved) name, whatever place served it.
 fn fetch_from_registry(
     store: &Store,
     trust_store: &TrustStore,
     reference: &str,
     opts: &FetchOptions,
 ) -> Result<FetchOutcome> {
-    use super::registry;
+    use super::registries_conf::shortnames;
+    let conf = match &opts.registry.registries_conf {
+        Some(sources) => sources.load()?,
+        None => None,
+    };
+    let typed = reference
+        .strip_prefix(super::registry::PREFIX)
+        .unwrap_or(reference);
+    let resolution = shortnames::resolve(conf.as_ref(), typed)?;
+    let mut opts = opts.clone();
+    opts.registry.debug |= opts.progress;
+    if let (Some(how), true) = (&resolution.how, opts.registry.debug) {
+        eprintln!("orbit: {how}");
+    }
+    let [only] = resolution.candidates.as_slice() else {
+        let mut attempts = Vec::new();
+        for c in &resolution.candidates {
+            match fetch_name(store, trust_store, c, conf.as_ref(), &opts) {
+                Err(
+                    e @ (ImageError::Registry { .. }
+                    | ImageError::AllLocationsFailed { .. }
+                    | ImageError::Blocked { .. }),
+                ) => attempts.push(format!("{c}: {e}")),
+                done => return done,
+            }
+        }
+        return Err(ImageError::AllLocationsFailed {
+            name: typed.to_string(),
+            attempts,
+        });
+    };
+    fetch_name(store, trust_store, only, conf.as_ref(), &opts)
+}
+
+/// [`fetch_from_registry`] for one fully resolved name.
+fn fetch_name(
+    store: &Store,
+    trust_store: &TrustStore,
+    reference: &str,
+    conf: Option<&super::registries_conf::RegistriesConf>,
+    opts: &FetchOptions,
+) -> Result<FetchOutcome> {
+    use super::registry::{self, places};
     let r = registry::parse(reference)?;
     let name = match &opts.name {
         Some(n) => reference::normalize_name(n)?,
         None => registry::store_name(&r),
     };
+    let sources = places::places(conf, &r)?;
     let platform = opts
         .registry
         .platform
@@ -91,7 +139,13 @@ fn fetch_from_registry(
             )))
         }
         (PullPolicy::Update, Some(img)) => {
-            let now = registry::current_digest(&r, &opts.registry)?;
+            let (now, _) = places::first_success(
+                &r,
+                &sources,
+                &opts.registry,
+                "checking for a newer manifest",
+                |_, p, o| registry::current_digest(&p.reference, o),
+            )?;
             // The same manifest, or the same index resolved for the same platform.
             let unchanged = img.entries.iter().any(|e| {
                 e.name.as_deref() == Some(name.as_str())
@@ -121,15 +175,30 @@ fn fetch_from_registry(
             ),
             error: e,
         })?;
-    let layout = work.path().join("layout");
-    let pulled = registry::pull(&r, &opts.registry, &layout, &store.root().join("downloads"))?;
-    let display = format!("{}{}", registry::PREFIX, r.whole());
+    let downloads = store.root().join("downloads");
+    // A fresh layout for each place: what a failed one left is not mixed in.
+    let ((pulled, layout, place_opts), place) =
+        places::first_success(&r, &sources, &opts.registry, "pulling", |i, p, o| {
+            let layout = work.path().join(format!("layout-{i}"));
+            registry::pull(&p.reference, o, &layout, &downloads)
+                .map(|pulled| (pulled, layout, o.clone()))
+        })?;
+    let display = if place.reference.whole() == r.whole() {
+        format!("{}{}", registry::PREFIX, r.whole())
+    } else {
+        format!(
+            "{}{} (for {})",
+            registry::PREFIX,
+            place.reference.whole(),
+            r.whole()
+        )
+    };
     let image = super::source::open_layout(
         Box::new(pulled.fs),
         &display,
         Some(&pulled.name),
         &layout,
-        opts.registry.platform.as_deref(),
+        place_opts.platform.as_deref(),
     )?;
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let inner = FetchOptions {

@@ -11,6 +11,7 @@ pub mod gc;
 pub mod layout;
 pub mod media;
 pub mod reference;
+pub mod registries_conf;
 pub mod registry;
 pub mod signatures;
 pub mod source;

@@ -75,7 +75,7 @@ pub fn normalize_name(name: &str) -> Result<String> {
 
 /// `host` or `host:port`: DNS labels of `[A-Za-z0-9-]` (not starting or ending with `-`)
 /// joined by `.`, and a numeric port.
-fn valid_host(h: &str) -> bool {
+pub(crate) fn valid_host(h: &str) -> bool {
     let (host, port) = match h.split_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (h, None),
@@ -93,7 +93,7 @@ fn valid_host(h: &str) -> bool {
 }
 
 /// A path component: lower case letters and digits, with `.`, `_` and `-` only between them.
-fn valid_path_component(c: &str) -> bool {
+pub(crate) fn valid_path_component(c: &str) -> bool {
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     !c.is_empty()
         && c.bytes().next().is_some_and(alnum)

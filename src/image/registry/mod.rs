@@ -7,6 +7,7 @@
 //! verifies and unpacks. Nothing reaches the store unless that import succeeds.
 
 mod download;
+pub mod places;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,50 @@ pub struct RegistryOptions {
     pub platform: Option<String>,
     /// Parallel layer downloads.
     pub jobs: usize,
+    /// The registries.conf files (mirrors, remapping, blocking, short names); `None`: none
+    /// are read.
+    pub registries_conf: Option<crate::image::registries_conf::Sources>,
+    /// `--debug`: report each place a pull tries, and why one failed.
+    pub debug: bool,
+}
+
+impl RegistryOptions {
+    /// These options for a place registries.conf marks `insecure`: its certificate is not
+    /// checked, and when it does not speak TLS at all it is reached over plain HTTP.
+    pub fn insecure_for(&self, host: &str) -> RegistryOptions {
+        let mut o = self.clone();
+        o.insecure_tls = true;
+        if !o.insecure_http && !speaks_tls(host) {
+            o.insecure_http = true;
+        }
+        o
+    }
+}
+
+/// Whether `host` answers HTTPS (any certificate) at `/v2/`: how an `insecure` registry is
+/// told from a plain-HTTP one.
+fn speaks_tls(host: &str) -> bool {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return true;
+    };
+    rt.block_on(async {
+        let Ok(client) = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+        else {
+            return true;
+        };
+        client
+            .get(format!("https://{host}/v2/"))
+            .send()
+            .await
+            .is_ok()
+    })
 }
 
 /// The transport prefix.
