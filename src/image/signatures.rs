@@ -112,22 +112,25 @@ pub fn add_to_layout(dir: &Path, digest: &Digest, sigs: &[Signature]) -> Result<
             .contains(&k)
         })
     });
-    let (existing, annotation, is_ours): (_, _, Box<dyn Fn(&Descriptor) -> bool>) =
+    let tag = cosign_signature_tag(digest);
+    let (existing, annotation) = if saved_by_cosign {
+        (
+            read_saved_signatures(&fs, &index)?,
+            (cosign::KIND_ANNOTATION, cosign::KIND_SIGS.to_string()),
+        )
+    } else {
+        (
+            read_cosign_signatures(&fs, &index, digest)?,
+            (media::REF_NAME_ANNOTATION, tag.clone()),
+        )
+    };
+    let is_ours = |d: &Descriptor| {
         if saved_by_cosign {
-            (
-                read_saved_signatures(&fs, &index)?,
-                (cosign::KIND_ANNOTATION, cosign::KIND_SIGS.to_string()),
-                Box::new(|d| cosign::role(d) == EntryRole::SavedSignatures),
-            )
+            cosign::role(d) == EntryRole::SavedSignatures
         } else {
-            let tag = cosign_signature_tag(digest);
-            let ours = tag.clone();
-            (
-                read_cosign_signatures(&fs, &index, digest)?,
-                (media::REF_NAME_ANNOTATION, tag),
-                Box::new(move |d| layout::ref_name(d) == Some(ours.as_str())),
-            )
-        };
+            layout::ref_name(d) == Some(tag.as_str())
+        }
+    };
     let all = merged(existing, sigs);
     let built = build(&all);
     for blob in built.blobs.iter().chain([&built.manifest]) {

@@ -280,3 +280,52 @@ fn read_signature_manifest(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::store::descriptor;
+
+    fn entry(hex: char, name: Option<&str>) -> Descriptor {
+        let d: Digest = format!("sha256:{}", hex.to_string().repeat(64))
+            .parse()
+            .unwrap();
+        let ann =
+            name.map(|n| HashMap::from([(media::REF_NAME_ANNOTATION.to_string(), n.to_string())]));
+        descriptor(media::OCI_MANIFEST, &d, 1, ann)
+    }
+
+    #[test]
+    fn unnamed_images_are_offered_and_picked_by_digest() {
+        let (a, b) = (entry('a', None), entry('b', None));
+        let images = [&a, &b];
+        match choose(&images, None, "oci:x") {
+            Err(ImageError::SourceAmbiguous { refs, .. }) => {
+                assert_eq!(refs, vec![a.digest().to_string(), b.digest().to_string()])
+            }
+            other => panic!(
+                "expected SourceAmbiguous, got {:?}",
+                other.map(|d| d.digest())
+            ),
+        }
+        let picked = choose(&images, Some(&b.digest().to_string()), "oci:x").unwrap();
+        assert_eq!(picked.digest(), b.digest());
+    }
+
+    #[test]
+    fn named_images_are_offered_by_name() {
+        let (a, b) = (entry('a', Some("app:1")), entry('b', None));
+        let images = [&a, &b];
+        match choose(&images, Some("nope"), "oci:x") {
+            Err(ImageError::NoSuchRef { refs, .. }) => {
+                assert_eq!(refs, vec!["app:1".to_string(), b.digest().to_string()])
+            }
+            other => panic!("expected NoSuchRef, got {:?}", other.map(|d| d.digest())),
+        }
+        assert_eq!(
+            choose(&images, Some("app:1"), "oci:x").unwrap().digest(),
+            a.digest()
+        );
+        assert_eq!(choose(&[&a], None, "oci:x").unwrap().digest(), a.digest());
+    }
+}
