@@ -716,3 +716,74 @@ fn export_embedded_is_read_by_cosign_and_orbit_and_none_writes_no_signature() {
         "{err}"
     );
 }
+
+#[test]
+fn cosign_saved_image_index_verifies_and_round_trips_through_an_export() {
+    let reg = Registry::start_plain();
+    let w = World::new();
+    let (key, public) = cosign_keys(&w, "cosign");
+    let (layout, manifest) = image(&w, &reg, "multi-src", 0, 0, false);
+    let repo = format!("{}/busybox", reg.host());
+    // An index of this machine's image and an arm64 twin (another config), pushed whole.
+    let manifest_bytes = blob(&layout, &manifest);
+    let m: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&blob(&layout, m["config"]["digest"].as_str().unwrap())).unwrap();
+    config["architecture"] = "arm64".into();
+    let config = serde_json::to_vec(&config).unwrap();
+    let mut twin = m.clone();
+    twin["config"]["digest"] = put_blob(&layout, &config).into();
+    twin["config"]["size"] = config.len().into();
+    let twin = serde_json::to_vec(&twin).unwrap();
+    let twin_digest = put_blob(&layout, &twin);
+    let entry = |d: &str, size: usize, arch: &str| {
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": d, "size": size, "platform": {"architecture": arch, "os": "linux"}})
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&twin_digest, twin.len(), "arm64"),
+                      entry(&manifest, manifest_bytes.len(), "amd64")],
+    }))
+    .unwrap();
+    let index_digest = put_blob(&layout, &index);
+    write_index(
+        &layout,
+        &serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest,
+            "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}),
+    );
+    reg.push_with(&layout, "multi", "busybox:multi", &["--all"]);
+    // cosign signs the index (not each platform's manifest) and saves it as kind imageIndex.
+    cosign_ok(
+        &w,
+        &[
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--allow-insecure-registry",
+            "-y",
+            &format!("{repo}@{index_digest}"),
+        ],
+    );
+    let saved = cosign_save(&w, &repo, &index_digest, "saved");
+    entry_of_kind(&saved, "imageIndex");
+    let name = format!("{repo}:multi");
+    w.ok(&["trust", "--prefix", &repo, public.to_str().unwrap()]);
+    // orbit picks this platform's manifest and accepts the signature over the index.
+    assert_eq!(
+        w.ok(&["fetch", "--name", &name, &oci(&saved)]).trim(),
+        manifest
+    );
+    // Exported (through the signed index) with a detached signature, it verifies elsewhere.
+    let archive = w.path("multi.tar");
+    w.ok(&["image", "export", &name, archive.to_str().unwrap()]);
+    assert!(w.path("multi.tar.sig").is_file());
+    let w2 = World::new();
+    w2.ok(&["trust", "--prefix", &repo, public.to_str().unwrap()]);
+    let src = format!("oci-archive:{}", archive.display());
+    assert_eq!(w2.ok(&["fetch", &src]).trim(), manifest);
+}
