@@ -308,7 +308,7 @@ mod tests {
                 other.map(|d| d.digest())
             ),
         }
-        let picked = choose(&images, Some(&b.digest().to_string()), "oci:x").unwrap();
+        let picked = choose(&images, Some(b.digest().as_ref()), "oci:x").unwrap();
         assert_eq!(picked.digest(), b.digest());
     }
 
