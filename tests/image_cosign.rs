@@ -660,6 +660,18 @@ fn export_embedded_is_read_by_cosign_and_orbit_and_none_writes_no_signature() {
         archive.to_str().unwrap(),
     ]);
     assert!(!w.path("embedded.tar.sig").exists());
+    // The reason it is not the default: skopeo takes the signature manifest for a second
+    // image and will not choose.
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("more than one image"),
+        "{}",
+        text(&out.stderr)
+    );
     // Unpacked, it is a layout cosign verifies with its own key.
     let dir = w.path("embedded");
     fs::create_dir_all(&dir).unwrap();
