@@ -216,6 +216,7 @@ fn import(
                 .filter_map(|s| trust::SimpleSigningPayload::parse(&s.payload).ok())
                 .map(|p| p.reference().to_string())
                 .collect();
+            signed_as.sort();
             signed_as.dedup();
             return Err(ImageError::Unnamed {
                 source_name: image.display.clone(),
