@@ -13,6 +13,11 @@ export ORBIT_TEST_KVM_KERNEL=/var/cache/orbit-kvm/vmlinux
 # library under kubectl and crictl, which are not packaged here).
 bash tests/streaming-client/build.sh target/orbit-spdy-client
 export ORBIT_TEST_SPDY_CLIENT=$PWD/target/orbit-spdy-client
+# Sigstore's cosign for the signature tests (Debian trixie's package, unpacked into a cache,
+# not installed), and podman, which the export tests load archives into.
+scripts/deps.sh curl xz-utils podman
+ORBIT_TEST_COSIGN=$(scripts/cosign.sh /var/cache/orbit-test-tools/cosign)
+export ORBIT_TEST_COSIGN
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --release --workspace --quiet

@@ -15,6 +15,29 @@ use orbit::trust::{self, KeyAlgorithm, PrivateKey, SimpleSigningPayload, TrustSt
 use super::output::{self, human_size, Format};
 use super::{Context, FetchArgs, FormatArgs, ListFlags};
 
+/// Where `orbit image export` puts signatures (`--signatures`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportSignatures {
+    /// In FILE.sig beside the archive, which `orbit fetch oci-archive:FILE` reads; the
+    /// archive holds one image, so `podman load` and skopeo read it too.
+    Detached,
+    /// Inside the archive as cosign signature manifests (orbit and `cosign verify
+    /// --local-image` read them; podman and skopeo see a second image and refuse).
+    Embedded,
+    /// No signatures.
+    None,
+}
+
+impl From<ExportSignatures> for export::SignatureMode {
+    fn from(s: ExportSignatures) -> Self {
+        match s {
+            ExportSignatures::Detached => export::SignatureMode::Detached,
+            ExportSignatures::Embedded => export::SignatureMode::Embedded,
+            ExportSignatures::None => export::SignatureMode::None,
+        }
+    }
+}
+
 /// `orbit image` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
@@ -45,9 +68,12 @@ pub enum ImageCommand {
         image: String,
         /// Archive to write.
         file: PathBuf,
-        /// Replace FILE if it exists.
+        /// Replace FILE (and FILE.sig) if it exists.
         #[arg(long)]
         overwrite: bool,
+        /// Where the image's signatures go.
+        #[arg(long, value_enum, default_value_t = ExportSignatures::Detached)]
+        signatures: ExportSignatures,
     },
     /// Write an image's flattened root filesystem into a new or empty directory.
     Extract {
@@ -195,13 +221,40 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
             image,
             file,
             overwrite,
+            signatures,
         } => {
-            if file.exists() && !overwrite {
-                bail!("{} exists; pass --overwrite to replace it", file.display());
+            let sig_file = export::signature_file(&file);
+            for f in [&file, &sig_file] {
+                if f.exists() && !overwrite {
+                    bail!("{} exists; pass --overwrite to replace it", f.display());
+                }
             }
             let img = catalog::resolve(store, &image)?;
-            export::export(store, &img, &file).with_context(|| format!("cannot export {image}"))?;
-            eprintln!("exported {image} to {}", file.display());
+            let done = export::export(store, &img, &file, signatures.into())
+                .with_context(|| format!("cannot export {image}"))?;
+            match (&done.signature_file, signatures) {
+                (Some(sig), _) => eprintln!(
+                    "exported {image} to {}, its {} signature(s) to {}",
+                    file.display(),
+                    done.signatures,
+                    sig.display()
+                ),
+                (None, ExportSignatures::Embedded) if done.signatures > 0 => eprintln!(
+                    "exported {image} with {} signature(s) inside to {}",
+                    done.signatures,
+                    file.display()
+                ),
+                (None, ExportSignatures::None) => {
+                    eprintln!(
+                        "exported {image} to {} (without signatures)",
+                        file.display()
+                    )
+                }
+                (None, _) => eprintln!(
+                    "exported {image} to {} (it has no signature in the store)",
+                    file.display()
+                ),
+            }
             Ok(())
         }
         ImageCommand::Extract { image, target_dir } => {

@@ -86,7 +86,7 @@ pub enum ImageError {
     #[error("unsupported image source '{0}': use oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF]")]
     BadSource(String),
     /// A source holds several images and no reference picked one.
-    #[error("{source_name} holds several images ({}); pick one with {source_name}:REF", .refs.join(", "))]
+    #[error("{source_name} holds several images ({}); pick one with {source_name}:REF, REF being one of those names or digests", .refs.join(", "))]
     SourceAmbiguous {
         source_name: String,
         refs: Vec<String>,
@@ -98,9 +98,16 @@ pub enum ImageError {
         reference: String,
         refs: Vec<String>,
     },
-    /// An image with no usable name.
-    #[error("{0} does not name its image; give it a name with --name NAME[:TAG]")]
-    Unnamed(String),
+    /// An image with no usable name (what `cosign save` writes); `signed_as` lists the
+    /// identities its signatures name, as a hint (they are not trusted for that).
+    #[error("{source_name} does not name its image; give it a name with --name NAME[:TAG]{}",
+        if .signed_as.is_empty() { String::new() } else {
+            format!(" (its signatures name {}: that name, with a tag of your choice)", .signed_as.join(", "))
+        })]
+    Unnamed {
+        source_name: String,
+        signed_as: Vec<String>,
+    },
     /// An invalid image name.
     #[error("'{0}' is not a valid image name (expected e.g. example.com/app:1.0)")]
     BadName(String),

@@ -278,7 +278,20 @@ fn import(
 ) -> Result<FetchOutcome> {
     let name = match (&opts.name, &image.name) {
         (Some(n), _) | (None, Some(n)) => reference::normalize_name(n)?,
-        (None, None) => return Err(ImageError::Unnamed(image.display.clone())),
+        (None, None) => {
+            let mut signed_as: Vec<String> = image
+                .signatures
+                .iter()
+                .filter_map(|s| trust::SimpleSigningPayload::parse(&s.payload).ok())
+                .map(|p| p.reference().to_string())
+                .collect();
+            signed_as.sort();
+            signed_as.dedup();
+            return Err(ImageError::Unnamed {
+                source_name: image.display.clone(),
+                signed_as,
+            });
+        }
     };
     let verification = verify(trust_store, &image, &name, opts.insecure_skip_verify)?;
     let kept = if opts.insecure_skip_verify {

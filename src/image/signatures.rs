@@ -14,7 +14,8 @@ use super::digest::Digest;
 use super::error::{ImageError, Result};
 use super::layout::{self, DirFs};
 use super::media;
-use super::source::{cosign_signature_tag, read_cosign_signatures};
+use super::source::cosign::{self, EntryRole};
+use super::source::{cosign_signature_tag, read_cosign_signatures, read_saved_signatures};
 use super::store::{descriptor, write_atomic, Store};
 use crate::trust::Signature;
 
@@ -94,11 +95,43 @@ pub fn store_signatures(store: &Store, digest: &Digest, sigs: &[Signature]) -> R
     )
 }
 
-/// Adds signatures for `digest` to a user's OCI layout directory, as cosign would.
+/// Adds signatures for `digest` to a user's OCI layout directory, as cosign would: in a
+/// layout `cosign save` wrote (entries marked with a cosign `kind`), into its one signature
+/// manifest marked `kind: dev.cosignproject.cosign/sigs`, which `cosign verify --local-image`
+/// reads; elsewhere, into the manifest tagged `sha256-<hex>.sig`.
 pub fn add_to_layout(dir: &Path, digest: &Digest, sigs: &[Signature]) -> Result<()> {
     let fs = DirFs::new(dir);
     let index = layout::read_index(&fs)?;
-    let all = merged(read_cosign_signatures(&fs, &index, digest)?, sigs);
+    let saved_by_cosign = index.manifests().iter().any(|d| {
+        cosign::kind(d).is_some_and(|k| {
+            [
+                cosign::KIND_IMAGE,
+                cosign::KIND_IMAGE_INDEX,
+                cosign::KIND_SIGS,
+            ]
+            .contains(&k)
+        })
+    });
+    let tag = cosign_signature_tag(digest);
+    let (existing, annotation) = if saved_by_cosign {
+        (
+            read_saved_signatures(&fs, &index)?,
+            (cosign::KIND_ANNOTATION, cosign::KIND_SIGS.to_string()),
+        )
+    } else {
+        (
+            read_cosign_signatures(&fs, &index, digest)?,
+            (media::REF_NAME_ANNOTATION, tag.clone()),
+        )
+    };
+    let is_ours = |d: &Descriptor| {
+        if saved_by_cosign {
+            cosign::role(d) == EntryRole::SavedSignatures
+        } else {
+            layout::ref_name(d) == Some(tag.as_str())
+        }
+    };
+    let all = merged(existing, sigs);
     let built = build(&all);
     for blob in built.blobs.iter().chain([&built.manifest]) {
         let d = Digest::of(blob);
@@ -109,9 +142,8 @@ pub fn add_to_layout(dir: &Path, digest: &Digest, sigs: &[Signature]) -> Result<
             write_atomic(&path, blob, None)?;
         }
     }
-    let tag = cosign_signature_tag(digest);
     let mut ann = HashMap::new();
-    ann.insert(media::REF_NAME_ANNOTATION.to_string(), tag.clone());
+    ann.insert(annotation.0.to_string(), annotation.1);
     let desc = descriptor(
         media::OCI_MANIFEST,
         &Digest::of(&built.manifest),
@@ -119,7 +151,7 @@ pub fn add_to_layout(dir: &Path, digest: &Digest, sigs: &[Signature]) -> Result<
         Some(ann),
     );
     let mut manifests: Vec<Descriptor> = index.manifests().clone();
-    manifests.retain(|d| layout::ref_name(d) != Some(tag.as_str()));
+    manifests.retain(|d| !is_ours(d));
     manifests.push(desc);
     let mut index: ImageIndex = index;
     index.set_manifests(manifests);

@@ -4,11 +4,13 @@
 //! until the signature has been checked.
 
 pub mod archive;
+pub mod cosign;
 mod docker;
 mod oci;
 
-pub(crate) use oci::read_cosign_signatures;
-pub use oci::{cosign_signature_tag, is_cosign_tag};
+pub use cosign::is_cosign_tag;
+pub use oci::cosign_signature_tag;
+pub(crate) use oci::{read_cosign_signatures, read_saved_signatures};
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -6,6 +6,7 @@ use std::path::Path;
 use base64::Engine;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
+use super::cosign::{self, EntryRole};
 use super::SourceImage;
 use crate::image::digest::Digest;
 use crate::image::error::{ImageError, Result};
@@ -16,12 +17,6 @@ use crate::trust::Signature;
 /// The tag cosign gives the signature manifest of the image with digest `d`.
 pub fn cosign_signature_tag(d: &Digest) -> String {
     format!("sha256-{}.sig", d.hex())
-}
-
-/// True for the ref names cosign uses for attached artifacts (signatures, attestations, SBOMs).
-pub fn is_cosign_tag(name: &str) -> bool {
-    name.starts_with("sha256-")
-        && (name.ends_with(".sig") || name.ends_with(".att") || name.ends_with(".sbom"))
 }
 
 pub(super) fn open(
@@ -35,7 +30,7 @@ pub(super) fn open(
     let images: Vec<&Descriptor> = index
         .manifests()
         .iter()
-        .filter(|d| !layout::ref_name(d).is_some_and(is_cosign_tag))
+        .filter(|d| cosign::role(d) == EntryRole::Image)
         .collect();
     let chosen = choose(&images, reference, display)?;
     let name = layout::ref_name(chosen).map(|r| name_from_ref(r, path));
@@ -50,6 +45,10 @@ pub(super) fn open(
     for d in &signable {
         signatures.extend(read_cosign_signatures(fs.as_ref(), &index, d)?);
     }
+    // What `cosign save` wrote: one signature manifest for the layout's image, marked by
+    // kind rather than named by digest (each payload names the digest it signs, and
+    // verification holds it to the image's).
+    signatures.extend(read_saved_signatures(fs.as_ref(), &index)?);
     Ok(SourceImage {
         display: display.to_string(),
         name,
@@ -68,9 +67,15 @@ fn choose<'a>(
     reference: Option<&str>,
     display: &str,
 ) -> Result<&'a Descriptor> {
+    // How each image can be picked: its name, or its digest when it has none (what
+    // `cosign save` writes).
     let refs: Vec<String> = images
         .iter()
-        .filter_map(|d| layout::ref_name(d).map(String::from))
+        .map(|d| {
+            layout::ref_name(d)
+                .map(String::from)
+                .unwrap_or_else(|| d.digest().to_string())
+        })
         .collect();
     match reference {
         None if images.len() == 1 => Ok(images[0]),
@@ -215,7 +220,38 @@ pub(crate) fn read_cosign_signatures(
     else {
         return Ok(Vec::new());
     };
-    let what = format!("signature manifest {tag}");
+    read_signature_manifest(fs, desc, &format!("signature manifest {tag}"))
+}
+
+/// Signatures in the manifests `cosign save` marked `kind: dev.cosignproject.cosign/sigs`.
+pub(crate) fn read_saved_signatures(
+    fs: &dyn LayoutFs,
+    index: &ImageIndex,
+) -> Result<Vec<Signature>> {
+    let mut out = Vec::new();
+    for desc in index
+        .manifests()
+        .iter()
+        .filter(|m| cosign::role(m) == EntryRole::SavedSignatures)
+    {
+        let what = format!(
+            "signature manifest {} (kind {})",
+            desc.digest(),
+            cosign::KIND_SIGS
+        );
+        out.extend(read_signature_manifest(fs, desc, &what)?);
+    }
+    Ok(out)
+}
+
+/// The simple-signing payloads of the signature manifest `desc`, each with the signature
+/// from its annotation; layers of other types are skipped.
+fn read_signature_manifest(
+    fs: &dyn LayoutFs,
+    desc: &Descriptor,
+    what: &str,
+) -> Result<Vec<Signature>> {
+    let what = what.to_string();
     let digest = layout::descriptor_digest(desc)?;
     let bytes = layout::read_verified_blob(fs, &digest, &what)?;
     let manifest: ImageManifest =
@@ -243,4 +279,53 @@ pub(crate) fn read_cosign_signatures(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::store::descriptor;
+
+    fn entry(hex: char, name: Option<&str>) -> Descriptor {
+        let d: Digest = format!("sha256:{}", hex.to_string().repeat(64))
+            .parse()
+            .unwrap();
+        let ann =
+            name.map(|n| HashMap::from([(media::REF_NAME_ANNOTATION.to_string(), n.to_string())]));
+        descriptor(media::OCI_MANIFEST, &d, 1, ann)
+    }
+
+    #[test]
+    fn unnamed_images_are_offered_and_picked_by_digest() {
+        let (a, b) = (entry('a', None), entry('b', None));
+        let images = [&a, &b];
+        match choose(&images, None, "oci:x") {
+            Err(ImageError::SourceAmbiguous { refs, .. }) => {
+                assert_eq!(refs, vec![a.digest().to_string(), b.digest().to_string()])
+            }
+            other => panic!(
+                "expected SourceAmbiguous, got {:?}",
+                other.map(|d| d.digest())
+            ),
+        }
+        let picked = choose(&images, Some(b.digest().as_ref()), "oci:x").unwrap();
+        assert_eq!(picked.digest(), b.digest());
+    }
+
+    #[test]
+    fn named_images_are_offered_by_name() {
+        let (a, b) = (entry('a', Some("app:1")), entry('b', None));
+        let images = [&a, &b];
+        match choose(&images, Some("nope"), "oci:x") {
+            Err(ImageError::NoSuchRef { refs, .. }) => {
+                assert_eq!(refs, vec!["app:1".to_string(), b.digest().to_string()])
+            }
+            other => panic!("expected NoSuchRef, got {:?}", other.map(|d| d.digest())),
+        }
+        assert_eq!(
+            choose(&images, Some("app:1"), "oci:x").unwrap().digest(),
+            a.digest()
+        );
+        assert_eq!(choose(&[&a], None, "oci:x").unwrap().digest(), a.digest());
+    }
 }
