@@ -14,9 +14,17 @@ DIR=$(cd "$DIR" && pwd)
 bin=$DIR/usr/bin/cosign
 # Once extracted, the cached binary is used as is (offline runs keep working).
 if [ -x "$bin" ] && [ -f "$DIR/.deb" ]; then echo "$bin"; exit 0; fi
-for t in curl xz; do command -v "$t" >/dev/null || { echo "cosign.sh: needs $t (apt-get install curl xz-utils)" >&2; exit 1; }; done
+for t in curl xz gpgv; do command -v "$t" >/dev/null || { echo "cosign.sh: needs $t (apt-get install curl xz-utils)" >&2; exit 1; }; done
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-curl -fsSL --retry 3 "$MIRROR/dists/$SUITE/main/binary-amd64/Packages.xz" | xz -d > "$tmp/Packages"
+# The chain apt trusts: InRelease signed by a Debian archive key, it names Packages.xz's
+# SHA256, which names the package's.
+curl -fsSL --retry 3 -o "$tmp/InRelease" "$MIRROR/dists/$SUITE/InRelease"
+gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg --output "$tmp/Release" "$tmp/InRelease" 2>/dev/null \
+  || { echo "cosign.sh: $MIRROR/dists/$SUITE/InRelease has no valid Debian archive signature" >&2; exit 1; }
+want=$(awk '$3 == "main/binary-amd64/Packages.xz" { s = $1 } END { print s }' "$tmp/Release")
+curl -fsSL --retry 3 -o "$tmp/Packages.xz" "$MIRROR/dists/$SUITE/main/binary-amd64/Packages.xz"
+echo "$want  $tmp/Packages.xz" | sha256sum -c --quiet - || { echo "cosign.sh: Packages.xz does not match the signed InRelease" >&2; exit 1; }
+xz -d < "$tmp/Packages.xz" > "$tmp/Packages"
 # The stanza of package "cosign": its Filename and SHA256.
 read -r file sha < <(awk '
   /^Package: /  { p = ($2 == "cosign") }
