@@ -441,6 +441,8 @@ async fn security_context_mounts_and_dns_reach_the_container() {
                 ..Default::default()
             }),
             readonly_rootfs: true,
+            // A group only with a user (the CRI refuses a group alone).
+            run_as_user: Some(proto::Int64Value { value: 0 }),
             run_as_group: Some(proto::Int64Value { value: 100 }),
             // allowPrivilegeEscalation: false.
             no_new_privs: true,
@@ -868,6 +870,100 @@ async fn container_events_follow_a_containers_life() {
     .await
     .unwrap();
     assert_no_pods(&w);
+}
+
+/// The `Seccomp:` mode of a container's shell (0: none, 2: a filter).
+async fn seccomp_mode(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> String {
+    sh(rt, id, "grep ^Seccomp: /proc/self/status | cut -f2")
+        .await
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_without_a_profile_is_unconfined_unless_the_server_defaults_it() {
+    let w = pod_world();
+    for (cri_flags, nil_mode) in [
+        (&["--net=none"][..], "0"),
+        (&["--net=none", "--seccomp-default"][..], "2"),
+    ] {
+        let cri = Cri::start_with(&w, &[], cri_flags);
+        let (mut rt, _) = cri.clients().await;
+        let config = sandbox_config(&w, "seccomp");
+        let sb = run_sandbox(&mut rt, &config).await;
+        let profile = |t: proto::security_profile::ProfileType| {
+            Some(proto::LinuxContainerConfig {
+                security_context: Some(proto::LinuxContainerSecurityContext {
+                    seccomp: Some(proto::SecurityProfile {
+                        profile_type: t as i32,
+                        localhost_ref: String::new(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        use proto::security_profile::ProfileType;
+        for (name, linux, want) in [
+            // The CRI: no profile means unconfined; the kubelet sends RuntimeDefault when
+            // it wants the default (its SeccompDefault), or the server defaults it.
+            ("nil", None, nil_mode),
+            ("default", profile(ProfileType::RuntimeDefault), "2"),
+            ("unconfined", profile(ProfileType::Unconfined), "0"),
+        ] {
+            let mut c = container_config(name, BUSYBOX, "exec sleep 600");
+            c.linux = linux;
+            let id = create(&mut rt, &sb, &config, c).await;
+            start(&mut rt, &id).await;
+            assert_eq!(
+                seccomp_mode(&mut rt, &id).await,
+                want,
+                "{name} with {cri_flags:?}"
+            );
+        }
+        remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_without_a_user_is_refused() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(&w, "group");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let with = |user: Option<i64>| {
+        let mut c = container_config("group", BUSYBOX, "exec sleep 600");
+        c.linux = Some(proto::LinuxContainerConfig {
+            security_context: Some(proto::LinuxContainerSecurityContext {
+                run_as_user: user.map(|value| proto::Int64Value { value }),
+                run_as_group: Some(proto::Int64Value { value: 1234 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    };
+    let e = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(with(None)),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("run_as_group"), "{e}");
+    let listed = rt
+        .list_containers(proto::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.containers.is_empty(), "{listed:?}");
+    // With a user, the group applies.
+    let id = create(&mut rt, &sb, &config, with(Some(1000))).await;
+    start(&mut rt, &id).await;
+    assert_eq!(sh(&mut rt, &id, "id -u; id -g").await.1, "1000\n1234");
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,6 +266,11 @@ pub struct CriArgs {
     /// The accelerator of `kvm` sandboxes: auto, kvm or tcg.
     #[arg(long, value_name = "ACCEL")]
     pub kvm_accel: Option<String>,
+    /// Containers that ask for no seccomp profile get orbit's default filter (as the
+    /// kubelet's flag of that name). Without it, they run unconfined, as the CRI says:
+    /// the kubelet decides the default and sends RuntimeDefault when it wants one.
+    #[arg(long)]
+    pub seccomp_default: bool,
 }
 
 /// `orbit cri`. Image signatures are verified unless `--insecure-options=image` is given
@@ -296,6 +301,7 @@ fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<()> {
             streaming: Default::default(),
             kvm_kernel: args.kvm_kernel,
             kvm_accel: args.kvm_accel,
+            seccomp_default: args.seccomp_default,
         },
     })
     .map_err(anyhow::Error::from)

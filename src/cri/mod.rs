@@ -67,6 +67,9 @@ pub struct CriContext {
     pub kvm_kernel: Option<PathBuf>,
     /// The accelerator of `kvm` sandboxes (`--kvm-accel`).
     pub kvm_accel: Option<String>,
+    /// A container without a seccomp profile gets the default filter (`--seccomp-default`);
+    /// else it runs unconfined, as the CRI specifies.
+    pub seccomp_default: bool,
 }
 
 impl CriContext {

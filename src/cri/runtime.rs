@@ -458,7 +458,7 @@ impl Runtime {
             .is_some_and(|s| s.privileged);
         let insecure = crate::pod::isolation::InsecureRun {
             capabilities: privileged,
-            seccomp: privileged || super::spec::unconfined_seccomp(&config),
+            seccomp: privileged || super::spec::unconfined_seccomp(&config, ctx.seccomp_default),
             paths: privileged,
             devices: privileged,
         };

@@ -66,12 +66,28 @@ fn capabilities(caps: &proto::Capability) -> Result<IsolationRequest, Status> {
     Ok(req)
 }
 
-/// Whether the container asked for no seccomp filter (`Unconfined`).
-pub fn unconfined_seccomp(config: &proto::ContainerConfig) -> bool {
+/// Whether the container runs without a seccomp filter: it asked for `Unconfined`, or for
+/// no profile at all — which the CRI defines as unconfined (the kubelet sends
+/// `RuntimeDefault` when its SeccompDefault is on) — unless the server applies the default
+/// to those (`orbit cri --seccomp-default`).
+pub fn unconfined_seccomp(config: &proto::ContainerConfig, seccomp_default: bool) -> bool {
     use proto::security_profile::ProfileType;
-    security(config)
-        .seccomp
-        .is_some_and(|p| p.profile_type == ProfileType::Unconfined as i32)
+    match security(config).seccomp {
+        None => !seccomp_default,
+        Some(p) => p.profile_type == ProfileType::Unconfined as i32,
+    }
+}
+
+/// Refuses identities the CRI does not allow: a group without a user (the image's user
+/// would run with a group it did not choose).
+fn check_identity(sec: &proto::LinuxContainerSecurityContext) -> Result<(), Status> {
+    if sec.run_as_group.is_some() && sec.run_as_user.is_none() && sec.run_as_username.is_empty() {
+        return Err(Status::invalid_argument(
+            "run_as_group is set without run_as_user or run_as_username; the CRI allows a \
+             group only with a user: set the user too",
+        ));
+    }
+    Ok(())
 }
 
 /// The app for container `config` running image `image` under the name `app`.
@@ -81,6 +97,7 @@ pub fn app_request(
     app: &str,
 ) -> Result<AppRequest, Status> {
     let sec = security(config);
+    check_identity(&sec)?;
     let (exec, args) = match (config.command.split_first(), config.args.is_empty()) {
         (Some((exe, rest)), _) => {
             let mut args = rest.to_vec();
@@ -103,8 +120,7 @@ pub fn app_request(
         use proto::security_profile::ProfileType;
         match ProfileType::try_from(p.profile_type) {
             Ok(ProfileType::RuntimeDefault) => {}
-            // What the kubelet sends for a pod without a profile (seccompDefault off):
-            // no filter, as the pod asked (see `unconfined_seccomp`).
+            // No filter, as the pod asked (see `unconfined_seccomp`).
             Ok(ProfileType::Unconfined) => {}
             Ok(ProfileType::Localhost) => {
                 isolation.seccomp_filter =
