@@ -872,6 +872,129 @@ async fn container_events_follow_a_containers_life() {
     assert_no_pods(&w);
 }
 
+/// ImageStatus's answer for `reference`: the image's ID, or None.
+async fn image_id(
+    img: &mut orbit::cri::proto::image_service_client::ImageServiceClient<Channel>,
+    reference: &str,
+) -> Option<String> {
+    img.image_status(proto::ImageStatusRequest {
+        image: Some(proto::ImageSpec {
+            image: reference.into(),
+            ..Default::default()
+        }),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .image
+    .map(|i| i.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reference_the_kubelet_holds_finds_the_same_image() {
+    let w = pod_world();
+    // The same image under a Docker Hub name too, as a pull of `busybox:1` stores it.
+    let layout = format!("oci:{}", layouts().busybox.display());
+    out_ok(
+        &w,
+        &[
+            "--insecure-options=image",
+            "fetch",
+            "--name",
+            "docker.io/library/busybox:1",
+            &layout,
+        ],
+    );
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, mut img) = cri.clients().await;
+    let id = image_id(&mut img, BUSYBOX).await.expect("the test image");
+    let status = img
+        .image_status(proto::ImageStatusRequest {
+            image: Some(proto::ImageSpec {
+                image: id.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap();
+    let mut digests = status.repo_digests.clone();
+    digests.sort();
+    assert_eq!(
+        digests,
+        [
+            format!("docker.io/library/busybox@{id}"),
+            format!("example.com/busybox@{id}")
+        ]
+    );
+    for reference in [
+        id.clone(),
+        id["sha256:".len()..].to_string(),
+        BUSYBOX.to_string(),
+        "example.com/busybox".to_string(),
+        format!("example.com/busybox@{id}"),
+        "docker.io/library/busybox:1".to_string(),
+        "busybox:1".to_string(),
+        format!("docker.io/library/busybox@{id}"),
+        format!("library/busybox@{id}"),
+        format!("busybox@{id}"),
+    ] {
+        assert_eq!(
+            image_id(&mut img, &reference).await,
+            Some(id.clone()),
+            "{reference}"
+        );
+    }
+    // A digest under a repository that does not name it, or a digest that is not there.
+    let other = format!("sha256:{}", "0".repeat(64));
+    for reference in [
+        format!("example.com/other@{id}"),
+        format!("example.com/busybox@{other}"),
+    ] {
+        assert_eq!(image_id(&mut img, &reference).await, None, "{reference}");
+    }
+    // ListImages' filter, CreateContainer and RemoveImage take the repo digest too.
+    let repo_digest = format!("example.com/busybox@{id}");
+    let listed = img
+        .list_images(proto::ListImagesRequest {
+            filter: Some(proto::ImageFilter {
+                image: Some(proto::ImageSpec {
+                    image: repo_digest.clone(),
+                    ..Default::default()
+                }),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(listed.iter().map(|i| &i.id).collect::<Vec<_>>(), [&id]);
+    let config = sandbox_config(&w, "refs");
+    let sb = run_sandbox(&mut rt, &config).await;
+    let c = container_config("refs", &repo_digest, "exec sleep 600");
+    let cid = create(&mut rt, &sb, &config, c).await;
+    start(&mut rt, &cid).await;
+    assert_eq!(sh(&mut rt, &cid, "cat /etc/motd").await.0, 0);
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+    img.remove_image(proto::RemoveImageRequest {
+        image: Some(proto::ImageSpec {
+            image: format!("busybox@{id}"),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        image_id(&mut img, &id).await,
+        None,
+        "removed, with all its names"
+    );
+}
+
 /// The `Seccomp:` mode of a container's shell (0: none, 2: a filter).
 async fn seccomp_mode(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> String {
     sh(rt, id, "grep ^Seccomp: /proc/self/status | cut -f2")

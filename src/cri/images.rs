@@ -38,9 +38,15 @@ fn store_name(image: &str) -> String {
     }
 }
 
-/// Finds an image by ID, name or the registry reference it was pulled by.
-fn find(ctx: &CriContext, image: &str) -> Result<StoredImage, ImageError> {
+/// Finds an image by every reference the kubelet may hold: its ID (or a digest prefix), a
+/// name (`REPO:TAG`, a bare `REPO` meaning `:latest`), the registry reference it was pulled
+/// by (docker.io's `library/` normalisation applied), or one of its repo digests
+/// (`REPO@sha256:…`, as ImageStatus reports them).
+pub(super) fn find(ctx: &CriContext, image: &str) -> Result<StoredImage, ImageError> {
     let store = ctx.store();
+    if let Some((repo, digest)) = image.split_once('@') {
+        return find_repo_digest(&store, image, repo, digest);
+    }
     catalog::resolve(&store, image).or_else(|e| {
         match catalog::resolve(&store, &store_name(image)) {
             Ok(i) => Ok(i),
@@ -49,13 +55,52 @@ fn find(ctx: &CriContext, image: &str) -> Result<StoredImage, ImageError> {
     })
 }
 
+/// The image with manifest digest `digest` that is named in repository `repo` (as given or
+/// registry-normalised).
+fn find_repo_digest(
+    store: &crate::image::store::Store,
+    image: &str,
+    repo: &str,
+    digest: &str,
+) -> Result<StoredImage, ImageError> {
+    let unknown = || ImageError::UnknownImage(image.to_string());
+    let digest: crate::image::digest::Digest = digest.parse().map_err(|_| unknown())?;
+    let repo = repo
+        .strip_prefix(crate::image::registry::PREFIX)
+        .unwrap_or(repo);
+    let normalised = crate::image::registry::parse(repo)
+        .map(|r| format!("{}/{}", r.registry(), r.repository()))
+        .unwrap_or_else(|_| repo.to_string());
+    let img = match catalog::resolve(store, digest.as_str()) {
+        Ok(img) if img.digest == digest => img,
+        Ok(_) | Err(ImageError::UnknownImage(_)) | Err(ImageError::Ambiguous { .. }) => {
+            return Err(unknown())
+        }
+        Err(e) => return Err(e),
+    };
+    if img
+        .names
+        .iter()
+        .any(|n| repo_of(n) == repo || repo_of(n) == normalised)
+    {
+        Ok(img)
+    } else {
+        Err(unknown())
+    }
+}
+
+/// The repository part of a store name (`REPO:TAG`).
+fn repo_of(name: &str) -> &str {
+    match name.rsplit_once(':') {
+        // A colon in the last path segment separates the tag (not a registry's port).
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    }
+}
+
 fn describe(ctx: &CriContext, img: &StoredImage) -> Result<proto::Image, ImageError> {
     let store = ctx.store();
     let d = catalog::inspect(&store, img)?;
-    let repo = |n: &str| {
-        n.rsplit_once(':')
-            .map_or(n.to_string(), |(r, _)| r.to_string())
-    };
     let user = d
         .config
         .config
@@ -74,7 +119,7 @@ fn describe(ctx: &CriContext, img: &StoredImage) -> Result<proto::Image, ImageEr
         repo_digests: d
             .names
             .iter()
-            .map(|n| format!("{}@{}", repo(n), d.digest))
+            .map(|n| format!("{}@{}", repo_of(n), d.digest))
             .collect(),
         size: d.size,
         uid,

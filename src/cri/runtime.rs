@@ -432,7 +432,7 @@ impl Runtime {
             .as_ref()
             .map(|i| i.image.clone())
             .unwrap_or_default();
-        let image = crate::image::catalog::resolve(&ctx.store(), &image_ref).map_err(|e| {
+        let image = super::images::find(ctx, &image_ref).map_err(|e| {
             Status::not_found(format!(
                 "image {image_ref} is not in the store (PullImage first): {e}"
             ))
