@@ -223,3 +223,70 @@ pub async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| tonic::Status::internal(format!("the request's worker failed: {e}")))?
 }
+
+/// The time a request's caller allows (its `grpc-timeout` header), if it set one.
+pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// How much before the caller's deadline [`within_deadline`] answers: tonic's own timer
+/// answers CANCELLED at the deadline itself, and the caller must see DEADLINE_EXCEEDED.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Runs `work`, answering DEADLINE_EXCEEDED (naming `what`) when the caller's `deadline`
+/// comes first.
+pub async fn within_deadline<T>(
+    deadline: Option<std::time::Duration>,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let Some(d) = deadline else {
+        return work.await;
+    };
+    tokio::time::timeout(d.saturating_sub(DEADLINE_MARGIN), work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!(
+                "{what} did not finish within the caller's deadline ({} ms)",
+                d.as_millis()
+            )))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        for (v, d) in [
+            ("2H", Duration::from_secs(7200)),
+            ("3M", Duration::from_secs(180)),
+            ("5S", Duration::from_secs(5)),
+            ("250m", Duration::from_millis(250)),
+            ("7u", Duration::from_micros(7)),
+            ("9n", Duration::from_nanos(9)),
+        ] {
+            m.insert("grpc-timeout", v.parse().unwrap());
+            assert_eq!(deadline_of(&m), Some(d), "{v}");
+        }
+        for bad in ["", "S", "5x", "-5S"] {
+            m.insert("grpc-timeout", bad.parse().unwrap());
+            assert_eq!(deadline_of(&m), None, "{bad}");
+        }
+    }
+}

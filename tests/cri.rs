@@ -995,6 +995,46 @@ async fn every_reference_the_kubelet_holds_finds_the_same_image() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_past_its_deadline_ends_with_deadline_exceeded() {
+    let w = pod_world();
+    // A registry that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = silent.local_addr().unwrap();
+    let cri = Cri::start(&w, &[]);
+    let (_, mut img) = cri.clients().await;
+    for attempt in 0..3 {
+        let mut req = tonic::Request::new(proto::PullImageRequest {
+            image: Some(proto::ImageSpec {
+                image: format!("{host}/silent/busybox:{attempt}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_millis(800));
+        let e = img.pull_image(req).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::DeadlineExceeded,
+            "attempt {attempt}: {e}"
+        );
+        assert!(e.message().contains("silent/busybox"), "{e}");
+    }
+    let listed = img
+        .list_images(proto::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(
+        listed
+            .iter()
+            .all(|i| !i.repo_tags.iter().any(|t| t.contains("silent"))),
+        "{listed:?}"
+    );
+    drop(silent);
+}
+
 /// The `Seccomp:` mode of a container's shell (0: none, 2: a filter).
 async fn seccomp_mode(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> String {
     sh(rt, id, "grep ^Seccomp: /proc/self/status | cut -f2")

@@ -264,9 +264,15 @@ impl ImageService for Images {
         &self,
         req: Request<proto::PullImageRequest>,
     ) -> Result<Response<proto::PullImageResponse>, Status> {
+        let deadline = crate::grpc::deadline_of(req.metadata());
         let req = req.into_inner();
+        let what = format!(
+            "the pull of {}",
+            req.image.as_ref().map_or("", |i| i.image.as_str())
+        );
         let this = self.clone();
-        let image_ref = blocking(move || this.pull(req)).await?;
+        let image_ref =
+            crate::grpc::within_deadline(deadline, &what, blocking(move || this.pull(req))).await?;
         Ok(Response::new(proto::PullImageResponse { image_ref }))
     }
 
