@@ -24,11 +24,18 @@ impl ConfigDirs {
     }
 }
 
+/// The user's configuration home: `$XDG_CONFIG_HOME` (an empty value counts as unset, as
+/// the XDG spec says), else `~/.config`; `None` without either.
+pub fn user_config_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+}
+
 impl Default for ConfigDirs {
     fn default() -> Self {
-        let user = std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        let user = user_config_home()
             .unwrap_or_else(|| PathBuf::from("/root/.config"))
             .join("orbit");
         ConfigDirs {

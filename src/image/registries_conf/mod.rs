@@ -168,10 +168,7 @@ impl Sources {
     /// `~/.config/containers/registries.conf.d` — and then the `registries.conf.d` of each
     /// of orbit's configuration directories `orbit_dirs` (lowest precedence first).
     pub fn standard(orbit_dirs: &[&Path]) -> Sources {
-        let config_home = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        let config_home = crate::config::user_config_home();
         Sources::choose(
             std::env::var_os(ENV_FILE)
                 .filter(|v| !v.is_empty())
