@@ -175,23 +175,26 @@ impl MountPoints {
 
     /// Whether `rel` (at `path`) is a stage1 leftover, not part of the app's changes.
     fn is_leftover(&self, rel: &Path, path: &Path, meta: &fs::Metadata) -> bool {
-        let made_here = self.overlay_upper
-            || !self
-                .image_layers
-                .iter()
-                .any(|l| l.join(rel).symlink_metadata().is_ok());
+        // Asked only of mount points and their directories (it stats every image layer).
+        let made_here = || {
+            self.overlay_upper
+                || !self
+                    .image_layers
+                    .iter()
+                    .any(|l| l.join(rel).symlink_metadata().is_ok())
+        };
         if self.paths.contains(rel) {
             let empty = if meta.is_dir() {
                 fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
             } else {
                 meta.is_file() && meta.len() == 0
             };
-            return empty && made_here;
+            return empty && made_here();
         }
         // A directory made only to hold mount points.
         meta.is_dir()
-            && made_here
             && self.paths.iter().any(|p| p.starts_with(rel))
+            && made_here()
             && fs::read_dir(path).is_ok_and(|entries| {
                 entries.flatten().all(|e| {
                     let (p, r) = (e.path(), rel.join(e.file_name()));
