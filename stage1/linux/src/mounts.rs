@@ -90,9 +90,12 @@ pub fn mount_app_root(pod: &Path, a: &App) -> R {
 
 /// The most bytes of mount options the kernel takes: one page, with its NUL.
 fn mount_options_limit() -> usize {
-    // SAFETY: sysconf only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(page).unwrap_or(4096)
+    use nix::unistd::{sysconf, SysconfVar};
+    sysconf(SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096)
 }
 
 /// The process's working directory changed to a directory until dropped, then restored.
