@@ -65,12 +65,9 @@ fn find_repo_digest(
 ) -> Result<StoredImage, ImageError> {
     let unknown = || ImageError::UnknownImage(image.to_string());
     let digest: crate::image::digest::Digest = digest.parse().map_err(|_| unknown())?;
-    let repo = repo
-        .strip_prefix(crate::image::registry::PREFIX)
-        .unwrap_or(repo);
-    let normalised = crate::image::registry::parse(repo)
-        .map(|r| format!("{}/{}", r.registry(), r.repository()))
-        .unwrap_or_else(|_| repo.to_string());
+    // The repository as given, and as the store names it (`busybox`: docker.io/library/…).
+    let stored = store_name(repo);
+    let normalised = repo_of(&stored);
     let img = match catalog::resolve(store, digest.as_str()) {
         Ok(img) if img.digest == digest => img,
         Ok(_) | Err(ImageError::UnknownImage(_)) | Err(ImageError::Ambiguous { .. }) => {
