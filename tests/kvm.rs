@@ -295,6 +295,34 @@ fn an_interactive_app_gets_the_vms_serial_console_as_its_terminal() {
 
 /// A CRI sandbox with the kvm handler: one VM, containers added to it while it runs, each
 /// started, exec'd into, stopped and removed there; nothing left when the sandbox goes.
+/// A sandbox whose stage1 fails at once reports what the stage1 said (it used to be lost:
+/// the failed pod, with the log of its words, had already moved to the garbage).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_whose_stage1_fails_at_once_says_why() {
+    use cri_common::*;
+    use orbit::cri::proto;
+    let w = pod_world();
+    let k = kernel();
+    let missing = w.path("no-agent-here");
+    let missing = missing.display().to_string();
+    let cri = Cri::start_with_env(&w, &["--net=none", &k], &[("ORBIT_KVM_AGENT", &missing)]);
+    let (mut rt, _) = cri.clients().await;
+    let err = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(sandbox_config(&w, "no-agent")),
+            runtime_handler: "kvm".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(
+        err.message().contains("stage1 kvm: run") && err.message().contains(&missing),
+        "the stage1's own words are missing: {}",
+        err.message()
+    );
+    pods_common::assert_no_pods(&w);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     use cri_common::*;

@@ -79,6 +79,10 @@ pub fn start_sandbox(
         let err = out
             .try_clone()
             .map_err(|e| Status::internal(format!("cannot create {}: {e}", log.display())))?;
+        // Read back through this handle: a stage1 that fails moves the pod (and its log) to
+        // the garbage, so the path may be gone by the time its words are wanted.
+        let said = std::fs::File::open(&log)
+            .map_err(|e| Status::internal(format!("cannot open {}: {e}", log.display())))?;
         // The stage1 claims the pod itself.
         drop(prepared);
         let mut argv = argv;
@@ -105,19 +109,21 @@ pub fn start_sandbox(
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        return wait(ctx, &uuid, Some(&ended), &log);
+        return wait(ctx, &uuid, Some((&ended, said)));
     }
-    wait(ctx, &uuid, None, &ctx.root)
+    wait(ctx, &uuid, None)
 }
+
+/// A detached `run-prepared`'s end, and its output (stdout and stderr) to read back.
+type Detached<'a> = (
+    &'a std::sync::mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
+    std::fs::File,
+);
 
 /// Waits until the sandbox is ready; a detached `run-prepared` that ended first is an error
 /// with what it said.
-fn wait(
-    ctx: &CriContext,
-    uuid: &str,
-    ended: Option<&std::sync::mpsc::Receiver<std::io::Result<std::process::ExitStatus>>>,
-    log: &std::path::Path,
-) -> Result<(), Status> {
+fn wait(ctx: &CriContext, uuid: &str, detached: Option<Detached>) -> Result<(), Status> {
+    use std::io::Read;
     let pods = PodStore::new(&ctx.root);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -125,8 +131,12 @@ fn wait(
             Ok(_) => return Ok(()),
             Err(e) if std::time::Instant::now() > deadline => return Err(status_of(e.into())),
             Err(e @ crate::pod::PodError::WrongState { .. }) => {
-                if let Some(Ok(st)) = ended.map(|r| r.try_recv()) {
-                    let said = std::fs::read_to_string(log).unwrap_or_default();
+                if let Some((Ok(st), mut output)) = detached
+                    .as_ref()
+                    .map(|(ended, output)| (ended.try_recv(), output))
+                {
+                    let mut said = String::new();
+                    let _ = output.read_to_string(&mut said);
                     return Err(Status::internal(format!(
                         "the sandbox's stage1 ended ({}) before it was ready: {}",
                         st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),

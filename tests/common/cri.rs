@@ -41,16 +41,28 @@ impl Cri {
 
     /// `orbit FLAGS --systemd=no cri CRI_FLAGS`.
     pub fn start_with(w: &World, flags: &[&str], cri_flags: &[&str]) -> Cri {
-        Cri::spawn(w, flags, cri_flags, None)
+        Cri::spawn(w, flags, cri_flags, None, &[])
+    }
+
+    /// `orbit --systemd=no cri CRI_FLAGS` with `env` added to the server's environment
+    /// (which its sandboxes inherit).
+    pub fn start_with_env(w: &World, cri_flags: &[&str], env: &[(&str, &str)]) -> Cri {
+        Cri::spawn(w, &[], cri_flags, None, env)
     }
 
     /// `orbit --systemd=yes cri --net=none` with the systemd manager on D-Bus address `bus`:
     /// sandboxes run as transient services.
     pub fn start_on_bus(w: &World, bus: &str) -> Cri {
-        Cri::spawn(w, &[], &["--net=none"], Some(bus))
+        Cri::spawn(w, &[], &["--net=none"], Some(bus), &[])
     }
 
-    fn spawn(w: &World, flags: &[&str], cri_flags: &[&str], bus: Option<&str>) -> Cri {
+    fn spawn(
+        w: &World,
+        flags: &[&str],
+        cri_flags: &[&str],
+        bus: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Cri {
         let socket = w.path(&format!("cri-{}.sock", uuid::Uuid::new_v4().simple()));
         let mut args: Vec<&str> = flags.to_vec();
         let s = socket.display().to_string();
@@ -63,6 +75,7 @@ impl Cri {
         args.extend(cri_flags);
         let mut orbit = w.cmd(&[]);
         let mut cmd = w.cmd(&args);
+        cmd.envs(env.iter().copied());
         if let Some(bus) = bus {
             orbit.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
             cmd.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
