@@ -110,12 +110,13 @@ fn map_fields(line: &str) -> (u64, u64, u64) {
     (f[0], f[1], f[2])
 }
 
-/// Cgroup directories anywhere in the host's hierarchies named after pod `uuid`.
+/// Cgroup directories anywhere in the host's hierarchies named after pod `uuid`, and those
+/// below them.
 fn cgroups_of(uuid: &str) -> Vec<PathBuf> {
     fn walk(d: &Path, uuid: &str, out: &mut Vec<PathBuf>) {
         for e in fs::read_dir(d).into_iter().flatten().flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                if e.file_name().to_string_lossy().contains(uuid) {
+                if e.path().to_string_lossy().contains(uuid) {
                     out.push(e.path());
                 }
                 walk(&e.path(), uuid, out);
@@ -269,7 +270,16 @@ async fn a_pod_mode_sandbox_runs_its_containers_in_the_kubelets_user_namespace()
     );
     let (code, map) = sh(&mut rt, &b, "cat /proc/self/uid_map").await;
     assert_eq!((code, map_fields(&map)), (0, (0, UIDS.into(), 65536)));
+    // A removed container's cgroup (the host's root made it for the pod's root) goes with it.
+    let a_cgroups = || -> Vec<PathBuf> {
+        cgroups_of(&sb)
+            .into_iter()
+            .filter(|p| p.ends_with("a-0"))
+            .collect()
+    };
+    assert!(!a_cgroups().is_empty(), "{:?}", cgroups_of(&sb));
     stop_and_remove(&mut rt, &a).await;
+    assert!(a_cgroups().is_empty(), "{:?}", a_cgroups());
 
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
     let left = cgroups_of(&sb);
