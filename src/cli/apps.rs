@@ -218,6 +218,7 @@ fn sandbox(ctx: &Context, pods: &PodStore, flags: PodFlags) -> anyhow::Result<()
         insecure_image: ctx.insecure_image,
         insecure: ctx.insecure_run,
         private_users: false,
+        user_namespace: None,
         log: flags.log.clone(),
         host_namespaces: Vec::new(),
     };

@@ -467,6 +467,7 @@ fn pod_request(ctx: &Context, args: &RunArgs) -> anyhow::Result<(PodRequest, Sta
         insecure_image: ctx.insecure_image,
         insecure: ctx.insecure_run,
         private_users: args.pod.private_users,
+        user_namespace: None,
         log: args.pod.log.clone(),
         host_namespaces: Vec::new(),
     };

@@ -18,6 +18,7 @@ mod start;
 mod stats;
 pub mod streaming;
 mod sysctl;
+mod userns;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -173,7 +174,10 @@ pub fn serve(opts: CriOptions) -> Result<(), crate::grpc::ServeError> {
         })?;
         let router = tonic::transport::Server::builder()
             .add_service(proto::runtime_service_server::RuntimeServiceServer::new(
-                runtime::Runtime { ctx: ctx.clone() },
+                runtime::Runtime {
+                    ctx: ctx.clone(),
+                    userns: Default::default(),
+                },
             ))
             .add_service(proto::image_service_server::ImageServiceServer::new(
                 images::Images { ctx },

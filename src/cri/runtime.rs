@@ -24,6 +24,8 @@ use crate::trust::TrustStore;
 #[derive(Clone)]
 pub struct Runtime {
     pub(super) ctx: Arc<CriContext>,
+    /// Whether sandboxes with a user namespace can run here (probed once).
+    pub(super) userns: Arc<super::userns::Support>,
 }
 
 /// Marks pods made by the CRI server.
@@ -228,6 +230,9 @@ impl Runtime {
             .as_ref()
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
+        let user_namespace =
+            super::userns::for_sandbox(&ns, &handler, || self.userns.check(&ctx.root).clone())?;
+        super::userns::check_sandbox(user_namespace.as_ref(), &linux)?;
         let host_net = ns.network == proto::NamespaceMode::Node as i32;
         let mut host_namespaces = Vec::new();
         if ns.pid == proto::NamespaceMode::Node as i32 {
@@ -332,6 +337,7 @@ impl Runtime {
             insecure_image: ctx.insecure_image,
             insecure: Default::default(),
             private_users: false,
+            user_namespace,
             log: Some("file".into()),
             host_namespaces,
         };
@@ -421,6 +427,10 @@ impl Runtime {
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
+        let pod_userns = status::manifest(&pod)
+            .map_err(|e| status_of(e.into()))?
+            .user_namespace;
+        super::userns::check_container(pod_userns.as_ref(), &config)?;
         let meta = config.metadata.clone().unwrap_or_default();
         if meta.name.is_empty() {
             return Err(Status::invalid_argument(
@@ -877,12 +887,17 @@ impl RuntimeService for Runtime {
                 pod: pod.clone(),
                 ..sb.clone()
             });
-            let ns = sb
+            let mut ns = sb
                 .config
                 .linux
                 .as_ref()
                 .and_then(|l| l.security_context.as_ref())
                 .and_then(|c| c.namespace_options.clone());
+            // The user namespace the pod really runs with.
+            if let Some(u) = status::manifest(&pod).ok().and_then(|m| m.user_namespace) {
+                ns.get_or_insert_with(Default::default).userns_options =
+                    Some(super::userns::reported(&u));
+            }
             Ok(Response::new(proto::PodSandboxStatusResponse {
                 status: Some(proto::PodSandboxStatus {
                     id: sum.id,
@@ -1174,8 +1189,15 @@ impl RuntimeService for Runtime {
 
     async fn status(
         &self,
-        _: Request<proto::StatusRequest>,
+        req: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
+        let verbose = req.into_inner().verbose;
+        let this = self.clone();
+        let userns_ok = blocking(move || {
+            let ok = this.userns.check(&this.ctx.root).is_ok();
+            Ok::<_, Status>(ok)
+        })
+        .await?;
         let handlers = crate::pod::stage1::available(&self.ctx.config)
             .into_iter()
             // kvm only with a guest kernel to boot.
@@ -1188,13 +1210,23 @@ impl RuntimeService for Runtime {
                     .is_ok()
             })
             .map(|name| proto::RuntimeHandler {
-                name,
                 features: Some(proto::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: false,
-                    user_namespaces: false,
+                    // ns only, where the store takes idmapped mounts: fly shares the node's
+                    // namespaces, a kvm sandbox has a kernel of its own (see `userns`).
+                    user_namespaces: userns_ok && name == "ns",
                 }),
+                name,
             })
             .collect();
+        // Where the pods' state lives (critest probes its file system for idmapped mounts
+        // there, as it reads containerd's `stateDir`).
+        let info = if verbose {
+            let config = serde_json::json!({ "stateDir": self.ctx.root.join("pods") });
+            std::collections::HashMap::from([("config".to_string(), config.to_string())])
+        } else {
+            Default::default()
+        };
         Ok(Response::new(proto::StatusResponse {
             status: Some(proto::RuntimeStatus {
                 conditions: vec![
@@ -1210,7 +1242,7 @@ impl RuntimeService for Runtime {
                     },
                 ],
             }),
-            info: Default::default(),
+            info,
             runtime_handlers: handlers,
             features: None,
         }))

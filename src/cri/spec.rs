@@ -311,6 +311,8 @@ pub fn volumes(config: &proto::ContainerConfig, app: &str) -> Vec<Volume> {
             kind: VolumeKind::Host,
             source: Some(m.host_path.clone().into()),
             read_only: m.readonly,
+            // Checked against the sandbox's user namespace (`userns::check_container`).
+            idmap: !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty(),
         })
         .collect()
 }

@@ -103,6 +103,9 @@ pub struct PodRequest {
     pub insecure: InsecureRun,
     /// `--private-users`: a user namespace with a private id range.
     pub private_users: bool,
+    /// A user namespace with exactly these ids (a CRI sandbox's `hostUsers: false`, the
+    /// kubelet's mapping) instead of a range orbit picks.
+    pub user_namespace: Option<orbit_stage1::UserNamespace>,
     /// `--log`: file, journal or both (`None`: both when journald is there, else file).
     pub log: Option<String>,
     /// Namespaces shared with the host (`pid`, `ipc`): a CRI sandbox's hostPID / hostIPC.
@@ -154,12 +157,19 @@ pub fn prepare(
     } else {
         req
     };
-    if stage1.name() == "kvm" && req.private_users {
+    if stage1.name() == "kvm" && has_user_namespace(req) {
         return Err(PodError::BadSpec(
             "the kvm stage1 does not run --private-users pods: the VM is their boundary".into(),
         ));
     }
-    if req.private_users {
+    if stage1.name() == "fly" && has_user_namespace(req) {
+        return Err(PodError::BadSpec(
+            "the fly stage1 runs apps in the host's namespaces, the user namespace too: a pod \
+             with a user namespace needs the ns stage1"
+                .into(),
+        ));
+    }
+    if has_user_namespace(req) {
         super::userns::check_store_reachable(store.root())?;
     }
     let resolved = resolve_images(store, trust, req)?;
@@ -205,6 +215,11 @@ impl Drop for Cleanup {
     }
 }
 
+/// Whether the pod gets a user namespace (`--private-users`, or the CRI's mapping).
+fn has_user_namespace(req: &PodRequest) -> bool {
+    req.private_users || req.user_namespace.is_some()
+}
+
 fn validate(req: &PodRequest) -> Result<(), PodError> {
     if let Some(n) = req
         .host_namespaces
@@ -215,7 +230,7 @@ fn validate(req: &PodRequest) -> Result<(), PodError> {
             "cannot share the host's '{n}' namespace (pid and ipc can be shared; the network with --net=host)"
         )));
     }
-    if req.private_users && !req.host_namespaces.is_empty() {
+    if has_user_namespace(req) && !req.host_namespaces.is_empty() {
         return Err(PodError::BadSpec(
             "--private-users cannot share the host's pid or ipc namespace".into(),
         ));
@@ -228,9 +243,9 @@ fn validate(req: &PodRequest) -> Result<(), PodError> {
             "--interactive works only with a single app".into(),
         ));
     }
-    if req.private_users && (req.net == "host" || req.no_overlay || req.mutable) {
+    if has_user_namespace(req) && (req.net == "host" || req.no_overlay) {
         return Err(PodError::BadSpec(
-            "--private-users works with its own network, overlay roots and immutable pods (not --net=host, --no-overlay or app sandbox) in this version".into(),
+            "--private-users works with its own network and overlay roots (not --net=host or --no-overlay) in this version".into(),
         ));
     }
     parse_net(&req.net)?;
@@ -405,13 +420,21 @@ fn write_pod(
         fs::create_dir_all(&d).map_err(|e| PodError::io("cannot create", &d, e))?;
     }
     write_etc(&pod.path, &hostname, &network, &req.dns)?;
-    let user_namespace = if req.private_users {
-        let ns = super::userns::allocate(pods, &pod.uuid)?;
-        give_pod_root_its_dirs(&pod.path, &apps, &req.volumes, &ns)?;
-        Some(ns)
-    } else {
-        None
+    let user_namespace = match req.user_namespace {
+        Some(ns) => Some(ns),
+        None if req.private_users => Some(super::userns::allocate(pods, &pod.uuid)?),
+        None => None,
     };
+    if let Some(ns) = &user_namespace {
+        give_pod_root_its_dirs(&pod.path, &apps, &req.volumes, ns)?;
+        // The pod's /etc files: its root may edit them, as root in a pod without a user
+        // namespace may (the directory holding them stays the host's).
+        let etc: Vec<_> = paths::ETC_FILES
+            .iter()
+            .map(|f| pod.path.join(paths::ETC_DIR).join(f))
+            .collect();
+        super::userns::chown_to_pod_root(&etc.iter().map(|p| p.as_path()).collect::<Vec<_>>(), ns)?;
+    }
     let manifest = PodManifest {
         log: log_target(req.log.as_deref())?,
         user_namespace,
@@ -724,6 +747,7 @@ pub fn add_app_with_volumes(
         insecure_image,
         insecure,
         private_users: false,
+        user_namespace: None,
         log: None,
         host_namespaces: Vec::new(),
     };
@@ -735,6 +759,9 @@ pub fn add_app_with_volumes(
         )));
     }
     let app = build_app(store, pod, req, &resolved[0], &name, false, insecure)?;
+    if let Some(ns) = &manifest.user_namespace {
+        give_pod_root_its_dirs(&pod.path, std::slice::from_ref(&app), &[], ns)?;
+    }
     manifest.apps.push(app.clone());
     write_manifest(pod, &manifest)?;
     Ok(app)

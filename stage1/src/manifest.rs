@@ -255,6 +255,12 @@ pub struct Volume {
     /// Mount read-only.
     #[serde(default)]
     pub read_only: bool,
+    /// In a pod with a user namespace: seen through an idmapped mount with the pod's own id
+    /// mapping (host id 0 shows as the pod's 0, and what the pod's root writes is owned by
+    /// host id 0), as the kubelet asks with a CRI mount's `uidMappings`/`gidMappings`.
+    /// Otherwise the pod's ids meet the files' host ids as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idmap: bool,
 }
 
 impl Volume {

@@ -16,6 +16,10 @@ pub fn request(verb: &str, args: &Args) -> Result<i32, String> {
         .as_deref()
         .ok_or_else(|| format!("{verb} needs --app=NAME"))?;
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
+    if verb == "add" {
+        // What only the host's root can do for a pod with a user namespace.
+        crate::userns::add_app(&pod, &args.uuid, app)?;
+    }
     let sock = pod.join(paths::CONTROL_SOCKET);
     let mut conn = UnixStream::connect(&sock).map_err(|e| {
         format!(
@@ -38,8 +42,22 @@ pub fn request(verb: &str, args: &Args) -> Result<i32, String> {
         .read_line(&mut reply)
         .map_err(|e| format!("no answer from the pod: {e}"))?;
     match reply.trim_end().strip_prefix("error ") {
-        None if reply.trim_end() == "ok" => Ok(0),
+        None if reply.trim_end() == "ok" => {
+            if verb == "rm" {
+                remove_delegated_cgroup(&pod, &args.uuid, app);
+            }
+            Ok(0)
+        }
         None => Err(format!("unexpected answer from the pod: {reply:?}")),
         Some(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes a removed app's cgroup in a pod with a user namespace: it was the host's root's
+/// (see `userns::app_cgroup`), which the pod's init cannot remove.
+fn remove_delegated_cgroup(pod: &std::path::Path, uuid: &str, app: &str) {
+    let userns = crate::util::read_manifest(pod).is_ok_and(|m| m.user_namespace.is_some());
+    if let (true, Some(cgroups)) = (userns, crate::cgroup::PodCgroups::load(pod, uuid)) {
+        cgroups.remove_app(app);
     }
 }

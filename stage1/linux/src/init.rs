@@ -63,7 +63,23 @@ struct Pod<'a> {
     journal: Option<crate::journal::Journal>,
 }
 
-/// Runs the pod; returns its exit status.
+/// The listening control socket of a mutable pod (`control.sock`), `None` for another.
+pub fn control_listener(
+    dir: &Path,
+    manifest: &PodManifest,
+) -> Result<Option<UnixListener>, String> {
+    if !manifest.mutable {
+        return Ok(None);
+    }
+    let path = dir.join(paths::CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    UnixListener::bind(&path)
+        .map(Some)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+}
+
+/// Runs the pod; returns its exit status. `control` is the control socket when the caller
+/// bound it (see [`control_listener`]); else the init binds it itself.
 pub fn main(
     flavor: Flavor,
     pod: &Path,
@@ -71,8 +87,9 @@ pub fn main(
     cgroups: &PodCgroups,
     debug: bool,
     mask: SigSet,
+    control: Option<UnixListener>,
 ) -> i32 {
-    match run(flavor, pod, manifest, cgroups, debug, mask) {
+    match run(flavor, pod, manifest, cgroups, debug, mask, control) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("stage1 {}: {e}", flavor.name());
@@ -88,6 +105,7 @@ fn run(
     cgroups: &PodCgroups,
     debug: bool,
     mask: SigSet,
+    control: Option<UnixListener>,
 ) -> Result<i32, String> {
     let t0 = std::time::Instant::now();
     // The pod's PID 1 is the host's orbit binary: keep the pod's processes from reading or
@@ -121,15 +139,9 @@ fn run(
     }
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("signalfd: {e}"))?;
-    let control = if manifest.mutable {
-        let path = dir.join(paths::CONTROL_SOCKET);
-        let _ = std::fs::remove_file(&path);
-        Some(
-            UnixListener::bind(&path)
-                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
-        )
-    } else {
-        None
+    let control = match control {
+        Some(c) => Some(c),
+        None => control_listener(dir, manifest)?,
     };
     let _raw = manifest
         .apps
@@ -472,6 +484,11 @@ impl Pod<'_> {
                     .find(|a| a.name == name)
                     .cloned()
                     .ok_or_else(|| format!("pod.json has no app {name}"))?;
+                // Its layers as the `app-add` entrypoint idmapped them.
+                let a = match m.user_namespace {
+                    Some(_) => crate::userns::idmapped_app(&self.dir, &m, &a)?.0,
+                    None => a,
+                };
                 self.manifest = m;
                 self.add(a)
             }),
@@ -580,7 +597,12 @@ impl Pod<'_> {
         }
         let root = paths::app_rootfs(&self.dir, name);
         let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
-        self.cgroups.remove_app(name);
+        if self.manifest.user_namespace.is_some() {
+            // Its cgroup is the host's root's to remove (`app-rm` does).
+            crate::userns::unmount_app(&self.dir, name);
+        } else {
+            self.cgroups.remove_app(name);
+        }
         self.apps.remove(idx);
         Ok(())
     }

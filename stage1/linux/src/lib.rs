@@ -35,6 +35,7 @@ mod userns;
 mod util;
 
 pub use args::Args;
+pub use userns::idmap_supported;
 
 /// A built-in flavor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -198,6 +198,14 @@ pub fn bind_beneath(source: &Path, base: &Path, rel: &Path, read_only: bool) -> 
     attach_to(tree, &target, &base.join(rel))
 }
 
+/// Attaches detached tree `tree` at `rel` beneath trusted directory `base` (made if missing:
+/// a directory if `dir`, else an empty file), never through a symbolic link: `base`'s
+/// contents may be writable by someone else (a user namespace pod's root).
+pub fn attach_beneath(tree: OwnedFd, base: &Path, rel: &Path, dir: bool) -> Result<(), String> {
+    let target = mount_point_beneath(base, rel, dir)?;
+    attach_to(tree, &target, &base.join(rel))
+}
+
 /// Unmounts (lazily, with what is below it) whatever is mounted at `rel` beneath `base`,
 /// never through a symbolic link.
 pub fn unmount_beneath(base: &Path, rel: &Path) -> Result<(), String> {

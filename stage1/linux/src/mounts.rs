@@ -532,6 +532,10 @@ fn volumes(
     for m in &app.mounts {
         let v = manifest.volume_of(m)?;
         let source = match v.kind {
+            // Its idmapped mount, which the host's root made (see `userns`).
+            _ if v.idmap && manifest.user_namespace.is_some() => {
+                crate::userns::idmapped_volume(pod, &app.name, &v.name)
+            }
             VolumeKind::Host => v.host_source()?,
             VolumeKind::Empty => paths::volume_dir(pod, &v.name),
         };

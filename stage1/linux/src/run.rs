@@ -218,7 +218,7 @@ fn run_locked_rest(
                 }
             }
             std::process::exit(init::main(
-                flavor, &pod, manifest, &cgroups, args.debug, mask,
+                flavor, &pod, manifest, &cgroups, args.debug, mask, None,
             ));
         }
         ForkResult::Parent { child } => {
@@ -281,7 +281,9 @@ fn run_in_user_namespace(
     relay: Option<&crate::notify::Relay>,
 ) -> Result<i32, String> {
     new_namespaces(CloneFlags::CLONE_NEWNS)?;
-    let (inner, idmaps) = crate::userns::idmapped_manifest(pod, manifest);
+    let (inner, idmaps) = crate::userns::idmapped_manifest(pod, manifest)?;
+    // Bound here, by the host's root: the pod's root may not write the pod directory.
+    let control = crate::init::control_listener(pod, manifest)?;
     let mask = supervisor_mask()?;
     let supervisor = nix::unistd::getpid();
     let (ready_r, ready_w) =
@@ -293,7 +295,7 @@ fn run_in_user_namespace(
             drop((ready_r, go_w));
             die_with_parent();
             let code = match user_namespace_child(
-                supervisor, &inner, &ready_w, &go_r, cgroups, args.debug, mask,
+                supervisor, &inner, &ready_w, &go_r, cgroups, args.debug, mask, control,
             ) {
                 Ok(code) => code,
                 Err(e) => {
@@ -311,20 +313,13 @@ fn run_in_user_namespace(
                     return Err("the pod's user namespace could not be created".to_string());
                 }
                 crate::userns::write_maps(child.as_raw(), ns)?;
-                for (source, target) in &idmaps {
-                    crate::userns::idmapped_mount(source, target, child.as_raw())?;
-                }
+                crate::userns::idmapped_mounts(pod, &idmaps, child.as_raw())?;
                 cgroups.join_pod(child.as_raw())?;
                 cgroups.restrict_pod_devices(child.as_raw(), &manifest.apps)?;
                 // Each app gets its own cgroup with its limits and device rules, set here by
                 // the host's root and delegated so the app can join it from inside.
                 for a in &manifest.apps {
-                    cgroups.set_app_limits(a)?;
-                    if let Some(devices) =
-                        cgroups.delegate_app(&a.name, ns.uid_base, ns.gid_base)?
-                    {
-                        crate::devices::restrict_dir(&devices, [a])?;
-                    }
+                    crate::userns::app_cgroup(cgroups, a, ns)?;
                 }
                 nix::unistd::write(&go_w, b"g").map_err(|e| e.to_string())?;
                 let mut pid = [0u8; 16];
@@ -348,6 +343,7 @@ fn run_in_user_namespace(
 
 /// In the child: user namespace, wait for the maps, become its root, the pod's other
 /// namespaces, then fork the init and wait for it.
+#[allow(clippy::too_many_arguments)]
 fn user_namespace_child(
     supervisor: Pid,
     manifest: &orbit_stage1::PodManifest,
@@ -356,6 +352,7 @@ fn user_namespace_child(
     cgroups: &PodCgroups,
     debug: bool,
     mask: SigSet,
+    control: Option<std::os::unix::net::UnixListener>,
 ) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     join_pod_network(&pod, manifest)?;
@@ -392,7 +389,15 @@ fn user_namespace_child(
     match unsafe { fork() }.map_err(|e| format!("cannot fork the pod init: {e}"))? {
         ForkResult::Child => {
             die_with_parent();
-            std::process::exit(init::main(Flavor::Ns, &pod, manifest, cgroups, debug, mask));
+            std::process::exit(init::main(
+                Flavor::Ns,
+                &pod,
+                manifest,
+                cgroups,
+                debug,
+                mask,
+                control,
+            ));
         }
         ForkResult::Parent { child } => {
             nix::unistd::write(ready, child.to_string().as_bytes()).map_err(|e| e.to_string())?;
