@@ -82,6 +82,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume, PodError> {
         kind,
         source,
         read_only,
+        image: None,
     })
 }
 
