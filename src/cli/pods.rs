@@ -410,6 +410,7 @@ pub fn app_requests_from(apps: &[String], defaults: &AppFlags) -> anyhow::Result
             user: f.user,
             group: f.group,
             supplementary_gids: vec![],
+            groups_policy: Default::default(),
             readonly_rootfs: f.readonly_rootfs,
             mounts,
             devices,

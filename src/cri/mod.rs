@@ -9,6 +9,7 @@
 
 mod cgroups;
 mod events;
+mod image_volume;
 mod images;
 pub mod records;
 mod runtime;

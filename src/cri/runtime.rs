@@ -143,8 +143,34 @@ fn container_status(pods: &PodStore, c: &Container) -> proto::ContainerStatus {
                 linux: Some(r),
                 windows: None,
             }),
-        ..Default::default()
+        user: container_user(pods, c),
     }
+}
+
+/// The identity the container's first process is given: its app's user in the pod's
+/// manifest, which the stage1 applies exactly before `execve` (groups: the primary one and
+/// `additionalGids`, as the kernel lists them; then the gid and uid) or fails the app. Read
+/// from there, not from /proc, so it holds once the app has exited too, and in a VM.
+fn container_user(pods: &PodStore, c: &Container) -> Option<proto::ContainerUser> {
+    let pod = pods.refresh(&c.sandbox.pod).ok()?;
+    let app = status::manifest(&pod)
+        .ok()?
+        .apps
+        .into_iter()
+        .find(|a| a.name == c.meta.app)?;
+    let mut groups: Vec<i64> = std::iter::once(app.user.gid)
+        .chain(app.user.additional_gids)
+        .map(i64::from)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    Some(proto::ContainerUser {
+        linux: Some(proto::LinuxContainerUser {
+            uid: app.user.uid.into(),
+            gid: app.user.gid.into(),
+            supplemental_groups: groups,
+        }),
+    })
 }
 
 /// The `info` map of a verbose status (crictl inspect prints its `info` entry as JSON).
@@ -458,7 +484,8 @@ impl Runtime {
             )));
         }
         let spec = super::spec::app_request(&config, &image.digest.to_string(), &app)?;
-        let volumes = super::spec::volumes(&config, &app);
+        super::image_volume::check_stage1(&pod, &config)?;
+        let volumes = super::spec::volumes(ctx, &config, &app)?;
         let id =
             uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
         let privileged = config
@@ -1244,7 +1271,10 @@ impl RuntimeService for Runtime {
             }),
             info,
             runtime_handlers: handlers,
-            features: None,
+            features: Some(proto::RuntimeFeatures {
+                // Strict or Merge, and ContainerStatus.user.
+                supplemental_groups_policy: true,
+            }),
         }))
     }
 

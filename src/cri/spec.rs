@@ -11,7 +11,7 @@ use orbit_stage1::{Mount, Propagation, Volume, VolumeKind};
 
 use super::proto;
 use crate::pod::isolation::IsolationRequest;
-use crate::pod::prepare::AppRequest;
+use crate::pod::prepare::{AppRequest, GroupsPolicy};
 use crate::pod::store::PodRef;
 
 fn security(c: &proto::ContainerConfig) -> proto::LinuxContainerSecurityContext {
@@ -192,7 +192,10 @@ pub fn app_request(
             Ok(Mount {
                 volume: format!("{app}-m{i}"),
                 target: m.container_path.clone(),
-                propagation: propagation(m)?,
+                propagation: match &m.image {
+                    Some(image) => super::image_volume::check(m, image)?,
+                    None => propagation(m)?,
+                },
             })
         })
         .collect::<Result<_, Status>>()?;
@@ -211,6 +214,7 @@ pub fn app_request(
         user,
         group: sec.run_as_group.as_ref().map(|g| g.value.to_string()),
         supplementary_gids,
+        groups_policy: groups_policy(&sec)?,
         readonly_rootfs: sec.readonly_rootfs,
         mounts,
         devices,
@@ -219,6 +223,20 @@ pub fn app_request(
         pid_namespace,
         isolation,
     })
+}
+
+/// How the container's supplementary groups are made: with the image's groups (`Merge`,
+/// the default) or without them (`Strict`).
+fn groups_policy(sec: &proto::LinuxContainerSecurityContext) -> Result<GroupsPolicy, Status> {
+    use proto::SupplementalGroupsPolicy as P;
+    match P::try_from(sec.supplemental_groups_policy) {
+        Ok(P::Merge) => Ok(GroupsPolicy::Merge),
+        Ok(P::Strict) => Ok(GroupsPolicy::Strict),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown supplemental_groups_policy {}: Merge (0) or Strict (1)",
+            sec.supplemental_groups_policy
+        ))),
+    }
 }
 
 /// The propagation of mount `m`: private, a slave of the host's for `HostToContainer`
@@ -300,19 +318,31 @@ pub fn vm_size(linux: &proto::LinuxPodSandboxConfig) -> (Option<u64>, Option<u64
     (memory, cpus)
 }
 
-/// The host volumes of the container's mounts (named as [`app_request`]'s mounts).
-pub fn volumes(config: &proto::ContainerConfig, app: &str) -> Vec<Volume> {
+/// The volumes of the container's mounts (named as [`app_request`]'s mounts): host paths,
+/// or images from the store (see [`super::image_volume`]).
+pub fn volumes(
+    ctx: &super::CriContext,
+    config: &proto::ContainerConfig,
+    app: &str,
+) -> Result<Vec<Volume>, Status> {
     config
         .mounts
         .iter()
         .enumerate()
-        .map(|(i, m)| Volume {
-            name: format!("{app}-m{i}"),
-            kind: VolumeKind::Host,
-            source: Some(m.host_path.clone().into()),
-            read_only: m.readonly,
-            // Checked against the sandbox's user namespace (`userns::check_container`).
-            idmap: !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty(),
+        .map(|(i, m)| {
+            let name = format!("{app}-m{i}");
+            match &m.image {
+                Some(image) => super::image_volume::volume(ctx, image, name),
+                None => Ok(Volume {
+                    name,
+                    kind: VolumeKind::Host,
+                    source: Some(m.host_path.clone().into()),
+                    read_only: m.readonly,
+                    image: None,
+                    // Checked against the sandbox's user namespace (`userns::check_container`).
+                    idmap: !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty(),
+                }),
+            }
         })
         .collect()
 }

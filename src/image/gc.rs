@@ -1,7 +1,8 @@
 //! Removing images and collecting what no image references any more.
 //!
 //! Collection keeps every blob and layer reachable from a name in the store's index, and
-//! every layer a pod uses (`pods/*/*/pod.json`, `apps[].rootfs.lowers`). It never guesses:
+//! every layer a pod uses (`pods/*/*/pod.json`, `apps[].rootfs.lowers` and
+//! `volumes[].image.lowers`). It never guesses:
 //! if a name's manifest or config cannot be read it refuses to collect at all, and if a
 //! pod's record cannot be read it keeps every layer (and says so).
 
@@ -216,6 +217,14 @@ fn pod_layers(store: &Store) -> std::result::Result<HashSet<String>, String> {
     struct Pod {
         #[serde(default)]
         apps: Vec<App>,
+        #[serde(default)]
+        volumes: Vec<Volume>,
+    }
+    /// An image volume's layers are in use as an app's root is.
+    #[derive(serde::Deserialize)]
+    struct Volume {
+        #[serde(default)]
+        image: Option<Rootfs>,
     }
     #[derive(serde::Deserialize)]
     struct App {
@@ -251,7 +260,9 @@ fn pod_layers(store: &Store) -> std::result::Result<HashSet<String>, String> {
             };
             let parsed: Pod = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{} is malformed: {e}", record.display()))?;
-            for lower in parsed.apps.iter().flat_map(|a| &a.rootfs.lowers) {
+            let volume_layers = parsed.volumes.iter().filter_map(|v| v.image.as_ref());
+            let rootfs = parsed.apps.iter().map(|a| &a.rootfs);
+            for lower in rootfs.chain(volume_layers).flat_map(|r| &r.lowers) {
                 // `<store>/layers/sha256/<hex>/rootfs`. Only the `<hex>` is compared: the
                 // store may have been named differently (relative, through a symlink) when
                 // the pod was made, and keeping a name too many is harmless.

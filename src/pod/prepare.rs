@@ -54,6 +54,8 @@ pub struct AppRequest {
     pub group: Option<String>,
     /// Groups the app is in besides its own and those the image's /etc/group lists.
     pub supplementary_gids: Vec<u32>,
+    /// Whether the groups the image's /etc/group gives the user count too.
+    pub groups_policy: GroupsPolicy,
     /// `--readonly-rootfs`.
     pub readonly_rootfs: bool,
     /// `--mount`s.
@@ -68,6 +70,16 @@ pub struct AppRequest {
     pub pid_namespace: bool,
     /// Capabilities, seccomp and resource limits asked for.
     pub isolation: IsolationRequest,
+}
+
+/// How an app's supplementary groups are made (the CRI's `SupplementalGroupsPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupsPolicy {
+    /// The groups the image's /etc/group lists the user in, plus the requested ones.
+    #[default]
+    Merge,
+    /// Only the requested groups (and the primary group).
+    Strict,
 }
 
 /// A pod as the user asked for it.
@@ -306,18 +318,7 @@ fn resolve_images(
             None => catalog::resolve(store, &a.image)?,
         };
         let (_, config) = catalog::load(store, &image)?;
-        let mut lowers: Vec<_> = config
-            .diff_ids()?
-            .iter()
-            .map(|d| store.layer_rootfs(d))
-            .collect();
-        if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
-            return Err(PodError::Corrupt {
-                uuid: "-".into(),
-                detail: format!("layer {} of {} is not unpacked; run `orbit image verify` and fetch the image again", missing.display(), a.image),
-            });
-        }
-        lowers.reverse();
+        let lowers = image_lowers(store, &config, &a.image)?;
         if !req.no_overlay && lowers.len() > orbit_stage1::MAX_OVERLAY_LAYERS {
             return Err(PodError::BadSpec(format!(
                 "image {} has {} layers; an overlay root holds at most {} (as in docker and \
@@ -341,6 +342,28 @@ fn resolve_images(
         });
     }
     Ok(out)
+}
+
+/// The unpacked layer directories of image `config` (named `what` in errors), top layer
+/// first (overlayfs `lowerdir` order); an error when one is not unpacked.
+pub fn image_lowers(
+    store: &Store,
+    config: &ImageConfig,
+    what: &str,
+) -> Result<Vec<std::path::PathBuf>, PodError> {
+    let mut lowers: Vec<_> = config
+        .diff_ids()?
+        .iter()
+        .map(|d| store.layer_rootfs(d))
+        .collect();
+    if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
+        return Err(PodError::Corrupt {
+            uuid: "-".into(),
+            detail: format!("layer {} of {what} is not unpacked; run `orbit image verify` and fetch the image again", missing.display()),
+        });
+    }
+    lowers.reverse();
+    Ok(lowers)
 }
 
 fn app_names(req: &PodRequest, resolved: &[Resolved]) -> Result<Vec<String>, PodError> {
@@ -518,6 +541,9 @@ fn build_app(
         passwd.as_deref(),
         groups.as_deref(),
     )?;
+    if a.groups_policy == GroupsPolicy::Strict {
+        user.additional_gids.clear();
+    }
     for g in &a.supplementary_gids {
         if *g != user.gid && !user.additional_gids.contains(g) {
             user.additional_gids.push(*g);

@@ -83,6 +83,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume, PodError> {
         source,
         read_only,
         idmap: false,
+        image: None,
     })
 }
 

@@ -17,8 +17,8 @@ pub mod status;
 pub use isolators::{Isolators, Resources, Seccomp};
 pub use manifest::{
     net_mode, App, AppImage, AppRootfs, AppUser, Device, LogTarget, Mount, Network, NetworkRef,
-    PodManifest, PortMapping, Propagation, Stage1Manifest, UserNamespace, Volume, VolumeKind,
-    ENTRYPOINTS, MAX_OVERLAY_LAYERS, OPTIONAL_ENTRYPOINTS,
+    PodManifest, PortMapping, Propagation, Stage1Manifest, UserNamespace, Volume, VolumeImage,
+    VolumeKind, ENTRYPOINTS, MAX_OVERLAY_LAYERS, OPTIONAL_ENTRYPOINTS,
 };
 pub use net::{NetworkAttachment, NetworkStatus};
 pub use status::{AppState, AppStatus, AppUsage};

@@ -261,6 +261,22 @@ pub struct Volume {
     /// Otherwise the pod's ids meet the files' host ids as they are.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub idmap: bool,
+    /// The image whose layers a volume of kind `image` shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<VolumeImage>,
+}
+
+/// The image an `image` volume shows (CRI image volumes, KEP-4639): its unpacked layers,
+/// mounted read-only (an overlay without an upper directory), as an app's root is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeImage {
+    /// The name it was referred to by.
+    pub name: String,
+    /// Its manifest digest.
+    pub digest: String,
+    /// Its layer directories, top layer first (overlayfs `lowerdir` order); never written.
+    pub lowers: Vec<PathBuf>,
 }
 
 impl Volume {
@@ -269,6 +285,14 @@ impl Volume {
         self.source
             .clone()
             .ok_or_else(|| format!("host volume '{}' has no source", self.name))
+    }
+
+    /// The layers of an `image` volume, top first.
+    pub fn image_lowers(&self) -> Result<&[PathBuf], String> {
+        match &self.image {
+            Some(i) if !i.lowers.is_empty() => Ok(&i.lowers),
+            _ => Err(format!("image volume '{}' has no layers", self.name)),
+        }
     }
 }
 
@@ -280,6 +304,9 @@ pub enum VolumeKind {
     Host,
     /// An empty directory in the pod directory (`volumes/<name>`), shared by the pod's apps.
     Empty,
+    /// An image's layers, read-only ([`Volume::image`]). Given only to the built-in `ns`
+    /// and `fly` stage1s: a stage1 written before it could not read such a manifest.
+    Image,
 }
 
 /// The network a pod asks for.

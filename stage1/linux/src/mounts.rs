@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use orbit_stage1::{paths, App, PodManifest, Propagation, VolumeKind};
+use orbit_stage1::{paths, App, PodManifest, Propagation, Volume, VolumeKind};
 
 use crate::Flavor;
 
@@ -54,38 +54,85 @@ pub fn mount_app_root(pod: &Path, a: &App) -> R {
         )?;
         return if nodev { add_nodev(&root) } else { Ok(()) };
     }
-    let lowers: Vec<String> = if a.rootfs.lowers.is_empty() {
-        vec![dir.join("empty").to_string_lossy().into_owned()]
+    let empty = [dir.join("empty")];
+    let lowers: &[PathBuf] = if a.rootfs.lowers.is_empty() {
+        &empty
     } else {
-        a.rootfs
-            .lowers
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect()
+        &a.rootfs.lowers
     };
+    let flags = if nodev {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    };
+    mount_layers(&dir, "lowers", lowers, true, &root, flags)
+}
+
+/// Mounts overlayfs at `target` over `lowers` (top first) with `flags`: with the upper and
+/// work directories `upper` and `work` of `dir` when `writable`, else read-only. When the
+/// options overflow the page the kernel copies them into, the layers are named through
+/// short links in `dir/<links>`, relative to `dir` (docker's overlay2 does the same).
+fn mount_layers(
+    dir: &Path,
+    links: &str,
+    lowers: &[PathBuf],
+    writable: bool,
+    target: &Path,
+    flags: MsFlags,
+) -> R {
+    let upper = |base: &str| {
+        if writable {
+            format!(",upperdir={base}upper,workdir={base}work")
+        } else {
+            String::new()
+        }
+    };
+    let full: Vec<String> = lowers
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lowers.join(":"),
-        dir.join("upper").display(),
-        dir.join("work").display()
+        "lowerdir={}{}",
+        full.join(":"),
+        upper(&format!("{}/", dir.display()))
     );
     if data.len() < mount_options_limit() {
-        return mount_overlay(&root, nodev, &data);
+        return mount_overlay(target, flags, &data);
     }
-    // Too long for one page: the layers through short links in the app's directory, named
-    // relative to it (docker's overlay2 does the same).
-    let links = dir.join("lowers");
-    let _ = std::fs::remove_dir_all(&links);
-    std::fs::create_dir(&links).map_err(|e| format!("cannot create {}: {e}", links.display()))?;
+    let link_dir = dir.join(links);
+    let _ = std::fs::remove_dir_all(&link_dir);
+    std::fs::create_dir(&link_dir)
+        .map_err(|e| format!("cannot create {}: {e}", link_dir.display()))?;
     let mut short = Vec::with_capacity(lowers.len());
     for (i, lower) in lowers.iter().enumerate() {
-        let link = links.join(i.to_string());
+        let link = link_dir.join(i.to_string());
         symlink(lower, &link).map_err(|e| format!("cannot link {}: {e}", link.display()))?;
-        short.push(format!("lowers/{i}"));
+        short.push(format!("{links}/{i}"));
     }
-    let data = format!("lowerdir={},upperdir=upper,workdir=work", short.join(":"));
-    let _cwd = WorkingDir::enter(&dir)?;
-    mount_overlay(&root, nodev, &data)
+    let data = format!("lowerdir={}{}", short.join(":"), upper(""));
+    let _cwd = WorkingDir::enter(dir)?;
+    mount_overlay(target, flags, &data)
+}
+
+/// Mounts image volume `v` at `target` in app `a`: its layers over the app's empty
+/// directory (an overlay without an upper directory needs two lowers), read-only and
+/// `nosuid` (an image's set-user-ID files give nothing), `nodev` if `nodev`.
+fn mount_image_volume(pod: &Path, a: &App, v: &Volume, target: &Path, nodev: bool) -> R {
+    let dir = paths::app_dir(pod, &a.name);
+    let mut lowers = v.image_lowers()?.to_vec();
+    lowers.push(dir.join("empty"));
+    let mut flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+    if nodev {
+        flags |= MsFlags::MS_NODEV;
+    }
+    mount_layers(
+        &dir,
+        &format!("lowers-{}", v.name),
+        &lowers,
+        false,
+        target,
+        flags,
+    )
 }
 
 /// The most bytes of mount options the kernel takes: one page, with its NUL.
@@ -116,13 +163,8 @@ impl Drop for WorkingDir {
     }
 }
 
-/// Mounts overlayfs with options `data` at `root`.
-fn mount_overlay(root: &Path, nodev: bool, data: &str) -> R {
-    let flags = if nodev {
-        MsFlags::MS_NODEV
-    } else {
-        MsFlags::empty()
-    };
+/// Mounts overlayfs with options `data` and `flags` at `root`.
+fn mount_overlay(root: &Path, flags: MsFlags, data: &str) -> R {
     match mount(Some("overlay"), root, Some("overlay"), flags, Some(data)) {
         // ENODEV: the kernel knows no file system of that name (not built in, not loaded).
         Err(nix::errno::Errno::ENODEV) => Err(format!(
@@ -531,6 +573,7 @@ fn volumes(
 ) -> R {
     for m in &app.mounts {
         let v = manifest.volume_of(m)?;
+        let target = in_root(root, &m.target)?;
         let source = match v.kind {
             // Its idmapped mount, which the host's root made (see `userns`).
             _ if v.idmap && manifest.user_namespace.is_some() => {
@@ -538,8 +581,18 @@ fn volumes(
             }
             VolumeKind::Host => v.host_source()?,
             VolumeKind::Empty => paths::volume_dir(pod, &v.name),
+            VolumeKind::Image if m.propagation != Propagation::Private => {
+                return Err(format!(
+                    "volume {}: an image volume neither receives nor sends mounts",
+                    v.name
+                ))
+            }
+            VolumeKind::Image => {
+                ensure_dir(&target)?;
+                mount_image_volume(pod, app, v, &target, nodev)?;
+                continue;
+            }
         };
-        let target = in_root(root, &m.target)?;
         if source.is_dir() {
             ensure_dir(&target)?;
         } else {

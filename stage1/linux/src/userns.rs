@@ -63,6 +63,9 @@ pub fn idmapped_app(
         let source = match v.kind {
             VolumeKind::Host => v.host_source()?,
             VolumeKind::Empty => paths::volume_dir(pod, &v.name),
+            // An image volume's layers are mounted read-only as the store holds them: the
+            // pod's ids see their files as the overflow id (readable as the image allows).
+            VolumeKind::Image => continue,
         };
         mounts.push(Idmap {
             source,

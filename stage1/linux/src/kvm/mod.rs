@@ -75,12 +75,17 @@ pub fn run(args: &Args) -> Result<i32, String> {
                 )
             }
         })
-        .and_then(
-            |manifest| match manifest.apps.iter().find_map(unsupported) {
+        .and_then(|manifest| {
+            match manifest
+                .apps
+                .iter()
+                .find_map(unsupported)
+                .or_else(|| image_volumes_unsupported(&manifest.volumes))
+            {
                 Some(e) => Err(e),
                 None => Ok(manifest),
-            },
-        )
+            }
+        })
         .and_then(|manifest| run_vm(args, &pod, &manifest));
     remove_sockets(&args.uuid);
     crate::run::run_exit_hook(&pod, args.debug);
@@ -104,6 +109,20 @@ pub(crate) fn unsupported(a: &orbit_stage1::App) -> Option<String> {
             format!(
                 "app {}: a kvm pod's volumes (shared over 9p) do not receive or send mounts",
                 a.name
+            )
+        })
+}
+
+/// Why the VM cannot show `volumes`, if it cannot: image volumes (not shared into the
+/// guest in this version).
+pub(crate) fn image_volumes_unsupported(volumes: &[orbit_stage1::Volume]) -> Option<String> {
+    volumes
+        .iter()
+        .find(|v| v.kind == VolumeKind::Image)
+        .map(|v| {
+            format!(
+                "volume {}: the kvm stage1 does not mount image volumes; use the ns stage1",
+                v.name
             )
         })
 }
@@ -140,6 +159,8 @@ fn agent_config(
                 path
             }
             VolumeKind::Empty => format!("{}/volumes/{}", agent::POD_MOUNT, v.name),
+            // Refused before the VM is made (`image_volumes_unsupported`).
+            VolumeKind::Image => continue,
         };
         volume_paths.insert(v.name.clone(), guest);
     }

@@ -122,6 +122,10 @@ impl Pod {
             for m in &app.mounts {
                 let v = manifest.volume_of(m)?;
                 let guest = match v.kind {
+                    VolumeKind::Image => {
+                        return Err(super::image_volumes_unsupported(std::slice::from_ref(v))
+                            .unwrap_or_default())
+                    }
                     VolumeKind::Host => {
                         let source = v.host_source()?;
                         let rel = format!("added/{}", v.name);
