@@ -10,6 +10,7 @@
 mod cgroups;
 mod events;
 mod images;
+mod procgroups;
 pub mod records;
 mod runtime;
 mod seccomp;
