@@ -235,11 +235,14 @@ fn runs(argv: &[u8]) -> bool {
 async fn a_client_that_vanishes_ends_its_exec() {
     let w = pod_world();
     let (_cri, mut rt, _sb, id) = pod_with(&w, "vanish", "exec sleep 600").await;
-    // With pipes, and on a terminal with SIGHUP ignored (the hang-up alone would not end it).
+    // With pipes, and on a terminal with SIGHUP ignored (the hang-up alone would not end
+    // it); each with a child in the background — on the terminal a job in a process group
+    // of its own (job control on).
     let sleep_for = |n: u32| format!("sleep {}", 3200 + n + std::process::id() % 1000);
-    for (n, tty) in [(1, false), (2, true)] {
-        let sleeper = sleep_for(n);
-        let script = format!("trap '' HUP; echo started; exec {sleeper}");
+    for (n, tty) in [(1, false), (3, true)] {
+        let (sleeper, child) = (sleep_for(n), sleep_for(n + 1));
+        let jobs = if tty { "set -m; " } else { "" };
+        let script = format!("trap '' HUP; {jobs}{child} & echo started; exec {sleeper}");
         let url = exec_url(&mut rt, &id, &["sh", "-c", &script], (tty, tty)).await;
         let mut args = vec!["exec", url.as_str(), "--stdout"];
         if tty {
@@ -258,13 +261,45 @@ async fn a_client_that_vanishes_ends_its_exec() {
         );
         let lines = lines_of(client.0.stdout.take().unwrap());
         assert_eq!(next_line(&lines).trim(), "started", "tty {tty}");
-        let argv = format!("{}\0", sleeper.replace(' ', "\0")).into_bytes();
-        assert!(runs(&argv), "the exec'd command runs (tty {tty})");
+        let argv = |c: &str| format!("{}\0", c.replace(' ', "\0")).into_bytes();
+        let both = [argv(&sleeper), argv(&child)];
+        poll(
+            Duration::from_secs(20),
+            "the exec'd command and its child to run",
+            || both.iter().all(|a| runs(a)).then_some(()),
+        );
         drop(client); // Killed.
         poll(
             Duration::from_secs(20),
-            "the exec to end with its client",
-            || (!runs(&argv)).then_some(()),
+            "the exec to end with its client, its child too",
+            || both.iter().all(|a| !runs(a)).then_some(()),
+        );
+    }
+}
+
+/// critest's "runtime should support execSync with timeout", as the kubelet's exec probes
+/// need it: a timed-out ExecSync is answered DeadlineExceeded only once everything it
+/// started is gone — a background child too, and reaped: right after the answer, the
+/// container's own /proc (what `pgrep` reads; a zombie keeps its name there) has no
+/// `sleep`. Twenty times in a row: the answer never overtakes the reaping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_exec_sync_leaves_nothing_running() {
+    let w = pod_world();
+    let (_cri, mut rt, _sb, id) = pod_with(&w, "probe", "exec tail -f /dev/null").await;
+    let sleeps = "for f in /proc/[0-9]*/comm; do cat $f; done | grep -c '^sleep$'";
+    for round in 0..20 {
+        let e = exec(&mut rt, &id, &["sh", "-c", "sleep 4321 & sleep 4322"], 1)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::DeadlineExceeded,
+            "round {round}: {e}"
+        );
+        let (_, left) = sh(&mut rt, &id, sleeps).await;
+        assert_eq!(
+            left, "0",
+            "round {round}: sleep processes left in the container"
         );
     }
 }
@@ -647,6 +682,153 @@ async fn attach_types_into_a_containers_stdin_and_terminal() {
     assert!(out.iter().any(|l| l.trim_end() == "42"), "{out:?}");
     let st = wait_state(&mut rt, &id, proto::ContainerState::ContainerExited).await;
     assert_eq!(st.exit_code, 5);
+}
+
+/// What `r` writes, as it arrives (chunks, not lines: a partial line counts), read by a
+/// thread of its own.
+fn output_of<R: Read + Send + 'static>(mut r: R) -> Received {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    Received {
+        rx,
+        seen: Vec::new(),
+    }
+}
+
+/// A client's output: what arrived so far, and more on demand.
+struct Received {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl Received {
+    /// Waits (20 s at most) until what arrived since `from` contains `needle`; returns
+    /// where it ends.
+    fn wait_for(&mut self, from: usize, needle: &str) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(at) = text(&self.seen[from..]).find(needle) {
+                return from + at + needle.len();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.seen.extend_from_slice(&chunk),
+                Err(e) => panic!(
+                    "{needle:?} did not arrive within 20 s ({e}); got {:?}",
+                    text(&self.seen[from..])
+                ),
+            }
+        }
+    }
+
+    /// Everything, once the writer has closed its end (20 s at most).
+    fn all(&mut self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(chunk) => self.seen.extend_from_slice(&chunk),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return text(&self.seen),
+                Err(e) => panic!("the output did not end within 20 s: {e}"),
+            }
+        }
+    }
+}
+
+/// critest's "runtime should support attach": a shell reading the attached client's input
+/// (`stdin`, `stdin_once`), without a terminal and with one, answers while the client's
+/// input stays open — output without a newline (`echo -n`, the shell's prompt) too, at
+/// once — and ends when its input does (`exit` on the terminal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_answers_while_the_input_stays_open() {
+    let w = pod_world();
+    let cri = Cri::start(&w, &[]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(&w, "open-stdin");
+    let sb = run_sandbox(&mut rt, &config).await;
+    for tty in [false, true] {
+        let mut c = container_config(if tty { "terminal" } else { "pipes" }, BUSYBOX, "");
+        c.command = vec!["sh".into()];
+        (c.stdin, c.stdin_once, c.tty) = (true, true, tty);
+        let id = create(&mut rt, &sb, &config, c).await;
+        start(&mut rt, &id).await;
+        let url = rt
+            .attach(proto::AttachRequest {
+                container_id: id.clone(),
+                stdin: true,
+                tty,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let mut args = vec!["attach", url.as_str(), "--stdin", "--stdout"];
+        if tty {
+            args.extend(["--tty", "--resize=100x30"]);
+        } else {
+            args.push("--stderr");
+        }
+        let mut client = Running(
+            Command::new(spdy_client())
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdin = client.0.stdin.take().unwrap();
+        let mut out = output_of(client.0.stdout.take().unwrap());
+        let mut err = output_of(client.0.stderr.take().unwrap());
+        // The attach is under way once what is typed comes back; then no newline is needed.
+        stdin.write_all(b"echo attached\n").unwrap();
+        let at = out.wait_for(0, "attached");
+        stdin.write_all(b"echo -n hel; echo -n lo\n").unwrap();
+        let at = out.wait_for(at, "hello");
+        if tty {
+            // The prompt after the answer: a line without a newline, on the terminal.
+            out.wait_for(at, "# ");
+            poll(
+                Duration::from_secs(20),
+                "the terminal to take the client's size",
+                || {
+                    let (rt, id) = (rt.clone(), id.clone());
+                    tokio::task::block_in_place(|| {
+                        tokio::runtime::Handle::current().block_on(async move {
+                            let mut rt = rt;
+                            (sh(&mut rt, &id, "stty -F /dev/pts/0 size").await.1 == "30 100")
+                                .then_some(())
+                        })
+                    })
+                },
+            );
+            stdin.write_all(b"exit 5\n").unwrap();
+        } else {
+            assert!(
+                client.0.try_wait().unwrap().is_none(),
+                "the client is still attached"
+            );
+            drop(stdin); // stdin_once: the shell's input ends with the client's.
+        }
+        let st = wait_within(&mut client.0, Duration::from_secs(60)).expect("the client ends");
+        let (out, err) = (out.all(), err.all());
+        assert_eq!(st.code(), Some(0), "tty {tty}: {err}");
+        if !tty {
+            // Nothing but the answers (critest checks that nothing else arrives).
+            assert_eq!((out.as_str(), err.as_str()), ("attached\nhello", ""));
+        }
+        let st = wait_state(&mut rt, &id, proto::ContainerState::ContainerExited).await;
+        assert_eq!(st.exit_code, if tty { 5 } else { 0 }, "tty {tty}");
+    }
 }
 
 /// The websocket transport (`crictl --transport websocket`): the client mirrors client-go's

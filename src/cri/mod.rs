@@ -11,6 +11,7 @@ mod cgroups;
 mod events;
 mod image_volume;
 mod images;
+mod procgroups;
 pub mod records;
 mod runtime;
 mod seccomp;

@@ -401,7 +401,7 @@ pub fn move_file(from: &std::path::Path, to: &std::path::Path) -> std::io::Resul
 }
 
 /// Waits for `child` — the leader of its own process group — (its output read meanwhile),
-/// killing the group after `timeout`. Output is
+/// killing the group after `timeout` and answering once all of it is gone. Output is
 /// collected until the command exits and then for at most a second more: a process it left
 /// in the background holding the pipes does not hold the answer.
 pub fn output_within(
@@ -450,13 +450,13 @@ pub fn output_within(
             break st;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            // The whole process group: the command `orbit enter` started stays in it.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            // The whole process group: the command `orbit enter` started stays in it. The
+            // answer waits until all of it is gone (reaped by the container's init).
+            let group = [nix::unistd::Pid::from_raw(child.id() as i32)];
+            super::procgroups::kill(&group);
             let _ = child.kill();
             let _ = child.wait();
+            super::procgroups::wait_gone(&group, super::procgroups::GONE_WITHIN);
             return Err(Status::deadline_exceeded(format!(
                 "the command timed out after {}s",
                 timeout.unwrap_or_default().as_secs()

@@ -20,30 +20,66 @@ pub struct LogOptions {
     pub follow: bool,
     /// Only records at or after this RFC 3339 time.
     pub since: Option<String>,
-    /// Only the last N records (per app).
+    /// Only the last N lines (per app; a `P` record and the rest of its line are one).
     pub tail: Option<usize>,
     /// Print the records' timestamps.
     pub timestamps: bool,
+}
+
+/// Which of an app's streams have a line open (their last record shown was `P`): the
+/// prefix and timestamp go only where a line starts, so a `P` record and the rest of its
+/// line read as one line.
+#[derive(Debug, Clone, Copy, Default)]
+struct OpenLines {
+    stdout: bool,
+    stderr: bool,
+}
+
+impl OpenLines {
+    fn of(&mut self, stream: Stream) -> &mut bool {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
 }
 
 fn show(
     rec: &log::Record,
     prefix: &str,
     timestamps: bool,
+    open: &mut OpenLines,
     out: &mut impl Write,
     err: &mut impl Write,
 ) {
-    let ts = if timestamps {
-        format!("{} ", rec.time)
-    } else {
-        String::new()
+    let continued = std::mem::replace(open.of(rec.stream), !rec.full);
+    let head = match (continued, timestamps) {
+        (true, _) => String::new(),
+        (false, true) => format!("{prefix}{} ", rec.time),
+        (false, false) => prefix.to_string(),
     };
     let end = if rec.full { "\n" } else { "" };
-    let line = format!("{prefix}{ts}{}{end}", rec.text);
+    let line = format!("{head}{}{end}", rec.text);
     let _ = match rec.stream {
         Stream::Stdout => out.write_all(line.as_bytes()),
         Stream::Stderr => err.write_all(line.as_bytes()),
     };
+}
+
+/// Where the last `n` lines of `records` start: a line is a stream's records up to its
+/// next `F` (a `P` record continues on the same stream).
+fn tail_start(records: &[log::Record], n: usize) -> usize {
+    let mut open = OpenLines::default();
+    let starts: Vec<usize> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| (!std::mem::replace(open.of(r.stream), !r.full)).then_some(i))
+        .collect();
+    // Fewer lines than asked for: all of them; none asked for: none.
+    starts
+        .len()
+        .checked_sub(n)
+        .map_or(0, |k| starts.get(k).copied().unwrap_or(records.len()))
 }
 
 /// Parses an RFC 3339 time (log records and `--since` compare as instants, not strings).
@@ -95,16 +131,17 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
             .filter_map(log::parse)
             .filter(|r| since.is_none_or(|s| parse_time(r.time).is_none_or(|t| t >= s)))
             .collect();
-        let skip = opts.tail.map_or(0, |n| records.len().saturating_sub(n));
+        let skip = opts.tail.map_or(0, |n| tail_start(&records, n));
         let prefix = if multi {
             format!("{app}: ")
         } else {
             String::new()
         };
+        let mut open = OpenLines::default();
         for r in &records[skip..] {
-            show(r, &prefix, opts.timestamps, &mut out, &mut err);
+            show(r, &prefix, opts.timestamps, &mut open, &mut out, &mut err);
         }
-        offsets.push((app.clone(), path, text.len() as u64, prefix));
+        offsets.push((path, text.len() as u64, prefix, open));
     }
     let _ = out.flush();
     if !opts.follow {
@@ -115,7 +152,7 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
         let pod = pods.refresh(pod)?;
         let running = is_running(&pod);
         let mut any = false;
-        for (_, path, offset, prefix) in offsets.iter_mut() {
+        for (path, offset, prefix, open) in offsets.iter_mut() {
             let Ok(mut f) = std::fs::File::open(&*path) else {
                 continue;
             };
@@ -131,6 +168,7 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
                         &r,
                         prefix,
                         opts.timestamps,
+                        open,
                         &mut std::io::stdout(),
                         &mut std::io::stderr(),
                     );
@@ -146,5 +184,49 @@ pub fn logs(pods: &PodStore, pod: &PodRef, opts: &LogOptions) -> Result<(), PodE
         if !any {
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "T1 stdout F one\n\
+                       T2 stdout P hel\n\
+                       T3 stderr F oops\n\
+                       T4 stdout P l\n\
+                       T5 stdout F o\n\
+                       T6 stdout P tail\n";
+
+    fn records() -> Vec<log::Record<'static>> {
+        LOG.lines().filter_map(log::parse).collect()
+    }
+
+    /// `P` records read back joined with the rest of their line: the prefix and timestamp
+    /// once, where the line starts.
+    #[test]
+    fn partial_records_join_into_their_line() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut open = OpenLines::default();
+        for r in &records() {
+            show(r, "app: ", true, &mut open, &mut out, &mut err);
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "app: T1 one\napp: T2 hello\napp: T6 tail"
+        );
+        assert_eq!(String::from_utf8(err).unwrap(), "app: T3 oops\n");
+    }
+
+    /// `--tail N` counts lines, not records: it never starts inside a line.
+    #[test]
+    fn the_tail_counts_lines() {
+        let r = records();
+        assert_eq!(tail_start(&r, 1), 5);
+        assert_eq!(tail_start(&r, 2), 2);
+        assert_eq!(tail_start(&r, 3), 1);
+        assert_eq!(tail_start(&r, 4), 0);
+        assert_eq!(tail_start(&r, 40), 0);
+        assert_eq!(tail_start(&r, 0), r.len());
     }
 }

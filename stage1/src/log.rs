@@ -57,53 +57,54 @@ pub fn parse(line: &str) -> Option<Record<'_>> {
     })
 }
 
-/// Splits raw output into CRI records: complete lines become `F` records; a trailing piece
-/// without a newline is kept until more arrives (or flushed as `P` by [`LineWriter::flush_partial`]).
+/// Splits raw output into CRI records as it arrives (as CRI-O's conmon does): each piece of
+/// output writes its complete lines as `F` records and what is left of it at once as a `P`
+/// record, so nothing waits for a newline (a shell's prompt, `echo -n`); readers join a `P`
+/// record with the records after it up to the next `F`. Output that ends without a newline
+/// ends with a `P` record: the log holds exactly the bytes written.
 pub struct LineWriter {
     stream: Stream,
-    pending: Vec<u8>,
 }
 
-/// Longest line kept in one record before it is split with `P`.
+/// Longest piece of a line in one record; longer lines are split with `P`.
 const MAX_RECORD: usize = 16 * 1024;
 
 impl LineWriter {
     /// A writer for one stream.
     pub fn new(stream: Stream) -> LineWriter {
-        LineWriter {
-            stream,
-            pending: Vec::new(),
-        }
+        LineWriter { stream }
     }
 
-    /// Feeds output, writing a record per complete line to `out`, stamped with `now`.
+    /// Writes `data` to `out` as records stamped with `now`: one `F` per newline, the rest
+    /// as `P` (all in one write, so a reader never sees a record cut short by another).
     pub fn feed(&mut self, data: &[u8], now: &str, out: &mut impl Write) -> io::Result<()> {
-        self.pending.extend_from_slice(data);
-        while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            self.record(&line[..line.len() - 1], true, now, out)?;
+        let mut buf = Vec::with_capacity(data.len() + 64);
+        let mut lines = data.split(|&b| b == b'\n').peekable();
+        while let Some(piece) = lines.next() {
+            // The last piece has no newline after it: empty when `data` ended with one.
+            let full = lines.peek().is_some();
+            if full || !piece.is_empty() {
+                self.records(piece, full, now, &mut buf);
+            }
         }
-        while self.pending.len() > MAX_RECORD {
-            let chunk: Vec<u8> = self.pending.drain(..MAX_RECORD).collect();
-            self.record(&chunk, false, now, out)?;
-        }
-        Ok(())
+        out.write_all(&buf)
     }
 
-    /// Writes what is left without a newline as a final `F` record (the stream ended).
-    pub fn flush_partial(&mut self, now: &str, out: &mut impl Write) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            self.record(&rest, true, now, out)?;
+    /// `text` as records into `buf`: pieces of at most [`MAX_RECORD`] bytes, all `P` but the
+    /// last, which `full` tags.
+    fn records(&self, text: &[u8], full: bool, now: &str, buf: &mut Vec<u8>) {
+        let mut rest = text;
+        loop {
+            let (piece, more) = rest.split_at(rest.len().min(MAX_RECORD));
+            let tag = if full && more.is_empty() { "F" } else { "P" };
+            buf.extend_from_slice(format!("{now} {} {tag} ", self.stream.as_str()).as_bytes());
+            buf.extend_from_slice(piece);
+            buf.push(b'\n');
+            if more.is_empty() {
+                return;
+            }
+            rest = more;
         }
-        Ok(())
-    }
-
-    fn record(&self, text: &[u8], full: bool, now: &str, out: &mut impl Write) -> io::Result<()> {
-        let tag = if full { "F" } else { "P" };
-        out.write_all(format!("{now} {} {tag} ", self.stream.as_str()).as_bytes())?;
-        out.write_all(text)?;
-        out.write_all(b"\n")
     }
 }
 
@@ -111,41 +112,75 @@ impl LineWriter {
 mod tests {
     use super::*;
 
+    /// Every piece of output is in the log as soon as it is fed: complete lines as `F`, the
+    /// rest as `P` at once (an attached client sees `echo -n hello` without a newline); the
+    /// records join back into exactly the lines written.
     #[test]
-    fn lines_become_records_and_partials_wait() {
+    fn output_is_written_at_once_and_partials_are_p_records() {
         let mut w = LineWriter::new(Stream::Stdout);
         let mut out = Vec::new();
-        w.feed(b"hello\nwor", "T1", &mut out).unwrap();
-        w.feed(b"ld\n", "T2", &mut out).unwrap();
-        w.feed(b"tail", "T3", &mut out).unwrap();
-        w.flush_partial("T4", &mut out).unwrap();
+        w.feed(b"hello", "T1", &mut out).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), "T1 stdout P hello\n");
+        w.feed(b" world\nnext\n\nwor", "T2", &mut out).unwrap();
+        w.feed(b"ld\n", "T3", &mut out).unwrap();
+        w.feed(b"", "T4", &mut out).unwrap();
+        w.feed(b"tail", "T5", &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "T1 stdout F hello\nT2 stdout F world\nT4 stdout F tail\n"
+            "T1 stdout P hello\n\
+             T2 stdout F  world\n\
+             T2 stdout F next\n\
+             T2 stdout F \n\
+             T2 stdout P wor\n\
+             T3 stdout F ld\n\
+             T5 stdout P tail\n"
         );
-        let r = parse(text.lines().next().unwrap()).unwrap();
+        let records: Vec<Record> = text.lines().map(|l| parse(l).unwrap()).collect();
         assert_eq!(
-            r,
+            records[0],
             Record {
                 time: "T1",
                 stream: Stream::Stdout,
-                full: true,
+                full: false,
                 text: "hello"
             }
         );
+        assert_eq!(join(&records), ["hello world", "next", "", "world", "tail"]);
+    }
+
+    /// The lines records make: `P` records joined with what follows up to an `F` (a last
+    /// line without a newline too).
+    fn join(records: &[Record]) -> Vec<String> {
+        let mut lines = vec![String::new()];
+        for r in records {
+            lines.last_mut().unwrap().push_str(r.text);
+            if r.full {
+                lines.push(String::new());
+            }
+        }
+        if lines.last().is_some_and(String::is_empty) {
+            lines.pop();
+        }
+        lines
     }
 
     #[test]
     fn long_lines_are_split_with_p() {
         let mut w = LineWriter::new(Stream::Stderr);
         let mut out = Vec::new();
-        w.feed(&vec![b'x'; MAX_RECORD + 10], "T", &mut out).unwrap();
-        w.feed(b"\n", "T", &mut out).unwrap();
+        let mut long = vec![b'x'; 2 * MAX_RECORD + 10];
+        long.push(b'\n');
+        w.feed(&long, "T", &mut out).unwrap();
+        w.feed(&vec![b'y'; MAX_RECORD + 1], "T", &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        let lines: Vec<_> = text.lines().map(|l| parse(l).unwrap()).collect();
+        let records: Vec<_> = text.lines().map(|l| parse(l).unwrap()).collect();
+        let tags: Vec<bool> = records.iter().map(|r| r.full).collect();
+        assert_eq!(tags, [false, false, true, false, false]);
+        assert!(records.iter().all(|r| r.text.len() <= MAX_RECORD));
+        let lines = join(&records);
         assert_eq!(lines.len(), 2);
-        assert!(!lines[0].full && lines[1].full);
-        assert_eq!(lines[0].text.len() + lines[1].text.len(), MAX_RECORD + 10);
+        assert_eq!(lines[0].len(), 2 * MAX_RECORD + 10);
+        assert_eq!(lines[1], "y".repeat(MAX_RECORD + 1));
     }
 }

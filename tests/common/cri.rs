@@ -292,13 +292,24 @@ pub async fn exec(
     .map(|r| r.into_inner())
 }
 
-/// The text fields of a CRI log file.
+/// The lines of a CRI log file: the records' text, a `P` record joined with the rest of
+/// its line (a last line without a newline counts too).
 pub fn log_lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3).map(String::from))
-        .collect()
+    let mut lines = Vec::new();
+    let mut open = String::new();
+    for l in fs::read_to_string(path).unwrap_or_default().lines() {
+        let mut it = l.splitn(4, ' ').skip(2);
+        let (Some(tag), Some(text)) = (it.next(), it.next()) else {
+            continue;
+        };
+        open.push_str(text);
+        if tag == "F" {
+            lines.push(std::mem::take(&mut open));
+        }
+    }
+    // A last line without a newline.
+    lines.extend((!open.is_empty()).then_some(open));
+    lines
 }
 
 /// `sh -c SCRIPT` in container `id` through ExecSync: exit code and trimmed stdout.

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
+use super::super::procgroups;
 use super::pty::{open_terminal, set_window, PtyMaster};
 use super::remotecommand::{feed, finish, pump, Options, Outcome, Streams};
 
@@ -66,23 +68,34 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-/// Kills the exec's process group (everything it started that stayed in it).
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+/// Ends the exec's processes and waits (bounded) until they are gone: its process group
+/// (everything it started that stayed in it), and on a terminal the command's own session
+/// (the terminal's, read before the kill: a terminal forgets a session whose leader died).
+async fn end(child: &mut tokio::process::Child, terminal: Option<&PtyMaster>) {
+    let session = terminal.and_then(PtyMaster::session);
+    let group: Vec<Pid> = child
+        .id()
+        .map(|p| Pid::from_raw(p as i32))
+        .into_iter()
+        .collect();
+    procgroups::kill(&group);
+    let _ = child.wait().await;
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(sid) = session {
+            procgroups::end_session(sid, procgroups::GONE_WITHIN);
+        }
+        procgroups::wait_gone(&group, procgroups::GONE_WITHIN);
+    })
+    .await;
 }
 
 /// Waits for the child while the output pumps run; a client that hangs up ends it.
 async fn supervise(
     child: &mut tokio::process::Child,
+    terminal: Option<&PtyMaster>,
     mut outputs: tokio::task::JoinSet<Result<(), ()>>,
     mut gone: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Outcome, String> {
-    let pid = child.id();
     let status = loop {
         let client_gone = tokio::select! {
             st = child.wait() => break st.map_err(|e| format!("cannot wait for the command: {e}"))?,
@@ -90,8 +103,7 @@ async fn supervise(
             _ = gone.wait_for(|g| *g) => true,
         };
         if client_gone {
-            kill_group(pid);
-            let _ = child.wait().await;
+            end(child, terminal).await;
             return Err("the client went away".into());
         }
     };
@@ -124,7 +136,7 @@ async fn run_with_pipes(t: &Exec, s: &mut Streams) -> Result<Outcome, String> {
     let mut outputs = tokio::task::JoinSet::new();
     outputs.spawn(pump(child.stdout.take().expect("piped"), s.stdout.clone()));
     outputs.spawn(pump(child.stderr.take().expect("piped"), s.stderr.clone()));
-    let outcome = supervise(&mut child, outputs, s.gone.clone()).await;
+    let outcome = supervise(&mut child, None, outputs, s.gone.clone()).await;
     if let Some(f) = feeder {
         f.abort();
     }
@@ -169,8 +181,8 @@ async fn run_with_terminal(t: &Exec, s: &mut Streams) -> Result<Outcome, String>
         }
     });
     let mut outputs = tokio::task::JoinSet::new();
-    outputs.spawn(pump(master, s.stdout.clone()));
-    let outcome = supervise(&mut child, outputs, s.gone.clone()).await;
+    outputs.spawn(pump(master.clone(), s.stdout.clone()));
+    let outcome = supervise(&mut child, Some(&master), outputs, s.gone.clone()).await;
     if let Some(f) = feeder {
         f.abort();
     }

@@ -23,6 +23,11 @@ impl PtyMaster {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(PtyMaster(std::sync::Arc::new(afd)))
     }
+
+    /// The session the terminal controls (its command's, which made one of its own), if any.
+    pub fn session(&self) -> Option<nix::unistd::Pid> {
+        nix::sys::termios::tcgetsid(self.0.get_ref()).ok()
+    }
 }
 
 impl AsyncRead for PtyMaster {

@@ -423,17 +423,10 @@ impl Pod<'_> {
         }
         for i in closed.into_iter().rev() {
             let mut o = self.outputs.remove(i);
+            // The log has every byte already (a last line without a newline as `P`).
             if let Some(j) = &self.journal {
                 let (app, stream) = (o.app.clone(), o.stream);
                 o.journal_lines.finish(|line| j.send(&app, stream, line));
-            }
-            if let Some(log) = self
-                .apps
-                .iter_mut()
-                .find(|a| a.app.name == o.app)
-                .and_then(|a| a.log.as_mut())
-            {
-                let _ = o.writer.flush_partial(&now(), log);
             }
         }
     }

@@ -479,11 +479,6 @@ impl Session {
         error: Option<String>,
     ) {
         if let Some(r) = self.apps.get_mut(app) {
-            if let Some(f) = r.log.as_mut() {
-                let t = now();
-                let _ = r.out.flush_partial(&t, f);
-                let _ = r.err.flush_partial(&t, f);
-            }
             r.status.state = AppState::Exited;
             r.status.pid = None;
             r.status.exit_code = Some(code);
