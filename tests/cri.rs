@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::World;
+use common::{TestMount, World};
 use cri_common::*;
 use orbit::cri::proto::{
     self, runtime_service_client::RuntimeServiceClient, ContainerState, PodSandboxState,
@@ -1396,58 +1396,11 @@ async fn containers_get_a_pid_namespace_of_their_own_as_the_kubelet_asks() {
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
-/// A tmpfs mounted by the test, unmounted (with what is below it) when dropped.
-struct TestMount(PathBuf);
-
-impl TestMount {
-    /// A tmpfs at `dir`, shared (a peer group of its own: the host's / stays as it is).
-    fn shared_tmpfs(dir: &Path) -> TestMount {
-        use nix::mount::{mount, MsFlags};
-        fs::create_dir_all(dir).unwrap();
-        mount(
-            Some("tmpfs"),
-            dir,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=1m"),
-        )
-        .unwrap();
-        let guard = TestMount(dir.to_path_buf());
-        mount(
-            None::<&str>,
-            dir,
-            None::<&str>,
-            MsFlags::MS_SHARED,
-            None::<&str>,
-        )
-        .unwrap();
-        guard
-    }
-}
-
-impl Drop for TestMount {
-    fn drop(&mut self) {
-        let below = |m: &str| {
-            m == self.0.to_str().unwrap() || m.starts_with(&format!("{}/", self.0.display()))
-        };
-        let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| below(m))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_and_mount_propagation_reach_the_container() {
     let w = pod_world();
     let shared = w.path("shared");
-    let _shared = TestMount::shared_tmpfs(&shared);
+    let _shared = TestMount::tmpfs(&shared, true);
     fs::create_dir_all(shared.join("sub")).unwrap();
     let private = w.path("private");
     fs::create_dir_all(&private).unwrap();

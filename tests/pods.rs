@@ -276,6 +276,53 @@ fn host_volumes_read_write_and_read_only() {
     assert_pod_gone(&only_pod(&w), None);
 }
 
+/// `--volume …,readOnly=true` makes the volume's own mount read-only and leaves a mount the
+/// host made below its source writable; `recursiveReadOnly=true` makes that one read-only too
+/// (ns and fly).
+#[test]
+fn read_only_volumes_are_top_only_unless_recursive() {
+    let w = pod_world();
+    let tree = w.path("tree");
+    let _tree = common::TestMount::tmpfs(&tree, false);
+    let _sub = common::TestMount::tmpfs(&tree.join("sub"), false);
+    let ro = format!("ro,kind=host,source={},readOnly=true", tree.display());
+    let rro = format!("rro,kind=host,source={},ro=true,rro=true", tree.display());
+    // Exit 0 only if the top of both is read-only, the tmpfs below /ro writable and the
+    // one below /rro not.
+    let script = "touch /ro/top 2>/dev/null && exit 10; touch /rro/top 2>/dev/null && exit 11; \
+                  echo w > /ro/sub/f || exit 12; touch /rro/sub/g 2>/dev/null && exit 13; \
+                  cat /rro/sub/f";
+    for stage1 in ["ns", "fly"] {
+        let out = run_expect(
+            &w,
+            &[
+                "--stage1-name",
+                stage1,
+                "--volume",
+                &ro,
+                "--volume",
+                &rro,
+                BUSYBOX,
+                "--mount",
+                "volume=ro,target=/ro",
+                "--mount",
+                "volume=rro,target=/rro",
+                "--exec",
+                "/bin/sh",
+                "--",
+                "-c",
+                script,
+            ],
+            0,
+        );
+        assert_eq!(out, "w\n", "{stage1}");
+        assert!(!tree.join("top").exists() && !tree.join("sub/g").exists());
+        fs::remove_file(tree.join("sub/f")).unwrap();
+        assert_pod_gone(&only_pod(&w), None);
+        out_ok(&w, &["rm", &only_pod(&w)]);
+    }
+}
+
 #[test]
 fn empty_volume_is_shared_between_apps() {
     let w = pod_world();
@@ -897,6 +944,10 @@ fn bad_volume_specs_leave_nothing() {
             "/no/such/dir/at/all",
         ),
         ("x,kind=empty,readOnly=maybe", "maybe"),
+        (
+            "x,kind=host,source=/tmp,recursiveReadOnly=true",
+            "recursiveReadOnly needs readOnly=true",
+        ),
         ("Bad_Name,kind=empty", "Bad_Name"),
     ] {
         let err = out_125(

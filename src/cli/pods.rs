@@ -141,7 +141,9 @@ impl NetFlags {
 /// Pod-wide options of `run` and `prepare`.
 #[derive(Args, Debug, Clone)]
 pub struct PodFlags {
-    /// A volume: NAME,kind=host,source=PATH[,readOnly=true] or NAME,kind=empty (repeatable).
+    /// A volume: NAME,kind=host,source=PATH[,readOnly=true[,recursiveReadOnly=true]] or
+    /// NAME,kind=empty (repeatable). readOnly makes the volume's own mount read-only (mounts
+    /// the host made below the source stay writable); recursiveReadOnly those below too.
     #[arg(long, value_name = "SPEC")]
     pub volume: Vec<String>,
     /// Hostname inside the pod (default orbit-<uuid prefix>).

@@ -86,6 +86,8 @@ pub fn volume(ctx: &CriContext, image: &proto::ImageSpec, name: String) -> Resul
         source: None,
         read_only: true,
         idmap: false,
+        // An overlay without an upper directory: nothing below it to make read-only.
+        recursive_read_only: false,
         image: Some(VolumeImage {
             name: wanted.clone(),
             digest: found.digest.to_string(),

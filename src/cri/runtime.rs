@@ -203,6 +203,20 @@ fn app_name(name: &str, attempt: u32) -> String {
     n + &suffix
 }
 
+/// What runtime handler `name` (a stage1; "" is the default, `ns`) implements: recursive
+/// read-only mounts where the built-in flavors make them (`ns`, `fly`, and `kvm`, whose
+/// host side makes its 9p shares of read-only volumes read-only recursively) and the kernel
+/// has `mount_setattr(2)`; nothing is promised for an external stage1.
+fn handler_features(name: &str, userns_ok: bool) -> proto::RuntimeHandlerFeatures {
+    let builtin = name.is_empty() || crate::pod::stage1::BUILTIN.contains(&name);
+    proto::RuntimeHandlerFeatures {
+        recursive_read_only_mounts: builtin && orbit_stage1_linux::recursive_read_only_supported(),
+        // ns only (also the default handler ""), where the store takes idmapped mounts: fly
+        // shares the node's namespaces, a kvm sandbox has a kernel of its own (see `userns`).
+        user_namespaces: userns_ok && (name.is_empty() || name == "ns"),
+    }
+}
+
 /// The stage1 a sandbox runs with: the RuntimeClass handler (which the cluster admin
 /// controls), else the pod's `orbit.dev/stage1` annotation (which any pod author controls:
 /// it may pick an isolating stage1, never `fly`), else `ns`. Only stage1s by name — the
@@ -1225,7 +1239,7 @@ impl RuntimeService for Runtime {
             Ok::<_, Status>(ok)
         })
         .await?;
-        let handlers = crate::pod::stage1::available(&self.ctx.config)
+        let names = crate::pod::stage1::available(&self.ctx.config)
             .into_iter()
             // kvm only with a guest kernel to boot.
             .filter(|name| {
@@ -1235,14 +1249,13 @@ impl RuntimeService for Runtime {
                         &self.ctx.config,
                     )
                     .is_ok()
-            })
+            });
+        // The default handler ("", ns) first, as the kubelet looks it up for pods without a
+        // RuntimeClass.
+        let handlers = std::iter::once(String::new())
+            .chain(names)
             .map(|name| proto::RuntimeHandler {
-                features: Some(proto::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
-                    // ns only, where the store takes idmapped mounts: fly shares the node's
-                    // namespaces, a kvm sandbox has a kernel of its own (see `userns`).
-                    user_namespaces: userns_ok && name == "ns",
-                }),
+                features: Some(handler_features(&name, userns_ok)),
                 name,
             })
             .collect();

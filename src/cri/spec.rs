@@ -189,6 +189,7 @@ pub fn app_request(
         .iter()
         .enumerate()
         .map(|(i, m)| {
+            check_read_only(m)?;
             Ok(Mount {
                 volume: format!("{app}-m{i}"),
                 target: m.container_path.clone(),
@@ -237,6 +238,38 @@ fn groups_policy(sec: &proto::LinuxContainerSecurityContext) -> Result<GroupsPol
             sec.supplemental_groups_policy
         ))),
     }
+}
+
+/// Refuses a `recursive_read_only` mount the CRI does not allow — one not `readonly` too,
+/// or with propagation (mounts arriving from the host later would not be read-only) — or
+/// that this kernel cannot make (no `mount_setattr(2)`).
+fn check_read_only(m: &proto::Mount) -> Result<(), Status> {
+    use proto::MountPropagation as P;
+    if !m.recursive_read_only {
+        return Ok(());
+    }
+    if !m.readonly {
+        return Err(Status::invalid_argument(format!(
+            "mount {}: recursive_read_only needs readonly: true as well",
+            m.container_path
+        )));
+    }
+    if m.propagation != P::PropagationPrivate as i32 {
+        let name = P::try_from(m.propagation).map_or("an unknown propagation", |p| p.as_str_name());
+        return Err(Status::invalid_argument(format!(
+            "mount {}: recursive_read_only needs PROPAGATION_PRIVATE, not {name} (mounts the \
+             host makes below it later would not be read-only)",
+            m.container_path
+        )));
+    }
+    if !orbit_stage1_linux::recursive_read_only_supported() {
+        return Err(Status::failed_precondition(format!(
+            "mount {}: recursive_read_only needs mount_setattr(2), Linux 5.12 or later; this \
+             kernel has none (ask for readonly only)",
+            m.container_path
+        )));
+    }
+    Ok(())
 }
 
 /// The propagation of mount `m`: private, a slave of the host's for `HostToContainer`
@@ -339,6 +372,7 @@ pub fn volumes(
                     source: Some(m.host_path.clone().into()),
                     read_only: m.readonly,
                     image: None,
+                    recursive_read_only: m.recursive_read_only,
                     // Checked against the sandbox's user namespace (`userns::check_container`).
                     idmap: !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty(),
                 }),
@@ -480,6 +514,44 @@ pub fn output_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recursive_read_only_needs_readonly_and_private_propagation() {
+        use proto::MountPropagation as P;
+        let mount = |readonly, rro, p: P| proto::Mount {
+            container_path: "/mnt".into(),
+            host_path: "/tmp".into(),
+            readonly,
+            recursive_read_only: rro,
+            propagation: p as i32,
+            ..Default::default()
+        };
+        for ok in [
+            mount(false, false, P::PropagationPrivate),
+            mount(true, false, P::PropagationHostToContainer),
+            mount(false, false, P::PropagationBidirectional),
+        ] {
+            assert!(check_read_only(&ok).is_ok(), "{ok:?}");
+        }
+        for (bad, want) in [
+            (mount(false, true, P::PropagationPrivate), "readonly: true"),
+            (
+                mount(true, true, P::PropagationHostToContainer),
+                "not PROPAGATION_HOST_TO_CONTAINER",
+            ),
+            (
+                mount(true, true, P::PropagationBidirectional),
+                "not PROPAGATION_BIDIRECTIONAL",
+            ),
+        ] {
+            let e = check_read_only(&bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().contains(want), "{}", e.message());
+        }
+        if orbit_stage1_linux::recursive_read_only_supported() {
+            assert!(check_read_only(&mount(true, true, P::PropagationPrivate)).is_ok());
+        }
+    }
 
     #[test]
     fn a_kvm_sandbox_is_sized_by_the_pods_limits_and_overhead() {

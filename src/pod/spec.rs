@@ -1,4 +1,5 @@
-//! Parsing what users type for pods: `--volume NAME,kind=host,source=PATH[,readOnly=true]`,
+//! Parsing what users type for pods:
+//! `--volume NAME,kind=host,source=PATH[,readOnly=true[,recursiveReadOnly=true]]`,
 //! `--mount volume=NAME,target=PATH`, `--set-env K=V`, `--user` / `--group`.
 
 use std::path::PathBuf;
@@ -11,22 +12,24 @@ fn bad(msg: String) -> PodError {
     PodError::BadSpec(msg)
 }
 
-fn parse_bool(v: &str, spec: &str) -> Result<bool, PodError> {
+fn parse_bool(k: &str, v: &str, spec: &str) -> Result<bool, PodError> {
     match v {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         _ => Err(bad(format!(
-            "--volume {spec}: readOnly must be true or false, not '{v}'"
+            "--volume {spec}: {k} must be true or false, not '{v}'"
         ))),
     }
 }
 
-/// Parses `--volume NAME,kind=host|empty[,source=PATH][,readOnly=BOOL]`.
+/// Parses `--volume NAME,kind=host|empty[,source=PATH][,readOnly=BOOL][,recursiveReadOnly=BOOL]`:
+/// `readOnly` makes the volume's own mount read-only, `recursiveReadOnly` (with it) the
+/// mounts below it too.
 pub fn parse_volume(spec: &str) -> Result<Volume, PodError> {
     let mut parts = spec.split(',');
     let name = parts.next().unwrap_or_default().trim();
     valid_name(name).map_err(|e| bad(format!("--volume {spec}: {e}")))?;
-    let (mut kind, mut source, mut read_only) = (None, None, false);
+    let (mut kind, mut source, mut read_only, mut recursive) = (None, None, false, false);
     for kv in parts {
         let (k, v) = kv
             .split_once('=')
@@ -44,13 +47,22 @@ pub fn parse_volume(spec: &str) -> Result<Volume, PodError> {
                 })
             }
             "source" => source = Some(PathBuf::from(v)),
-            "readOnly" | "readonly" | "ro" => read_only = parse_bool(v, spec)?,
+            "readOnly" | "readonly" | "ro" => read_only = parse_bool(k, v, spec)?,
+            "recursiveReadOnly" | "recursivereadonly" | "rro" => {
+                recursive = parse_bool(k, v, spec)?
+            }
             _ => {
                 return Err(bad(format!(
-                    "--volume {spec}: unknown option '{k}' (kind, source, readOnly)"
+                    "--volume {spec}: unknown option '{k}' (kind, source, readOnly, \
+                     recursiveReadOnly)"
                 )))
             }
         }
+    }
+    if recursive && !read_only {
+        return Err(bad(format!(
+            "--volume {spec}: recursiveReadOnly needs readOnly=true as well"
+        )));
     }
     let kind = kind.ok_or_else(|| {
         bad(format!(
@@ -84,6 +96,7 @@ pub fn parse_volume(spec: &str) -> Result<Volume, PodError> {
         read_only,
         idmap: false,
         image: None,
+        recursive_read_only: recursive,
     })
 }
 
@@ -160,6 +173,9 @@ mod tests {
     fn volumes_parse_and_reject_junk() {
         let v = parse_volume("data,kind=host,source=/tmp,readOnly=true").unwrap();
         assert_eq!((v.kind, v.read_only), (VolumeKind::Host, true));
+        assert!(!v.recursive_read_only);
+        let v = parse_volume("data,kind=host,source=/tmp,ro=1,recursiveReadOnly=true").unwrap();
+        assert!(v.read_only && v.recursive_read_only);
         assert_eq!(
             parse_volume("scratch,kind=empty").unwrap().kind,
             VolumeKind::Empty
@@ -175,6 +191,8 @@ mod tests {
             "x,kind=empty,source=/tmp",
             "x,kind=empty,readOnly=maybe",
             "x,kind=empty,size=1",
+            "x,kind=host,source=/tmp,recursiveReadOnly=true",
+            "x,kind=host,source=/tmp,readOnly=true,rro=perhaps",
         ] {
             assert!(parse_volume(bad).is_err(), "{bad} accepted");
         }

@@ -252,9 +252,14 @@ pub struct Volume {
     /// Host path (kind `host`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<PathBuf>,
-    /// Mount read-only.
+    /// Mount read-only: the mount of the source only (mounts the host made below it stay
+    /// as they are), unless [`Volume::recursive_read_only`].
     #[serde(default)]
     pub read_only: bool,
+    /// With `read_only`: every mount below the source read-only too (`mount_setattr(2)`
+    /// with `AT_RECURSIVE`, Linux 5.12 or later).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recursive_read_only: bool,
     /// In a pod with a user namespace: seen through an idmapped mount with the pod's own id
     /// mapping (host id 0 shows as the pod's 0, and what the pod's root writes is owned by
     /// host id 0), as the kubelet asks with a CRI mount's `uidMappings`/`gidMappings`.

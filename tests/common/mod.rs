@@ -306,3 +306,53 @@ pub fn layout_digest(layout: &Path, name: &str) -> String {
         .map(|m| m["digest"].as_str().unwrap().to_string())
         .expect("name in index")
 }
+
+/// A tmpfs mounted by the test, unmounted (with what is below it) when dropped.
+pub struct TestMount(PathBuf);
+
+impl TestMount {
+    /// A tmpfs at `dir` (made if missing); made shared, a peer group of its own, if `shared`
+    /// (the host's / stays as it is), else left as the kernel mounted it.
+    pub fn tmpfs(dir: &Path, shared: bool) -> TestMount {
+        use nix::mount::{mount, MsFlags};
+        fs::create_dir_all(dir).unwrap();
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        let guard = TestMount(dir.to_path_buf());
+        if shared {
+            mount(
+                None::<&str>,
+                dir,
+                None::<&str>,
+                MsFlags::MS_SHARED,
+                None::<&str>,
+            )
+            .unwrap();
+        }
+        guard
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let below = |m: &str| {
+            m == self.0.to_str().unwrap() || m.starts_with(&format!("{}/", self.0.display()))
+        };
+        let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| below(m))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}

@@ -37,6 +37,12 @@ mod util;
 pub use args::Args;
 pub use userns::idmap_supported;
 
+/// Whether the built-in `ns` and `fly` flavors can make a volume read-only recursively
+/// (`Volume::recursive_read_only`) on this kernel.
+pub fn recursive_read_only_supported() -> bool {
+    mountfd::can_set_attributes()
+}
+
 /// A built-in flavor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {

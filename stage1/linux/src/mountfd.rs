@@ -2,12 +2,13 @@
 //! `move_mount(2)`, with `openat2(2)` to reach mount points), for two jobs path-based
 //! `mount(2)` cannot do safely. Hand-written: nix has none of these calls.
 //!
-//! - Bidirectional volumes (`Propagation::Shared`): the app's mount must be a peer of the
-//!   host's, which no mount made inside the pod's namespace (a slave of the host's) can be.
-//!   The stage1 keeps the host's mount namespace open from before it made the pod's; an app
-//!   with such a volume clones the source's mount tree there (`OPEN_TREE_CLONE`: the clone
-//!   joins the source's peer group, as a bind mount does) and moves it into its own
-//!   namespace.
+//! - Host volumes: the app's mount must show the host's mounts as they are when the app
+//!   starts (the pod's namespace misses those the host made since under a private mount),
+//!   and a bidirectional one (`Propagation::Shared`) must be a peer of the host's, which no
+//!   mount made inside the pod's namespace (a slave of the host's) can be. The stage1 keeps
+//!   the host's mount namespace open from before it made the pod's; an app clones each host
+//!   volume's source tree there (`OPEN_TREE_CLONE`: the clone joins the source's peer
+//!   group, as a bind mount does) and moves it into its own namespace.
 //! - Mount points in directories a guest can write (the kvm stage1's 9p shares): a guest
 //!   that planted a symbolic link where the host mounts next must not redirect the mount
 //!   onto a host path, so the mount point is opened beneath its trusted base without
@@ -109,6 +110,30 @@ pub fn set_attributes(
         ));
     }
     Ok(())
+}
+
+/// Whether this kernel has `mount_setattr(2)` (Linux 5.12): asked of no mount, it fails
+/// with EBADF where it exists and ENOSYS where it does not.
+pub fn can_set_attributes() -> bool {
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) on descriptor -1 reads `attr` (of the size given) and the
+    // empty path, and changes nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
 }
 
 /// Opens `rel` beneath directory `base` without following any symbolic link or leaving
@@ -252,6 +277,11 @@ pub fn remember_host_namespace() -> Result<(), String> {
         .map_err(|e| format!("cannot open the host's mount namespace: {e}"))?;
     let _ = HOST_MOUNT_NS.set(OwnedFd::from(f));
     Ok(())
+}
+
+/// Whether [`remember_host_namespace`] kept the host's mount namespace.
+pub fn host_namespace_kept() -> bool {
+    HOST_MOUNT_NS.get().is_some()
 }
 
 /// A detached copy of the host's mount tree at `source` (recursive), in the source's peer

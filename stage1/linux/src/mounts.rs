@@ -200,10 +200,9 @@ fn remount_adding(target: &Path, add: MsFlags) -> R {
     mnt(None, target, None, flags, None)
 }
 
-/// Makes the mount at `target` and every mount below it `nodev` (`mount_setattr(2)`, which
-/// changes only that flag); where the kernel lacks it (before 5.12), the mount at `target`
-/// only.
-fn add_nodev(target: &Path) -> R {
+/// Sets `MOUNT_ATTR_*` attributes `attr` on the mount at `target` and every mount below it
+/// (`mount_setattr(2)`, which changes only those flags).
+fn set_tree_attributes(target: &Path, attr: u64) -> R {
     use std::os::unix::fs::OpenOptionsExt;
     let tree: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
         .read(true)
@@ -211,12 +210,31 @@ fn add_nodev(target: &Path) -> R {
         .open(target)
         .map_err(|e| format!("cannot open {}: {e}", target.display()))?
         .into();
-    crate::mountfd::set_attributes(&tree, crate::mountfd::MOUNT_ATTR_NODEV, None, true).or_else(
-        |e| {
-            remount_adding(target, MsFlags::MS_NODEV)
-                .map_err(|r| format!("{}: {e}; {r}", target.display()))
-        },
-    )
+    crate::mountfd::set_attributes(&tree, attr, None, true)
+}
+
+/// Makes the mount at `target` and every mount below it `nodev`; where the kernel lacks
+/// `mount_setattr(2)` (before 5.12), the mount at `target` only.
+fn add_nodev(target: &Path) -> R {
+    set_tree_attributes(target, crate::mountfd::MOUNT_ATTR_NODEV).or_else(|e| {
+        remount_adding(target, MsFlags::MS_NODEV)
+            .map_err(|r| format!("{}: {e}; {r}", target.display()))
+    })
+}
+
+/// Makes the mount at `target` read-only: that mount only, as runc does (mounts below it
+/// stay writable), or with `recursive` every mount of the tree (there is no fallback: a
+/// kernel without `mount_setattr(2)` cannot, and the app is refused).
+fn make_read_only(target: &Path, recursive: bool) -> R {
+    if !recursive {
+        return remount_adding(target, MsFlags::MS_RDONLY);
+    }
+    set_tree_attributes(target, crate::mountfd::MOUNT_ATTR_RDONLY).map_err(|e| {
+        format!(
+            "{}: a recursively read-only volume needs mount_setattr(2), Linux 5.12 or later: {e}",
+            target.display()
+        )
+    })
 }
 
 /// Brings the loopback interface of a fresh network namespace up.
@@ -276,8 +294,8 @@ pub fn enter_app_root(
     app: &App,
     root: &Path,
 ) -> R {
-    // Bidirectional volumes: clones of the host's mounts, taken before this namespace exists.
-    let mut host_trees = shared_volumes(manifest, app)?;
+    // Host volumes: clones of the host's mounts, taken before this namespace exists.
+    let mut host_trees = host_trees(manifest, app)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare mount namespace: {e}"))?;
     // A slave of the pod's (itself a slave of the host's): nothing the app mounts reaches
@@ -530,18 +548,17 @@ fn etc_files(pod: &Path, root: &Path) -> R {
     Ok(())
 }
 
-/// The host's mount trees of the app's `shared` volumes, by volume (see `mountfd`).
-fn shared_volumes(
+/// The host's mount trees of the app's host volumes, by mount (see `mountfd`): every one
+/// when the stage1 kept the host's mount namespace (the pod's may predate mounts the host
+/// made since), else only the `shared` ones, which need it.
+fn host_trees(
     manifest: &PodManifest,
     app: &App,
-) -> Result<std::collections::HashMap<String, std::os::fd::OwnedFd>, String> {
-    let mut trees = std::collections::HashMap::new();
-    for m in app
-        .mounts
-        .iter()
-        .filter(|m| m.propagation == Propagation::Shared)
-    {
-        if manifest.user_namespace.is_some() {
+) -> Result<Vec<Option<std::os::fd::OwnedFd>>, String> {
+    let mut trees = Vec::with_capacity(app.mounts.len());
+    for m in &app.mounts {
+        let shared = m.propagation == Propagation::Shared;
+        if shared && manifest.user_namespace.is_some() {
             return Err(format!(
                 "volume {}: a bidirectional volume needs a pod without a user namespace",
                 m.volume
@@ -551,14 +568,20 @@ fn shared_volumes(
             .volumes
             .iter()
             .find(|v| v.name == m.volume && v.kind == VolumeKind::Host)
-            .and_then(|v| v.source.clone())
-            .ok_or_else(|| {
-                format!(
+            .and_then(|v| v.source.clone());
+        let tree = match source {
+            Some(s) if shared || crate::mountfd::host_namespace_kept() => {
+                Some(crate::mountfd::clone_host_tree(&s)?)
+            }
+            None if shared => {
+                return Err(format!(
                     "volume {}: only a host volume can be bidirectional",
                     m.volume
-                )
-            })?;
-        trees.insert(m.volume.clone(), crate::mountfd::clone_host_tree(&source)?);
+                ))
+            }
+            _ => None,
+        };
+        trees.push(tree);
     }
     Ok(trees)
 }
@@ -568,10 +591,10 @@ fn volumes(
     manifest: &PodManifest,
     app: &App,
     root: &Path,
-    host_trees: &mut std::collections::HashMap<String, std::os::fd::OwnedFd>,
+    host_trees: &mut [Option<std::os::fd::OwnedFd>],
     nodev: bool,
 ) -> R {
-    for m in &app.mounts {
+    for (m, tree) in app.mounts.iter().zip(host_trees.iter_mut()) {
         let v = manifest.volume_of(m)?;
         let target = in_root(root, &m.target)?;
         let source = match v.kind {
@@ -593,37 +616,41 @@ fn volumes(
                 continue;
             }
         };
-        if source.is_dir() {
+        // The host's tree, not this namespace's path, says what the source is: it may lie
+        // in a mount the host made after the pod started.
+        let is_dir = match tree {
+            Some(t) => nix::sys::stat::fstat(&*t)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                .map_err(|e| format!("volume {}: {e}", v.name))?,
+            None => source.is_dir(),
+        };
+        if is_dir {
             ensure_dir(&target)?;
         } else {
             ensure_file(&target)?;
         }
-        match (m.propagation, host_trees.remove(&m.volume)) {
-            (Propagation::Shared, Some(tree)) => crate::mountfd::attach(tree, &target)?,
-            (Propagation::Shared, None) => {
-                return Err(format!(
-                    "volume {} is mounted twice bidirectionally",
-                    m.volume
-                ))
-            }
-            (p, _) => {
-                mnt(
-                    Some(&source.to_string_lossy()),
-                    &target,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
-                )?;
-                let flags = if p == Propagation::Slave {
-                    MsFlags::MS_SLAVE
-                } else {
-                    MsFlags::MS_PRIVATE
-                };
-                mnt(None, &target, None, MsFlags::MS_REC | flags, None)?;
-            }
+        match tree.take() {
+            Some(tree) => crate::mountfd::attach(tree, &target)?,
+            None => mnt(
+                Some(&source.to_string_lossy()),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?,
+        }
+        // A clone (or bind) of a shared mount is in its peer group: a peer it stays
+        // (`shared`), or it becomes a slave (receiving the host's later mounts) or private.
+        let flags = match m.propagation {
+            Propagation::Shared => None,
+            Propagation::Slave => Some(MsFlags::MS_SLAVE),
+            Propagation::Private => Some(MsFlags::MS_PRIVATE),
+        };
+        if let Some(flags) = flags {
+            mnt(None, &target, None, MsFlags::MS_REC | flags, None)?;
         }
         if v.read_only {
-            remount_adding(&target, MsFlags::MS_RDONLY)?;
+            make_read_only(&target, v.recursive_read_only)?;
         }
         if nodev {
             add_nodev(&target)?;

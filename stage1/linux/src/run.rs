@@ -39,14 +39,14 @@ pub fn run(flavor: Flavor, args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     let manifest = read_manifest(&pod)?;
     let _lock = lock_pod(&pod, args)?;
-    // Only a pod that has (or may get) a bidirectional volume keeps the host's namespace.
-    let may_share = manifest.mutable
-        || manifest.apps.iter().any(|a| {
-            a.mounts
-                .iter()
-                .any(|m| m.propagation == orbit_stage1::Propagation::Shared)
-        });
-    if may_share && manifest.user_namespace.is_none() {
+    // Only a pod that has (or may get) a host volume keeps the host's namespace: its apps
+    // clone their host volumes' trees there (see `mounts::host_trees`).
+    let host_volumes = manifest.mutable
+        || manifest
+            .volumes
+            .iter()
+            .any(|v| v.kind == orbit_stage1::VolumeKind::Host);
+    if host_volumes && manifest.user_namespace.is_none() {
         crate::mountfd::remember_host_namespace()?;
     }
     let result = run_locked(flavor, args, &pod, &manifest);
