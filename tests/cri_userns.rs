@@ -169,6 +169,9 @@ async fn a_pod_mode_sandbox_runs_its_containers_in_the_kubelets_user_namespace()
     fs::set_permissions(plain.join("hosts-own"), fs::Permissions::from_mode(0o644)).unwrap();
     let mapped = host_dir(&w, "mapped", 0o755);
     fs::write(mapped.join("seed"), "seed\n").unwrap();
+    // The kubelet's own files (its /etc/hosts, a termination log) are idmapped files.
+    let mapped_file = w.path("mapped-file");
+    fs::write(&mapped_file, "").unwrap();
     let cri = Cri::start(&w, &[]);
     let (mut rt, _) = cri.clients().await;
     let ns = pod_mode(mapping(UIDS), mapping(GIDS));
@@ -191,13 +194,15 @@ async fn a_pod_mode_sandbox_runs_its_containers_in_the_kubelets_user_namespace()
 
     // As critest's NamespaceMode_POD spec: the container carries the sandbox's options.
     let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; \
-                  stat -c %u:%g /bin/busybox /mapped/seed; \
-                  touch /plain/by-root /mapped/by-root; \
-                  (echo x >> /plain/hosts-own) 2>/dev/null; echo rc=$?";
+                  stat -c %u:%g /bin/busybox /mapped/seed /mapped-file; \
+                  touch /plain/by-root /mapped/by-root; echo written >> /mapped-file; \
+                  (echo x >> /plain/hosts-own) 2>/dev/null; echo rc=$?; \
+                  echo '10.1.2.3 extra' >> /etc/hosts; echo hosts=$?";
     let mut c = in_namespaces(container_config("ids", BUSYBOX, script), Some(ns.clone()));
     c.mounts = vec![
         mount(&plain, "/plain", false),
         mount(&mapped, "/mapped", true),
+        mount(&mapped_file, "/mapped-file", true),
     ];
     let id = create(&mut rt, &sb, &config, c).await;
     rt.start_container(proto::StartContainerRequest {
@@ -206,7 +211,7 @@ async fn a_pod_mode_sandbox_runs_its_containers_in_the_kubelets_user_namespace()
     .await
     .unwrap();
     let out = output_of(&mut rt, &id).await;
-    assert_eq!(out.len(), 7, "{out:?}");
+    assert_eq!(out.len(), 9, "{out:?}");
     assert_eq!(
         map_fields(&out[0]),
         (0, UIDS.into(), 65536),
@@ -219,11 +224,16 @@ async fn a_pod_mode_sandbox_runs_its_containers_in_the_kubelets_user_namespace()
     );
     assert_eq!(out[2..4], ["0", "0"], "root inside: {out:?}");
     assert_eq!(
-        out[4..6],
-        ["0:0", "0:0"],
-        "the image's layers and the idmapped volume show host root as the pod's: {out:?}"
+        out[4..7],
+        ["0:0", "0:0", "0:0"],
+        "the image's layers and the idmapped volumes show host root as the pod's: {out:?}"
     );
-    assert_eq!(out[6], "rc=1", "a host-root file stays unwritable: {out:?}");
+    assert_eq!(out[7], "rc=1", "a host-root file stays unwritable: {out:?}");
+    assert_eq!(
+        out[8], "hosts=0",
+        "the pod's root may edit its /etc/hosts: {out:?}"
+    );
+    assert_eq!(fs::read_to_string(&mapped_file).unwrap(), "written\n");
     assert_eq!(
         fs::read_to_string(plain.join("hosts-own")).unwrap(),
         "host\n"
