@@ -9,6 +9,7 @@ mod cri_common;
 #[path = "common/pods.rs"]
 mod pods_common;
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -370,6 +371,14 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
         BUSYBOX,
         "echo hello-from-vm; cat /data/in; echo from-guest > /data/out; exec sleep 600",
     );
+    // Privileged: it reaches the agent's root below (/proc/1/root) to play a hostile guest.
+    one.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     one.mounts = vec![proto::Mount {
         container_path: "/data".into(),
         host_path: vol.display().to_string(),
@@ -594,6 +603,350 @@ fn sh_blocking(
         tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(async move { cri_common::sh(&mut rt, &id, &script).await.0 })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The `CapBnd:`-style hex mask of capabilities `names` (`CAP_*`).
+fn cap_mask<S: AsRef<str>>(names: &[S]) -> String {
+    let bits = names.iter().fold(0u64, |m, n| {
+        m | n.as_ref().parse::<caps::Capability>().unwrap().bitmask()
+    });
+    format!("{bits:016x}")
+}
+
+/// The orbit default set with `add` added and `drop` dropped, as a mask.
+fn default_caps_with(add: &[&str], drop: &[&str]) -> String {
+    let mut set: Vec<&str> = orbit_stage1::isolators::DEFAULT_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| !drop.contains(c))
+        .collect();
+    set.extend_from_slice(add);
+    cap_mask(&set)
+}
+
+/// A `kvm` pod from the CLI gets the confinement an `ns` pod gets (README, Pods): the
+/// default capabilities, no_new_privs, the default seccomp filter, masked and read-only
+/// paths, a /dev with only the harmless nodes; a kvm pod cannot have the host's network.
+#[test]
+fn a_cli_kvm_pod_is_confined_as_an_ns_pod() {
+    let w = pod_world();
+    let k = kernel();
+    let o = orbit(
+        &w,
+        &[
+            "run",
+            "--net=host",
+            "--stage1-name=kvm",
+            &k,
+            BUSYBOX,
+            "--exec",
+            "/bin/true",
+        ],
+    );
+    assert_eq!(code(&o), 125, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("cannot use the host's network"),
+        "{}",
+        text(&o.stderr)
+    );
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    let script = "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+                  stat -c 'kcore %t,%T' /proc/kcore; echo acpi $(ls /proc/acpi | wc -l); \
+                  echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo sys-read-only; \
+                  test -e /dev/ttyS0 || echo no-console; test -e /dev/null && echo null";
+    let out = run_expect(
+        &w,
+        &kvm(
+            &k,
+            &[
+                "--net=none",
+                BUSYBOX,
+                "--exec",
+                "/bin/sh",
+                "--",
+                "-c",
+                script,
+            ],
+        ),
+        0,
+    );
+    let default = default_caps_with(&[], &[]);
+    for want in [
+        format!("CapBnd:\t{default}"),
+        format!("CapEff:\t{default}"),
+        "NoNewPrivs:\t1".to_string(),
+        "Seccomp:\t2".to_string(),
+        // Masked by the app's /dev/null, an empty directory.
+        "kcore 1,3".to_string(),
+        "acpi 0".to_string(),
+        "sys-read-only".to_string(),
+        // The VM's serial console is not in the app's /dev.
+        "no-console".to_string(),
+        "null".to_string(),
+    ] {
+        assert!(out.lines().any(|l| l == want), "no {want:?} in:\n{out}");
+    }
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+}
+
+/// A CRI kvm sandbox's containers are confined in the guest as `ns` containers are on the
+/// host: capabilities as asked (default, added, dropped, all for a privileged one),
+/// no_new_privs, RuntimeDefault and Localhost seccomp profiles, masked and read-only paths,
+/// a pid namespace of their own when asked (the kubelet's default); the sandbox's
+/// namespaced sysctls are set in its VM; a timed-out exec does not live on. A kvm sandbox
+/// with the host's network is refused, leaving nothing. One VM for all of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
+    use cri_common::*;
+    use orbit::cri::proto;
+    let w = pod_world();
+    let k = kernel();
+    let cri = Cri::start_with(&w, &[], &["--net=none", &k]);
+    let (mut rt, _) = cri.clients().await;
+
+    let mut hostnet = sandbox_config(&w, "hostnet");
+    hostnet.linux = Some(proto::LinuxPodSandboxConfig {
+        security_context: Some(proto::LinuxSandboxSecurityContext {
+            namespace_options: Some(proto::NamespaceOption {
+                network: proto::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(hostnet),
+            runtime_handler: "kvm".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("host's network"), "{e}");
+    assert_no_pods(&w);
+
+    let host_port_start =
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let mut config = sandbox_config(&w, "confined");
+    config.linux = Some(proto::LinuxPodSandboxConfig {
+        sysctls: HashMap::from([(
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "99".to_string(),
+        )]),
+        ..Default::default()
+    });
+    let sb = rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "kvm".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let qemu = qemu_pid(&w, &sb);
+    let runtime_default = || proto::SecurityProfile {
+        profile_type: proto::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    };
+    let with = |name: &str, sec: proto::LinuxContainerSecurityContext| {
+        let mut c = container_config(name, BUSYBOX, "exec sleep 600");
+        c.linux = Some(proto::LinuxContainerConfig {
+            security_context: Some(sec),
+            ..Default::default()
+        });
+        c
+    };
+    let status = |field: &str| format!("grep ^{field}: /proc/self/status | cut -f2");
+
+    // As the kubelet asks by default: RuntimeDefault, no_new_privs, a pid namespace of its
+    // own; and masked and read-only paths of its own.
+    let plain = with(
+        "plain",
+        proto::LinuxContainerSecurityContext {
+            seccomp: Some(runtime_default()),
+            no_new_privs: true,
+            masked_paths: vec!["/proc/kcore".into(), "/etc/motd".into()],
+            readonly_paths: vec!["/proc/sys".into(), "/tmp".into()],
+            namespace_options: Some(proto::NamespaceOption {
+                pid: proto::NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let plain = create(&mut rt, &sb, &config, plain).await;
+    start(&mut rt, &plain).await;
+    let default = default_caps_with(&[], &[]);
+    assert_eq!(sh(&mut rt, &plain, &status("CapBnd")).await.1, default);
+    assert_eq!(sh(&mut rt, &plain, &status("CapEff")).await.1, default);
+    assert_eq!(sh(&mut rt, &plain, &status("NoNewPrivs")).await.1, "1");
+    assert_eq!(sh(&mut rt, &plain, &status("Seccomp")).await.1, "2");
+    // The default filter: no sethostname, even for root.
+    assert_ne!(sh(&mut rt, &plain, "hostname other").await.0, 0);
+    assert_eq!(
+        sh(&mut rt, &plain, "cat /etc/motd").await,
+        (0, String::new())
+    );
+    assert_eq!(
+        sh(&mut rt, &plain, "stat -c %t,%T /proc/kcore").await.1,
+        "1,3"
+    );
+    assert_ne!(sh(&mut rt, &plain, "touch /tmp/x").await.0, 0);
+    // Its command is PID 1 of its own pid namespace, where the agent is not to be seen.
+    assert_eq!(
+        sh(&mut rt, &plain, "tr '\\0' ' ' < /proc/1/cmdline")
+            .await
+            .1,
+        "sleep 600"
+    );
+    assert_eq!(sh(&mut rt, &plain, "pgrep -x init").await.1, "");
+    // The sandbox's sysctl, set in the VM; the node's is untouched.
+    assert_eq!(
+        sh(
+            &mut rt,
+            &plain,
+            "cat /proc/sys/net/ipv4/ip_unprivileged_port_start"
+        )
+        .await
+        .1,
+        "99"
+    );
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(),
+        host_port_start
+    );
+    // An exec that times out is killed in the guest.
+    let e = exec(&mut rt, &plain, &["sleep", "4321"], 1).await;
+    assert!(
+        e.as_ref().is_err() || e.as_ref().unwrap().exit_code != 0,
+        "{e:?}"
+    );
+    poll(Duration::from_secs(20), "the timed-out exec gone", || {
+        sh_blocking_out(&rt, &plain, "pgrep -f 'sleep 4321' || true")
+            .is_empty()
+            .then_some(())
+    });
+
+    // Capabilities added and dropped take effect.
+    let capped = with(
+        "capped",
+        proto::LinuxContainerSecurityContext {
+            capabilities: Some(proto::Capability {
+                add_capabilities: vec!["NET_ADMIN".into()],
+                drop_capabilities: vec!["CHOWN".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let capped = create(&mut rt, &sb, &config, capped).await;
+    start(&mut rt, &capped).await;
+    assert_eq!(
+        sh(&mut rt, &capped, &status("CapBnd")).await.1,
+        default_caps_with(&["CAP_NET_ADMIN"], &["CAP_CHOWN"])
+    );
+    assert_eq!(
+        sh(&mut rt, &capped, "ip addr add 127.0.0.2/8 dev lo")
+            .await
+            .0,
+        0
+    );
+    assert_ne!(
+        sh(&mut rt, &plain, "ip addr add 127.0.0.3/8 dev lo")
+            .await
+            .0,
+        0
+    );
+    let chown = "touch /dev/shm/f && chown 1 /dev/shm/f";
+    assert_ne!(sh(&mut rt, &capped, chown).await.0, 0);
+    assert_eq!(sh(&mut rt, &plain, chown).await.0, 0);
+    let none = with(
+        "none",
+        proto::LinuxContainerSecurityContext {
+            capabilities: Some(proto::Capability {
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let none = create(&mut rt, &sb, &config, none).await;
+    start(&mut rt, &none).await;
+    assert_eq!(
+        sh(&mut rt, &none, &status("CapBnd")).await.1,
+        "0000000000000000"
+    );
+
+    // A Localhost profile: mkdir denied, the rest allowed; without no_new_privs.
+    let profile = w.path("seccomp/deny-mkdir.json");
+    fs::create_dir_all(profile.parent().unwrap()).unwrap();
+    fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let filtered = with(
+        "filtered",
+        proto::LinuxContainerSecurityContext {
+            seccomp: Some(proto::SecurityProfile {
+                profile_type: proto::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: profile.display().to_string(),
+            }),
+            ..Default::default()
+        },
+    );
+    let filtered = create(&mut rt, &sb, &config, filtered).await;
+    start(&mut rt, &filtered).await;
+    assert_eq!(sh(&mut rt, &filtered, &status("Seccomp")).await.1, "2");
+    assert_eq!(sh(&mut rt, &filtered, &status("NoNewPrivs")).await.1, "0");
+    assert_ne!(sh(&mut rt, &filtered, "mkdir /tmp/denied").await.0, 0);
+    assert_eq!(sh(&mut rt, &filtered, "touch /tmp/allowed").await.0, 0);
+
+    // A privileged container gets every capability of the guest, no filter, its devices.
+    let privileged = with(
+        "privileged",
+        proto::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        },
+    );
+    let privileged = create(&mut rt, &sb, &config, privileged).await;
+    start(&mut rt, &privileged).await;
+    let last: u32 = sh(&mut rt, &privileged, "cat /proc/sys/kernel/cap_last_cap")
+        .await
+        .1
+        .parse()
+        .unwrap();
+    assert_eq!(
+        sh(&mut rt, &privileged, &status("CapEff")).await.1,
+        format!("{:016x}", (1u64 << (last + 1)) - 1)
+    );
+    assert_eq!(sh(&mut rt, &privileged, &status("Seccomp")).await.1, "0");
+    assert_eq!(sh(&mut rt, &privileged, "hostname confined-vm").await.0, 0);
+    assert_eq!(sh(&mut rt, &privileged, "test -c /dev/ttyS0").await.0, 0);
+    assert_ne!(sh(&mut rt, &plain, "test -e /dev/ttyS0").await.0, 0);
+
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+    assert_vm_gone(&w, &sb, qemu);
+}
+
+/// `sh -c SCRIPT` in container `id` through ExecSync, from a sync context: its output.
+fn sh_blocking_out(
+    rt: &orbit::cri::proto::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+    script: &str,
+) -> String {
+    let (mut rt, id, script) = (rt.clone(), id.to_string(), script.to_string());
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move { cri_common::sh(&mut rt, &id, &script).await.1 })
     })
     .join()
     .unwrap()

@@ -281,17 +281,18 @@ impl Runtime {
         if ns.ipc == proto::NamespaceMode::Node as i32 {
             host_namespaces.push("ipc".to_string());
         }
-        if !linux.sysctls.is_empty() && handler == "kvm" {
-            return Err(Status::invalid_argument(
-                "a kvm sandbox's sysctls would have to be set inside its VM: not supported",
-            ));
-        }
         if !host_namespaces.is_empty() && handler == "kvm" {
             return Err(Status::invalid_argument(
                 "a kvm sandbox cannot share the host's pid or ipc namespace",
             ));
         }
-        let sysctls = super::sysctl::check(&linux.sysctls, host_net, &host_namespaces)?;
+        if host_net && handler == "kvm" {
+            return Err(Status::invalid_argument(format!(
+                "hostNetwork: {}",
+                orbit_stage1::agent::HOST_NETWORK_REFUSED
+            )));
+        }
+        let mut sysctls = super::sysctl::check(&linux.sysctls, host_net, &host_namespaces)?;
         let cgroup_parent = Some(linux.cgroup_parent.as_str()).filter(|p| !p.is_empty());
         if let Some(p) = cgroup_parent {
             super::start::check_cgroup_parent(ctx, p)?;
@@ -330,6 +331,13 @@ impl Runtime {
             annotations.insert(format!("{LABEL_PREFIX}{k}"), v.clone());
         }
         if handler == "kvm" {
+            // The VM is the pod's own kernel: its agent sets them there, before any container.
+            if !sysctls.is_empty() {
+                annotations.insert(
+                    orbit_stage1::agent::SYSCTLS_ANNOTATION.to_string(),
+                    super::sysctl::for_guest(&std::mem::take(&mut sysctls)),
+                );
+            }
             let kernel = crate::pod::stage1::kvm_kernel(ctx.kvm_kernel.as_deref(), &ctx.config)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
             annotations.insert(

@@ -1,7 +1,7 @@
 //! A sandbox's sysctls (`PodSandboxConfig.linux.sysctls`): only namespaced ones — the
 //! network namespace's `net.*` and the IPC namespace's `kernel.shm*`, `kernel.msg*`,
-//! `kernel.sem` and `fs.mqueue.*` — written from inside the running sandbox's namespaces,
-//! so nothing of the node changes.
+//! `kernel.sem` and `fs.mqueue.*` — written from inside the running sandbox's namespaces
+//! (a kvm sandbox's by its guest agent, in the VM), so nothing of the node changes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -77,6 +77,19 @@ pub fn check(
         });
     }
     Ok(out)
+}
+
+/// `sysctls` for a kvm sandbox's guest agent (`orbit_stage1::agent::AgentConfig::sysctls`):
+/// a JSON object of paths below /proc/sys and values.
+pub fn for_guest(sysctls: &[Sysctl]) -> String {
+    let map: std::collections::BTreeMap<String, &str> = sysctls
+        .iter()
+        .map(|s| {
+            let rel = s.path.strip_prefix("/proc/sys").unwrap_or(&s.path);
+            (rel.to_string_lossy().into_owned(), s.value.as_str())
+        })
+        .collect();
+    serde_json::to_string(&map).expect("a map of strings serializes")
 }
 
 /// Writes `sysctls` inside the running sandbox `pod`, from a thread that joins its

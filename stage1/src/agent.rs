@@ -18,6 +18,16 @@ pub const ADDED_VOLUMES_TAG: &str = "added";
 /// Where the agent mounts [`ADDED_VOLUMES_TAG`] in the guest.
 pub const ADDED_VOLUMES_MOUNT: &str = "/volumes-added";
 
+/// The pod annotation carrying a kvm pod's sysctls for the guest ([`AgentConfig::sysctls`]),
+/// a JSON object; stage0 (the CRI) checks them before it sets it.
+pub const SYSCTLS_ANNOTATION: &str = "orbit.dev/kvm-sysctls";
+
+/// Why a kvm pod cannot have the host's network: its VM has a kernel, and so a network
+/// stack, of its own (a port it listens on would be on the VM's loopback, not the host's).
+pub const HOST_NETWORK_REFUSED: &str = "a kvm pod cannot use the host's network: its VM has \
+     a network stack of its own; use a CNI network (or none), or the ns stage1 for host \
+     networking";
+
 /// What the agent runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -39,6 +49,11 @@ pub struct AgentConfig {
     /// the VM powers off only when stopped, not when its apps have exited.
     #[serde(default)]
     pub mutable: bool,
+    /// Sysctls the agent sets in the guest before any app starts: paths below /proc/sys
+    /// (`net/ipv4/ip_forward`) and values. The guest is the pod's own kernel, so these are
+    /// the pod's alone.
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 /// One app, as the guest sees it.
@@ -77,6 +92,19 @@ pub struct GuestApp {
     /// Runs on the VM's serial console (the user's terminal) instead of with piped output.
     #[serde(default)]
     pub interactive: bool,
+    /// Its confinement in the guest, as an `ns` app's on the host: capabilities,
+    /// no_new_privs, masked and read-only paths, every device (a privileged app), and a
+    /// seccomp filter by name, which the agent refuses: the host sends it compiled
+    /// ([`GuestApp::seccomp`]). A configuration without it gets the secure defaults.
+    #[serde(default)]
+    pub isolators: crate::Isolators,
+    /// The app's seccomp filter compiled by the host ([`crate::seccomp::to_words`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<Vec<Vec<u64>>>,
+    /// A pid namespace of its own, whose PID 1 the app is (the CRI's default); otherwise it
+    /// shares the VM's.
+    #[serde(default)]
+    pub pid_namespace: bool,
 }
 
 /// The guest console an interactive app gets as its terminal.
@@ -208,7 +236,7 @@ pub enum ToGuest {
     /// Kill an `exec` and what it started (its client is gone).
     ExecKill { id: u64 },
     /// Start an app added to a mutable pod (answered by `Started` or `Failed`).
-    StartApp { app: GuestApp },
+    StartApp { app: Box<GuestApp> },
     /// Send signal number `signal` to an app.
     StopApp { app: String, signal: i32 },
     /// Forget an exited app and unmount what the guest mounted for it (answered by

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod cgroup2;
+pub mod confine;
 pub mod devices;
 pub mod isolators;
 pub mod log;

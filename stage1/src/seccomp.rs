@@ -342,6 +342,42 @@ pub fn compile(s: &Seccomp) -> Result<Vec<seccompiler::BpfProgram>, String> {
         .collect())
 }
 
+/// Compiled programs as plain numbers, one per instruction (code, jump-if-true,
+/// jump-if-false, operand, high to low bits): how a filter compiled on the host travels to
+/// the kvm guest agent, which does not carry the compiler.
+pub fn to_words(programs: &[seccompiler::BpfProgram]) -> Vec<Vec<u64>> {
+    programs
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|i| {
+                    (u64::from(i.code) << 48)
+                        | (u64::from(i.jt) << 40)
+                        | (u64::from(i.jf) << 32)
+                        | u64::from(i.k)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// [`to_words`]' inverse.
+pub fn from_words(words: &[Vec<u64>]) -> Vec<seccompiler::BpfProgram> {
+    words
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|w| seccompiler::sock_filter {
+                    code: (w >> 48) as u16,
+                    jt: (w >> 40) as u8,
+                    jf: (w >> 32) as u8,
+                    k: *w as u32,
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Loads a compiled filter into the calling thread. With `no_new_privs` the filter is
 /// loaded the usual way (seccompiler, which sets no_new_privs itself); without it — a
 /// privileged app that keeps CAP_SYS_ADMIN — it is loaded with a raw `seccomp(2)` call,
@@ -399,6 +435,8 @@ mod tests {
             errno: 1,
         };
         assert!(compile(&bad).unwrap_err().contains("no_such_call"));
+        let programs = compile(&ok).unwrap();
+        assert_eq!(from_words(&to_words(&programs)), programs);
         for dangerous in [
             "mount",
             "kexec_load",

@@ -123,8 +123,9 @@ fn ensure_like(source: &Path, target: &Path) -> Result<(), String> {
     made.map_err(|e| format!("cannot create {}: {e}", target.display()))
 }
 
-/// Mounts what the app sees: /proc, /sys (read-only), /dev, the pod's /etc files, its
-/// volumes; makes its root read-only if asked.
+/// Mounts what the guest's namespace holds of the app's world: the pod's /etc files, its
+/// volumes, its root read-only if asked (its kernel filesystems and /dev are made in its own
+/// mount namespace: see `spawn`).
 fn prepare_root(app: &GuestApp) -> Result<(), String> {
     let root = Path::new(&app.root);
     let inside = |p: &str| root.join(p.trim_start_matches('/'));
@@ -141,24 +142,6 @@ fn prepare_root(app: &GuestApp) -> Result<(), String> {
     if app.read_only_rootfs {
         bind(root, root, true)?;
     }
-    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(
-        Some("proc"),
-        &inside("proc"),
-        Some("proc"),
-        nosuid,
-        None::<&str>,
-    )
-    .map_err(|e| format!("mount proc: {e}"))?;
-    mount(
-        Some("sysfs"),
-        &inside("sys"),
-        Some("sysfs"),
-        nosuid | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(|e| format!("mount sysfs: {e}"))?;
-    bind(Path::new("/dev"), &inside("dev"), false)?;
     for (src, dst, ro) in &binds {
         bind(src, dst, *ro)?;
     }
@@ -247,30 +230,78 @@ enum Io {
     Terminal(std::os::fd::OwnedFd),
 }
 
-/// Spawns `argv` in `app`'s root as the app's user, in `cgroup` when given, with `io`.
+/// Which pid namespace a spawned process lands in.
+#[derive(Clone, Copy)]
+enum PidNs {
+    /// The VM's.
+    Guest,
+    /// A new one, whose PID 1 it is.
+    New,
+    /// Running process `pid`'s.
+    Of(i32),
+}
+
+/// Runs `f` on a thread of its own whose children land in `ns` (a thread's namespace for
+/// children is its own; the agent's other threads keep the VM's).
+fn in_pid_ns<T: Send>(
+    ns: PidNs,
+    f: impl FnOnce() -> Result<T, (i32, String)> + Send,
+) -> Result<T, (i32, String)> {
+    let enter = move || -> Result<(), (i32, String)> {
+        match ns {
+            PidNs::Guest => Ok(()),
+            PidNs::New => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| (125, format!("cannot create a pid namespace: {e}"))),
+            PidNs::Of(pid) => {
+                let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid"))
+                    .map_err(|e| (125, format!("cannot open the app's pid namespace: {e}")))?;
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID)
+                    .map_err(|e| (125, format!("cannot join the app's pid namespace: {e}")))
+            }
+        }
+    };
+    if matches!(ns, PidNs::Guest) {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || enter().and_then(|()| f()))
+            .join()
+            .unwrap_or_else(|_| Err((125, "the spawning thread panicked".into())))
+    })
+}
+
+/// Spawns `argv` in `app` as the app's user with its confinement (see [`crate::spawn`]), in
+/// `cgroup` when given, with `io`: a start of the app when `join` is `None`, else a process
+/// joining the running app whose pid it gives.
 fn spawn(
     app: &GuestApp,
     argv: &[String],
     cgroup: Option<&Path>,
     io: Io,
+    join: Option<i32>,
 ) -> Result<std::process::Child, (i32, String)> {
     let root = Path::new(&app.root);
     let program = resolve(root, &argv[0], &app.env)
         .ok_or_else(|| (127, format!("{}: not found in the app's root", argv[0])))?;
-    let c_root = CString::new(app.root.as_str()).map_err(|e| (125, e.to_string()))?;
-    let c_wd = CString::new(app.working_directory.as_str()).map_err(|e| (125, e.to_string()))?;
     let c_procs = cgroup
         .map(|c| CString::new(c.join("cgroup.procs").to_string_lossy().as_bytes()))
         .transpose()
         .map_err(|e| (125, e.to_string()))?;
-    let (uid, gid) = (app.uid, app.gid);
-    let mut groups: Vec<libc::gid_t> = vec![gid];
-    groups.extend(&app.additional_gids);
-    let mut cmd = Command::new(&program);
-    cmd.arg0(&argv[0])
-        .args(&argv[1..])
+    let request = serde_json::to_string(&crate::spawn::Request {
+        app: app.clone(),
+        program,
+        argv: argv.to_vec(),
+        join,
+    })
+    .map_err(|e| (125, e.to_string()))?;
+    let (report, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| (125, format!("pipe: {e}")))?;
+    let report_fd = std::os::fd::AsRawFd::as_raw_fd(&report_w);
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("orbit-kvm-agent")
+        .arg(crate::spawn::ARG)
         .env_clear()
-        .envs(app.env.iter().filter_map(|e| e.split_once('=')));
+        .env(crate::spawn::ENV, request);
     let controlling_tty = !matches!(io, Io::Pipes { .. });
     match io {
         Io::Console => {
@@ -312,13 +343,13 @@ fn spawn(
                 }
                 libc::close(fd);
             }
-            if libc::chroot(c_root.as_ptr()) != 0 || libc::chdir(c_wd.as_ptr()) != 0 {
-                return fail();
-            }
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
+            // The helper's report descriptor, open across its exec.
+            let moved = if report_fd == crate::spawn::REPORT_FD {
+                libc::fcntl(report_fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(report_fd, crate::spawn::REPORT_FD)
+            };
+            if moved < 0 {
                 return fail();
             }
             libc::setsid();
@@ -328,8 +359,23 @@ fn spawn(
             Ok(())
         });
     }
-    cmd.spawn()
-        .map_err(|e| (126, format!("cannot start {}: {e}", argv[0])))
+    let ns = match join {
+        None if app.pid_namespace => PidNs::New,
+        Some(pid) if app.pid_namespace => PidNs::Of(pid),
+        _ => PidNs::Guest,
+    };
+    let child = in_pid_ns(ns, move || {
+        cmd.spawn()
+            .map_err(|e| (126, format!("cannot start {}: {e}", argv[0])))
+    })?;
+    drop(report_w);
+    // The helper's word: nothing once the command runs.
+    let mut said = String::new();
+    let _ = std::fs::File::from(report).read_to_string(&mut said);
+    match said.split_once(' ') {
+        None => Ok(child),
+        Some((code, message)) => Err((code.parse().unwrap_or(125), message.to_string())),
+    }
 }
 
 /// Unmounts (lazily) every mount at or below `root`, deepest first.
@@ -421,7 +467,7 @@ impl Supervisor {
                 } else {
                     Io::Pipes { stdin: false }
                 };
-                let mut child = spawn(app, &app.exec, Some(&cgroup), io)?;
+                let mut child = spawn(app, &app.exec, Some(&cgroup), io, None)?;
                 let name = app.name.clone();
                 let n = name.clone();
                 let readers = readers(&self.port, &mut child, move |stream, data| {
@@ -563,7 +609,21 @@ impl Supervisor {
             None => (Io::Pipes { stdin }, None),
         };
         let mut st = self.state.lock().unwrap();
-        match spawn(&a, argv, cgroup.exists().then_some(cgroup.as_path()), io) {
+        // An exec joins the running app (its mounts, its pid namespace).
+        let app_pid = st.running.iter().find_map(|(pid, k)| {
+            matches!(k, Kind::App { name, .. } if *name == a.name).then_some(*pid)
+        });
+        let spawned = match app_pid {
+            Some(pid) => spawn(
+                &a,
+                argv,
+                cgroup.exists().then_some(cgroup.as_path()),
+                io,
+                Some(pid),
+            ),
+            None => Err((125, format!("app {} is not running", a.name))),
+        };
+        match spawned {
             Ok(mut child) => {
                 let make = move |stream, data: &[u8]| exec_output(id, stream, data);
                 let (readers, input) = match master {

@@ -9,6 +9,7 @@
 mod apps;
 mod forward;
 mod setup;
+mod spawn;
 
 use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,9 @@ impl Port {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(spawn::ARG) {
+        spawn::helper();
+    }
     if std::process::id() != 1 {
         eprintln!("orbit-kvm-agent: runs only as PID 1 of a kvm pod's VM");
         std::process::exit(2);
@@ -74,6 +78,7 @@ fn run() -> Result<(), String> {
     .map_err(|e| format!("bad {}: {e}", config_path.display()))?;
     setup::shares(&config)?;
     setup::network(&config)?;
+    setup::sysctls(&config)?;
     let _ = nix::unistd::sethostname(&config.hostname);
     port.send(&ToHost::Ready);
     let sup = apps::Supervisor::new(port.clone(), config);
@@ -84,7 +89,7 @@ fn run() -> Result<(), String> {
     std::thread::spawn(move || {
         for l in BufReader::new(reader).lines() {
             let Ok(l) = l else { break };
-            match serde_json::from_str::<ToGuest>(&l) {
+            match serde_json::from_slice::<ToGuest>(l.as_bytes()) {
                 Ok(ToGuest::Stop) => s.signal_apps(nix::sys::signal::Signal::SIGTERM),
                 Ok(ToGuest::Kill) => s.signal_apps(nix::sys::signal::Signal::SIGKILL),
                 Ok(ToGuest::Exec {
@@ -101,7 +106,7 @@ fn run() -> Result<(), String> {
                 Ok(ToGuest::ExecKill { id }) => s.exec_kill(id),
                 Ok(ToGuest::StartApp { app }) => {
                     let s = s.clone();
-                    std::thread::spawn(move || s.start_app(app));
+                    std::thread::spawn(move || s.start_app(*app));
                 }
                 Ok(ToGuest::StopApp { app, signal }) => s.signal_app(&app, signal),
                 Ok(ToGuest::RemoveApp { app }) => s.remove_app(&app),

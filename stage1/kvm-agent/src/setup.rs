@@ -169,6 +169,17 @@ pub fn network(config: &AgentConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Sets the pod's sysctls in the guest (paths below /proc/sys; stage0 checked that they are
+/// the namespaced ones a pod may set).
+pub fn sysctls(config: &AgentConfig) -> Result<(), String> {
+    for (name, value) in &config.sysctls {
+        let path = orbit_stage1::confine::in_root(Path::new("/proc/sys"), name)
+            .map_err(|e| format!("sysctl {name}: {e}"))?;
+        std::fs::write(&path, value).map_err(|e| format!("sysctl {name}={value}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Syncs and powers the VM off (QEMU runs with -no-reboot and exits).
 pub fn power_off() -> ! {
     nix::unistd::sync();

@@ -11,10 +11,12 @@
 //! sees the host's /dev, keeps them on its volumes.
 
 use std::os::unix::fs::symlink;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+pub use orbit_stage1::confine::in_root;
+use orbit_stage1::confine::{bind_read_only, mask_paths};
 use orbit_stage1::{paths, App, PodManifest, Propagation, Volume, VolumeKind};
 
 use crate::Flavor;
@@ -242,34 +244,6 @@ pub fn loopback_up() -> Result<(), String> {
     orbit_stage1::netif::loopback_up()
 }
 
-/// A path inside the app root for an absolute in-app path, refusing `..` and refusing to
-/// pass through symlinks (an image must not redirect a mount outside its root).
-pub fn in_root(root: &Path, inside: &str) -> Result<PathBuf, String> {
-    let mut p = root.to_path_buf();
-    for c in Path::new(inside).components() {
-        match c {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(n) => {
-                p.push(n);
-                if p.symlink_metadata()
-                    .is_ok_and(|m| m.file_type().is_symlink())
-                {
-                    return Err(format!(
-                        "{inside}: {} is a symlink in the image; mount targets must be real paths",
-                        p.display()
-                    ));
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "{inside}: mount targets must be absolute paths without '..'"
-                ))
-            }
-        }
-    }
-    Ok(p)
-}
-
 fn ensure_dir(p: &Path) -> R {
     std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
 }
@@ -364,47 +338,6 @@ pub fn enter_app_root(
     Ok(())
 }
 
-/// Hides the masked paths (an empty read-only tmpfs over directories, the pod's /dev/null
-/// over files) and makes the read-only ones read-only. Paths missing on this kernel are skipped.
-fn mask_paths(root: &Path, iso: &orbit_stage1::Isolators) -> R {
-    let null = root.join("dev/null");
-    for p in &iso.masked_paths {
-        let target = in_root(root, p)?;
-        let Ok(meta) = target.symlink_metadata() else {
-            continue;
-        };
-        if meta.is_dir() {
-            mnt(
-                Some("tmpfs"),
-                &target,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("size=0"),
-            )?;
-        } else {
-            mnt(
-                Some(&null.to_string_lossy()),
-                &target,
-                None,
-                MsFlags::MS_BIND,
-                None,
-            )?;
-        }
-    }
-    for p in &iso.readonly_paths {
-        let target = in_root(root, p)?;
-        if target.symlink_metadata().is_err() {
-            continue;
-        }
-        bind_read_only(
-            &target,
-            &target,
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        )?;
-    }
-    Ok(())
-}
-
 /// Binds file `source` on `target`, creating an empty file there first.
 pub fn bind_file(source: &Path, target: &Path) -> R {
     std::fs::File::create(target)
@@ -414,24 +347,6 @@ pub fn bind_file(source: &Path, target: &Path) -> R {
         target,
         None,
         MsFlags::MS_BIND,
-        None,
-    )
-}
-
-/// Binds `source` (recursively) on `target` and makes the bind read-only with `flags`.
-fn bind_read_only(source: &Path, target: &Path, flags: MsFlags) -> R {
-    mnt(
-        Some(&source.to_string_lossy()),
-        target,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    mnt(
-        None,
-        target,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
         None,
     )
 }

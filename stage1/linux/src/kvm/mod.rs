@@ -66,15 +66,18 @@ pub fn run(args: &Args) -> Result<i32, String> {
     let result = crate::run::wait_for_systemd(crate::Flavor::Kvm, args)
         .and_then(|()| read_manifest(&pod))
         .and_then(|manifest| {
-            if manifest.host_namespaces.is_empty() {
-                Ok(manifest)
-            } else {
+            if !manifest.host_namespaces.is_empty() {
                 Err(
                     "a kvm pod cannot share the host's pid or ipc namespace (hostNamespaces)"
                         .into(),
                 )
+            } else if manifest.network.mode == net_mode::HOST {
+                Err(agent::HOST_NETWORK_REFUSED.into())
+            } else {
+                Ok(manifest)
             }
         })
+        .and_then(|manifest| sysctls(&manifest).map(|_| manifest))
         .and_then(|manifest| {
             match manifest
                 .apps
@@ -127,10 +130,22 @@ pub(crate) fn image_volumes_unsupported(volumes: &[orbit_stage1::Volume]) -> Opt
         })
 }
 
+/// The sysctls stage0 asked for in the guest ([`agent::SYSCTLS_ANNOTATION`]).
+fn sysctls(manifest: &PodManifest) -> Result<std::collections::BTreeMap<String, String>, String> {
+    match manifest.annotations.get(agent::SYSCTLS_ANNOTATION) {
+        None => Ok(Default::default()),
+        Some(j) => serde_json::from_str(j)
+            .map_err(|e| format!("malformed {} annotation: {e}", agent::SYSCTLS_ANNOTATION)),
+    }
+}
+
 fn remove_sockets(uuid: &str) {
     let _ = std::fs::remove_file(agent_socket(uuid));
     let _ = std::fs::remove_file(control_socket(uuid));
 }
+
+/// A 9p share: mount tag, host directory, read-only.
+type Share = (String, PathBuf, bool);
 
 /// The agent's configuration for `manifest`, and the 9p shares besides the pod directory.
 fn agent_config(
@@ -138,7 +153,7 @@ fn agent_config(
     manifest: &PodManifest,
     interfaces: Vec<GuestInterface>,
     debug: bool,
-) -> (AgentConfig, Vec<(String, PathBuf, bool)>) {
+) -> Result<(AgentConfig, Vec<Share>), String> {
     let mut shares = Vec::new();
     let mut guest_shares = Vec::new();
     let mut volume_paths: HashMap<String, String> = HashMap::new();
@@ -168,8 +183,8 @@ fn agent_config(
         .apps
         .iter()
         .map(|a| guest_app(pod, manifest, a, &volume_paths))
-        .collect();
-    (
+        .collect::<Result<_, _>>()?;
+    Ok((
         AgentConfig {
             hostname: manifest.hostname.clone(),
             apps,
@@ -177,25 +192,35 @@ fn agent_config(
             interfaces,
             debug,
             mutable: manifest.mutable,
+            // Checked before the VM is made (see `run`).
+            sysctls: sysctls(manifest).unwrap_or_default(),
         },
         shares,
-    )
+    ))
 }
 
 /// App `a` as the guest runs it: its root on the pod share, its volumes at the guest paths
-/// `volume_paths` gives for their names, the pod's /etc files.
+/// `volume_paths` gives for their names, the pod's /etc files, its confinement (the seccomp
+/// filter compiled here: the agent does not carry the compiler).
 fn guest_app(
     pod: &Path,
     manifest: &PodManifest,
     a: &orbit_stage1::App,
     volume_paths: &HashMap<String, String>,
-) -> GuestApp {
+) -> Result<GuestApp, String> {
     let etc = |f: &str| GuestMount {
         source: format!("{}/{}/{f}", agent::POD_MOUNT, paths::ETC_DIR),
         target: format!("/etc/{f}"),
         read_only: false,
     };
-    GuestApp {
+    let seccomp = a
+        .isolators
+        .seccomp
+        .as_ref()
+        .map(orbit_stage1::seccomp::compile)
+        .transpose()
+        .map_err(|e| format!("app {}: {e}", a.name))?;
+    Ok(GuestApp {
         name: a.name.clone(),
         root: format!("{}/apps/{}", agent::POD_MOUNT, a.name),
         exec: a.exec.clone(),
@@ -224,7 +249,13 @@ fn guest_app(
         memory: a.isolators.resources.memory,
         read_only_rootfs: a.read_only_rootfs,
         interactive: a.interactive,
-    }
+        isolators: orbit_stage1::Isolators {
+            seccomp: None,
+            ..a.isolators.clone()
+        },
+        seccomp: seccomp.as_deref().map(orbit_stage1::seccomp::to_words),
+        pid_namespace: a.pid_namespace,
+    })
 }
 
 /// Assembles what the guest may see, `kvm/share/`, from bind mounts in the supervisor's
@@ -530,7 +561,7 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
             Vec::new()
         },
         args.debug,
-    );
+    )?;
     let dir = kvm_dir(pod);
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let view = guest_view(pod, manifest)?;
@@ -652,10 +683,12 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     };
     let session = Arc::new(Mutex::new(session));
     let mut reader = BufReader::new(stream);
+    let mut ready = false;
     while let Some(line) = agent_line(&mut reader) {
         match serde_json::from_str::<ToHost>(&line) {
             Ok(msg) => {
                 if matches!(msg, ToHost::Ready) {
+                    ready = true;
                     if args.debug {
                         eprintln!("stage1 kvm: agent ready after {:?}", started.elapsed());
                     }
@@ -681,6 +714,22 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     wait_qemu(&mut qemu, Duration::from_secs(30));
     if args.debug {
         eprintln!("stage1 kvm: VM gone after {:?}", started.elapsed());
+    }
+    if !ready {
+        // The agent gave up before it ran anything (it says why on the console).
+        let tail = std::fs::read_to_string(&console).unwrap_or_default();
+        let said: Vec<&str> = tail
+            .lines()
+            .filter(|l| l.starts_with("orbit-kvm-agent:"))
+            .collect();
+        return Err(format!(
+            "the VM's agent did not start: {}",
+            if said.is_empty() {
+                "it said nothing (see kvm/console.log in the pod directory)".to_string()
+            } else {
+                said.join("; ")
+            }
+        ));
     }
     // Apps the VM took down with it (QEMU killed, guest crashed); an immutable pod's apps
     // that never got to start too.
@@ -900,10 +949,9 @@ fn spawn_control_thread(
                         size: req.size,
                     },
                 );
-                if req.stdin {
-                    let w = writer.clone();
-                    std::thread::spawn(move || relay_exec_input(&w, id, reader));
-                }
+                // Also without input: the client going away is noticed there.
+                let w = writer.clone();
+                std::thread::spawn(move || relay_exec_input(&w, id, reader));
                 let mut out = &conn;
                 for msg in rx {
                     let done = matches!(msg, ToHost::ExecExited { .. });
@@ -924,23 +972,19 @@ fn spawn_control_thread(
 }
 
 /// Relays what an `enter` client sends for exec `id` (input, its end, terminal sizes) to
-/// the agent; the client going away ends the input.
+/// the agent until the client goes away — which kills the command, whether or not its input
+/// had ended (a silent command would never notice; killing one that has ended does nothing).
 fn relay_exec_input(writer: &Arc<Mutex<UnixStream>>, id: u64, from: impl BufRead) {
     for line in from.lines() {
         let Ok(line) = line else { break };
         let msg = match serde_json::from_str::<agent::ExecControl>(&line) {
             Ok(agent::ExecControl::Input { data }) => ToGuest::ExecInput { id, data },
             Ok(agent::ExecControl::Resize { cols, rows }) => ToGuest::ExecResize { id, cols, rows },
-            Ok(agent::ExecControl::Close) => {
-                send(writer, &ToGuest::ExecCloseInput { id });
-                return;
-            }
+            Ok(agent::ExecControl::Close) => ToGuest::ExecCloseInput { id },
             Err(_) => continue,
         };
         send(writer, &msg);
     }
-    // The connection ended without the end of the input: the client is gone (a silent
-    // command would never notice).
     send(writer, &ToGuest::ExecKill { id });
 }
 

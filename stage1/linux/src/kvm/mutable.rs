@@ -150,7 +150,7 @@ impl Pod {
                 };
                 volume_paths.insert(v.name.clone(), guest);
             }
-            Ok::<_, String>(guest_app(&self.dir, &manifest, app, &volume_paths))
+            guest_app(&self.dir, &manifest, app, &volume_paths)
         })();
         let guest = match mounted {
             Ok(g) => g,
@@ -207,7 +207,12 @@ impl Pod {
             }
             record.starting = true;
         }
-        let asked = self.ask(name, &ToGuest::StartApp { app: guest });
+        let asked = self.ask(
+            name,
+            &ToGuest::StartApp {
+                app: Box::new(guest),
+            },
+        );
         if asked.is_err() {
             // No answer: the app may be stopped, removed or started again.
             if let Some(r) = self.session.lock().unwrap().apps.get_mut(name) {
