@@ -135,19 +135,28 @@ async fn supplemental_groups_merge_or_strict_and_the_user_the_status_reports() {
 
     // A policy the CRI does not define is refused, and nothing is made.
     let bad = as_user_1000("bad", "true", 7);
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(bad),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(&mut rt, &sb, &config, bad).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     assert!(e.message().contains("supplemental_groups_policy"), "{e}");
     assert_eq!(list_containers(&mut rt).await.len(), 2);
 
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+}
+
+/// CreateContainer `c` in sandbox `sb`, which must fail: the error.
+async fn create_refused(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sb: &str,
+    config: &proto::PodSandboxConfig,
+    c: proto::ContainerConfig,
+) -> tonic::Status {
+    rt.create_container(proto::CreateContainerRequest {
+        pod_sandbox_id: sb.into(),
+        config: Some(c),
+        sandbox_config: Some(config.clone()),
+    })
+    .await
+    .expect_err("CreateContainer must refuse it")
 }
 
 async fn list_containers(rt: &mut RuntimeServiceClient<Channel>) -> Vec<proto::Container> {
@@ -203,14 +212,13 @@ async fn an_image_volume_shows_the_image_read_only_and_keeps_it_while_in_use() {
     let pod = pod_dir(&w, &sb);
 
     // An image that is not in the store: refused, naming it, and nothing is left.
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(with_image_volume("missing", "example.com/absent:1")),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(
+        &mut rt,
+        &sb,
+        &config,
+        with_image_volume("missing", "example.com/absent:1"),
+    )
+    .await;
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
     assert!(e.message().contains("example.com/absent:1"), "{e}");
     assert!(list_containers(&mut rt).await.is_empty());
@@ -221,14 +229,7 @@ async fn an_image_volume_shows_the_image_read_only_and_keeps_it_while_in_use() {
     // A host path and an image at once: refused.
     let mut both = with_image_volume("both", MARKER);
     both.mounts[0].host_path = w.store().display().to_string();
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(both),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(&mut rt, &sb, &config, both).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     assert!(list_containers(&mut rt).await.is_empty());
 
@@ -239,7 +240,6 @@ async fn an_image_volume_shows_the_image_read_only_and_keeps_it_while_in_use() {
         sh(&mut rt, &id, "cat /vol/marker").await,
         (0, "marker-image".to_string())
     );
-    assert_eq!(sh(&mut rt, &id, "test -x /vol/bin/busybox").await.0, 0);
     let (code, _) = sh(&mut rt, &id, "touch /vol/new 2>&1").await;
     assert_ne!(code, 0, "the image volume must be read-only");
     let (_, out) = sh(&mut rt, &id, "touch /vol/marker 2>&1").await;
@@ -249,6 +249,8 @@ async fn an_image_volume_shows_the_image_read_only_and_keeps_it_while_in_use() {
     for o in ["ro", "nosuid", "nodev"] {
         assert!(opts.contains(&o), "/vol is mounted {opts:?}");
     }
+    // Every layer of the image, not just its top one.
+    assert_eq!(sh(&mut rt, &id, "test -x /vol/bin/busybox").await.0, 0);
 
     // RemoveImage while the volume is in use: the name goes, the layers the volume shows
     // stay (as an app's root's do) and the container still reads them.
