@@ -92,7 +92,7 @@ fn a_two_app_pod_runs_in_a_vm_with_env_user_workdir_volume_and_logs() {
             "/bin/sh",
             "--",
             "-c",
-            "id -u; echo second-err >&2",
+            "id -u; echo second-err >&2; printf partial",
         ],
     );
     let out = run_expect(&w, &args, 3);
@@ -122,6 +122,12 @@ fn a_two_app_pod_runs_in_a_vm_with_env_user_workdir_volume_and_logs() {
     );
     assert!(
         logs.iter().any(|(_, s, _, t)| s == "stdout" && t == "1000"),
+        "{logs:?}"
+    );
+    // Output without a newline is logged as the agent relays it: a `P` record.
+    assert!(
+        logs.iter()
+            .any(|(_, s, tag, t)| s == "stdout" && tag == "P" && t == "partial"),
         "{logs:?}"
     );
     let qemu = qemu_pid(&w, &uuid);
