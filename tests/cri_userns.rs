@@ -430,8 +430,15 @@ async fn user_namespaces_orbit_cannot_honour_are_refused_and_leave_nothing() {
     }];
     let mut other_userns = pod_mode(mapping(UIDS + 65536), mapping(GIDS));
     other_userns.userns_options.as_mut().unwrap().gids = mapping(GIDS);
+    let mut device = ok();
+    device.devices = vec![proto::Device {
+        container_path: "/dev/fuse".into(),
+        host_path: "/dev/fuse".into(),
+        permissions: "rw".into(),
+    }];
     for (c, needle) in [
         (privileged, "privileged"),
+        (device, "devices"),
         (other_ids, "differ from the sandbox's"),
         (in_namespaces(ok(), Some(mode(NamespaceMode::Node))), "NODE"),
         (in_namespaces(ok(), Some(other_userns)), "other ids"),

@@ -184,7 +184,7 @@ pub fn reported(ns: &UserNamespace) -> proto::UserNamespace {
 /// Checks container `config` against its sandbox's user namespace `pod` (`None`: the
 /// node's): its own `userns_options`, if any, must name the sandbox's; a privileged
 /// container is refused in one (the kubelet does not send it: a user namespace pod is
-/// never privileged); and an idmapped mount (`uidMappings`/`gidMappings`) must use the
+/// never privileged), and so are devices; and an idmapped mount (`uidMappings`/`gidMappings`) must use the
 /// sandbox's own mapping, the only one orbit idmaps with.
 pub fn check_container(
     pod: Option<&UserNamespace>,
@@ -223,6 +223,13 @@ pub fn check_container(
                 }
             )))
         }
+    }
+    if pod.is_some() && !config.devices.is_empty() {
+        // The pod's device ceiling is set when it starts, before its containers are known.
+        return Err(Status::invalid_argument(
+            "devices for a container in a sandbox with a user namespace (hostUsers: false) \
+             are not supported yet: run the pod with the node's user namespace",
+        ));
     }
     if pod.is_some() && sec.is_some_and(|s| s.privileged) {
         return Err(Status::invalid_argument(
