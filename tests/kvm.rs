@@ -510,7 +510,7 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
         }
     };
     poll(Duration::from_secs(30), "httpd in the VM", || {
-        (sh_blocking(&rt, &web, "wget -q -O- http://127.0.0.1:8080/") == 0).then_some(())
+        (sh_blocking(&rt, &web, "wget -q -O- http://127.0.0.1:8080/").0 == 0).then_some(())
     });
     let u = forward_url(8080).await;
     let out = client(
@@ -598,17 +598,18 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     assert_vm_gone(&w, &sb, qemu);
 }
 
-/// `sh -c SCRIPT` in container `id` through ExecSync, from a sync context: its exit code.
+/// `sh -c SCRIPT` in container `id` through ExecSync, from a sync context: its exit code
+/// and output.
 fn sh_blocking(
     rt: &orbit::cri::proto::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
     id: &str,
     script: &str,
-) -> i32 {
+) -> (i32, String) {
     let (mut rt, id, script) = (rt.clone(), id.to_string(), script.to_string());
     std::thread::spawn(move || {
         tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(async move { cri_common::sh(&mut rt, &id, &script).await.0 })
+            .block_on(async move { cri_common::sh(&mut rt, &id, &script).await })
     })
     .join()
     .unwrap()
@@ -811,7 +812,12 @@ async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
             .1,
         "sleep 600"
     );
-    assert_eq!(sh(&mut rt, &plain, "pgrep -x init").await.1, "");
+    assert_eq!(
+        sh(&mut rt, &plain, "cat /proc/[0-9]*/comm | grep -cx init")
+            .await
+            .1,
+        "0"
+    );
     // The sandbox's sysctl, set in the VM; the node's is untouched.
     assert_eq!(
         sh(
@@ -827,16 +833,20 @@ async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
         fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(),
         host_port_start
     );
-    // An exec that times out is killed in the guest.
-    let e = exec(&mut rt, &plain, &["sleep", "4321"], 1).await;
+    // An exec that times out (long after it started and its input ended) is killed in
+    // the guest.
+    let started = "touch /dev/shm/ran; exec sleep 4321";
+    let e = exec(&mut rt, &plain, &["sh", "-c", started], 5).await;
     assert!(
         e.as_ref().is_err() || e.as_ref().unwrap().exit_code != 0,
         "{e:?}"
     );
+    assert_eq!(sh(&mut rt, &plain, "test -e /dev/shm/ran").await.0, 0);
+    // (The image's busybox has no pgrep.)
+    const SLEEPS_4321: &str = "for c in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $c; echo; \
+                               done | grep -c '^sleep 4321 '";
     poll(Duration::from_secs(20), "the timed-out exec gone", || {
-        sh_blocking_out(&rt, &plain, "pgrep -f 'sleep 4321' || true")
-            .is_empty()
-            .then_some(())
+        (sh_blocking(&rt, &plain, SLEEPS_4321).1 == "0").then_some(())
     });
 
     // Capabilities added and dropped take effect.
@@ -940,20 +950,4 @@ async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
 
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
     assert_vm_gone(&w, &sb, qemu);
-}
-
-/// `sh -c SCRIPT` in container `id` through ExecSync, from a sync context: its output.
-fn sh_blocking_out(
-    rt: &orbit::cri::proto::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    id: &str,
-    script: &str,
-) -> String {
-    let (mut rt, id, script) = (rt.clone(), id.to_string(), script.to_string());
-    std::thread::spawn(move || {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async move { cri_common::sh(&mut rt, &id, &script).await.1 })
-    })
-    .join()
-    .unwrap()
 }
