@@ -9,6 +9,10 @@
 #                           uncompressed (.ko.xz/.ko.zst are decompressed)
 #   OUTDIR/modules/order    module basenames in insmod order (dependencies first);
 #                           modules built into the kernel are left out
+#   OUTDIR/modules/on-demand/*.ko, modules.dep
+#                           modules the guest loads only when an app asks the kernel for
+#                           them (a bridge for a CAP_NET_ADMIN app: the kernel runs
+#                           /sbin/modprobe, busybox's, which reads this modules.dep)
 #   OUTDIR/kernel.version   e.g. 6.1.0-56-amd64
 #
 # Idempotent: installs only missing packages, re-extracts only when the kernel changed.
@@ -18,12 +22,15 @@
 #                                       (6.12, ships .ko.xz — exercised the xz path)
 #   VM_KERNEL_MODULES="..."             the wanted modules; their dependencies are added from
 #                                       modules.dep (depmod -b), dependencies first
+#   VM_KERNEL_ON_DEMAND="..."           the modules loaded on demand (with their dependencies
+#                                       that are not loaded at boot)
 set -euo pipefail
 
 OUT=${1:-/usr/lib/orbit/kvm}
 SUITE=${VM_KERNEL_SUITE:-}        # empty: the default candidate (bookworm + bookworm-security)
 tsuite=(); [ -n "$SUITE" ] && tsuite=(-t "$SUITE")
 MODS=${VM_KERNEL_MODULES:-"virtio_mmio virtio_pci 9pnet_virtio 9p virtiofs vmw_vsock_virtio_transport virtio_console virtio_net"}
+ON_DEMAND=${VM_KERNEL_ON_DEMAND:-"bridge veth dummy 8021q"}
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -61,7 +68,7 @@ fi
 # Which kernel package does linux-image-amd64 point to in $SUITE?
 pkg=$(apt-cache depends "${tsuite[@]}" linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 [ -n "$pkg" ] || { echo "cannot resolve linux-image-amd64 in $SUITE (apt-get update?)" >&2; exit 1; }
-stamp="$pkg $(apt-cache policy "$pkg" | awk '/Candidate/{print $2}') $MODS"
+stamp="$pkg $(apt-cache policy "$pkg" | awk '/Candidate/{print $2}') $MODS / $ON_DEMAND / layout 2"  # layout: bump when OUTDIR's contents change
 
 if [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$stamp" ] && [ -s "$OUT/vmlinux" ]; then
   :
@@ -97,10 +104,12 @@ PY
   rm -rf "$OUT/modules"; mkdir -p "$OUT/modules"
   mroot="$cache/x/lib/modules/$kver"
   depmod -b "$cache/x" "$kver"     # the .deb ships no modules.dep (postinst makes it)
-  # wanted modules + their dependencies, dependencies first; built-ins are skipped
-  python3 - "$mroot" $MODS > "$cache/list" <<'PY'
+  # wanted modules + their dependencies, dependencies first; built-ins are skipped.
+  # Lines: "boot NAME PATH" (insmod at boot, in order), then "demand NAME PATH DEPS..."
+  # (on-demand modules and the dependencies boot does not load).
+  python3 - "$mroot" "$MODS" "$ON_DEMAND" > "$cache/list" <<'PY'
 import sys, os, re
-root, want = sys.argv[1], sys.argv[2:]
+root, boot, demand = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 norm = lambda n: n.replace('-', '_')
 name = lambda p: norm(re.sub(r'\.ko(\.xz|\.zst|\.gz)?$', '', os.path.basename(p)))
 deps, path = {}, {}
@@ -109,27 +118,45 @@ for line in open(os.path.join(root, 'modules.dep')):
     deps[name(mod)] = [name(d) for d in rest.split()]
     path[name(mod)] = mod
 builtin = {name(l.strip()) for l in open(os.path.join(root, 'modules.builtin'))}
-seen, order = set(), []
-def visit(m):
-    if m in seen: return
-    seen.add(m)
-    if m in builtin: return
-    if m not in deps: sys.exit('module %s: neither built in nor in modules.dep' % m)
-    for d in reversed(deps[m]): visit(d)
-    order.append(m)
-for m in want: visit(norm(m))
-for m in order: print(m, os.path.join(root, path[m]))
+seen = set()
+def resolve(want):
+    order = []
+    def visit(m):
+        if m in seen: return
+        seen.add(m)
+        if m in builtin: return
+        if m not in deps: sys.exit('module %s: neither built in nor in modules.dep' % m)
+        for d in reversed(deps[m]): visit(d)
+        order.append(m)
+    for m in want: visit(norm(m))
+    return order
+at_boot = resolve(boot)
+for m in at_boot: print('boot', m, os.path.join(root, path[m]))
+for m in resolve(demand):
+    print('demand', m, os.path.join(root, path[m]), *[d for d in deps[m] if d not in at_boot and d not in builtin])
 PY
+  mkdir -p "$OUT/modules/on-demand"
   : > "$OUT/modules/order"
-  while read -r m f; do
+  : > "$OUT/modules/on-demand/modules.dep"
+  while read -r when m f rest; do
+    dir="$OUT/modules"; [ "$when" = demand ] && dir="$OUT/modules/on-demand"
     case "$f" in
-      *.ko.xz)  xz -dc "$f"    > "$OUT/modules/$m.ko" ;;
-      *.ko.zst) zstd -qdc "$f" > "$OUT/modules/$m.ko" ;;
-      *.ko.gz)  gzip -dc "$f"  > "$OUT/modules/$m.ko" ;;
-      *)        cp "$f" "$OUT/modules/$m.ko" ;;
+      *.ko.xz)  xz -dc "$f"    > "$dir/$m.ko" ;;
+      *.ko.zst) zstd -qdc "$f" > "$dir/$m.ko" ;;
+      *.ko.gz)  gzip -dc "$f"  > "$dir/$m.ko" ;;
+      *)        cp "$f" "$dir/$m.ko" ;;
     esac
-    echo "$m" >> "$OUT/modules/order"
+    if [ "$when" = boot ]; then
+      echo "$m" >> "$OUT/modules/order"
+    else   # busybox modprobe's modules.dep: paths relative to the modules directory
+      line="$m.ko:"; for d in $rest; do line="$line $d.ko"; done
+      echo "$line" >> "$OUT/modules/on-demand/modules.dep"
+    fi
   done < "$cache/list"
+  # their aliases (`ip link add … type bridge` asks for rtnl-link-bridge), as modprobe.d lines
+  while IFS=: read -r m _; do
+    grep -E " ${m%.ko}\$" "$mroot/modules.alias" || true
+  done < "$OUT/modules/on-demand/modules.dep" > "$OUT/modules/on-demand/modules.alias"
   cp "$cache"/x/boot/config-* "$OUT/config"
   echo "$kver" > "$OUT/kernel.version"
   rm -rf "$cache"
@@ -139,3 +166,4 @@ fi
 echo "kernel  $(cat "$OUT/kernel.version")"
 echo "vmlinux $OUT/vmlinux"
 while read -r m; do echo "module  $OUT/modules/$m.ko"; done < "$OUT/modules/order"
+while IFS=: read -r m _; do echo "module  $OUT/modules/on-demand/$m (on demand)"; done < "$OUT/modules/on-demand/modules.dep"

@@ -879,6 +879,12 @@ async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
             .0,
         0
     );
+    // Bridges: the guest kernel loads their module when first asked (critest's "adding
+    // capability" runs `brctl addbr`); without CAP_NET_ADMIN no bridge is made.
+    let bridges = "brctl addbr orbit0 2>&1 && ip link add orbit1 type bridge 2>&1 && \
+                   ls /sys/class/net | grep -c '^orbit[01]$'";
+    assert_eq!(sh(&mut rt, &capped, bridges).await, (0, "2".to_string()));
+    assert_ne!(sh(&mut rt, &plain, "brctl addbr orbit2").await.0, 0);
     let chown = "touch /dev/shm/f && chown 1 /dev/shm/f";
     assert_ne!(sh(&mut rt, &capped, chown).await.0, 0);
     assert_eq!(sh(&mut rt, &plain, chown).await.0, 0);

@@ -1,6 +1,10 @@
 //! The guest's initramfs: the agent as `/init` with the shared libraries it links, busybox
-//! (for `ip`), and the kernel's virtio/9p modules with their load order. Built once per
-//! agent and kernel and cached under /run/orbit/kvm (uncompressed: fastest under TCG).
+//! (for `ip`, and as `/sbin/modprobe`), the kernel's virtio/9p modules with their load
+//! order, and the modules the guest kernel loads only when an app asks for them (a bridge,
+//! for an app with CAP_NET_ADMIN: the kernel runs `/sbin/modprobe`, which finds them in
+//! `/lib/modules/<release>/modules.dep` and their aliases in `/etc/modprobe.d`). Built
+//! once per agent and kernel and cached under /run/orbit/kvm (uncompressed: fastest under
+//! TCG).
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -109,16 +113,53 @@ impl Archive {
         }
         self.entry(path, 0o100000 | mode, data)
     }
+
+    fn symlink(&mut self, path: &str, target: &str) -> Result<(), String> {
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent)?;
+        }
+        self.entry(path, 0o120777, target.as_bytes())
+    }
+
+    /// The on-demand modules of `dir` (`*.ko`, `modules.dep`, `modules.alias`: see
+    /// scripts/kvm-kernel.sh) for kernel `release`; nothing if the kernel's directory has
+    /// none (made by an older script).
+    fn on_demand_modules(&mut self, dir: &Path, release: &str) -> Result<(), String> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        let base = format!("/lib/modules/{release}");
+        let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
+            let name = name.to_string_lossy();
+            let data = std::fs::read(dir.join(&*name))
+                .map_err(|e| format!("cannot read {}: {e}", dir.join(&*name).display()))?;
+            if name == "modules.alias" {
+                self.file("/etc/modprobe.d/on-demand.conf", 0o644, &data)?;
+            } else if name == "modules.dep" || name.ends_with(".ko") {
+                self.file(&format!("{base}/{name}"), 0o644, &data)?;
+            }
+        }
+        self.symlink("/sbin/modprobe", "/bin/busybox")
+    }
 }
 
 /// The initramfs for `agent` and the modules in `modules_dir` (path of the cached image).
 pub fn initramfs(agent: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
     let busybox = Path::new("/bin/busybox");
     let order_file = modules_dir.join("order");
+    let on_demand = modules_dir.join("on-demand");
+    let release_file = modules_dir.with_file_name("kernel.version");
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (env!("CARGO_PKG_VERSION"), UNUSED_MODULES).hash(&mut h);
     stamp(agent, &mut h)?;
     stamp(&order_file, &mut h)?;
+    for f in [on_demand.join("modules.dep"), release_file.clone()] {
+        if f.exists() {
+            stamp(&f, &mut h)?;
+        }
+    }
     stamp(busybox, &mut h).map_err(|e| format!("{e} (install busybox-static)"))?;
     let cached = Path::new(CACHE).join(format!("initrd-{:016x}.cpio", h.finish()));
     if cached.is_file() {
@@ -163,6 +204,9 @@ pub fn initramfs(agent: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
                 0o644,
                 &read(&modules_dir.join(format!("{m}.ko")))?,
             )?;
+        }
+        if let Ok(release) = std::fs::read_to_string(&release_file) {
+            a.on_demand_modules(&on_demand, release.trim())?;
         }
         let out = cpio::newc::trailer(&mut a.out).map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())
