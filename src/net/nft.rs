@@ -516,6 +516,10 @@ pub fn forward_ports(
         std::fs::write(&path, "1")
             .map_err(|e| NetError::io("cannot write", Path::new(&path), e))?;
     }
+    let marker = store.join(FORWARDS_MARKER);
+    if !marker.exists() {
+        std::fs::write(&marker, b"").map_err(|e| NetError::io("cannot write", &marker, e))?;
+    }
     let tag = pod_tag(uuid, store);
     let mut script = String::new();
     for (chain, rule) in pod_rules(&tag, pod_ip, &subnet, maps)? {
@@ -548,14 +552,23 @@ fn remove_matching(matches: impl Fn(&str) -> bool) -> Result<(), NetError> {
     }
 }
 
+/// The file in a store that says a pod of it has had ports forwarded (made before its first
+/// rule is added): until then the store has no per-pod rules to sweep, and `orbit gc` does
+/// not list the firewall (running `nft` is most of an otherwise quick gc).
+const FORWARDS_MARKER: &str = "ports-forwarded";
+
 /// `orbit gc`: removes the per-pod rules of `store`'s pods that `is_attached` says are no
 /// longer attached (their pod directories are gone, or were detached without removing
-/// them). Nothing to do without a working `nft` or without orbit's table. Returns each pod
-/// whose rules were found stale, with how removing them went.
+/// them). Nothing to do for a store that never forwarded ports, without a working `nft` or
+/// without orbit's table. Returns each pod whose rules were found stale, with how removing
+/// them went.
 pub fn sweep(
     store: &Path,
     is_attached: impl Fn(&str) -> bool,
 ) -> Vec<(String, Result<(), NetError>)> {
+    if !store.join(FORWARDS_MARKER).exists() {
+        return Vec::new();
+    }
     let Probe::Works(Some(listing)) = probe() else {
         return Vec::new();
     };
