@@ -354,15 +354,7 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
         }),
         ..Default::default()
     });
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "kvm".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_kvm_sandbox(&mut rt, &config).await;
     let qemu = qemu_pid(&w, &sb);
     assert!(alive(qemu));
     let cmdline = fs::read_to_string(format!("/proc/{qemu}/cmdline")).unwrap();
@@ -598,6 +590,23 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     assert_vm_gone(&w, &sb, qemu);
 }
 
+/// RunPodSandbox with `config` and the kvm handler: the sandbox's ID.
+async fn run_kvm_sandbox(
+    rt: &mut orbit::cri::proto::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    config: &orbit::cri::proto::PodSandboxConfig,
+) -> String {
+    rt.run_pod_sandbox(orbit::cri::proto::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: "kvm".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
 /// `sh -c SCRIPT` in container `id` through ExecSync, from a sync context: its exit code
 /// and output.
 fn sh_blocking(
@@ -747,15 +756,7 @@ async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
         )]),
         ..Default::default()
     });
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "kvm".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_kvm_sandbox(&mut rt, &config).await;
     let qemu = qemu_pid(&w, &sb);
     let runtime_default = || proto::SecurityProfile {
         profile_type: proto::security_profile::ProfileType::RuntimeDefault as i32,
@@ -952,17 +953,6 @@ async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
     assert_vm_gone(&w, &sb, qemu);
 }
 
-/// `sh -c SCRIPT 2>&1` in container `id`: exit code and output.
-async fn sh_err(
-    rt: &mut orbit::cri::proto::runtime_service_client::RuntimeServiceClient<
-        tonic::transport::Channel,
-    >,
-    id: &str,
-    script: &str,
-) -> (i32, String) {
-    cri_common::sh(rt, id, &format!("{{ {script} ; }} 2>&1")).await
-}
-
 /// The host's mounts at or below `dir`, by mount point.
 fn mount_points_below(dir: &std::path::Path) -> Vec<String> {
     let dir = dir.display().to_string();
@@ -990,15 +980,7 @@ async fn a_cri_kvm_sandboxs_host_mounts_see_the_hosts_mounts_and_are_read_only_a
     let cri = Cri::start_with(&w, &[], &["--net=none", &k]);
     let (mut rt, _) = cri.clients().await;
     let config = sandbox_config(&w, "vols");
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "kvm".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_kvm_sandbox(&mut rt, &config).await;
     let qemu = qemu_pid(&w, &sb);
     // The host's trees, made after the sandbox started (as critest makes them), each a
     // tmpfs of the test's own, unmounted by guards: a shared one for propagation; one
@@ -1094,31 +1076,7 @@ async fn a_cri_kvm_sandboxs_host_mounts_see_the_hosts_mounts_and_are_read_only_a
     );
 
     // Read-only: the volume's own mount only, or (recursive) the tmpfs below it too.
-    let (code, out) = sh_err(&mut rt, &id, "touch /ro/top").await;
-    assert!(
-        code != 0 && out.contains("Read-only file system"),
-        "{code} {out}"
-    );
-    let (code, out) = sh_err(&mut rt, &id, "echo nonrec > /ro/sub/file").await;
-    assert_eq!(
-        code, 0,
-        "the tmpfs below a read-only mount is read-only: {out}"
-    );
-    assert_eq!(fs::read_to_string(sub.join("file")).unwrap(), "nonrec\n");
-    for path in ["/rro/top", "/rro/sub/other"] {
-        let (code, out) = sh_err(&mut rt, &id, &format!("touch {path}")).await;
-        assert!(
-            code != 0 && out.contains("Read-only file system"),
-            "{path}: {code} {out}"
-        );
-    }
-    assert_eq!(
-        sh_err(&mut rt, &id, "cat /rro/sub/file").await,
-        (0, "nonrec".to_string())
-    );
-    let (code, out) = sh_err(&mut rt, &id, "touch /rw/top && touch /rw/sub/third").await;
-    assert_eq!(code, 0, "{out}");
-    assert!(vol.join("top").exists() && sub.join("third").exists());
+    assert_read_only_as_asked(&mut rt, &id, &vol).await;
 
     // A link the guest plants where the next container's host volumes go (the share is
     // the guest's to write) does not get a host volume mounted on a host path.
@@ -1159,49 +1117,10 @@ fn a_cli_kvm_pods_read_only_volume_is_read_only_on_its_own_mount_unless_recursiv
     let outer = w.path("outer");
     let _outer = TestMount::tmpfs(&outer, false);
     let vol = outer.join("vol");
-    let sub = vol.join("sub");
-    fs::create_dir_all(&sub).unwrap();
-    let _sub = TestMount::tmpfs(&sub, false);
+    let _sub = TestMount::tmpfs(&vol.join("sub"), false);
     let host_mounts = mount_points_below(&outer);
-    let ro = format!("ro,kind=host,source={},readOnly=true", vol.display());
-    let rro = format!("{},recursiveReadOnly=true", ro.replacen("ro,", "rro,", 1));
-    let script = "for p in /ro/top /ro/sub/file /rro/top /rro/sub/other; do \
-                    touch $p 2>&1 && echo $p written; done; exit 0";
-    let out = run_expect(
-        &w,
-        &kvm(
-            &k,
-            &[
-                "--net=none",
-                "--volume",
-                &ro,
-                "--volume",
-                &rro,
-                BUSYBOX,
-                "--mount",
-                "volume=ro,target=/ro",
-                "--mount",
-                "volume=rro,target=/rro",
-                "--exec",
-                "/bin/sh",
-                "--",
-                "-c",
-                script,
-            ],
-        ),
-        0,
-    );
-    let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.contains(&"/ro/sub/file written"), "{out}");
-    for p in ["/ro/top", "/rro/top", "/rro/sub/other"] {
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains(p) && l.contains("Read-only file system")),
-            "{p}: {out}"
-        );
-    }
-    assert!(sub.join("file").exists() && !vol.join("top").exists());
+    let out = run_read_only_volumes(&w, &vol, &kvm(&k, &["--net=none"]));
+    assert_eq!(out, "w\n");
     let uuid = only_pod(&w);
     out_ok(&w, &["gc", "--grace-period=0"]);
     assert_no_pods(&w);

@@ -538,6 +538,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_kvm_sandbox_refuses_bidirectional_mounts() {
+        use proto::MountPropagation as P;
+        let with = |p: P| proto::ContainerConfig {
+            mounts: vec![proto::Mount {
+                container_path: "/mnt".into(),
+                host_path: "/tmp".into(),
+                propagation: p as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = check_propagation_for(Some("kvm"), &with(P::PropagationBidirectional)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("/mnt") && e.message().contains("guest's kernel"));
+        for p in [P::PropagationHostToContainer, P::PropagationPrivate] {
+            check_propagation_for(Some("kvm"), &with(p)).unwrap();
+        }
+        for stage1 in [Some("ns"), Some("fly"), None] {
+            check_propagation_for(stage1, &with(P::PropagationBidirectional)).unwrap();
+        }
+    }
+
+    #[test]
     fn recursive_read_only_needs_readonly_and_private_propagation() {
         use proto::MountPropagation as P;
         let mount = |readonly, rro, p: P| proto::Mount {
