@@ -14,7 +14,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{text, World};
+use common::{text, TestMount, World};
 use pods_common::*;
 
 fn kernel() -> String {
@@ -354,15 +354,7 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
         }),
         ..Default::default()
     });
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "kvm".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_kvm_sandbox(&mut rt, &config).await;
     let qemu = qemu_pid(&w, &sb);
     assert!(alive(qemu));
     let cmdline = fs::read_to_string(format!("/proc/{qemu}/cmdline")).unwrap();
@@ -598,6 +590,23 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     assert_vm_gone(&w, &sb, qemu);
 }
 
+/// RunPodSandbox with `config` and the kvm handler: the sandbox's ID.
+async fn run_kvm_sandbox(
+    rt: &mut orbit::cri::proto::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    config: &orbit::cri::proto::PodSandboxConfig,
+) -> String {
+    rt.run_pod_sandbox(orbit::cri::proto::RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: "kvm".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
 /// `sh -c SCRIPT` in container `id` through ExecSync, from a sync context: its exit code
 /// and output.
 fn sh_blocking(
@@ -747,15 +756,7 @@ async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
         )]),
         ..Default::default()
     });
-    let sb = rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: "kvm".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sb = run_kvm_sandbox(&mut rt, &config).await;
     let qemu = qemu_pid(&w, &sb);
     let runtime_default = || proto::SecurityProfile {
         profile_type: proto::security_profile::ProfileType::RuntimeDefault as i32,
@@ -956,4 +957,179 @@ async fn a_cri_kvm_sandboxs_containers_are_confined_as_ns_ones() {
 
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
     assert_vm_gone(&w, &sb, qemu);
+}
+
+/// The host's mounts at or below `dir`, by mount point.
+fn mount_points_below(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| *m == dir || m.starts_with(&format!("{dir}/")))
+        .collect()
+}
+
+/// A CRI kvm sandbox's host mounts as critest's propagation and read-only specs use them,
+/// in one VM: a HostToContainer mount shows what the host mounts below its source after the
+/// container started (and no longer once the host unmounts it), a private one does not; a
+/// bidirectional one is refused (a mount made in the VM cannot reach the host); `readonly`
+/// is the volume's own mount only (a tmpfs the host mounted below it stays writable),
+/// `recursive_read_only` every mount of it. The guest cannot have a later volume mounted on
+/// a host path of its choosing, and nothing is left mounted on the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cri_kvm_sandboxs_host_mounts_see_the_hosts_mounts_and_are_read_only_as_asked() {
+    use cri_common::*;
+    use orbit::cri::proto::{self, MountPropagation};
+    let w = pod_world();
+    let k = kernel();
+    let cri = Cri::start_with(&w, &[], &["--net=none", &k]);
+    let (mut rt, _) = cri.clients().await;
+    let config = sandbox_config(&w, "vols");
+    let sb = run_kvm_sandbox(&mut rt, &config).await;
+    let qemu = qemu_pid(&w, &sb);
+    // The host's trees, made after the sandbox started (as critest makes them), each a
+    // tmpfs of the test's own, unmounted by guards: a shared one for propagation; one
+    // holding a volume with a tmpfs below it for read-only.
+    let tree = w.path("tree");
+    let _tree = TestMount::tmpfs(&tree, true);
+    fs::create_dir_all(tree.join("late")).unwrap();
+    let outer = w.path("outer");
+    let _outer = TestMount::tmpfs(&outer, false);
+    let vol = outer.join("vol");
+    let sub = vol.join("sub");
+    fs::create_dir_all(&sub).unwrap();
+    let _sub = TestMount::tmpfs(&sub, false);
+    let host_mounts = (mount_points_below(&tree), mount_points_below(&outer));
+    let mount = |host: &std::path::Path, inside: &str, p: MountPropagation| proto::Mount {
+        container_path: inside.into(),
+        host_path: host.display().to_string(),
+        propagation: p as i32,
+        ..Default::default()
+    };
+    let read_only = |inside: &str, recursive: bool| proto::Mount {
+        readonly: true,
+        recursive_read_only: recursive,
+        ..mount(&vol, inside, MountPropagation::PropagationPrivate)
+    };
+
+    let mut bidirectional = container_config("bd", BUSYBOX, "exec sleep 600");
+    bidirectional.mounts = vec![mount(
+        &tree,
+        "/bd",
+        MountPropagation::PropagationBidirectional,
+    )];
+    let e = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(bidirectional),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("/bd") && e.message().contains("cannot reach the host"),
+        "{}",
+        e.message()
+    );
+    let listed = rt
+        .list_containers(proto::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+
+    let mut c = container_config("vols", BUSYBOX, "exec sleep 600");
+    // Privileged: it reaches the agent's root below (/proc/1/root) to play a hostile guest.
+    c.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c.mounts = vec![
+        mount(&tree, "/hc", MountPropagation::PropagationHostToContainer),
+        mount(&tree, "/pv", MountPropagation::PropagationPrivate),
+        read_only("/ro", false),
+        read_only("/rro", true),
+        mount(&vol, "/rw", MountPropagation::PropagationPrivate),
+    ];
+    let id = create(&mut rt, &sb, &config, c).await;
+    start(&mut rt, &id).await;
+
+    // The host mounts below the shared tree after the container started.
+    let late = tree.join("late");
+    let late_mount = TestMount::tmpfs(&late, false);
+    fs::write(late.join("flag"), "late\n").unwrap();
+    assert_eq!(
+        sh_err(&mut rt, &id, "cat /hc/late/flag").await,
+        (0, "late".to_string()),
+        "the HostToContainer mount did not receive the host's mount"
+    );
+    assert_eq!(
+        sh_err(&mut rt, &id, "ls -A /pv/late").await,
+        (0, String::new()),
+        "the private mount received the host's mount"
+    );
+    drop(late_mount);
+    assert_eq!(
+        sh_err(&mut rt, &id, "ls -A /hc/late").await,
+        (0, String::new()),
+        "the host's unmount did not reach the HostToContainer mount"
+    );
+
+    // Read-only: the volume's own mount only, or (recursive) the tmpfs below it too.
+    assert_read_only_as_asked(&mut rt, &id, &vol).await;
+
+    // A link the guest plants where the next container's host volumes go (the share is
+    // the guest's to write) does not get a host volume mounted on a host path.
+    let victim = w.path("victim");
+    fs::create_dir_all(&victim).unwrap();
+    let plant = format!("ln -s {} /proc/1/root/volumes/evil-0", victim.display());
+    assert_eq!(sh_err(&mut rt, &id, &plant).await.0, 0);
+    let mut evil = container_config("evil", BUSYBOX, "exec sleep 600");
+    evil.mounts = vec![mount(&vol, "/v", MountPropagation::PropagationPrivate)];
+    let e = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.clone(),
+            config: Some(evil),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("evil-0"), "{e:?}");
+    assert!(mounts_with(&victim.display().to_string()).is_empty());
+    assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
+
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
+    assert_vm_gone(&w, &sb, qemu);
+    // The host's own mounts are as the test made them: none was added or taken away.
+    assert_eq!(
+        (mount_points_below(&tree), mount_points_below(&outer)),
+        host_mounts
+    );
+}
+
+/// `orbit run --stage1-name=kvm` with a read-only host volume: read-only on its own mount
+/// only (a tmpfs the host mounted below it stays writable), and with `recursiveReadOnly`
+/// every mount of it — as an `ns` pod's and a CRI kvm sandbox's.
+#[test]
+fn a_cli_kvm_pods_read_only_volume_is_read_only_on_its_own_mount_unless_recursive() {
+    let w = pod_world();
+    let k = kernel();
+    let outer = w.path("outer");
+    let _outer = TestMount::tmpfs(&outer, false);
+    let vol = outer.join("vol");
+    let _sub = TestMount::tmpfs(&vol.join("sub"), false);
+    let host_mounts = mount_points_below(&outer);
+    let out = run_read_only_volumes(&w, &vol, &kvm(&k, &["--net=none"]));
+    assert_eq!(out, "w\n");
+    let uuid = only_pod(&w);
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+    assert!(mounts_with(&uuid).is_empty(), "{:?}", mounts_with(&uuid));
+    assert_eq!(mount_points_below(&outer), host_mounts);
 }

@@ -205,8 +205,8 @@ fn app_name(name: &str, attempt: u32) -> String {
 
 /// What runtime handler `name` (a stage1; "" is the default, `ns`) implements: recursive
 /// read-only mounts where the built-in flavors make them (`ns`, `fly`, and `kvm`, whose
-/// host side makes its 9p shares of read-only volumes read-only recursively) and the kernel
-/// has `mount_setattr(2)`; nothing is promised for an external stage1.
+/// host side clones a volume's tree and sets every mount of it read-only, as `ns` does) and
+/// the kernel has `mount_setattr(2)`; nothing is promised for an external stage1.
 fn handler_features(name: &str, userns_ok: bool) -> proto::RuntimeHandlerFeatures {
     let builtin = name.is_empty() || crate::pod::stage1::BUILTIN.contains(&name);
     proto::RuntimeHandlerFeatures {
@@ -505,6 +505,7 @@ impl Runtime {
                 pod.uuid, meta.name, meta.attempt
             )));
         }
+        super::spec::check_propagation_for(status::stage1_name(&pod).as_deref(), &config)?;
         let spec = super::spec::app_request(&config, &image.digest.to_string(), &app)?;
         super::image_volume::check_stage1(&pod, &config)?;
         let volumes = super::spec::volumes(ctx, &config, &app)?;

@@ -317,6 +317,28 @@ fn propagation(m: &proto::Mount) -> Result<Propagation, Status> {
     }
 }
 
+/// Refuses the bidirectional mounts of a container in a sandbox whose stage1 `stage1` cannot
+/// honour them, as the CRI asks: a kvm sandbox's (a mount made in its VM is the guest
+/// kernel's; the host's mounts reach it with HostToContainer).
+pub fn check_propagation_for(
+    stage1: Option<&str>,
+    config: &proto::ContainerConfig,
+) -> Result<(), Status> {
+    let bidirectional = proto::MountPropagation::PropagationBidirectional as i32;
+    match config
+        .mounts
+        .iter()
+        .find(|m| m.propagation == bidirectional)
+    {
+        Some(m) if stage1 == Some("kvm") => Err(Status::invalid_argument(format!(
+            "mount {}: PROPAGATION_BIDIRECTIONAL: {}",
+            m.container_path,
+            orbit_stage1::agent::BIDIRECTIONAL_REFUSED
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The container's devices (see [`crate::pod::devices::resolve`]).
 fn devices(asked: &[proto::Device]) -> Result<Vec<orbit_stage1::Device>, Status> {
     let mut out = Vec::new();
@@ -514,6 +536,29 @@ pub fn output_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_kvm_sandbox_refuses_bidirectional_mounts() {
+        use proto::MountPropagation as P;
+        let with = |p: P| proto::ContainerConfig {
+            mounts: vec![proto::Mount {
+                container_path: "/mnt".into(),
+                host_path: "/tmp".into(),
+                propagation: p as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = check_propagation_for(Some("kvm"), &with(P::PropagationBidirectional)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("/mnt") && e.message().contains("guest's kernel"));
+        for p in [P::PropagationHostToContainer, P::PropagationPrivate] {
+            check_propagation_for(Some("kvm"), &with(p)).unwrap();
+        }
+        for stage1 in [Some("ns"), Some("fly"), None] {
+            check_propagation_for(stage1, &with(P::PropagationBidirectional)).unwrap();
+        }
+    }
 
     #[test]
     fn recursive_read_only_needs_readonly_and_private_propagation() {

@@ -12,11 +12,12 @@ pub const POD_TAG: &str = "pod";
 pub const POD_MOUNT: &str = "/pod";
 /// The agent's configuration, relative to the view.
 pub const CONFIG_FILE: &str = "agent.json";
-/// The 9p mount tag of a mutable pod's later volumes (host volumes of apps added while the
-/// VM runs, bound below one share made at boot; uncached, as the host may change them).
-pub const ADDED_VOLUMES_TAG: &str = "added";
-/// Where the agent mounts [`ADDED_VOLUMES_TAG`] in the guest.
-pub const ADDED_VOLUMES_MOUNT: &str = "/volumes-added";
+/// The 9p mount tag of the pod's host volumes: every app's, those of apps added while the
+/// VM runs too, attached by the host below one share made at boot (`<app>/<volume>`);
+/// uncached, as the host may change them and mount below them.
+pub const HOST_VOLUMES_TAG: &str = "volumes";
+/// Where the agent mounts [`HOST_VOLUMES_TAG`] in the guest.
+pub const HOST_VOLUMES_MOUNT: &str = "/volumes";
 
 /// The pod annotation carrying a kvm pod's sysctls for the guest ([`AgentConfig::sysctls`]),
 /// a JSON object; stage0 (the CRI) checks them before it sets it.
@@ -28,6 +29,13 @@ pub const HOST_NETWORK_REFUSED: &str = "a kvm pod cannot use the host's network:
      a network stack of its own; use a CNI network (or none), or the ns stage1 for host \
      networking";
 
+/// Why a kvm pod's volume cannot be bidirectional (`Propagation::Shared`, the CRI's
+/// PROPAGATION_BIDIRECTIONAL): the host's later mounts would reach it, but a mount made in the
+/// VM is the guest kernel's and can never reach the host.
+pub const BIDIRECTIONAL_REFUSED: &str = "a kvm pod's volumes cannot be bidirectional: a \
+     mount made in the VM belongs to the guest's kernel and cannot reach the host; use \
+     HostToContainer (the host's mounts do reach the VM) or the ns stage1";
+
 /// What the agent runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -36,7 +44,8 @@ pub struct AgentConfig {
     pub hostname: String,
     /// The apps, in order.
     pub apps: Vec<GuestApp>,
-    /// Extra 9p shares (host volumes): tag and guest mount point.
+    /// Extra 9p shares, uncached (the host volumes' [`HOST_VOLUMES_TAG`]): tag and guest
+    /// mount point.
     #[serde(default)]
     pub shares: Vec<GuestShare>,
     /// The guest's network interfaces, in order (`eth0`, …).
@@ -118,7 +127,9 @@ pub struct GuestMount {
     pub source: String,
     /// Path inside the app root.
     pub target: String,
-    /// Read-only.
+    /// Read-only in the guest, with every mount below it (one 9p mount is one mount in
+    /// the guest). A host volume read-only on its own mount only is not: the host's side of
+    /// the share is (the 9p server answers EROFS), and the host's mounts below it are not.
     #[serde(default)]
     pub read_only: bool,
 }

@@ -321,6 +321,52 @@ pub async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) 
     )
 }
 
+/// `sh -c SCRIPT 2>&1` in container `id`: exit code and output.
+pub async fn sh_err(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    script: &str,
+) -> (i32, String) {
+    sh(rt, id, &format!("{{ {script} ; }} 2>&1")).await
+}
+
+/// What critest's read-only specs check, in container `id` that mounts host directory
+/// `vol` (holding the host's mount `vol/sub`) at `/ro` (readonly), `/rro` (readonly,
+/// recursive_read_only) and `/rw`: the first read-only on its own mount only, the second on
+/// every mount, the third not at all.
+pub async fn assert_read_only_as_asked(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    vol: &Path,
+) {
+    let sub = vol.join("sub");
+    // Non-recursive: the top is read-only, the node's tmpfs below it is not.
+    let (code, out) = sh_err(rt, id, "touch /ro/top").await;
+    assert!(
+        code != 0 && out.contains("Read-only file system"),
+        "{code} {out}"
+    );
+    let (code, out) = sh_err(rt, id, "echo nonrec > /ro/sub/file").await;
+    assert_eq!(
+        code, 0,
+        "the tmpfs below a read-only mount is read-only: {out}"
+    );
+    assert_eq!(fs::read_to_string(sub.join("file")).unwrap(), "nonrec\n");
+    // Recursive: both.
+    for path in ["/rro/top", "/rro/sub/other"] {
+        let (code, out) = sh_err(rt, id, &format!("touch {path}")).await;
+        assert!(
+            code != 0 && out.contains("Read-only file system"),
+            "{path}: {code} {out}"
+        );
+    }
+    assert_eq!(sh(rt, id, "cat /rro/sub/file").await.1, "nonrec");
+    // Not read-only at all.
+    let (code, out) = sh_err(rt, id, "touch /rw/top && touch /rw/sub/third").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(vol.join("top").exists() && sub.join("third").exists());
+}
+
 /// The host pid of a running container's command, from its verbose status (what
 /// `crictl inspect` shows as `info.pid`).
 pub async fn container_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> u64 {

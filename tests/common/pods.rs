@@ -635,3 +635,38 @@ sys.stdout.write("\n@@EXIT %d\n" % os.waitstatus_to_exitcode(st))
         .unwrap_or_else(|| panic!("pty helper failed: {all}\n{}", text(&o.stderr)));
     (shown.to_string(), exit.trim().parse().unwrap())
 }
+
+/// Runs a pod (options `pod` first: its stage1) whose app mounts host directory `tree`
+/// (holding a mount of the host's at `tree/sub`) as volume `ro` (readOnly) at /ro and `rro`
+/// (also recursiveReadOnly) at /rro, and that exits 0 only if the top of both is read-only,
+/// the mount below /ro writable and the one below /rro not; checks that the host saw
+/// nothing else written and takes the file the app wrote away again. The app's output
+/// (`w` from /rro/sub/f) is returned.
+pub fn run_read_only_volumes(w: &World, tree: &Path, pod: &[&str]) -> String {
+    let ro = format!("ro,kind=host,source={},readOnly=true", tree.display());
+    let rro = format!("rro,kind=host,source={},ro=true,rro=true", tree.display());
+    let script = "touch /ro/top 2>/dev/null && exit 10; touch /rro/top 2>/dev/null && exit 11; \
+                  echo w > /ro/sub/f || exit 12; touch /rro/sub/g 2>/dev/null && exit 13; \
+                  cat /rro/sub/f";
+    let mut args = pod.to_vec();
+    args.extend_from_slice(&[
+        "--volume",
+        &ro,
+        "--volume",
+        &rro,
+        BUSYBOX,
+        "--mount",
+        "volume=ro,target=/ro",
+        "--mount",
+        "volume=rro,target=/rro",
+        "--exec",
+        "/bin/sh",
+        "--",
+        "-c",
+        script,
+    ]);
+    let out = run_expect(w, &args, 0);
+    assert!(!tree.join("top").exists() && !tree.join("sub/g").exists());
+    fs::remove_file(tree.join("sub/f")).unwrap();
+    out
+}

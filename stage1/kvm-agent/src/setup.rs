@@ -122,18 +122,11 @@ pub fn mount_pod() -> Result<(), String> {
     mount_9p(POD_TAG, POD_MOUNT, "loose")
 }
 
-/// Mounts the extra shares (host volumes, and a mutable pod's later ones), uncached: the host
-/// may change them any time.
+/// Mounts the extra shares (the host volumes), uncached: the host may change them and mount
+/// below them any time, and every lookup must reach its 9p server.
 pub fn shares(config: &AgentConfig) -> Result<(), String> {
     for s in &config.shares {
         mount_9p(&s.tag, &s.path, "none")?;
-    }
-    if config.mutable {
-        mount_9p(
-            orbit_stage1::agent::ADDED_VOLUMES_TAG,
-            orbit_stage1::agent::ADDED_VOLUMES_MOUNT,
-            "none",
-        )?;
     }
     Ok(())
 }

@@ -8,7 +8,9 @@
 //!   mount made inside the pod's namespace (a slave of the host's) can be. The stage1 keeps
 //!   the host's mount namespace open from before it made the pod's; an app clones each host
 //!   volume's source tree there (`OPEN_TREE_CLONE`: the clone joins the source's peer
-//!   group, as a bind mount does) and moves it into its own namespace.
+//!   group, as a bind mount does) and moves it into its own namespace. The kvm stage1 does
+//!   the same for the tree its 9p server shows the guest, from a thread of a
+//!   multi-threaded supervisor ([`clone_host_tree_threaded`]).
 //! - Mount points in directories a guest can write (the kvm stage1's 9p shares): a guest
 //!   that planted a symbolic link where the host mounts next must not redirect the mount
 //!   onto a host path, so the mount point is opened beneath its trusted base without
@@ -29,6 +31,10 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+/// Propagation types of `mount_setattr(2)` (`mount(2)`'s flags).
+const MS_PRIVATE: u64 = 1 << 18;
+/// See [`MS_PRIVATE`].
+const MS_SLAVE: u64 = 1 << 19;
 /// `mount_setattr(2)` attributes.
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 /// See [`MOUNT_ATTR_RDONLY`].
@@ -91,6 +97,22 @@ pub fn set_attributes(
         propagation: 0,
         userns_fd: userns.map_or(0, |f| f.as_raw_fd() as u64),
     };
+    mount_setattr(tree, &attr, recursive)
+}
+
+/// Makes every mount of detached tree `tree` a slave of its peers (`slave`: it receives
+/// what is mounted below them from now on) or private.
+pub fn set_propagation(tree: &OwnedFd, slave: bool) -> Result<(), String> {
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: if slave { MS_SLAVE } else { MS_PRIVATE },
+        userns_fd: 0,
+    };
+    mount_setattr(tree, &attr, true)
+}
+
+fn mount_setattr(tree: &OwnedFd, attr: &MountAttr, recursive: bool) -> Result<(), String> {
     let depth = if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: mount_setattr(2) reads `attr` (of the size given) and the empty path.
     let r = unsafe {
@@ -99,7 +121,7 @@ pub fn set_attributes(
             tree.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH as libc::c_uint | depth,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
@@ -223,6 +245,12 @@ pub fn bind_beneath(source: &Path, base: &Path, rel: &Path, read_only: bool) -> 
     attach_to(tree, &target, &base.join(rel))
 }
 
+/// Makes directory `rel` beneath trusted directory `base` (whose parent directories below
+/// `base` exist) if it is missing, never through a symbolic link.
+pub fn dir_beneath(base: &Path, rel: &Path) -> Result<(), String> {
+    mount_point_beneath(base, rel, true).map(drop)
+}
+
 /// Attaches detached tree `tree` at `rel` beneath trusted directory `base` (made if missing:
 /// a directory if `dir`, else an empty file), never through a symbolic link: `base`'s
 /// contents may be writable by someone else (a user namespace pod's root).
@@ -299,6 +327,28 @@ pub fn clone_host_tree(source: &Path) -> Result<OwnedFd, String> {
     setns(here.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("cannot come back from the host's mount namespace: {e}"))?;
     tree
+}
+
+/// [`clone_host_tree`] from any thread of any process: a helper thread with a root and
+/// working directory of its own (`unshare(CLONE_FS)`, which `setns` into a mount namespace
+/// needs) enters the host's mount namespace, clones there and ends; the descriptor it made
+/// is the process's (threads share their descriptors).
+pub fn clone_host_tree_threaded(source: &Path) -> Result<OwnedFd, String> {
+    let host = HOST_MOUNT_NS
+        .get()
+        .ok_or("the host's mount namespace was not kept")?
+        .try_clone()
+        .map_err(|e| format!("cannot keep the host's mount namespace: {e}"))?;
+    let source = source.to_path_buf();
+    std::thread::spawn(move || {
+        nix::sched::unshare(CloneFlags::CLONE_FS)
+            .map_err(|e| format!("cannot unshare the helper thread's root: {e}"))?;
+        setns(host.as_fd(), CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("cannot enter the host's mount namespace: {e}"))?;
+        clone_tree(&source, true)
+    })
+    .join()
+    .map_err(|_| "the thread cloning a host mount panicked".to_string())?
 }
 
 /// Attaches detached tree `tree` at `target` (an existing path in this namespace).

@@ -10,6 +10,7 @@ mod mutable;
 mod net;
 mod qemu;
 mod terminal;
+mod volumes;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -25,7 +26,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use orbit_stage1::agent::{
     self, AgentConfig, ExecRequest, ForwardRequest, GuestApp, GuestInterface, GuestMount,
-    GuestShare, ToGuest, ToHost,
+    GuestShare, ToGuest, ToHost, BIDIRECTIONAL_REFUSED,
 };
 use orbit_stage1::log::{LineWriter, Stream};
 use orbit_stage1::{net_mode, paths, AppState, AppStatus, PodManifest, Propagation, VolumeKind};
@@ -96,8 +97,8 @@ pub fn run(args: &Args) -> Result<i32, String> {
 }
 
 /// Why app `a` cannot run in a VM, if it cannot: host devices (a privileged app's
-/// `allDevices` is fine: the VM's devices are its own) and volumes that must receive or send
-/// mounts (they are 9p shares).
+/// `allDevices` is fine: the VM's devices are its own) and bidirectional volumes (the
+/// guest's mounts cannot reach the host; see `volumes`).
 pub(crate) fn unsupported(a: &orbit_stage1::App) -> Option<String> {
     if !a.devices.is_empty() {
         return Some(format!(
@@ -107,11 +108,11 @@ pub(crate) fn unsupported(a: &orbit_stage1::App) -> Option<String> {
     }
     a.mounts
         .iter()
-        .any(|m| m.propagation != Propagation::Private)
-        .then(|| {
+        .find(|m| m.propagation == Propagation::Shared)
+        .map(|m| {
             format!(
-                "app {}: a kvm pod's volumes (shared over 9p) do not receive or send mounts",
-                a.name
+                "app {}: volume {}: {BIDIRECTIONAL_REFUSED}",
+                a.name, m.volume
             )
         })
 }
@@ -144,69 +145,66 @@ fn remove_sockets(uuid: &str) {
     let _ = std::fs::remove_file(control_socket(uuid));
 }
 
-/// A 9p share: mount tag, host directory, read-only.
-type Share = (String, PathBuf, bool);
-
-/// The agent's configuration for `manifest`, and the 9p shares besides the pod directory.
+/// The agent's configuration for `manifest`.
 fn agent_config(
     pod: &Path,
     manifest: &PodManifest,
     interfaces: Vec<GuestInterface>,
     debug: bool,
-) -> Result<(AgentConfig, Vec<Share>), String> {
-    let mut shares = Vec::new();
-    let mut guest_shares = Vec::new();
-    let mut volume_paths: HashMap<String, String> = HashMap::new();
-    for (i, v) in manifest.volumes.iter().enumerate() {
-        let guest = match v.kind {
-            VolumeKind::Host => {
-                let tag = format!("vol{i}");
-                let path = format!("/volumes/{}", v.name);
-                shares.push((
-                    tag.clone(),
-                    v.source.clone().unwrap_or_default(),
-                    v.read_only,
-                ));
-                guest_shares.push(GuestShare {
-                    tag,
-                    path: path.clone(),
-                });
-                path
-            }
-            VolumeKind::Empty => format!("{}/volumes/{}", agent::POD_MOUNT, v.name),
-            // Refused before the VM is made (`image_volumes_unsupported`).
-            VolumeKind::Image => continue,
-        };
-        volume_paths.insert(v.name.clone(), guest);
-    }
+) -> Result<AgentConfig, String> {
     let apps = manifest
         .apps
         .iter()
-        .map(|a| guest_app(pod, manifest, a, &volume_paths))
+        .map(|a| guest_app(pod, manifest, a))
         .collect::<Result<_, _>>()?;
-    Ok((
-        AgentConfig {
-            hostname: manifest.hostname.clone(),
-            apps,
-            shares: guest_shares,
-            interfaces,
-            debug,
-            mutable: manifest.mutable,
-            // Checked before the VM is made (see `run`).
-            sysctls: sysctls(manifest).unwrap_or_default(),
-        },
+    let shares = volumes::shared(manifest)
+        .then(|| GuestShare {
+            tag: agent::HOST_VOLUMES_TAG.into(),
+            path: agent::HOST_VOLUMES_MOUNT.into(),
+        })
+        .into_iter()
+        .collect();
+    Ok(AgentConfig {
+        hostname: manifest.hostname.clone(),
+        apps,
         shares,
-    ))
+        interfaces,
+        debug,
+        mutable: manifest.mutable,
+        // Checked before the VM is made (see `run`).
+        sysctls: sysctls(manifest).unwrap_or_default(),
+    })
 }
 
-/// App `a` as the guest runs it: its root on the pod share, its volumes at the guest paths
-/// `volume_paths` gives for their names, the pod's /etc files, its confinement (the seccomp
-/// filter compiled here: the agent does not carry the compiler).
+/// Where the guest finds volume `v` for app `app`: an empty one on the pod share, a host
+/// one on the host volumes' share (see `volumes`); an image one nowhere (refused).
+fn guest_volume(app: &str, v: &orbit_stage1::Volume) -> Option<GuestMount> {
+    let (source, read_only) = match v.kind {
+        VolumeKind::Empty => (
+            format!("{}/volumes/{}", agent::POD_MOUNT, v.name),
+            v.read_only,
+        ),
+        // Read-only on its own mount is the host side's; the guest's would be recursive.
+        VolumeKind::Host => (
+            volumes::guest_path(app, &v.name),
+            v.read_only && v.recursive_read_only,
+        ),
+        VolumeKind::Image => return None,
+    };
+    Some(GuestMount {
+        source,
+        target: String::new(),
+        read_only,
+    })
+}
+
+/// App `a` as the guest runs it: its root on the pod share, its volumes (see
+/// [`guest_volume`]), the pod's /etc files, its confinement (the seccomp filter compiled
+/// here: the agent does not carry the compiler).
 fn guest_app(
     pod: &Path,
     manifest: &PodManifest,
     a: &orbit_stage1::App,
-    volume_paths: &HashMap<String, String>,
 ) -> Result<GuestApp, String> {
     let etc = |f: &str| GuestMount {
         source: format!("{}/{}/{f}", agent::POD_MOUNT, paths::ETC_DIR),
@@ -235,9 +233,8 @@ fn guest_app(
             .filter_map(|m| {
                 let v = manifest.volumes.iter().find(|v| v.name == m.volume)?;
                 Some(GuestMount {
-                    source: volume_paths.get(&m.volume)?.clone(),
                     target: m.target.clone(),
-                    read_only: v.read_only,
+                    ..guest_volume(&a.name, v)?
                 })
             })
             .collect(),
@@ -260,15 +257,16 @@ fn guest_app(
 
 /// Assembles what the guest may see, `kvm/share/`, from bind mounts in the supervisor's
 /// mount namespace: `apps/<name>` (the app's mounted root), `volumes/<name>` (the empty
-/// volumes), `etc/` (the pod's /etc files). The guest's root is the VM's, so nothing the
-/// host acts on later (pid, exit, status, logs, CNI records, the exit hook) may be in it.
+/// volumes), `etc/` (the pod's /etc files); and the host volumes (see `volumes`). The
+/// guest's root is the VM's, so nothing the host acts on later (pid, exit, status, logs,
+/// CNI records, the exit hook) may be in it.
 fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
     let kvm = kvm_dir(pod);
     let view = kvm.join("share");
     // The directories mount points go in, made before the guest can write there.
     let mut dirs = vec![view.join("apps"), view.join("volumes")];
-    if manifest.mutable {
-        dirs.push(added_volumes(pod));
+    if volumes::shared(manifest) {
+        dirs.push(volumes::dir(pod));
     }
     for d in &dirs {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
@@ -278,8 +276,8 @@ fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
             &kvm,
             &paths::app_rootfs(pod, &a.name),
             &format!("share/apps/{}", a.name),
-            false,
         )?;
+        volumes::attach(pod, manifest, a)?;
     }
     for v in manifest
         .volumes
@@ -290,28 +288,20 @@ fn guest_view(pod: &Path, manifest: &PodManifest) -> Result<PathBuf, String> {
             &kvm,
             &paths::volume_dir(pod, &v.name),
             &format!("share/volumes/{}", v.name),
-            false,
         )?;
     }
     bind_in_view(
         &kvm,
         &pod.join(paths::ETC_DIR),
         &format!("share/{}", paths::ETC_DIR),
-        false,
     )?;
     Ok(view)
 }
 
 /// Binds `src` at `rel` below the pod's `kvm/` directory, whose shares the guest writes: the
 /// mount point is reached without following links (see `mountfd`).
-fn bind_in_view(kvm: &Path, src: &Path, rel: &str, read_only: bool) -> Result<(), String> {
-    crate::mountfd::bind_beneath(src, kvm, Path::new(rel), read_only)
-}
-
-/// Where a mutable pod's later host volumes are bound on the host (the
-/// [`agent::ADDED_VOLUMES_TAG`] share).
-fn added_volumes(pod: &Path) -> PathBuf {
-    kvm_dir(pod).join("added")
+fn bind_in_view(kvm: &Path, src: &Path, rel: &str) -> Result<(), String> {
+    crate::mountfd::bind_beneath(src, kvm, Path::new(rel), false)
 }
 
 /// The guest NICs: the pod's CNI interfaces (addresses and gateway from network.json).
@@ -539,6 +529,10 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
         .map(String::as_str)
         .unwrap_or("auto");
     let accel = qemu::choose_accel(want, &kernel, &initramfs)?;
+    // The host volumes are cloned from the host's mount namespace (see `volumes`).
+    if volumes::shared(manifest) {
+        crate::mountfd::remember_host_namespace()?;
+    }
     // The apps' roots are mounted here, in a mount namespace of the supervisor's own that
     // QEMU shares (so the 9p server sees them) and that vanishes with both.
     crate::run::new_namespaces(CloneFlags::CLONE_NEWNS)?;
@@ -552,7 +546,7 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     } else {
         None
     };
-    let (config, volume_shares) = agent_config(
+    let config = agent_config(
         pod,
         manifest,
         if cni {
@@ -571,11 +565,10 @@ fn run_vm(args: &Args, pod: &Path, manifest: &PodManifest) -> Result<i32, String
     )
     .map_err(|e| format!("cannot write the agent configuration: {e}"))?;
     let mut shares = vec![(agent::POD_TAG.to_string(), view, false)];
-    shares.extend(volume_shares);
-    if manifest.mutable {
+    if volumes::shared(manifest) {
         shares.push((
-            agent::ADDED_VOLUMES_TAG.to_string(),
-            added_volumes(pod),
+            agent::HOST_VOLUMES_TAG.to_string(),
+            volumes::dir(pod),
             false,
         ));
     }

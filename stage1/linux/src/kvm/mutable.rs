@@ -2,7 +2,7 @@
 //! the VM runs, through the pod's control socket — the requests the `ns` init serves, so
 //! the `app-*` entrypoints are the same. Adding mounts the app's root here, in the
 //! supervisor's mount namespace that QEMU's 9p server shares, below the guest's view of the
-//! pod (and its host volumes below the share of later volumes); starting and removing are
+//! pod (and its host volumes below their share, see `volumes`); starting and removing are
 //! agent requests answered by the agent.
 
 use std::collections::HashMap;
@@ -13,10 +13,10 @@ use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use orbit_stage1::agent::{self, GuestApp, ToGuest};
+use orbit_stage1::agent::{GuestApp, ToGuest};
 use orbit_stage1::{paths, AppState, VolumeKind};
 
-use super::{added_volumes, bind_in_view, guest_app, kvm_dir, send, AppRecord, Session};
+use super::{bind_in_view, guest_app, kvm_dir, send, volumes, AppRecord, Session};
 use crate::util::read_manifest;
 
 /// How long the agent has to start an app or let go of one (TCG is slow).
@@ -105,9 +105,9 @@ impl Pod {
             return Err(format!("app {name} was added already"));
         }
         let kvm = kvm_dir(&self.dir);
-        // What to undo if adding fails: the root, and mounts below `kvm/`.
+        // What to undo if adding fails: the root, its view and the host volumes.
         let mut root_mounted = false;
-        let mut bound: Vec<String> = Vec::new();
+        let mut bound = false;
         let mounted = (|| {
             crate::mounts::mount_app_root(&self.dir, app)?;
             root_mounted = true;
@@ -115,48 +115,34 @@ impl Pod {
                 &kvm,
                 &paths::app_rootfs(&self.dir, name),
                 &Self::view_of(name),
-                false,
             )?;
-            bound.push(Self::view_of(name));
-            let mut volume_paths = HashMap::new();
+            bound = true;
             for m in &app.mounts {
                 let v = manifest.volume_of(m)?;
-                let guest = match v.kind {
+                match v.kind {
                     VolumeKind::Image => {
                         return Err(super::image_volumes_unsupported(std::slice::from_ref(v))
                             .unwrap_or_default())
                     }
-                    VolumeKind::Host => {
-                        let source = v.host_source()?;
-                        let rel = format!("added/{}", v.name);
-                        if !is_mount_point(&added_volumes(&self.dir).join(&v.name)) {
-                            bind_in_view(&kvm, &source, &rel, v.read_only)?;
-                            bound.push(rel);
-                        }
-                        format!("{}/{}", agent::ADDED_VOLUMES_MOUNT, v.name)
-                    }
+                    VolumeKind::Host => {}
                     VolumeKind::Empty => {
                         let rel = format!("share/volumes/{}", v.name);
                         if !is_mount_point(&kvm.join(&rel)) {
-                            bind_in_view(
-                                &kvm,
-                                &paths::volume_dir(&self.dir, &v.name),
-                                &rel,
-                                false,
-                            )?;
+                            bind_in_view(&kvm, &paths::volume_dir(&self.dir, &v.name), &rel)?;
                         }
-                        format!("{}/volumes/{}", agent::POD_MOUNT, v.name)
                     }
-                };
-                volume_paths.insert(v.name.clone(), guest);
+                }
             }
-            guest_app(&self.dir, &manifest, app, &volume_paths)
+            // Detaches what it attached if it fails.
+            volumes::attach(&self.dir, &manifest, app)?;
+            guest_app(&self.dir, &manifest, app)
         })();
         let guest = match mounted {
             Ok(g) => g,
             Err(e) => {
-                for rel in bound.iter().rev() {
-                    let _ = crate::mountfd::unmount_beneath(&kvm, Path::new(rel));
+                let _ = volumes::detach(&self.dir, &manifest, app);
+                if bound {
+                    let _ = crate::mountfd::unmount_beneath(&kvm, Path::new(&Self::view_of(name)));
                 }
                 if root_mounted {
                     unmount(&paths::app_rootfs(&self.dir, name));
@@ -272,26 +258,12 @@ impl Pod {
                 app: name.to_string(),
             },
         )?;
-        let manifest = read_manifest(&self.dir).ok();
-        let volumes: Vec<String> = manifest
-            .iter()
-            .flat_map(|m| m.apps.iter().filter(|a| a.name == name))
-            .flat_map(|a| a.mounts.iter().map(|m| m.volume.clone()))
-            .collect();
-        // The app's own host volumes (a CRI container's `<app>-m<N>`) go with it; a volume
-        // another app still mounts stays.
-        let others_use = |v: &str| {
-            manifest.iter().any(|m| {
-                m.apps
-                    .iter()
-                    .filter(|a| a.name != name)
-                    .any(|a| a.mounts.iter().any(|mm| mm.volume == v))
-            })
-        };
-        let kvm = kvm_dir(&self.dir);
-        for v in volumes.iter().filter(|v| !others_use(v)) {
-            crate::mountfd::unmount_beneath(&kvm, Path::new(&format!("added/{v}")))?;
+        // The app's host volumes (its own clones) go with it.
+        let manifest = read_manifest(&self.dir)?;
+        if let Some(app) = manifest.apps.iter().find(|a| a.name == name) {
+            volumes::detach(&self.dir, &manifest, app)?;
         }
+        let kvm = kvm_dir(&self.dir);
         crate::mountfd::unmount_beneath(&kvm, Path::new(&Self::view_of(name)))?;
         unmount(&paths::app_rootfs(&self.dir, name));
         self.session.lock().unwrap().apps.remove(name);
