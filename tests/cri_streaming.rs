@@ -748,11 +748,26 @@ impl Received {
 /// once — and ends when its input does (`exit` on the terminal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_answers_while_the_input_stays_open() {
+    attach_answers(false).await;
+}
+
+/// The same in a kvm sandbox (the apps in its VM; their input relayed by the stage1 from
+/// the FIFO to the guest agent, their terminal one of the guest's), one VM for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_answers_while_the_input_stays_open_in_a_vm() {
+    attach_answers(true).await;
+}
+
+async fn attach_answers(kvm: bool) {
     let w = pod_world();
-    let cri = Cri::start(&w, &[]);
+    let cri = if kvm {
+        Cri::start_with(&w, &[], &["--net=none", &kvm_kernel()])
+    } else {
+        Cri::start(&w, &[])
+    };
     let (mut rt, _) = cri.clients().await;
     let config = sandbox_config(&w, "open-stdin");
-    let sb = run_sandbox(&mut rt, &config).await;
+    let sb = run_sandbox_with(&mut rt, &config, if kvm { "kvm" } else { "" }).await;
     for tty in [false, true] {
         let mut c = container_config(if tty { "terminal" } else { "pipes" }, BUSYBOX, "");
         c.command = vec!["sh".into()];
@@ -796,21 +811,15 @@ async fn attach_answers_while_the_input_stays_open() {
         let at = out.wait_for(at, "hello");
         if tty {
             // The prompt after the answer: a line without a newline, on the terminal.
-            out.wait_for(at, "# ");
-            poll(
-                Duration::from_secs(20),
-                "the terminal to take the client's size",
-                || {
-                    let (rt, id) = (rt.clone(), id.clone());
-                    tokio::task::block_in_place(|| {
-                        tokio::runtime::Handle::current().block_on(async move {
-                            let mut rt = rt;
-                            (sh(&mut rt, &id, "stty -F /dev/pts/0 size").await.1 == "30 100")
-                                .then_some(())
-                        })
-                    })
-                },
-            );
+            let at = out.wait_for(at, "# ");
+            // The client's size reaches the shell's terminal (its resize and its input
+            // travel apart: the shell waits for it, within the 20 s `wait_for` allows).
+            stdin
+                .write_all(
+                    b"until [ \"$(stty size)\" = '30 100' ]; do sleep 1; done; echo si''zed\n",
+                )
+                .unwrap();
+            out.wait_for(at, "sized");
             stdin.write_all(b"exit 5\n").unwrap();
         } else {
             assert!(
@@ -829,6 +838,7 @@ async fn attach_answers_while_the_input_stays_open() {
         let st = wait_state(&mut rt, &id, proto::ContainerState::ContainerExited).await;
         assert_eq!(st.exit_code, if tty { 5 } else { 0 }, "tty {tty}");
     }
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
 /// The websocket transport (`crictl --transport websocket`): the client mirrors client-go's
