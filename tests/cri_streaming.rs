@@ -110,10 +110,24 @@ async fn pod_with(
     name: &str,
     script: &str,
 ) -> (Cri, RuntimeServiceClient<Channel>, String, String) {
-    let cri = Cri::start(w, &[]);
+    pod_in(w, name, script, false).await
+}
+
+/// [`pod_with`], the sandbox in a VM of its own (the kvm handler) if `kvm`.
+async fn pod_in(
+    w: &common::World,
+    name: &str,
+    script: &str,
+    kvm: bool,
+) -> (Cri, RuntimeServiceClient<Channel>, String, String) {
+    let cri = if kvm {
+        Cri::start_with(w, &[], &["--net=none", &kvm_kernel()])
+    } else {
+        Cri::start(w, &[])
+    };
     let (mut rt, _) = cri.clients().await;
     let config = sandbox_config(w, name);
-    let sb = run_sandbox(&mut rt, &config).await;
+    let sb = run_sandbox_with(&mut rt, &config, if kvm { "kvm" } else { "" }).await;
     let c = container_config("main", BUSYBOX, script);
     let id = create(&mut rt, &sb, &config, c).await;
     start(&mut rt, &id).await;
@@ -284,8 +298,19 @@ async fn a_client_that_vanishes_ends_its_exec() {
 /// `sleep`. Twenty times in a row: the answer never overtakes the reaping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_exec_sync_leaves_nothing_running() {
+    timed_out_exec_sync_leaves_nothing(false).await;
+}
+
+/// The same in a kvm sandbox: the command runs in the VM, where the agent kills its session
+/// and confirms once none of it is left, reaped, before the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_exec_sync_leaves_nothing_running_in_a_vm() {
+    timed_out_exec_sync_leaves_nothing(true).await;
+}
+
+async fn timed_out_exec_sync_leaves_nothing(kvm: bool) {
     let w = pod_world();
-    let (_cri, mut rt, _sb, id) = pod_with(&w, "probe", "exec tail -f /dev/null").await;
+    let (_cri, mut rt, _sb, id) = pod_in(&w, "probe", "exec tail -f /dev/null", kvm).await;
     let sleeps = "for f in /proc/[0-9]*/comm; do cat $f; done | grep -c '^sleep$'";
     for round in 0..20 {
         let e = exec(&mut rt, &id, &["sh", "-c", "sleep 4321 & sleep 4322"], 1)
