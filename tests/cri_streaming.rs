@@ -110,10 +110,24 @@ async fn pod_with(
     name: &str,
     script: &str,
 ) -> (Cri, RuntimeServiceClient<Channel>, String, String) {
-    let cri = Cri::start(w, &[]);
+    pod_in(w, name, script, false).await
+}
+
+/// [`pod_with`], the sandbox in a VM of its own (the kvm handler) if `kvm`.
+async fn pod_in(
+    w: &common::World,
+    name: &str,
+    script: &str,
+    kvm: bool,
+) -> (Cri, RuntimeServiceClient<Channel>, String, String) {
+    let cri = if kvm {
+        Cri::start_with(w, &[], &["--net=none", &kvm_kernel()])
+    } else {
+        Cri::start(w, &[])
+    };
     let (mut rt, _) = cri.clients().await;
     let config = sandbox_config(w, name);
-    let sb = run_sandbox(&mut rt, &config).await;
+    let sb = run_sandbox_with(&mut rt, &config, if kvm { "kvm" } else { "" }).await;
     let c = container_config("main", BUSYBOX, script);
     let id = create(&mut rt, &sb, &config, c).await;
     start(&mut rt, &id).await;
@@ -284,8 +298,19 @@ async fn a_client_that_vanishes_ends_its_exec() {
 /// `sleep`. Twenty times in a row: the answer never overtakes the reaping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_exec_sync_leaves_nothing_running() {
+    timed_out_exec_sync_leaves_nothing(false).await;
+}
+
+/// The same in a kvm sandbox: the command runs in the VM, where the agent kills its session
+/// and confirms once none of it is left, reaped, before the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_exec_sync_leaves_nothing_running_in_a_vm() {
+    timed_out_exec_sync_leaves_nothing(true).await;
+}
+
+async fn timed_out_exec_sync_leaves_nothing(kvm: bool) {
     let w = pod_world();
-    let (_cri, mut rt, _sb, id) = pod_with(&w, "probe", "exec tail -f /dev/null").await;
+    let (_cri, mut rt, _sb, id) = pod_in(&w, "probe", "exec tail -f /dev/null", kvm).await;
     let sleeps = "for f in /proc/[0-9]*/comm; do cat $f; done | grep -c '^sleep$'";
     for round in 0..20 {
         let e = exec(&mut rt, &id, &["sh", "-c", "sleep 4321 & sleep 4322"], 1)
@@ -748,11 +773,26 @@ impl Received {
 /// once — and ends when its input does (`exit` on the terminal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_answers_while_the_input_stays_open() {
+    attach_answers(false).await;
+}
+
+/// The same in a kvm sandbox (the apps in its VM; their input relayed by the stage1 from
+/// the FIFO to the guest agent, their terminal one of the guest's), one VM for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_answers_while_the_input_stays_open_in_a_vm() {
+    attach_answers(true).await;
+}
+
+async fn attach_answers(kvm: bool) {
     let w = pod_world();
-    let cri = Cri::start(&w, &[]);
+    let cri = if kvm {
+        Cri::start_with(&w, &[], &["--net=none", &kvm_kernel()])
+    } else {
+        Cri::start(&w, &[])
+    };
     let (mut rt, _) = cri.clients().await;
     let config = sandbox_config(&w, "open-stdin");
-    let sb = run_sandbox(&mut rt, &config).await;
+    let sb = run_sandbox_with(&mut rt, &config, if kvm { "kvm" } else { "" }).await;
     for tty in [false, true] {
         let mut c = container_config(if tty { "terminal" } else { "pipes" }, BUSYBOX, "");
         c.command = vec!["sh".into()];
@@ -796,21 +836,15 @@ async fn attach_answers_while_the_input_stays_open() {
         let at = out.wait_for(at, "hello");
         if tty {
             // The prompt after the answer: a line without a newline, on the terminal.
-            out.wait_for(at, "# ");
-            poll(
-                Duration::from_secs(20),
-                "the terminal to take the client's size",
-                || {
-                    let (rt, id) = (rt.clone(), id.clone());
-                    tokio::task::block_in_place(|| {
-                        tokio::runtime::Handle::current().block_on(async move {
-                            let mut rt = rt;
-                            (sh(&mut rt, &id, "stty -F /dev/pts/0 size").await.1 == "30 100")
-                                .then_some(())
-                        })
-                    })
-                },
-            );
+            let at = out.wait_for(at, "# ");
+            // The client's size reaches the shell's terminal (its resize and its input
+            // travel apart: the shell waits for it, within the 20 s `wait_for` allows).
+            stdin
+                .write_all(
+                    b"until [ \"$(stty size)\" = '30 100' ]; do sleep 1; done; echo si''zed\n",
+                )
+                .unwrap();
+            out.wait_for(at, "sized");
             stdin.write_all(b"exit 5\n").unwrap();
         } else {
             assert!(
@@ -829,6 +863,7 @@ async fn attach_answers_while_the_input_stays_open() {
         let st = wait_state(&mut rt, &id, proto::ContainerState::ContainerExited).await;
         assert_eq!(st.exit_code, if tty { 5 } else { 0 }, "tty {tty}");
     }
+    remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }
 
 /// The websocket transport (`crictl --transport websocket`): the client mirrors client-go's

@@ -53,61 +53,18 @@ pub fn wait_gone(groups: &[Pid], within: Duration) -> bool {
 /// until none is left (zombies count: they are in /proc until reaped), for `within` at
 /// most; whether they are gone.
 pub fn end_session(sid: Pid, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        let groups = groups_of_session(sid);
-        if groups.is_empty() {
-            return true;
-        }
-        kill(&groups);
-        if Instant::now() >= deadline {
-            eprintln!(
-                "orbit cri: processes of a killed exec (session {sid}) are still there after {within:?}"
-            );
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let gone = orbit_stage1::procs::end_session(sid.as_raw(), within);
+    if !gone {
+        eprintln!(
+            "orbit cri: processes of a killed exec (session {sid}) are still there after {within:?}"
+        );
     }
-}
-
-/// The process groups of session `sid`, read from /proc.
-fn groups_of_session(sid: Pid) -> Vec<Pid> {
-    let mut groups: Vec<Pid> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|stat| session_and_group(&stat))
-        .filter(|(s, _)| *s == sid)
-        .map(|(_, g)| g)
-        .collect();
-    groups.sort_by_key(|g| g.as_raw());
-    groups.dedup();
-    groups
-}
-
-/// (session, process group) from a /proc/PID/stat line: after the command's `)`, the
-/// fields are state, ppid, pgrp, session.
-fn session_and_group(stat: &str) -> Option<(Pid, Pid)> {
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(2);
-    let group = fields.next()?.parse().ok()?;
-    let session = fields.next()?.parse().ok()?;
-    Some((Pid::from_raw(session), Pid::from_raw(group)))
+    gone
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_give_session_and_group() {
-        let stat = "4242 (a (tricky) name) S 1 4240 4200 34816 4240 4194560 0";
-        assert_eq!(
-            session_and_group(stat),
-            Some((Pid::from_raw(4200), Pid::from_raw(4240)))
-        );
-        assert_eq!(session_and_group("garbage"), None);
-    }
 
     /// A group whose members are killed is gone once they are reaped — not before.
     /// (`end_session` is proven by the CRI streaming tests: its orphans need a reaper, the
@@ -121,13 +78,14 @@ mod tests {
             .spawn()
             .unwrap();
         let group = Pid::from_raw(child.id() as i32);
-        let mine = nix::unistd::getsid(None).unwrap();
-        assert!(groups_of_session(mine).contains(&group));
+        let mine = nix::unistd::getsid(None).unwrap().as_raw();
+        let groups_of_session = orbit_stage1::procs::groups_of_session;
+        assert!(groups_of_session(mine).contains(&group.as_raw()));
         kill(&[group]);
         // Dead but unreaped: still a member.
         assert!(!wait_gone(&[group], Duration::from_millis(50)));
         child.wait().unwrap();
         assert!(wait_gone(&[group], Duration::from_secs(10)));
-        assert!(!groups_of_session(mine).contains(&group));
+        assert!(!groups_of_session(mine).contains(&group.as_raw()));
     }
 }

@@ -706,7 +706,9 @@ impl Runtime {
             .spawn()
             .map_err(|e| Status::internal(format!("cannot run orbit enter: {e}")))?;
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
-        let out = super::spec::output_within(child, timeout)?;
+        // In a VM the command is the guest's to end: `orbit enter` asks and waits for it.
+        let asked = (status::stage1_name(&pod).as_deref() == Some("kvm")).then_some(KVM_EXEC_END);
+        let out = super::spec::output_within(child, timeout, asked)?;
         Ok(proto::ExecSyncResponse {
             stdout: out.stdout,
             stderr: out.stderr,
@@ -717,6 +719,10 @@ impl Runtime {
         })
     }
 }
+
+/// How long a timed-out ExecSync's `orbit enter` in a kvm pod has to end the command in the
+/// VM (the guest confirms within 10 s, enter gives up after 12 s) before it is killed.
+const KVM_EXEC_END: Duration = Duration::from_secs(15);
 
 /// The stream options of an Exec or Attach, checked as the kubelet checks them.
 fn stream_options(

@@ -457,12 +457,16 @@ pub fn move_file(from: &std::path::Path, to: &std::path::Path) -> std::io::Resul
 }
 
 /// Waits for `child` — the leader of its own process group — (its output read meanwhile),
-/// killing the group after `timeout` and answering once all of it is gone. Output is
-/// collected until the command exits and then for at most a second more: a process it left
-/// in the background holding the pipes does not hold the answer.
+/// killing the group after `timeout` and answering once all of it is gone. With `asked`,
+/// the child is first asked (SIGTERM) to end the command itself and given that long: a kvm
+/// pod's `orbit enter`, whose command runs in the VM, exits once the guest has confirmed
+/// that nothing of it is left. Output is collected until the command exits and then for at
+/// most a second more: a process it left in the background holding the pipes does not hold
+/// the answer.
 pub fn output_within(
     mut child: std::process::Child,
     timeout: Option<Duration>,
+    asked: Option<Duration>,
 ) -> Result<std::process::Output, Status> {
     use std::sync::{Arc, Mutex};
     let reader = |r: Option<Box<dyn Read + Send>>| {
@@ -506,6 +510,14 @@ pub fn output_within(
             break st;
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            if let Some(grace) = asked {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let until = Instant::now() + grace;
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
             // The whole process group: the command `orbit enter` started stays in it. The
             // answer waits until all of it is gone (reaped by the container's init).
             let group = [nix::unistd::Pid::from_raw(child.id() as i32)];

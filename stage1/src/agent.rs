@@ -101,6 +101,14 @@ pub struct GuestApp {
     /// Runs on the VM's serial console (the user's terminal) instead of with piped output.
     #[serde(default)]
     pub interactive: bool,
+    /// Reads the input the host relays ([`ToGuest::AppInput`], ended by
+    /// [`ToGuest::AppCloseInput`]) instead of an empty one (an attachable app).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Gets a terminal of the guest's (not the console), whose output is its stdout and whose
+    /// size [`ToGuest::AppResize`] sets (an app with a terminal in a running VM).
+    #[serde(default)]
+    pub terminal: bool,
     /// Its confinement in the guest, as an `ns` app's on the host: capabilities,
     /// no_new_privs, masked and read-only paths, every device (a privileged app), and a
     /// seccomp filter by name, which the agent refuses: the host sends it compiled
@@ -244,8 +252,15 @@ pub enum ToGuest {
     ExecCloseInput { id: u64 },
     /// The size of an `exec`'s terminal.
     ExecResize { id: u64, cols: u16, rows: u16 },
-    /// Kill an `exec` and what it started (its client is gone).
+    /// Kill an `exec` and what it started (its client is gone, or asked): every process of
+    /// its session, answered by its `ExecExited` once none is left (zombies count).
     ExecKill { id: u64 },
+    /// Input for an app with [`GuestApp::stdin`] ([`encode`]d).
+    AppInput { app: String, data: String },
+    /// The end of an app's input (on a terminal: the EOF character).
+    AppCloseInput { app: String },
+    /// The size of an app's terminal ([`GuestApp::terminal`]).
+    AppResize { app: String, cols: u16, rows: u16 },
     /// Start an app added to a mutable pod (answered by `Started` or `Failed`).
     StartApp { app: Box<GuestApp> },
     /// Send signal number `signal` to an app.
@@ -329,6 +344,9 @@ pub enum ExecControl {
     Close,
     /// The terminal's size.
     Resize { cols: u16, rows: u16 },
+    /// End the command and everything it started; the answer, its `ExecExited`, comes once
+    /// nothing of it is left in the guest.
+    Kill,
 }
 
 /// Kernel command-line word telling the agent the VM has a NIC (load its modules).

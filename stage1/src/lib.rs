@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod net;
 pub mod netif;
 pub mod paths;
+pub mod procs;
 pub mod seccomp;
 pub mod status;
 

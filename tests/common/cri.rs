@@ -175,9 +175,18 @@ pub async fn run_sandbox(
     rt: &mut RuntimeServiceClient<Channel>,
     config: &proto::PodSandboxConfig,
 ) -> String {
+    run_sandbox_with(rt, config, "").await
+}
+
+/// RunPodSandbox with `config` and runtime handler `handler`: the sandbox's ID.
+pub async fn run_sandbox_with(
+    rt: &mut RuntimeServiceClient<Channel>,
+    config: &proto::PodSandboxConfig,
+    handler: &str,
+) -> String {
     rt.run_pod_sandbox(proto::RunPodSandboxRequest {
         config: Some(config.clone()),
-        runtime_handler: String::new(),
+        runtime_handler: handler.into(),
     })
     .await
     .unwrap()
@@ -462,4 +471,16 @@ pub fn client(args: &[&str], stdin: &[u8]) -> Output {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// `--kvm-kernel=PATH` for the kvm stage1's guest kernel made by scripts/kvm-kernel.sh
+/// (tests/run.sh makes it; ORBIT_TEST_KVM_KERNEL points at it).
+pub fn kvm_kernel() -> String {
+    let k = std::env::var("ORBIT_TEST_KVM_KERNEL")
+        .unwrap_or_else(|_| "/var/cache/orbit-kvm/vmlinux".to_string());
+    assert!(
+        Path::new(&k).is_file(),
+        "no guest kernel at {k}: run `scripts/kvm-kernel.sh /var/cache/orbit-kvm` (tests/run.sh does)"
+    );
+    format!("--kvm-kernel={k}")
 }

@@ -1,10 +1,12 @@
 //! The apps in the guest: their roots (kernel filesystems, /etc files, volumes, read-only
 //! root), a memory cgroup each, spawning with the app's identity, output streaming, reaping
-//! (PID 1 reaps every orphan too) and `exec` requests.
+//! (PID 1 reaps every orphan too), `exec` requests, and the input and terminal of an
+//! attachable app or exec.
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,17 +34,27 @@ enum Kind {
     },
 }
 
-/// Where an exec's input goes: a thread of its own writes it (a command that does not read
-/// must not stall the agent), `None` ends it; the terminal's master, for resizes.
-struct ExecInput {
+/// Whose input (and terminal) an [`Input`] is.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum InputOf {
+    /// An exec's, by id.
+    Exec(u64),
+    /// An app's, by name.
+    App(String),
+}
+
+/// Where an exec's or an app's input goes: a thread of its own writes it (a command that
+/// does not read must not stall the agent), `None` ends it; the terminal's master, for
+/// resizes.
+struct Input {
     bytes: std::sync::mpsc::Sender<Option<Vec<u8>>>,
     terminal: Option<std::fs::File>,
 }
 
-impl ExecInput {
+impl Input {
     /// Input into `to`; at its end the pipe is closed, or on a terminal the EOF character
     /// typed.
-    fn new(mut to: std::fs::File, terminal: bool) -> ExecInput {
+    fn new(mut to: std::fs::File, terminal: bool) -> Input {
         let (bytes, rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
         let master = if terminal { to.try_clone().ok() } else { None };
         std::thread::spawn(move || {
@@ -57,17 +69,31 @@ impl ExecInput {
                 }
             }
         });
-        ExecInput {
+        Input {
             bytes,
             terminal: master,
         }
     }
 }
 
+/// An exec not yet answered (`ExecExited`).
+struct ExecRecord {
+    /// Its session (the command is its leader: `setsid`).
+    session: i32,
+    /// A kill was asked: the killer answers, once nothing of the session is left.
+    killed: bool,
+}
+
+/// How long a killed exec's processes may take to be gone (reaped) before it is answered
+/// anyway.
+const KILLED_GONE_WITHIN: Duration = Duration::from_secs(10);
+
 struct State {
     running: HashMap<i32, Kind>,
-    /// Execs that take input, by id.
-    inputs: HashMap<u64, ExecInput>,
+    /// Execs and apps that take input or have a terminal.
+    inputs: HashMap<InputOf, Input>,
+    /// Execs not yet answered, by id.
+    execs: HashMap<u64, ExecRecord>,
     /// Every app the agent knows (the configuration's and those started later), by name.
     apps: HashMap<String, GuestApp>,
     /// An immutable pod's apps that have not ended yet.
@@ -220,14 +246,70 @@ fn readers(
     out
 }
 
+/// Where a process's streams go — a terminal of the guest's (`tty`, with the size it starts
+/// with), else pipes (stdin piped when `stdin`) — and the terminal's master side.
+fn io_for(
+    tty: Option<Option<(u16, u16)>>,
+    stdin: bool,
+) -> Result<(Io, Option<std::fs::File>), String> {
+    let Some(size) = tty else {
+        return Ok((Io::Pipes { stdin }, None));
+    };
+    let ws = size.map(|(cols, rows)| nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    });
+    let p =
+        nix::pty::openpty(ws.as_ref(), None).map_err(|e| format!("cannot open a terminal: {e}"))?;
+    // Not inherited by apps or execs started meanwhile (another session could be read or
+    // typed into).
+    for fd in [&p.master, &p.slave] {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    Ok((Io::Terminal(p.slave), Some(std::fs::File::from(p.master))))
+}
+
+/// Threads relaying a spawned child's output as `make(stream, data)` messages — its pipes',
+/// or all of its terminal's (`master`) as stdout — and where its input goes: its stdin pipe,
+/// or the terminal (which also takes the resizes).
+fn wire(
+    port: &Port,
+    child: &mut std::process::Child,
+    master: Option<std::fs::File>,
+    make: impl Fn(u8, &[u8]) -> ToHost + Send + Sync + Clone + 'static,
+) -> (Vec<JoinHandle<()>>, Option<Input>) {
+    match master {
+        Some(m) => {
+            let readers = m
+                .try_clone()
+                .ok()
+                .map(|r| vec![reader(port.clone(), r, move |d| make(STDOUT, d))])
+                .unwrap_or_default();
+            (readers, Some(Input::new(m, true)))
+        }
+        None => {
+            let input = child
+                .stdin
+                .take()
+                .map(|p| Input::new(std::fs::File::from(OwnedFd::from(p)), false));
+            (readers(port, child, make), input)
+        }
+    }
+}
+
 /// Where a spawned process's standard streams go.
 enum Io {
     /// The serial console, its controlling terminal (an interactive app).
     Console,
     /// Pipes (stdout and stderr read by the agent; stdin piped when `stdin`, else empty).
     Pipes { stdin: bool },
-    /// A terminal's slave side, its controlling terminal (an exec with a tty).
-    Terminal(std::os::fd::OwnedFd),
+    /// A terminal's slave side, its controlling terminal (an exec or app with a terminal).
+    Terminal(OwnedFd),
 }
 
 /// Which pid namespace a spawned process lands in.
@@ -419,6 +501,7 @@ impl Supervisor {
             state: Arc::new(Mutex::new(State {
                 running: HashMap::new(),
                 inputs: HashMap::new(),
+                execs: HashMap::new(),
                 apps: HashMap::new(),
                 apps_left: config.apps.len(),
                 stopping: false,
@@ -460,19 +543,22 @@ impl Supervisor {
                 }
                 // An OOM kill takes the whole app, as on the host.
                 let _ = std::fs::write(cgroup.join("memory.oom.group"), "1");
+                let (io, master) = if app.interactive {
+                    (Io::Console, None)
+                } else {
+                    io_for(app.terminal.then_some(None), app.stdin).map_err(|e| (125, e))?
+                };
                 // Hold the lock while spawning: the reaper must find the pid registered.
                 let mut st = self.state.lock().unwrap();
-                let io = if app.interactive {
-                    Io::Console
-                } else {
-                    Io::Pipes { stdin: false }
-                };
                 let mut child = spawn(app, &app.exec, Some(&cgroup), io, None)?;
                 let name = app.name.clone();
                 let n = name.clone();
-                let readers = readers(&self.port, &mut child, move |stream, data| {
+                let (readers, input) = wire(&self.port, &mut child, master, move |stream, data| {
                     app_output(n.clone(), stream, data)
                 });
+                if let Some(i) = input {
+                    st.inputs.insert(InputOf::App(name.clone()), i);
+                }
                 let pid = child.id() as i32;
                 st.running.insert(
                     pid,
@@ -548,7 +634,7 @@ impl Supervisor {
     }
 
     /// Runs an `exec` request in an app's root: with `stdin` its input comes through
-    /// [`Supervisor::exec_input`]; with `tty` (and the size it starts with) on a terminal of
+    /// [`Supervisor::input`]; with `tty` (and the size it starts with) on a terminal of
     /// the guest's.
     pub fn exec(
         &self,
@@ -572,41 +658,14 @@ impl Supervisor {
             return;
         }
         let cgroup = PathBuf::from("/sys/fs/cgroup").join(&a.name);
-        let terminal = if let Some(size) = tty {
-            let ws = size.map(|(cols, rows)| nix::pty::Winsize {
-                ws_row: rows,
-                ws_col: cols,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            });
-            match nix::pty::openpty(ws.as_ref(), None) {
-                Ok(p) => {
-                    // Not inherited by apps or execs started meanwhile (another session
-                    // could be read or typed into).
-                    for fd in [&p.master, &p.slave] {
-                        let _ = nix::fcntl::fcntl(
-                            fd,
-                            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-                        );
-                    }
-                    Some(p)
-                }
-                Err(e) => {
-                    self.port.send(&exec_output(
-                        id,
-                        STDERR,
-                        format!("cannot open a terminal: {e}\n").as_bytes(),
-                    ));
-                    self.port.send(&ToHost::ExecExited { id, code: 125 });
-                    return;
-                }
+        let (io, master) = match io_for(tty, stdin) {
+            Ok(io) => io,
+            Err(e) => {
+                self.port
+                    .send(&exec_output(id, STDERR, format!("{e}\n").as_bytes()));
+                self.port.send(&ToHost::ExecExited { id, code: 125 });
+                return;
             }
-        } else {
-            None
-        };
-        let (io, master) = match terminal {
-            Some(p) => (Io::Terminal(p.slave), Some(std::fs::File::from(p.master))),
-            None => (Io::Pipes { stdin }, None),
         };
         let mut st = self.state.lock().unwrap();
         // An exec joins the running app (its mounts, its pid namespace).
@@ -626,29 +685,19 @@ impl Supervisor {
         match spawned {
             Ok(mut child) => {
                 let make = move |stream, data: &[u8]| exec_output(id, stream, data);
-                let (readers, input) = match master {
-                    Some(m) => {
-                        let reading = m.try_clone().ok();
-                        let readers = reading
-                            .map(|r| vec![reader(self.port.clone(), r, move |d| make(STDOUT, d))])
-                            .unwrap_or_default();
-                        (readers, Some(ExecInput::new(m, true)))
-                    }
-                    None => {
-                        let input = child.stdin.take().map(|p| {
-                            ExecInput::new(
-                                std::fs::File::from(std::os::fd::OwnedFd::from(p)),
-                                false,
-                            )
-                        });
-                        (readers(&self.port, &mut child, make), input)
-                    }
-                };
+                let (readers, input) = wire(&self.port, &mut child, master, make);
                 if let Some(i) = input {
-                    st.inputs.insert(id, i);
+                    st.inputs.insert(InputOf::Exec(id), i);
                 }
-                st.running
-                    .insert(child.id() as i32, Kind::Exec { id, readers });
+                let pid = child.id() as i32;
+                st.execs.insert(
+                    id,
+                    ExecRecord {
+                        session: pid,
+                        killed: false,
+                    },
+                );
+                st.running.insert(pid, Kind::Exec { id, readers });
             }
             Err((code, error)) => {
                 self.port
@@ -702,37 +751,52 @@ impl Supervisor {
         self.port.send(&ToHost::Usage { apps });
     }
 
-    /// Input for exec `id`.
-    pub fn exec_input(&self, id: u64, data: &str) {
+    /// Input for an exec or an app.
+    pub fn input(&self, of: &InputOf, data: &str) {
         let Some(bytes) = orbit_stage1::agent::decode(data) else {
             return;
         };
-        if let Some(i) = self.state.lock().unwrap().inputs.get(&id) {
+        if let Some(i) = self.state.lock().unwrap().inputs.get(of) {
             let _ = i.bytes.send(Some(bytes));
         }
     }
 
-    /// The end of exec `id`'s input.
-    pub fn exec_close_input(&self, id: u64) {
-        if let Some(i) = self.state.lock().unwrap().inputs.get(&id) {
+    /// The end of an exec's or an app's input.
+    pub fn close_input(&self, of: &InputOf) {
+        if let Some(i) = self.state.lock().unwrap().inputs.get(of) {
             let _ = i.bytes.send(None);
         }
     }
 
-    /// Kills exec `id` and its process group (it is the leader of one: `setsid`).
+    /// Kills exec `id` and everything of its session (it is the leader of one: `setsid`),
+    /// and answers `ExecExited` once none of it is left, reaped (zombies count: the check
+    /// after a timed-out exec must not see them), or after [`KILLED_GONE_WITHIN`].
     pub fn exec_kill(&self, id: u64) {
-        let st = self.state.lock().unwrap();
-        for (pid, kind) in &st.running {
-            if matches!(kind, Kind::Exec { id: i, .. } if *i == id) {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+        let session = {
+            let mut st = self.state.lock().unwrap();
+            match st.execs.get_mut(&id) {
+                Some(e) if !e.killed => {
+                    e.killed = true;
+                    e.session
+                }
+                _ => return,
             }
-        }
+        };
+        let (port, state) = (self.port.clone(), self.state.clone());
+        std::thread::spawn(move || {
+            orbit_stage1::procs::end_session(session, KILLED_GONE_WITHIN);
+            state.lock().unwrap().execs.remove(&id);
+            port.send(&ToHost::ExecExited {
+                id,
+                code: 128 + libc::SIGKILL,
+            });
+        });
     }
 
-    /// The size of exec `id`'s terminal.
-    pub fn exec_resize(&self, id: u64, cols: u16, rows: u16) {
+    /// The size of an exec's or an app's terminal.
+    pub fn resize(&self, of: &InputOf, cols: u16, rows: u16) {
         let st = self.state.lock().unwrap();
-        if let Some(m) = st.inputs.get(&id).and_then(|i| i.terminal.as_ref()) {
+        if let Some(m) = st.inputs.get(of).and_then(|i| i.terminal.as_ref()) {
             let ws = libc::winsize {
                 ws_row: rows,
                 ws_col: cols,
@@ -794,6 +858,12 @@ impl Supervisor {
                     cgroup,
                     readers,
                 }) => {
+                    // Its input ends with it (a terminal's master stays open for the reader).
+                    self.state
+                        .lock()
+                        .unwrap()
+                        .inputs
+                        .remove(&InputOf::App(name.clone()));
                     for r in readers {
                         let _ = r.join();
                     }
@@ -808,13 +878,18 @@ impl Supervisor {
                     st.apps_left = st.apps_left.saturating_sub(1);
                 }
                 Some(Kind::Exec { id, readers }) => {
-                    self.state.lock().unwrap().inputs.remove(&id);
-                    let port = self.port.clone();
+                    self.state.lock().unwrap().inputs.remove(&InputOf::Exec(id));
+                    let (port, state) = (self.port.clone(), self.state.clone());
                     std::thread::spawn(move || {
                         for r in readers {
                             let _ = r.join();
                         }
-                        port.send(&ToHost::ExecExited { id, code });
+                        // Unless killed: the killer answers once the rest is gone.
+                        let mut st = state.lock().unwrap();
+                        if st.execs.get(&id).is_some_and(|e| !e.killed) {
+                            st.execs.remove(&id);
+                            port.send(&ToHost::ExecExited { id, code });
+                        }
                     });
                 }
                 None => {}

@@ -3,7 +3,7 @@
 //! the host (9p), configures the network the host moved into the VM, runs the apps in
 //! their roots with their identity, environment, volumes and memory limits, streams their
 //! output and exit status to the host over a virtio-serial port, runs `exec` requests
-//! (`orbit enter`), starts and removes apps of a mutable pod (a CRI sandbox) on request,
+//! (`orbit enter`), relays an attachable app's input and terminal size, starts and removes apps of a mutable pod (a CRI sandbox) on request,
 //! and powers the VM off when the last app has exited (a mutable pod: once stopped).
 
 mod apps;
@@ -14,6 +14,7 @@ mod spawn;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
 
+use apps::InputOf;
 use orbit_stage1::agent::{line, AgentConfig, ToGuest, ToHost};
 
 /// The port to the host, shared by every thread that reports.
@@ -100,10 +101,17 @@ fn run() -> Result<(), String> {
                     tty,
                     size,
                 }) => s.exec(id, &app, &argv, stdin, tty.then_some(size)),
-                Ok(ToGuest::ExecInput { id, data }) => s.exec_input(id, &data),
-                Ok(ToGuest::ExecCloseInput { id }) => s.exec_close_input(id),
-                Ok(ToGuest::ExecResize { id, cols, rows }) => s.exec_resize(id, cols, rows),
+                Ok(ToGuest::ExecInput { id, data }) => s.input(&InputOf::Exec(id), &data),
+                Ok(ToGuest::ExecCloseInput { id }) => s.close_input(&InputOf::Exec(id)),
+                Ok(ToGuest::ExecResize { id, cols, rows }) => {
+                    s.resize(&InputOf::Exec(id), cols, rows)
+                }
                 Ok(ToGuest::ExecKill { id }) => s.exec_kill(id),
+                Ok(ToGuest::AppInput { app, data }) => s.input(&InputOf::App(app), &data),
+                Ok(ToGuest::AppCloseInput { app }) => s.close_input(&InputOf::App(app)),
+                Ok(ToGuest::AppResize { app, cols, rows }) => {
+                    s.resize(&InputOf::App(app), cols, rows)
+                }
                 Ok(ToGuest::StartApp { app }) => {
                     let s = s.clone();
                     std::thread::spawn(move || s.start_app(*app));

@@ -534,10 +534,7 @@ impl Pod<'_> {
             .iter()
             .find(|a| a.app.name == name)
             .ok_or_else(|| format!("no app named {name}"))?;
-        let (cols, rows) = size
-            .split_once(' ')
-            .and_then(|(c, r)| Some((c.parse::<u16>().ok()?, r.parse::<u16>().ok()?)))
-            .ok_or_else(|| format!("resize needs COLS ROWS, not '{size}'"))?;
+        let (cols, rows) = parse_size(size)?;
         let term = app
             .terminal
             .as_ref()
@@ -601,15 +598,27 @@ impl Pod<'_> {
     }
 }
 
-/// Makes (anew) and opens an attachable app's stdin FIFO: read-write, so opening never
-/// waits and the app sees no end of input while the init holds it; only root may write it.
-fn open_stdin_fifo(path: &std::path::Path) -> Result<OwnedFd, String> {
+/// The `COLS ROWS` of a `resize` request.
+pub(crate) fn parse_size(size: &str) -> Result<(u16, u16), String> {
+    size.split_once(' ')
+        .and_then(|(c, r)| Some((c.parse::<u16>().ok()?, r.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("resize needs COLS ROWS, not '{size}'"))
+}
+
+/// Makes (anew) an attachable app's stdin FIFO, which only root may write.
+pub(crate) fn make_stdin_fifo(path: &std::path::Path) -> Result<(), String> {
     let _ = std::fs::remove_file(path);
     nix::unistd::mkfifo(
         path,
         nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
     )
-    .map_err(|e| format!("cannot make {}: {e}", path.display()))?;
+    .map_err(|e| format!("cannot make {}: {e}", path.display()))
+}
+
+/// Makes (anew) and opens an attachable app's stdin FIFO: read-write, so opening never
+/// waits and the app sees no end of input while the init holds it.
+fn open_stdin_fifo(path: &std::path::Path) -> Result<OwnedFd, String> {
+    make_stdin_fifo(path)?;
     nix::fcntl::open(
         path,
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,

@@ -9,6 +9,7 @@ mod initrd;
 mod mutable;
 mod net;
 mod qemu;
+mod stdin;
 mod terminal;
 mod volumes;
 
@@ -246,6 +247,9 @@ fn guest_app(
         memory: a.isolators.resources.memory,
         read_only_rootfs: a.read_only_rootfs,
         interactive: a.interactive,
+        // Input and a terminal of the guest's: an app added to a running VM (`mutable`).
+        stdin: false,
+        terminal: false,
         isolators: orbit_stage1::Isolators {
             seccomp: None,
             ..a.isolators.clone()
@@ -974,6 +978,8 @@ fn relay_exec_input(writer: &Arc<Mutex<UnixStream>>, id: u64, from: impl BufRead
             Ok(agent::ExecControl::Input { data }) => ToGuest::ExecInput { id, data },
             Ok(agent::ExecControl::Resize { cols, rows }) => ToGuest::ExecResize { id, cols, rows },
             Ok(agent::ExecControl::Close) => ToGuest::ExecCloseInput { id },
+            // Answered by the command's exit once nothing of it is left in the guest.
+            Ok(agent::ExecControl::Kill) => ToGuest::ExecKill { id },
             Err(_) => continue,
         };
         send(writer, &msg);
@@ -1076,10 +1082,25 @@ pub fn port_forward(args: &Args) -> Result<i32, String> {
     Ok(0)
 }
 
+/// How long `enter`, asked by a signal to end its command, waits for the VM to confirm that
+/// nothing of it is left before it gives up and exits (the agent answers within 10 s).
+const KILL_ANSWER: Duration = Duration::from_secs(12);
+
 /// `enter`: runs the command in the app inside the VM through the supervisor; exits with
 /// its status. Its input goes along; on a terminal, the command gets one of the guest's
 /// (this one is made raw so every byte passes, and its size follows this one's).
+/// SIGTERM, SIGINT or SIGHUP ends the command and everything it started in the guest, and
+/// `enter` exits once the guest has confirmed that none of it is left (the CRI server ends
+/// a timed-out ExecSync so: its answer must come after the command is gone).
 pub fn enter(args: &Args) -> Result<i32, String> {
+    // Blocked before any thread starts (they inherit it): taken by one thread below.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals
+        .thread_block()
+        .map_err(|e| format!("sigprocmask: {e}"))?;
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
     let manifest = read_manifest(&pod)?;
     let app = match &args.app {
@@ -1111,6 +1132,15 @@ pub fn enter(args: &Args) -> Result<i32, String> {
         None
     };
     let control = conn.try_clone().map_err(|e| e.to_string())?;
+    let killer = conn.try_clone().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            let _ = (&killer).write_all(&agent::line(&agent::ExecControl::Kill));
+            // The bound on the answer: then the read below ends.
+            std::thread::sleep(KILL_ANSWER);
+            let _ = killer.shutdown(std::net::Shutdown::Both);
+        }
+    });
     terminal::spawn_input(control, tty);
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { break };

@@ -3,7 +3,9 @@
 //! the `app-*` entrypoints are the same. Adding mounts the app's root here, in the
 //! supervisor's mount namespace that QEMU's 9p server shares, below the guest's view of the
 //! pod (and its host volumes below their share, see `volumes`); starting and removing are
-//! agent requests answered by the agent.
+//! agent requests answered by the agent. An app with `stdin` reads what attaching clients
+//! write to its FIFO (relayed to the agent: see `stdin`); one with a terminal gets one of the
+//! guest's, whose output goes to its log (the serial console is not the user's any more).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,6 +18,7 @@ use std::time::Duration;
 use orbit_stage1::agent::{GuestApp, ToGuest};
 use orbit_stage1::{paths, AppState, VolumeKind};
 
+use super::stdin::AppStdin;
 use super::{bind_in_view, guest_app, kvm_dir, send, volumes, AppRecord, Session};
 use crate::util::read_manifest;
 
@@ -30,8 +33,16 @@ pub struct Pod {
     pub session: Arc<Mutex<Session>>,
     /// The port to the agent.
     pub writer: Arc<Mutex<UnixStream>>,
-    /// Added apps not yet removed: how the guest runs each.
-    pub added: Mutex<HashMap<String, GuestApp>>,
+    /// Added apps not yet removed.
+    pub added: Mutex<HashMap<String, Added>>,
+}
+
+/// An added app.
+pub struct Added {
+    /// How the guest runs it.
+    guest: GuestApp,
+    /// Its input, if it has one.
+    stdin: Option<AppStdin>,
 }
 
 /// Serves the pod's control socket (`control.sock`) on a thread of its own, one thread per
@@ -60,7 +71,7 @@ impl Pod {
             return;
         }
         let (verb, rest) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
-        let name = rest.split(' ').next().unwrap_or_default();
+        let (name, extra) = rest.split_once(' ').unwrap_or((rest, ""));
         let result = match verb {
             "add" => self.add(name),
             "start" => self.start(name),
@@ -68,10 +79,9 @@ impl Pod {
             "kill" => self.signal(name, libc::SIGKILL),
             "rm" => self.remove(name),
             "log-reopen" => self.reopen_log(name),
-            other => Err(format!(
-                "the kvm stage1 does not support '{other}': apps in a VM have no attachable \
-                 input or terminal"
-            )),
+            "stdin-close" => self.close_stdin(name),
+            "resize" => self.resize(name, extra),
+            other => Err(format!("unknown request '{other}'")),
         };
         let reply = match result {
             Ok(()) => "ok\n".to_string(),
@@ -96,14 +106,13 @@ impl Pod {
         if let Some(e) = super::unsupported(app) {
             return Err(e);
         }
-        if app.stdin || app.interactive {
-            return Err(format!(
-                "app {name}: the kvm stage1 gives apps of a running VM no attachable input or terminal"
-            ));
-        }
         if self.session.lock().unwrap().apps.contains_key(name) {
             return Err(format!("app {name} was added already"));
         }
+        let stdin = app
+            .stdin
+            .then(|| AppStdin::open(&paths::app_stdin(&self.dir, name)))
+            .transpose()?;
         let kvm = kvm_dir(&self.dir);
         // What to undo if adding fails: the root, its view and the host volumes.
         let mut root_mounted = false;
@@ -137,7 +146,7 @@ impl Pod {
             volumes::attach(&self.dir, &manifest, app)?;
             guest_app(&self.dir, &manifest, app)
         })();
-        let guest = match mounted {
+        let mut guest = match mounted {
             Ok(g) => g,
             Err(e) => {
                 let _ = volumes::detach(&self.dir, &manifest, app);
@@ -155,7 +164,13 @@ impl Pod {
             .unwrap()
             .apps
             .insert(name.to_string(), AppRecord::new(&self.dir, &manifest, name));
-        self.added.lock().unwrap().insert(name.to_string(), guest);
+        // Not the serial console: a terminal of the guest's, its output to the log.
+        guest.terminal = std::mem::take(&mut guest.interactive);
+        guest.stdin = app.stdin;
+        self.added
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), Added { guest, stdin });
         Ok(())
     }
 
@@ -180,7 +195,7 @@ impl Pod {
             .lock()
             .unwrap()
             .get(name)
-            .cloned()
+            .map(|a| a.guest.clone())
             .ok_or_else(|| format!("no app named {name}"))?;
         {
             let mut session = self.session.lock().unwrap();
@@ -199,13 +214,65 @@ impl Pod {
                 app: Box::new(guest),
             },
         );
-        if asked.is_err() {
-            // No answer: the app may be stopped, removed or started again.
-            if let Some(r) = self.session.lock().unwrap().apps.get_mut(name) {
-                r.starting = false;
+        match &asked {
+            Ok(()) => {
+                // The agent has the app's input: relay what comes.
+                self.with_stdin(name, |s| s.relay(name, self.writer.clone()));
+            }
+            Err(_) => {
+                // No answer: the app may be stopped, removed or started again.
+                if let Some(r) = self.session.lock().unwrap().apps.get_mut(name) {
+                    r.starting = false;
+                }
             }
         }
         asked
+    }
+
+    /// Runs `f` on added app `name`'s input, if it has one.
+    fn with_stdin<T>(&self, name: &str, f: impl FnOnce(&mut AppStdin) -> T) -> Option<T> {
+        self.added
+            .lock()
+            .unwrap()
+            .get_mut(name)
+            .and_then(|a| a.stdin.as_mut())
+            .map(f)
+    }
+
+    /// Lets go of an attachable app's input (`stdin_once`: the first attachment ended): the
+    /// app's input ends once the clients are gone (on a terminal: the EOF character).
+    fn close_stdin(&self, name: &str) -> Result<(), String> {
+        if !self.added.lock().unwrap().contains_key(name) {
+            return Err(format!("no app named {name}"));
+        }
+        self.with_stdin(name, AppStdin::close);
+        Ok(())
+    }
+
+    /// Sets the size (`COLS ROWS`) of an app's terminal.
+    fn resize(&self, name: &str, size: &str) -> Result<(), String> {
+        let (cols, rows) = crate::init::parse_size(size)?;
+        let terminal = self
+            .added
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|a| a.guest.terminal);
+        match terminal {
+            None => Err(format!("no app named {name}")),
+            Some(false) => Err(format!("app {name} has no terminal")),
+            Some(true) => {
+                send(
+                    &self.writer,
+                    &ToGuest::AppResize {
+                        app: name.to_string(),
+                        cols,
+                        rows,
+                    },
+                );
+                Ok(())
+            }
+        }
     }
 
     /// App `name`'s state as the agent last reported it.
