@@ -247,7 +247,7 @@ fn guest_app(
         memory: a.isolators.resources.memory,
         read_only_rootfs: a.read_only_rootfs,
         interactive: a.interactive,
-        // Input and a terminal of the guest's: an app added to a running VM (`mutable`).
+        // Set for an app added to a running VM (`mutable::Pod::add`).
         stdin: false,
         terminal: false,
         isolators: orbit_stage1::Isolators {
