@@ -49,9 +49,14 @@ pub struct Added {
 /// request.
 pub fn serve(pod: Pod) -> Result<(), String> {
     let path = pod.dir.join(paths::CONTROL_SOCKET);
-    let _ = std::fs::remove_file(&path);
+    // Bound under another name and renamed once it listens: stage0 takes the socket's
+    // existence for the pod's readiness, and a connection made between bind(2) and
+    // listen(2) is refused.
+    let bound = pod.dir.join(format!("{}.new", paths::CONTROL_SOCKET));
+    let _ = std::fs::remove_file(&bound);
     let listener =
-        UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+        UnixListener::bind(&bound).map_err(|e| format!("bind {}: {e}", bound.display()))?;
+    std::fs::rename(&bound, &path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
     let pod = Arc::new(pod);
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
