@@ -71,11 +71,7 @@ pub fn control_listener(
     if !manifest.mutable {
         return Ok(None);
     }
-    let path = dir.join(paths::CONTROL_SOCKET);
-    let _ = std::fs::remove_file(&path);
-    UnixListener::bind(&path)
-        .map(Some)
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+    crate::util::listen_at(&dir.join(paths::CONTROL_SOCKET)).map(Some)
 }
 
 /// Runs the pod; returns its exit status. `control` is the control socket when the caller

@@ -1,4 +1,4 @@
-//! Small helpers: timestamps, reading the pod manifest, writing files.
+//! Small helpers: timestamps, reading the pod manifest, writing files, listening sockets.
 
 use std::path::Path;
 
@@ -33,4 +33,24 @@ pub fn exit_of(status: nix::sys::wait::WaitStatus) -> Option<(i32, Option<i32>)>
         WaitStatus::Signaled(_, sig, _) => Some((128 + sig as i32, Some(sig as i32))),
         _ => None,
     }
+}
+
+/// A listening unix socket at `path` that appears there only once it listens: it is bound
+/// under another name and renamed, since stage0 takes a control socket's existence for the
+/// pod's readiness and a connection made between bind(2) and listen(2) is refused.
+pub fn listen_at(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    let bound = std::path::PathBuf::from(name);
+    let _ = std::fs::remove_file(&bound);
+    let listener = std::os::unix::net::UnixListener::bind(&bound)
+        .map_err(|e| format!("cannot listen on {}: {e}", bound.display()))?;
+    std::fs::rename(&bound, path).map_err(|e| {
+        format!(
+            "cannot rename {} to {}: {e}",
+            bound.display(),
+            path.display()
+        )
+    })?;
+    Ok(listener)
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
@@ -48,15 +48,7 @@ pub struct Added {
 /// Serves the pod's control socket (`control.sock`) on a thread of its own, one thread per
 /// request.
 pub fn serve(pod: Pod) -> Result<(), String> {
-    let path = pod.dir.join(paths::CONTROL_SOCKET);
-    // Bound under another name and renamed once it listens: stage0 takes the socket's
-    // existence for the pod's readiness, and a connection made between bind(2) and
-    // listen(2) is refused.
-    let bound = pod.dir.join(format!("{}.new", paths::CONTROL_SOCKET));
-    let _ = std::fs::remove_file(&bound);
-    let listener =
-        UnixListener::bind(&bound).map_err(|e| format!("bind {}: {e}", bound.display()))?;
-    std::fs::rename(&bound, &path).map_err(|e| format!("rename to {}: {e}", path.display()))?;
+    let listener = crate::util::listen_at(&pod.dir.join(paths::CONTROL_SOCKET))?;
     let pod = Arc::new(pod);
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
