@@ -362,8 +362,8 @@ pub fn remove_locked(
                 Ok(mut cmd) => {
                     let _ = cmd.status();
                 }
-                // Without the built-in stage1's gc the pod's cgroups would be left behind:
-                // the pod is kept until the binary is back.
+                // Without the built-in stage1's gc, what a killed supervisor left (its
+                // cgroups) would stay behind: the pod is kept until the binary is back.
                 Err(e @ PodError::MissingStage1Binary { .. }) => return Err(e),
                 // A stage1 without a gc entrypoint.
                 Err(_) => {}
