@@ -30,7 +30,9 @@ cargo build --release --workspace --quiet
 cargo build --release --example api-client --quiet
 mkdir -p "$W/bin"
 W=$(cd "$W" && pwd)
-cp "$root/target/release/orbit" "$W/bin/orbit.new" && mv "$W/bin/orbit.new" "$W/bin/orbit"
+for b in orbit orbit-stage1; do   # orbit runs its stage1 from beside itself
+  cp "$root/target/release/$b" "$W/bin/$b.new" && mv "$W/bin/$b.new" "$W/bin/$b"
+done
 cp "$root/target/release/examples/api-client" "$W/bin/api-client.new" && mv "$W/bin/api-client.new" "$W/bin/api-client"
 o=$W/bin/orbit
 export ORBIT_DIR=$W/store ORBIT_LOCAL_CONFIG=$W/config ORBIT_SYSTEM_CONFIG=$W/config-vendor ORBIT_USER_CONFIG=$W/config-user

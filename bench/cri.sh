@@ -179,7 +179,7 @@ mkdir -p "$W"
 declare -p had_run_containerd had_cgroups had_shim_sockets > "$W/preexisting"
 
 mkdir -p "$W/bin" "$W/logs"
-cp "$root/target/release/orbit" "$root/target/release/orbit-build-image" "$W/bin/"
+cp "$root/target/release/orbit" "$root/target/release/orbit-stage1" "$root/target/release/orbit-build-image" "$W/bin/"
 cp "$root/target/release/examples/cri-client" "$W/bin/"
 [ "$EXEC_N" -gt 0 ] && [ -z "$spdy_err" ] && cp "$root/target/orbit-spdy-client" "$W/bin/"
 o=$W/bin/orbit

@@ -38,7 +38,7 @@ W=$(cd "$W" && pwd)
 # A private copy: a concurrent `cargo build` must not swap a binary in the middle of a run.
 # Copied only when changed: orbit keys its cached initramfs by the agent's path, size, mtime
 # and inode, so an unchanged copy keeps hitting the same /run/orbit/kvm/initrd-*.cpio.
-for b in orbit orbit-kvm-agent; do
+for b in orbit orbit-stage1 orbit-kvm-agent; do
   if ! cmp -s "$root/target/release/$b" "$W/bin/$b"; then
     cp "$root/target/release/$b" "$W/bin/$b.new" && mv "$W/bin/$b.new" "$W/bin/$b"
   fi

@@ -4,14 +4,18 @@
 #   - `crun run` and `runc run` of an OCI bundle whose rootfs is the same image
 #     (`orbit image extract example.com/busybox`),
 #   - `podman run --rm --network none` of the same image (pulled from `orbit image export`),
-# then a per-phase breakdown of orbit's own time (`orbit --debug run` timings) and an
-# `strace -c -f` syscall summary of one run.
+# then a per-phase breakdown of orbit's own time (`orbit --debug run` timings), an
+# `strace -c -f` syscall summary of one run, and what an idle pod costs in memory (PSS of
+# its orbit processes beside podman's conmon).
 #
 # Sets everything up itself, idempotently, as root: Debian packages, release build, the
 # example image, a private orbit store + config, the bundle and the podman image.
 # Ends with the same start on the modern host VM (bench/modern-host.sh; MODERN_HOST=0 skips).
 # Env: BENCH_DIR (default /var/tmp/orbit-bench-run), RUNS (hyperfine min runs, 30),
-#      WARMUP (5), PHASE_RUNS (orbit --debug runs for the breakdown, 20).
+#      WARMUP (5), PHASE_RUNS (orbit --debug runs for the breakdown, 20), IDLE_PODS (pods
+#      idling at once for the memory figure, 5), BASELINE_BIN_DIR (a directory with another
+#      build's orbit, and its orbit-stage1 if it has one: timed as orbit-baseline in the same
+#      hyperfine run, with its own phase breakdown and idle-pod memory, for a before/after).
 #
 # Machine notes (../shared/recipes/VM-AND-PEERS.md): on a hybrid cgroup host crun 1.8 refuses
 # to run while /sys/fs/cgroup/unified is mounted, so every timed command runs in a private
@@ -24,6 +28,7 @@ W=${BENCH_DIR:-/var/tmp/orbit-bench-run}
 RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-5}
 PHASE_RUNS=${PHASE_RUNS:-20}
+IDLE_PODS=${IDLE_PODS:-5}
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
 
 scripts/deps.sh hyperfine crun runc podman busybox-static jq strace
@@ -31,14 +36,25 @@ cargo build --release --workspace --quiet
 mkdir -p "$W/bin"
 W=$(cd "$W" && pwd)
 # A private copy: a concurrent `cargo build` must not swap the binary in the middle of a run.
-cp "$root/target/release/orbit" "$W/bin/orbit.new" && mv "$W/bin/orbit.new" "$W/bin/orbit"
+for b in orbit orbit-stage1; do   # orbit runs its stage1 from beside itself
+  cp "$root/target/release/$b" "$W/bin/$b.new" && mv "$W/bin/$b.new" "$W/bin/$b"
+done
 o=$W/bin/orbit
+ob=
+if [ -n "${BASELINE_BIN_DIR:-}" ]; then
+  rm -rf "$W/baseline"; mkdir -p "$W/baseline"
+  cp "$BASELINE_BIN_DIR/orbit" "$W/baseline/"
+  if [ -x "$BASELINE_BIN_DIR/orbit-stage1" ]; then cp "$BASELINE_BIN_DIR/orbit-stage1" "$W/baseline/"; fi
+  ob=$W/baseline/orbit
+fi
 B=$W/bundle
 export ORBIT_DIR=$W/store ORBIT_LOCAL_CONFIG=$W/config ORBIT_SYSTEM_CONFIG=$W/config-vendor ORBIT_USER_CONFIG=$W/config-user
 export CONTAINERS_CONF=$W/containers.conf
 IMG=example.com/busybox:latest
 
 cleanup() {
+  local u
+  for u in $(cat "$W"/idle.* 2>/dev/null); do "$o" stop --force "$u" >/dev/null 2>&1 || true; done
   "$o" gc --grace-period=0 >/dev/null 2>&1 || true
   if grep -q "$W/store" /proc/mounts; then
     echo "bench/run.sh: WARNING: mounts left under $W/store:" >&2; grep "$W/store" /proc/mounts >&2
@@ -96,7 +112,12 @@ cmd_orbit_insecure="$o --insecure-options=all-run run --net=none $IMG --exec /bi
 cmd_crun="crun run --bundle $B orbit-bench-crun"
 cmd_runc="runc run --bundle $B orbit-bench-runc"
 cmd_podman="podman run --rm --network none $IMG /bin/true"
-for c in "$cmd_orbit" "$cmd_orbit_insecure" "$cmd_crun" "$cmd_runc" "$cmd_podman"; do
+baseline=()
+if [ -n "$ob" ]; then
+  cmd_baseline="$ob run --net=none $IMG --exec /bin/true"
+  baseline=(-n orbit-baseline --prepare "$o gc --grace-period=0" "$cmd_baseline")
+fi
+for c in "$cmd_orbit" "$cmd_orbit_insecure" "$cmd_crun" "$cmd_runc" "$cmd_podman" ${ob:+"$cmd_baseline"}; do
   # shellcheck disable=SC2086
   in_ns $c || { echo "bench/run.sh: '$c' failed" >&2; exit 1; }
 done
@@ -110,7 +131,7 @@ in_ns hyperfine -N --warmup "$WARMUP" --min-runs "$RUNS" --export-json "$W/start
   -n orbit-insecure --prepare "$o gc --grace-period=0" "$cmd_orbit_insecure" \
   -n crun   --prepare true "$cmd_crun" \
   -n runc   --prepare true "$cmd_runc" \
-  -n podman --prepare true "$cmd_podman" >&2
+  -n podman --prepare true "$cmd_podman" "${baseline[@]}" >&2
 "$o" gc --grace-period=0 >/dev/null
 
 echo "== start /bin/true, no network (hyperfine -N --warmup $WARMUP --min-runs $RUNS; $(nproc) CPUs, load average before: $load)"
@@ -121,7 +142,8 @@ jq -r '
   "orbit / crun   = \(r($m.orbit / $m.crun))x   (target <= 1.5)  \(if $m.orbit / $m.crun <= 1.5 then "ok" else "MISSED" end)",
   "podman / orbit = \(r($m.podman / $m.orbit))x   (target >= 5)    \(if $m.podman / $m.orbit >= 5 then "ok" else "MISSED" end)",
   "orbit / runc   = \(r($m.orbit / $m.runc))x",
-  "confined / unconfined orbit = \(r($m.orbit / $m["orbit-insecure"]))x   (defaults vs --insecure-options=all-run)"
+  "confined / unconfined orbit = \(r($m.orbit / $m["orbit-insecure"]))x   (defaults vs --insecure-options=all-run)",
+  (if $m["orbit-baseline"] then "orbit / orbit-baseline = \(r($m.orbit / $m["orbit-baseline"]))x   (this build vs BASELINE_BIN_DIR)" else empty end)
 ' "$W/start.json"
 
 # --- where orbit's time goes: PHASE_RUNS × `orbit --debug run`, same namespace setup.
@@ -139,9 +161,9 @@ ms() {  # Rust Duration debug format (1.2ms, 896.6µs, 1.1s, 300ns) -> milliseco
          printf "%.3f\n", v*f }'
 }
 median() { sort -n | awk '{a[NR]=$1} END { if (NR%2) printf "%.2f", a[(NR+1)/2]; else printf "%.2f", (a[NR/2]+a[NR/2+1])/2 }'; }
-phases() {
-  local i t0 t1 err=$W/phase.err
-  : > "$W/phases.tsv"
+phases() {  # $1: the orbit binary, $2: the output table
+  local o=$1 out=$2 i t0 t1 err=$W/phase.err
+  : > "$out"
   for i in $(seq 1 "$PHASE_RUNS"); do
     t0=$EPOCHREALTIME
     "$o" --debug run --net=none "$IMG" --exec /bin/true 2> "$err"
@@ -155,27 +177,96 @@ phases() {
     v0=$EPOCHREALTIME; "$o" version >/dev/null; v1=$EPOCHREALTIME
     printf '%s\t%s\t%s\t%s\t%s\n' "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b-a)*1000}')" "$prep" "$apps" \
       "$(awk -v a="$g0" -v b="$g1" 'BEGIN{printf "%.3f", (b-a)*1000}')" \
-      "$(awk -v a="$v0" -v b="$v1" 'BEGIN{printf "%.3f", (b-a)*1000}')" >> "$W/phases.tsv"
+      "$(awk -v a="$v0" -v b="$v1" 'BEGIN{printf "%.3f", (b-a)*1000}')" >> "$out"
   done
 }
 export -f phases ms median
-export o W IMG PHASE_RUNS
-in_ns bash -c phases
-col() { cut -f"$1" "$W/phases.tsv" | median; }
-tot=$(col 1) prep=$(col 2) apps=$(col 3) gcm=$(col 4) ver=$(col 5)
-rest=$(awk -F'\t' '{printf "%.3f\n", $1-$2-$3}' "$W/phases.tsv" | median)
-echo "== orbit run phases (medians of $PHASE_RUNS × orbit --debug run)"
-printf '  total (wall, from bash)          %7s ms\n' "$tot"
-printf '  prepare (stage0)                 %7s ms\n' "$prep"
-printf '  apps started (stage1 pod init)   %7s ms\n' "$apps"
-printf '  rest (2× exec start-up, ns setup+teardown, app, reap) %s ms\n' "$rest"
-printf '  [orbit version: binary start-up  %7s ms]\n' "$ver"
-printf '  [orbit gc of the exited pod      %7s ms, not in total]\n' "$gcm"
+export W IMG PHASE_RUNS
+report_phases() {  # $1: the table, $2: what it is
+  local t=$1
+  col() { cut -f"$1" "$t" | median; }
+  local tot prep apps gcm ver rest
+  tot=$(col 1) prep=$(col 2) apps=$(col 3) gcm=$(col 4) ver=$(col 5)
+  rest=$(awk -F'\t' '{printf "%.3f\n", $1-$2-$3}' "$t" | median)
+  echo "== $2 run phases (medians of $PHASE_RUNS × orbit --debug run)"
+  printf '  total (wall, from bash)          %7s ms\n' "$tot"
+  printf '  prepare (stage0)                 %7s ms\n' "$prep"
+  printf '  apps started (stage1 pod init)   %7s ms\n' "$apps"
+  printf '  rest (stage0 + stage1 exec start-up, ns setup+teardown, app, reap) %s ms\n' "$rest"
+  printf '  [orbit version: binary start-up  %7s ms]\n' "$ver"
+  printf '  [orbit gc of the exited pod      %7s ms, not in total]\n' "$gcm"
+}
+in_ns bash -c 'phases "$@"' bash "$o" "$W/phases.tsv"
+report_phases "$W/phases.tsv" orbit
+if [ -n "$ob" ]; then
+  in_ns bash -c 'phases "$@"' bash "$ob" "$W/phases-baseline.tsv"
+  report_phases "$W/phases-baseline.tsv" orbit-baseline
+fi
 
 # --- syscall profile of one run (strace inflates times; counts are the useful part)
 echo "== strace -c -f of one orbit run (top 12 by time)"
 in_ns strace -c -f -o "$W/strace.txt" "$o" run --net=none "$IMG" --exec /bin/true
 awk '/^-/ {next} /^% time/ {print; next} / total$/ {t=$0; next} n < 12 {print; n++} END {print t}' "$W/strace.txt" | sed 's/^/  /'
+
+# --- what an idle pod costs: PSS (/proc/PID/smaps_rollup: a page shared by N processes counts
+# 1/N to each) of each pod's orbit processes — the stage1 supervisor (`orbit run` after its
+# exec) and the pod's init —, mean over IDLE_PODS pods idling at once (`/bin/sleep`), beside
+# podman's conmon (its per-container monitor; crun itself does not stay) for as many idle
+# containers. The issue's target: supervisor + init <= 1024 kB.
+pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+idle_orbit() {  # $1: the orbit binary; prints "SUPERVISOR_KB INIT_KB" (means)
+  local bin=$1 i u pids=() uuids=() sup=0 init=0 deadline
+  rm -f "$W"/idle.*
+  for i in $(seq 1 "$IDLE_PODS"); do
+    "$bin" run --net=none --uuid-file-save="$W/idle.$i" "$IMG" --exec /bin/sleep -- 1000 >/dev/null 2>&1 &
+    pids+=($!)
+  done
+  deadline=$((SECONDS + 30))
+  for i in $(seq 1 "$IDLE_PODS"); do
+    until [ -s "$W/idle.$i" ] && [ "$(wc -c < "$W/idle.$i")" = 37 ]; do
+      [ $SECONDS -lt $deadline ] || { echo "bench/run.sh: idle pod $i did not start" >&2; return 1; }
+      sleep 0.02
+    done
+    u=$(cat "$W/idle.$i"); uuids+=("$u")
+    "$bin" status --wait-ready "$u" >/dev/null
+  done
+  for i in $(seq 0 $((IDLE_PODS - 1))); do
+    sup=$((sup + $(pss "${pids[$i]}")))
+    init=$((init + $(pss "$("$bin" status --format json "${uuids[$i]}" | jq .pid)")))
+  done
+  "$bin" stop --force "${uuids[@]}" >/dev/null
+  wait "${pids[@]}" 2>/dev/null || true
+  "$bin" gc --grace-period=0 >/dev/null
+  echo "$((sup / IDLE_PODS)) $((init / IDLE_PODS))"
+}
+idle_conmon() {  # prints conmon's mean PSS in kB, or nothing if podman cannot run here
+  local ids=() i id total=0 pid
+  for i in $(seq 1 "$IDLE_PODS"); do
+    id=$(in_ns podman run -d --network none "$IMG" /bin/sleep 1000 2>/dev/null) || break
+    ids+=("$id")
+  done
+  for i in "${ids[@]}"; do
+    pid=$(podman inspect --format '{{.State.ConmonPid}}' "$i" 2>/dev/null) || continue
+    total=$((total + $(pss "$pid")))
+  done
+  in_ns podman rm -f -t 0 "${ids[@]}" >/dev/null 2>&1 || true
+  [ ${#ids[@]} = "$IDLE_PODS" ] && echo $((total / IDLE_PODS))
+}
+mem_line() {  # $1: name, $2: orbit binary
+  local m; m=$(idle_orbit "$2")
+  set -- "$1" $m
+  printf '  %-15s supervisor %5s kB + init %5s kB = %5s kB a pod   (target <= 1024)  %s\n' \
+    "$1" "$2" "$3" "$(($2 + $3))" "$([ $(($2 + $3)) -le 1024 ] && echo ok || echo MISSED)"
+}
+echo "== idle pod memory (PSS, mean over $IDLE_PODS idle pods at once)"
+mem_line orbit "$o"
+[ -z "$ob" ] || mem_line orbit-baseline "$ob"
+conmon=$(idle_conmon)
+if [ -n "$conmon" ]; then
+  printf '  %-15s conmon %5s kB a container\n' podman "$conmon"
+else
+  echo "  podman: no idle containers here (podman run -d failed): no conmon figure"
+fi
 
 # --- the same start on the modern host (cgroup v2 only, systemd as PID 1): orbit vs crun in
 # the VM of tests/hosts/, one hyperfine run there (TCG here: compare the ratio). MODERN_HOST=0

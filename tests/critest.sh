@@ -7,8 +7,9 @@
 #   CRITEST=/path/to/critest bash tests/critest.sh
 #
 # Without CRITEST this prints why and exits 0 (skipped). Settings (environment):
-#   ORBIT=PATH            the orbit binary (default target/release/orbit; the guest agent
-#                         orbit-kvm-agent must sit beside it for kvm)
+#   ORBIT=PATH            the orbit binary (default target/release/orbit; the built-in stage1s'
+#                         orbit-stage1 must sit beside it, and the guest agent
+#                         orbit-kvm-agent too for kvm)
 #   CRITEST_HANDLER=kvm   run the sandboxes with that runtime handler (kvm needs
 #                         CRITEST_KVM_KERNEL, default /var/cache/orbit-kvm/vmlinux)
 #   CRITEST_PEER=containerd   also run the suite against Debian's containerd (with crun) and
@@ -33,6 +34,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 ORBIT=${ORBIT:-$ROOT/target/release/orbit}
 [ -x "$ORBIT" ] || { echo "critest: no orbit at $ORBIT (cargo build --release --workspace)" >&2; exit 2; }
+[ -x "$(dirname "$ORBIT")/orbit-stage1" ] || { echo "critest: no orbit-stage1 beside $ORBIT (cargo build --release --workspace; copy it with orbit)" >&2; exit 2; }
 W=${CRITEST_WORK:-/var/tmp/orbit-critest}
 NS=orbit-critest
 HANDLER=${CRITEST_HANDLER:-}

@@ -33,6 +33,9 @@ pub enum PodError {
     /// The stage1 cannot be used.
     #[error("{0}")]
     Stage1(String),
+    /// The built-in flavors' binary is not installed next to the orbit binary.
+    #[error("the built-in stage1 binary {} is missing: install it next to orbit (`install -m755 target/release/orbit target/release/orbit-stage1 /usr/local/bin/`; `cargo build --release` builds both)", .path.display())]
+    MissingStage1Binary { path: PathBuf },
     /// A stage1 speaks another interface version.
     #[error("stage1 '{name}' implements interface version {found}, but this orbit supports only version {supported}; use a stage1 built for interface {supported}")]
     UnsupportedInterface {

@@ -358,8 +358,15 @@ pub fn remove_locked(
 ) -> Result<(), PodError> {
     if matches!(pod.state, DirState::Run | DirState::ExitedGarbage) {
         if let Ok(stage1) = Stage1::load(&pod.path) {
-            if let Ok(mut cmd) = stage1.command("gc", &pod.path, &pod.uuid, debug) {
-                let _ = cmd.status();
+            match stage1.command("gc", &pod.path, &pod.uuid, debug) {
+                Ok(mut cmd) => {
+                    let _ = cmd.status();
+                }
+                // Without the built-in stage1's gc, what a killed supervisor left (its
+                // cgroups) would stay behind: the pod is kept until the binary is back.
+                Err(e @ PodError::MissingStage1Binary { .. }) => return Err(e),
+                // A stage1 without a gc entrypoint.
+                Err(_) => {}
             }
         }
     }

@@ -1,8 +1,9 @@
-//! Choosing a stage1 and invoking its entrypoints. Built-in flavors (`ns`, `fly`) are the
-//! orbit binary itself, re-executed as `orbit stage1 <flavor> <entrypoint>`; external ones
-//! are directories with a `stage1.json` and executables. Either way stage0 runs a process
-//! with the pod directory as its working directory and the same arguments
-//! (`--uuid=UUID [--debug] [--lock-fd=N] …`): the two are indistinguishable to stage0.
+//! Choosing a stage1 and invoking its entrypoints. Built-in flavors (`ns`, `fly`, `kvm`) are
+//! the `orbit-stage1` binary installed next to `orbit`, run as `orbit-stage1 <flavor>
+//! <entrypoint>`; external ones are directories with a `stage1.json` and executables. Either
+//! way stage0 runs a process with the pod directory as its working directory and the same
+//! arguments (`--uuid=UUID [--debug] [--lock-fd=N] …`): the two are indistinguishable to
+//! stage0.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,28 @@ use crate::config::ConfigDirs;
 
 /// The built-in flavors.
 pub const BUILTIN: [&str; 3] = ["ns", "fly", "kvm"];
+/// The file name of the built-in flavors' binary, which sits next to the orbit binary.
+pub const BUILTIN_BINARY: &str = "orbit-stage1";
+
+/// The built-in flavors' binary: `orbit-stage1` next to this orbit binary, or an error
+/// naming the file and the fix when it is not there. A small binary of its own (it links no
+/// async runtime, gRPC or D-Bus) so that a pod's supervisor and init start quickly and cost
+/// little memory; there is no fallback to this (large) binary.
+pub fn builtin_binary() -> Result<PathBuf, PodError> {
+    let me = std::env::current_exe().map_err(|e| {
+        PodError::io(
+            "cannot find the orbit binary",
+            Path::new("/proc/self/exe"),
+            e,
+        )
+    })?;
+    let path = me.with_file_name(BUILTIN_BINARY);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(PodError::MissingStage1Binary { path })
+    }
+}
 /// The pod annotation that selects a stage1 (a name or a directory).
 pub const STAGE1_ANNOTATION: &str = "orbit.dev/stage1";
 
@@ -114,6 +137,8 @@ impl Stage1 {
         }
         let name = name.or(annotation).unwrap_or("ns");
         if BUILTIN.contains(&name) {
+            // Refused here, before a pod is prepared, rather than when it is started.
+            builtin_binary()?;
             return Ok(builtin(name));
         }
         if name.contains('/') {
@@ -215,15 +240,8 @@ impl Stage1 {
         })?;
         let mut cmd = match &self.dir {
             None => {
-                let me = std::env::current_exe().map_err(|e| {
-                    PodError::io(
-                        "cannot find the orbit binary",
-                        Path::new("/proc/self/exe"),
-                        e,
-                    )
-                })?;
-                let mut c = Command::new(me);
-                c.args(["stage1", self.name(), exe]);
+                let mut c = Command::new(builtin_binary()?);
+                c.args([self.name(), exe]);
                 c
             }
             Some(dir) => Command::new(dir.join(exe)),

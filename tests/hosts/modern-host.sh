@@ -16,11 +16,12 @@
 #       Boots the VM (qemu -accel tcg -M pc, 2 vCPUs, 2 GiB; root.ext4 on virtio-blk with
 #       snapshot=on: every run starts from the same image and writes nothing back), shares
 #       over 9p (virtio):
-#         /mh/bin    ORBIT_BINARY (as orbit) and TESTSCRIPT (as test.sh), read-only
+#         /mh/bin    ORBIT_BINARY (as orbit), the orbit-stage1 beside it, and TESTSCRIPT (as
+#                    test.sh), read-only
 #         /mh/share  SHAREDIR, read-only (optional)
 #         /mh/out    OUTDIR, read-write
 #       The unit modern-host-test.service (Type=exec, Delegate=yes, After=multi-user.target)
-#       installs orbit as /usr/local/bin/orbit, runs `bash test.sh` in the unit's
+#       installs them as /usr/local/bin/orbit{,-stage1}, runs `bash test.sh` in the unit's
 #       cgroup with ORBIT, MH_SHARE and MH_OUT set, then powers the VM off. OUTDIR gets:
 #         test.out test.err rc   the script's stdout, stderr, exit status
 #         started boot.txt       guest uptime when the unit started; systemd's startup time
@@ -177,7 +178,7 @@ m9 mhbin /mh/bin ro || { echo "mh-runner: cannot mount mhbin" > /mh/out/runner.e
 case " $tags " in *" mhshare "*) m9 mhshare /mh/share ro ;; esac
 [ -f /mh/bin/env ] && . /mh/bin/env
 t0=$(up)
-install -m 0755 /mh/bin/orbit /usr/local/bin/orbit
+for b in /mh/bin/orbit*; do install -m 0755 "$b" /usr/local/bin/; done
 echo "orbit copied in $(echo "$(up) $t0" | awk '{printf "%.1f", $1-$2}') s" > /mh/out/runner.log
 export ORBIT=/usr/local/bin/orbit MH_SHARE=/mh/share MH_OUT=/mh/out PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 echo "test start: uptime $(up) s" >> /mh/out/runner.log
@@ -285,13 +286,19 @@ run() {
   rm -f "$out"/{test.out,test.err,rc,started,boot.txt,journal.txt,console.log,runner.log,runner.err}
   local rdir; rdir=$(mktemp -d "$C/run.XXXXXX")
   mkdir -p "$rdir/bin"
-  # A copy without debug sections (same code; 175 MB -> ~25 MB for a release build): the guest
-  # installs it over 9p at ~10 MB/s under TCG. MH_STRIP=0 shares the binary as it is.
-  if [ "${MH_STRIP:-1}" = 1 ] && command -v objcopy >/dev/null; then
-    objcopy --strip-debug "$bin" "$rdir/bin/orbit" || cp "$bin" "$rdir/bin/orbit"
-  else
-    cp "$bin" "$rdir/bin/orbit"
-  fi
+  # orbit runs its built-in stage1s from the orbit-stage1 beside it: both go in.
+  local stage1; stage1=$(dirname "$bin")/orbit-stage1
+  [ -x "$stage1" ] || die "no executable $stage1 beside $bin (cargo build --release --workspace)"
+  # Copies without debug sections (same code; 175 MB -> ~25 MB for a release build): the guest
+  # installs them over 9p at ~10 MB/s under TCG. MH_STRIP=0 shares the binaries as they are.
+  local b
+  for b in "$bin:orbit" "$stage1:orbit-stage1"; do
+    if [ "${MH_STRIP:-1}" = 1 ] && command -v objcopy >/dev/null; then
+      objcopy --strip-debug "${b%:*}" "$rdir/bin/${b#*:}" || cp "${b%:*}" "$rdir/bin/${b#*:}"
+    else
+      cp "${b%:*}" "$rdir/bin/${b#*:}"
+    fi
+  done
   cp "$script" "$rdir/bin/test.sh"
   printf 'MH_TEST_TIMEOUT=%s\nMH_ANALYZE=%s\n' "${MH_TEST_TIMEOUT:-300}" "${MH_ANALYZE:-0}" > "$rdir/bin/env"
   local share_args=()

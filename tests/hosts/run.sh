@@ -5,7 +5,7 @@
 # under QEMU (TCG) with orbit shared in, runs suite.sh inside, and fails unless every check
 # of the suite passed. Prints the VM's boot time and each check's line.
 #
-#   tests/hosts/run.sh [ORBIT_BIN_DIR]     (default target/release; needs orbit,
+#   tests/hosts/run.sh [ORBIT_BIN_DIR]     (default target/release; needs orbit, orbit-stage1,
 #                                           orbit-build-image and examples/cri-client built)
 # Output (console, journal, the suite's stdout/stderr) stays in $MH_OUT (default
 # target/modern-host) for a look after a failure.

@@ -1,7 +1,7 @@
 //! orbit's built-in Linux stage1 flavors, reached only through the stage1 interface
-//! (`stage1/INTERFACE.md`): stage0 re-executes the orbit binary as
-//! `orbit stage1 <flavor> <entrypoint> --uuid=UUID [--debug] …` with the pod directory as the
-//! working directory, exactly as it would run an external stage1's executable.
+//! (`stage1/INTERFACE.md`): stage0 runs the `orbit-stage1` binary (installed next to `orbit`)
+//! as `orbit-stage1 <flavor> <entrypoint> --uuid=UUID [--debug] …` with the pod directory as
+//! the working directory, exactly as it would run an external stage1's executable.
 //!
 //! - `ns`: the pod gets new mount, pid, uts, ipc (and, with `--net=none`, network)
 //!   namespaces; each app gets its own overlayfs root, /proc, /sys (read-only), a minimal
