@@ -145,7 +145,8 @@ for _ in $(seq 100); do [ -S "$W/orbit-cri.sock" ] && break; sleep 0.1; done
 run_critest orbit "$W/orbit-cri.sock"; rc=$?
 kill $cri; while kill -0 $cri 2>/dev/null; do sleep 0.1; done
 results "$W/orbit.json" > "$W/orbit.results"
-echo "critest: orbit failed:"; grep -P '^failed\t' "$W/orbit.results" | cut -f2 | sed 's/^/  /'
+failed=$(grep -P '^failed\t' "$W/orbit.results" | cut -f2 | sed 's/^/  /')
+if [ -n "$failed" ]; then echo "critest: orbit failed:"; echo "$failed"; else echo "critest: orbit failed no spec"; fi
 
 left=0
 pods=$("$ORBIT" --dir "$STORE" list --format json 2>/dev/null | jq length)
