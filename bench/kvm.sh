@@ -115,9 +115,11 @@ if [ ! -x "$G/apps/busybox/rootfs/bin/true" ]; then
   rm -rf "$G"; mkdir -p "$G/apps/busybox"
   "$o" image extract "$IMG" "$G/apps/busybox/rootfs" >/dev/null
 fi
-first=$(dirname "$(dirname "$(ls "$W"/store/pods/*/*/kvm/agent.json | head -1)")")
+# (the agent reads its configuration from the guest's view of the pod, kvm/share/)
+config=$(ls "$W"/store/pods/*/*/kvm/share/agent.json | head -1)
+first=$(dirname "$(dirname "$(dirname "$config")")")
 rm -rf "$G/kvm" "$G/etc"; mkdir -p "$G/kvm"
-cp "$first/kvm/agent.json" "$G/kvm/agent.json"
+cp "$config" "$G/kvm/agent.json"
 cp -r "$first/etc" "$G/etc"
 "$o" gc --grace-period=0 >/dev/null
 
