@@ -130,6 +130,32 @@ fn set_identity(user: &AppUser) -> Result<(), String> {
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", user.uid))
 }
 
+/// The character devices every app's /dev has (name, major, minor), whatever the flavor.
+pub const DEV_NODES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+/// The mount options of an app's /dev (a tmpfs).
+pub const DEV_TMPFS_OPTIONS: &str = "mode=755,size=65536k";
+/// The mount options of an app's own pseudo-terminals (/dev/pts).
+pub const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=0620,gid=5";
+/// The mount options of an app's own /dev/shm.
+pub const DEV_SHM_OPTIONS: &str = "mode=1777,size=65536k";
+
+/// Makes the app's working directory `dir` (empty: `/`) if it is missing, and enters it.
+pub fn enter_working_directory(dir: &str) -> Result<(), String> {
+    let dir = if dir.is_empty() { "/" } else { dir };
+    if std::fs::metadata(dir).is_err() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create working directory {dir}: {e}"))?;
+    }
+    nix::unistd::chdir(dir).map_err(|e| format!("cannot enter working directory {dir}: {e}"))
+}
+
 /// A path inside the app root for an absolute in-app path, refusing `..` and refusing to
 /// pass through symlinks (an image must not redirect a mount outside its root).
 pub fn in_root(root: &Path, inside: &str) -> Result<PathBuf, String> {

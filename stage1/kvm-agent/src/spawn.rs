@@ -48,8 +48,6 @@ pub struct Request {
 }
 
 /// The device nodes every app gets (bound from the VM's /dev).
-const NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-
 /// Runs the helper; never returns.
 pub fn helper() -> ! {
     // SAFETY: the agent put the report pipe at this descriptor, which nothing else owns.
@@ -76,16 +74,8 @@ fn run() -> Result<Infallible, Failure> {
         None => enter_new_root(app)?,
         Some(pid) => join_root(pid)?,
     }
-    let workdir = if app.working_directory.is_empty() {
-        "/"
-    } else {
-        &app.working_directory
-    };
-    if std::fs::metadata(workdir).is_err() {
-        std::fs::create_dir_all(workdir)
-            .map_err(setup(&format!("cannot create working directory {workdir}")))?;
-    }
-    nix::unistd::chdir(workdir).map_err(setup(&format!("cannot enter {workdir}")))?;
+    orbit_stage1::confine::enter_working_directory(&app.working_directory)
+        .map_err(|e| (orbit_stage1::EXIT_STAGE1_FAILURE, e))?;
     let c = |s: &str| CString::new(s).map_err(setup("NUL in the command"));
     let program = c(&req.program)?;
     let argv = req
@@ -204,14 +194,17 @@ fn app_dev(dev: &Path, console: bool) -> Result<(), Failure> {
         dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(orbit_stage1::confine::DEV_TMPFS_OPTIONS),
     )?;
     let console = console.then(|| {
         orbit_stage1::agent::CONSOLE
             .trim_start_matches("/dev/")
             .to_string()
     });
-    for name in NODES.iter().copied().chain(console.as_deref()) {
+    let nodes = orbit_stage1::confine::DEV_NODES
+        .iter()
+        .map(|(name, ..)| *name);
+    for name in nodes.chain(console.as_deref()) {
         let target = dev.join(name);
         std::fs::File::create(&target).map_err(setup(&format!("create /dev/{name}")))?;
         mnt(
@@ -227,9 +220,14 @@ fn app_dev(dev: &Path, console: bool) -> Result<(), Failure> {
             "pts",
             "devpts",
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+            orbit_stage1::confine::DEVPTS_OPTIONS,
         ),
-        ("shm", "tmpfs", nosuid, "mode=1777,size=65536k"),
+        (
+            "shm",
+            "tmpfs",
+            nosuid,
+            orbit_stage1::confine::DEV_SHM_OPTIONS,
+        ),
         ("mqueue", "mqueue", nosuid, ""),
     ] {
         let target = dev.join(dir);

@@ -328,17 +328,7 @@ fn setup_and_exec(
 
     let root = orbit_stage1::paths::app_rootfs(pod, &app.name);
     mounts::enter_app_root(flavor, pod, manifest, app, &root).map_err(Setup::Other)?;
-    let workdir = if app.working_directory.is_empty() {
-        "/"
-    } else {
-        &app.working_directory
-    };
-    if std::fs::metadata(workdir).is_err() {
-        std::fs::create_dir_all(workdir)
-            .map_err(other(&format!("cannot create working directory {workdir}")))?;
-    }
-    nix::unistd::chdir(workdir)
-        .map_err(other(&format!("cannot enter working directory {workdir}")))?;
+    orbit_stage1::confine::enter_working_directory(&app.working_directory).map_err(Setup::Other)?;
 
     let devnull = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
         .map_err(other("/dev/null"))?;

@@ -381,16 +381,9 @@ fn system_mounts(root: &Path, userns: bool, host_ipc: bool) -> R {
         &dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(orbit_stage1::confine::DEV_TMPFS_OPTIONS),
     )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for (name, major, minor) in orbit_stage1::confine::DEV_NODES {
         let p = dev.join(name);
         if userns {
             // A user namespace cannot create device nodes: bind the host's instead.
@@ -406,7 +399,7 @@ fn system_mounts(root: &Path, userns: bool, host_ipc: bool) -> R {
         &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(orbit_stage1::confine::DEVPTS_OPTIONS),
     )?;
     let shm = dev.join("shm");
     ensure_dir(&shm)?;
@@ -426,7 +419,7 @@ fn system_mounts(root: &Path, userns: bool, host_ipc: bool) -> R {
             &shm,
             Some("tmpfs"),
             nosuid,
-            Some("mode=1777,size=65536k"),
+            Some(orbit_stage1::confine::DEV_SHM_OPTIONS),
         )?;
     }
     let mq = dev.join("mqueue");
