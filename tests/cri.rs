@@ -314,14 +314,13 @@ async fn sandboxes_and_containers_through_their_lifecycle() {
     assert_eq!(e.code(), tonic::Code::NotFound);
 
     // Bad requests: an image the store lacks, an unknown runtime handler (nothing left).
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(container_config("other", "example.com/nope:1", "true")),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("other", "example.com/nope:1", "true"),
+    )
+    .await;
     assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
     let before = list_json(&w).len();
     let e = rt
@@ -1106,22 +1105,11 @@ async fn a_group_without_a_user_is_refused() {
         });
         c
     };
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(with(None)),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(&mut rt, &sb, &config, with(None)).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     assert!(e.message().contains("run_as_group"), "{e}");
-    let listed = rt
-        .list_containers(proto::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.containers.is_empty(), "{listed:?}");
+    let listed = list_containers(&mut rt).await;
+    assert!(listed.is_empty(), "{listed:?}");
     // With a user, the group applies.
     let id = create(&mut rt, &sb, &config, with(Some(1000))).await;
     start(&mut rt, &id).await;
@@ -1459,23 +1447,11 @@ async fn devices_and_mount_propagation_reach_the_container() {
         let mut c = container_config(&format!("bad{i}"), BUSYBOX, "exec sleep 600");
         c.mounts = mounts;
         c.devices = devices;
-        let e = rt
-            .create_container(proto::CreateContainerRequest {
-                pod_sandbox_id: sb.clone(),
-                config: Some(c),
-                sandbox_config: Some(config.clone()),
-            })
-            .await
-            .unwrap_err();
+        let e = create_refused(&mut rt, &sb, &config, c).await;
         assert_eq!(e.code(), code, "{e:?}");
         assert!(e.message().contains(want), "{}", e.message());
     }
-    let listed = rt
-        .list_containers(proto::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = list_containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
 
     let mut c = container_config("dev", BUSYBOX, "exec sleep 600");

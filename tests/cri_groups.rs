@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cri_common::*;
-use orbit::cri::proto::{self, runtime_service_client::RuntimeServiceClient, ContainerState};
+use orbit::cri::proto::{self, ContainerState};
 use pods_common::*;
-use tonic::transport::Channel;
 
 /// A container of BUSYBOX running `script` as uid 1000 with supplemental group 1234 and
 /// groups policy `policy`.
@@ -141,30 +140,6 @@ async fn supplemental_groups_merge_or_strict_and_the_user_the_status_reports() {
     assert_eq!(list_containers(&mut rt).await.len(), 2);
 
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
-}
-
-/// CreateContainer `c` in sandbox `sb`, which must fail: the error.
-async fn create_refused(
-    rt: &mut RuntimeServiceClient<Channel>,
-    sb: &str,
-    config: &proto::PodSandboxConfig,
-    c: proto::ContainerConfig,
-) -> tonic::Status {
-    rt.create_container(proto::CreateContainerRequest {
-        pod_sandbox_id: sb.into(),
-        config: Some(c),
-        sandbox_config: Some(config.clone()),
-    })
-    .await
-    .expect_err("CreateContainer must refuse it")
-}
-
-async fn list_containers(rt: &mut RuntimeServiceClient<Channel>) -> Vec<proto::Container> {
-    rt.list_containers(proto::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
 }
 
 /// A container of BUSYBOX with `image` mounted at /vol.

@@ -124,14 +124,7 @@ async fn recursive_read_only_needs_a_read_only_private_mount_and_is_advertised()
     ] {
         let mut c = container_config("bad", BUSYBOX, "exec sleep 600");
         c.mounts = vec![mount];
-        let e = rt
-            .create_container(proto::CreateContainerRequest {
-                pod_sandbox_id: sb.clone(),
-                config: Some(c),
-                sandbox_config: Some(config.clone()),
-            })
-            .await
-            .unwrap_err();
+        let e = create_refused(&mut rt, &sb, &config, c).await;
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
         assert!(
             e.message().contains("recursive_read_only") && e.message().contains(want),
@@ -139,12 +132,7 @@ async fn recursive_read_only_needs_a_read_only_private_mount_and_is_advertised()
             e.message()
         );
     }
-    let listed = rt
-        .list_containers(proto::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = list_containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
 }

@@ -530,12 +530,7 @@ async fn crictl_everyday_flows() {
     )
     .await;
     start(&mut rt, &id).await;
-    let listed = rt
-        .list_containers(proto::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = list_containers(&mut rt).await;
     assert_eq!(listed.iter().filter(|c| c.id == id).count(), 1);
 
     // crictl exec ID echo hi (streaming, not ExecSync); crictl exec -it ID sh.

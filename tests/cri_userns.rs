@@ -443,14 +443,7 @@ async fn user_namespaces_orbit_cannot_honour_are_refused_and_leave_nothing() {
         (in_namespaces(ok(), Some(mode(NamespaceMode::Node))), "NODE"),
         (in_namespaces(ok(), Some(other_userns)), "other ids"),
     ] {
-        let e = rt
-            .create_container(proto::CreateContainerRequest {
-                pod_sandbox_id: sb.clone(),
-                config: Some(c),
-                sandbox_config: Some(config.clone()),
-            })
-            .await
-            .unwrap_err();
+        let e = create_refused(&mut rt, &sb, &config, c).await;
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{needle}: {e:?}");
         assert!(e.message().contains(needle), "{needle}: {}", e.message());
     }
@@ -459,25 +452,13 @@ async fn user_namespaces_orbit_cannot_honour_are_refused_and_leave_nothing() {
     let node_sb = run_sandbox(&mut rt, &node).await;
     let mut idmapped = ok();
     idmapped.mounts = vec![mount(&vol, "/v", true)];
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: node_sb.clone(),
-            config: Some(idmapped),
-            sandbox_config: Some(node.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(&mut rt, &node_sb, &node, idmapped).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(
         e.message().contains("need a sandbox with a user namespace"),
         "{e:?}"
     );
-    let listed = rt
-        .list_containers(proto::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = list_containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
     // (The last removal asserts that no pod at all is left.)
     rt.stop_pod_sandbox(proto::StopPodSandboxRequest {

@@ -451,14 +451,13 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     fs::write(victim.join("keep"), "host file\n").unwrap();
     let plant = format!("ln -s {} /proc/1/root/pod/apps/evil-0", victim.display());
     assert_eq!(sh(&mut rt, &one, &plant).await.0, 0);
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(container_config("evil", BUSYBOX, "exec sleep 600")),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(
+        &mut rt,
+        &sb,
+        &config,
+        container_config("evil", BUSYBOX, "exec sleep 600"),
+    )
+    .await;
     assert!(e.message().contains("evil-0"), "{e:?}");
     assert!(mounts_with(&victim.display().to_string()).is_empty());
     let left: Vec<_> = fs::read_dir(&victim)
@@ -1011,26 +1010,14 @@ async fn a_cri_kvm_sandboxs_host_mounts_see_the_hosts_mounts_and_are_read_only_a
         "/bd",
         MountPropagation::PropagationBidirectional,
     )];
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(bidirectional),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(&mut rt, &sb, &config, bidirectional).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(
         e.message().contains("/bd") && e.message().contains("cannot reach the host"),
         "{}",
         e.message()
     );
-    let listed = rt
-        .list_containers(proto::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = list_containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
 
     let mut c = container_config("vols", BUSYBOX, "exec sleep 600");
@@ -1084,14 +1071,7 @@ async fn a_cri_kvm_sandboxs_host_mounts_see_the_hosts_mounts_and_are_read_only_a
     assert_eq!(sh_err(&mut rt, &id, &plant).await.0, 0);
     let mut evil = container_config("evil", BUSYBOX, "exec sleep 600");
     evil.mounts = vec![mount(&vol, "/v", MountPropagation::PropagationPrivate)];
-    let e = rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(evil),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .unwrap_err();
+    let e = create_refused(&mut rt, &sb, &config, evil).await;
     assert!(e.message().contains("evil-0"), "{e:?}");
     assert!(mounts_with(&victim.display().to_string()).is_empty());
     assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);

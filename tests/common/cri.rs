@@ -321,6 +321,31 @@ pub fn log_lines(path: &Path) -> Vec<String> {
     lines
 }
 
+/// CreateContainer `c` in sandbox `sb` (of `config`), which must fail: the error.
+pub async fn create_refused(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sb: &str,
+    config: &proto::PodSandboxConfig,
+    c: proto::ContainerConfig,
+) -> tonic::Status {
+    rt.create_container(proto::CreateContainerRequest {
+        pod_sandbox_id: sb.into(),
+        config: Some(c),
+        sandbox_config: Some(config.clone()),
+    })
+    .await
+    .expect_err("CreateContainer must refuse it")
+}
+
+/// Every container ListContainers shows.
+pub async fn list_containers(rt: &mut RuntimeServiceClient<Channel>) -> Vec<proto::Container> {
+    rt.list_containers(proto::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
 /// `sh -c SCRIPT` in container `id` through ExecSync: exit code and trimmed stdout.
 pub async fn sh(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
     let out = exec(rt, id, &["sh", "-c", script], 10).await.unwrap();
