@@ -122,11 +122,16 @@ pub struct Systemd {
 pub struct PendingSystemd(Option<std::thread::JoinHandle<Result<Option<Systemd>, SystemdError>>>);
 
 impl PendingSystemd {
-    /// Starts connecting according to `mode` (nothing to do for `Mode::No`).
+    /// Starts connecting according to `mode`: nothing to do for `Mode::No`, nor for
+    /// `Mode::Auto` when the system bus is a socket file that does not exist (a host
+    /// without D-Bus), where a connection attempt would only cost threads.
     pub fn start(mode: Mode) -> PendingSystemd {
-        PendingSystemd(
-            (mode != Mode::No).then(|| std::thread::spawn(move || Systemd::connect(mode))),
-        )
+        let wanted = match mode {
+            Mode::No => false,
+            Mode::Auto => !bus_socket_absent(),
+            Mode::Yes => true,
+        };
+        PendingSystemd(wanted.then(|| std::thread::spawn(move || Systemd::connect(mode))))
     }
 
     /// Waits for the connection: `None` when systemd is not to be used or not there.
@@ -138,6 +143,31 @@ impl PendingSystemd {
                 .unwrap_or_else(|_| Err(SystemdError::Unavailable("connecting panicked".into()))),
         }
     }
+}
+
+/// Where the system bus is when `DBUS_SYSTEM_BUS_ADDRESS` is not set.
+const DEFAULT_SYSTEM_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
+
+/// True when every address of the system bus is a `unix:path=` socket that does not exist.
+fn bus_socket_absent() -> bool {
+    let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS");
+    let address = address.as_deref().unwrap_or(DEFAULT_SYSTEM_BUS);
+    unix_socket_paths(address).is_some_and(|paths| paths.iter().all(|p| !p.exists()))
+}
+
+/// The socket files of a D-Bus address list (`unix:path=P[,guid=…];…`); `None` when one
+/// of its addresses is of another kind (abstract, tcp…), which only a connection can test.
+fn unix_socket_paths(address: &str) -> Option<Vec<std::path::PathBuf>> {
+    address
+        .split(';')
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.strip_prefix("unix:")?
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("path="))
+                .map(std::path::PathBuf::from)
+        })
+        .collect()
 }
 
 fn call_err(what: &str) -> impl FnOnce(zbus::Error) -> SystemdError + '_ {
@@ -339,4 +369,24 @@ fn proxy(
         .interface(interface)?
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_socket_paths;
+    use std::path::PathBuf;
+
+    #[test]
+    fn only_unix_path_addresses_are_socket_files() {
+        assert_eq!(
+            unix_socket_paths("unix:path=/run/dbus/system_bus_socket"),
+            Some(vec![PathBuf::from("/run/dbus/system_bus_socket")])
+        );
+        assert_eq!(
+            unix_socket_paths("unix:guid=ab,path=/a;unix:path=/b"),
+            Some(vec![PathBuf::from("/a"), PathBuf::from("/b")])
+        );
+        assert_eq!(unix_socket_paths("unix:abstract=/tmp/x"), None);
+        assert_eq!(unix_socket_paths("unix:path=/a;tcp:host=h,port=1"), None);
+    }
 }

@@ -9,6 +9,8 @@
 //! and the new mount API. `clone` is allowed only without namespace flags; `clone3` fails with
 //! ENOSYS so libc falls back to `clone`, whose flags the filter can see.
 
+/// A compiled filter (one BPF program), as [`compile`] returns them.
+pub use seccompiler::BpfProgram;
 use std::collections::HashMap;
 
 use crate::Seccomp;

@@ -4,7 +4,7 @@
 //! found" is reported as such, with exit status 127, instead of a silent exit.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -111,8 +111,12 @@ pub fn start(
     let io = stdio(pod, app).map_err(|e| fail(format!("cannot create the app's stdio: {e}")))?;
     let (report_r, report_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe: {e}")))?;
+    let cgroup = cgroups.app_cgroup(&app.name).map_err(fail)?;
     // SAFETY: the init is single-threaded; the child sets up and execs or exits.
-    match unsafe { fork() }.map_err(|e| fail(format!("fork: {e}")))? {
+    let (forked, in_cgroup) = unsafe { crate::fork::fork_into(cgroup.as_ref().map(|c| c.as_fd())) }
+        .map_err(|e| fail(format!("fork: {e}")))?;
+    drop(cgroup);
+    match forked {
         ForkResult::Child => {
             drop(report_r);
             // An app with a pid namespace of its own reports from inside it (the process
@@ -120,11 +124,18 @@ pub fn start(
             if !own_pid_namespace_wanted(flavor, app) {
                 report_host_pid(&report_w);
             }
-            let (code, msg) =
-                match setup_and_exec(flavor, pod, manifest, app, cgroups, mask, (&io, &report_w)) {
-                    Err(Setup::Exec(m)) => (EXIT_EXEC_FAILED, m),
-                    Err(Setup::Other(m)) => (EXIT_STAGE1_FAILURE, m),
-                };
+            let (code, msg) = match setup_and_exec(
+                flavor,
+                pod,
+                manifest,
+                app,
+                (cgroups, in_cgroup),
+                mask,
+                (&io, &report_w),
+            ) {
+                Err(Setup::Exec(m)) => (EXIT_EXEC_FAILED, m),
+                Err(Setup::Other(m)) => (EXIT_STAGE1_FAILURE, m),
+            };
             let _ = nix::unistd::write(&report_w, format!("{code} {msg}").as_bytes());
             // SAFETY: _exit skips Rust/libc teardown that must not run twice in a fork child.
             unsafe { libc::_exit(code) }
@@ -302,7 +313,7 @@ fn setup_and_exec(
     pod: &Path,
     manifest: &PodManifest,
     app: &App,
-    cgroups: &PodCgroups,
+    (cgroups, in_cgroup): (&PodCgroups, bool),
     mask: &SigSet,
     (io, report): (&Stdio, &OwnedFd),
 ) -> Result<std::convert::Infallible, Setup> {
@@ -310,19 +321,18 @@ fn setup_and_exec(
     security::not_dumpable();
     nix::unistd::setsid().map_err(other("setsid"))?;
     security::oom_score_adj(app).map_err(Setup::Other)?;
-    // In a --private-users pod the supervisor made the app's cgroup, set its limits and
-    // device rules, and delegated its cgroup.procs: the app only joins it.
-    cgroups
-        .join_app(&app.name, nix::unistd::getpid().as_raw())
-        .map_err(Setup::Other)?;
-    if flavor == Flavor::Ns && manifest.user_namespace.is_none() {
-        crate::devices::restrict("self", [app]).map_err(Setup::Other)?;
-    }
-    if flavor == Flavor::Ns {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .map_err(other("cannot create the cgroup namespace"))?;
-    }
-    if own_pid_namespace_wanted(flavor, app) {
+    // Opened while the host's cgroup file system is in sight; joined as late as possible:
+    // on cgroup v1 the move waits for the one that put the init in the pod's cgroup (an RCU
+    // grace period), which the app's root set-up overlaps. In a --private-users pod the
+    // supervisor delegated the app's cgroup.procs to the pod's root.
+    let membership = match in_cgroup {
+        true => crate::cgroup::Membership::none(),
+        false => cgroups.app_membership(&app.name).map_err(Setup::Other)?,
+    };
+    let own_pid_namespace_wanted = own_pid_namespace_wanted(flavor, app);
+    if own_pid_namespace_wanted {
+        // The process that stays behind to relay for the app belongs to its cgroup too.
+        join_app_cgroup(flavor, &membership)?;
         own_pid_namespace(report)?;
     }
 
@@ -363,7 +373,22 @@ fn setup_and_exec(
         libc::dup2(stdout, 1);
         libc::dup2(stderr, 2);
     }
-    exec(manifest, app)
+    let prepared = prepare_exec(manifest, app)?;
+    if !own_pid_namespace_wanted {
+        join_app_cgroup(flavor, &membership)?;
+    }
+    exec(app, prepared)
+}
+
+/// Moves the calling app process into its cgroup, then (`ns`) into a cgroup namespace
+/// whose root that cgroup is.
+fn join_app_cgroup(flavor: Flavor, membership: &crate::cgroup::Membership) -> Result<(), Setup> {
+    membership.join().map_err(Setup::Other)?;
+    if flavor == Flavor::Ns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(other("cannot create the cgroup namespace"))?;
+    }
+    Ok(())
 }
 
 /// In the child, inside the app's root: allocates a pty from the app's /dev/ptmx, sends the
@@ -428,15 +453,18 @@ fn receive_fd(sock: &OwnedFd) -> Option<OwnedFd> {
     None
 }
 
-/// Resolves `exec[0]` against the app's own PATH (not the host's) and execs it.
-fn exec(manifest: &PodManifest, app: &App) -> Result<std::convert::Infallible, Setup> {
-    security::confine(app).map_err(Setup::Other)?;
-    if app.pid_namespace {
-        // Dies with the process that relays for it (a forced stop kills that one); the
-        // credential change above cleared any earlier setting.
-        // SAFETY: prctl(PR_SET_PDEATHSIG) has no memory effects.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    }
+/// What `execve` needs, worked out before the app joins its cgroup (which may wait).
+struct Exec {
+    path: PathBuf,
+    cpath: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    filter: Option<Vec<orbit_stage1::seccomp::BpfProgram>>,
+}
+
+/// Resolves `exec[0]` against the app's own PATH (not the host's), builds its argv and
+/// environment and compiles its seccomp filter.
+fn prepare_exec(manifest: &PodManifest, app: &App) -> Result<Exec, Setup> {
     let Some(arg0) = app.exec.first() else {
         return Err(Setup::Exec(
             "the app has nothing to execute (no exec, entrypoint or cmd)".into(),
@@ -465,10 +493,29 @@ fn exec(manifest: &PodManifest, app: &App) -> Result<std::convert::Infallible, S
         .map(|e| CString::new(e.into_bytes()))
         .collect::<Result<_, _>>()
         .map_err(other("env"))?;
-    let e = nix::unistd::execve(&cpath, &argv, &envp).unwrap_err();
+    let filter = security::seccomp_filter(app).map_err(Setup::Other)?;
+    Ok(Exec {
+        path,
+        cpath,
+        argv,
+        envp,
+        filter,
+    })
+}
+
+/// Drops to the app's identity and privileges and execs it.
+fn exec(app: &App, e: Exec) -> Result<std::convert::Infallible, Setup> {
+    security::confine(app, e.filter.as_deref()).map_err(Setup::Other)?;
+    if app.pid_namespace {
+        // Dies with the process that relays for it (a forced stop kills that one); the
+        // credential change above cleared any earlier setting.
+        // SAFETY: prctl(PR_SET_PDEATHSIG) has no memory effects.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    }
+    let err = nix::unistd::execve(&e.cpath, &e.argv, &e.envp).unwrap_err();
     Err(Setup::Exec(format!(
-        "cannot execute {}: {e}",
-        path.display()
+        "cannot execute {}: {err}",
+        e.path.display()
     )))
 }
 

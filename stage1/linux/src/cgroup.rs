@@ -7,6 +7,7 @@
 //! them after a supervisor that was killed never could.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ fn hierarchy() -> Box<dyn Hierarchy> {
 /// Where the pod's cgroups live.
 pub struct PodCgroups {
     backend: Backend,
+    /// The apps whose cgroups the supervisor prepared for their first start
+    /// ([`PodCgroups::prepare_apps`]); each is taken out when it starts.
+    prepared: std::cell::RefCell<Vec<String>>,
 }
 
 enum Backend {
@@ -97,12 +101,10 @@ impl PodCgroups {
         orbit_stage1::status::write_atomic(&pod.join(RECORD), &record)
             .map_err(|e| format!("cannot write {RECORD}: {e}"))?;
         if !unified {
-            return Ok(PodCgroups {
-                backend: Backend::V1 {
-                    base,
-                    uuid: uuid.to_string(),
-                },
-            });
+            return Ok(PodCgroups::with(Backend::V1 {
+                base,
+                uuid: uuid.to_string(),
+            }));
         }
         let mut v2 = crate::cgroup2::Pod::at(&base[UNIFIED_KEY], uuid);
         let needs_limits = manifest.apps.iter().any(|a| {
@@ -116,9 +118,14 @@ impl PodCgroups {
             v2.remove();
             return Err(e);
         }
-        Ok(PodCgroups {
-            backend: Backend::V2(v2),
-        })
+        Ok(PodCgroups::with(Backend::V2(v2)))
+    }
+
+    fn with(backend: Backend) -> PodCgroups {
+        PodCgroups {
+            backend,
+            prepared: Default::default(),
+        }
     }
 
     /// The recorded cgroups of a pod (for gc).
@@ -132,7 +139,25 @@ impl PodCgroups {
                 uuid: uuid.to_string(),
             },
         };
-        Some(PodCgroups { backend })
+        Some(PodCgroups::with(backend))
+    }
+
+    /// On cgroup v2, the cgroup the pod's init is to start in ([`crate::fork::fork_into`]),
+    /// opened; `None` where it must be moved ([`PodCgroups::join_pod`]) or need not be.
+    pub fn init_cgroup(&self) -> Result<Option<OwnedFd>, String> {
+        match &self.backend {
+            Backend::V1 { .. } => Ok(None),
+            Backend::V2(v2) => v2.stage1_leaf_for_init().map(|d| open_dir(&d)).transpose(),
+        }
+    }
+
+    /// On cgroup v2, app `app`'s cgroup (made: see [`PodCgroups::ready_for_start`]), opened
+    /// for the app to start in; `None` on v1, where the app joins it.
+    pub fn app_cgroup(&self, app: &str) -> Result<Option<OwnedFd>, String> {
+        match &self.backend {
+            Backend::V1 { .. } => Ok(None),
+            Backend::V2(v2) => open_dir(&v2.app_dir(app)).map(Some),
+        }
     }
 
     /// Moves process `pid` (the pod's init, or the child that makes its user namespace)
@@ -148,16 +173,34 @@ impl PodCgroups {
         }
     }
 
-    /// Moves process `pid` into app `app`'s cgroup.
-    pub fn join_app(&self, app: &str, pid: i32) -> Result<(), String> {
-        match &self.backend {
+    /// Opens app `app`'s `cgroup.procs` files (its cgroup exists: see
+    /// [`PodCgroups::ready_for_start`]), so the app can join its cgroup once its root is in
+    /// place and the host's cgroup file system is out of its sight ([`Membership::join`]).
+    pub fn app_membership(&self, app: &str) -> Result<Membership, String> {
+        let dirs = match &self.backend {
             Backend::V1 { base, uuid } => {
-                let cg = v1_cgroup(base, &format!("orbit/{uuid}/{app}"))?;
-                cg.add_task_by_tgid(CgroupPid::from(pid as u64))
-                    .map_err(|e| format!("cannot move pid {pid} into app {app}'s cgroup: {e}"))
+                let rel = format!("orbit/{uuid}/{app}");
+                Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone())
+                    .subsystems()
+                    .iter()
+                    .map(|s| s.to_controller().path().to_path_buf())
+                    .collect()
             }
-            Backend::V2(v2) => v2.join_app(app, pid),
+            Backend::V2(v2) => vec![v2.app_dir(app)],
+        };
+        let mut files = Vec::new();
+        for dir in dirs {
+            let path = dir.join("cgroup.procs");
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            files.push((path, file));
         }
+        Ok(Membership {
+            app: app.to_string(),
+            files,
+        })
     }
 
     /// Sets the pod cgroup's limits to the sums of its apps' limits (a limit is set only when
@@ -173,27 +216,74 @@ impl PodCgroups {
         }
     }
 
-    /// Sets app `app`'s cgroup limits (memory, CPU quota and shares, pids), and on cgroup
-    /// v2 its device program. Called before the app joins its cgroup.
-    pub fn set_app_limits(&self, app: &orbit_stage1::App) -> Result<(), String> {
+    /// Makes app `app`'s cgroup for a start and sets its limits (memory, CPU quota and
+    /// shares, pids) and, with `restrict_devices`, its device rules (the v1 controller's, or
+    /// a BPF program on v2). Called before the app joins its cgroup.
+    pub fn set_app_limits(
+        &self,
+        app: &orbit_stage1::App,
+        restrict_devices: bool,
+    ) -> Result<(), String> {
         let limits = &app.isolators.resources;
         match &self.backend {
             Backend::V1 { base, uuid } => {
                 let cg = v1_cgroup(base, &format!("orbit/{uuid}/{}", app.name))?;
-                apply(&cg, limits).map_err(|e| format!("app {}'s cgroup: {e}", app.name))
+                apply(&cg, limits).map_err(|e| format!("app {}'s cgroup: {e}", app.name))?;
+                let devices = cg
+                    .subsystems()
+                    .iter()
+                    .find(|s| s.controller_name() == "devices")
+                    .map(|s| s.to_controller().path().to_path_buf());
+                match devices {
+                    Some(dir) if restrict_devices => crate::devices::restrict_dir(&dir, [app]),
+                    _ => Ok(()),
+                }
             }
             Backend::V2(v2) => {
                 // A new leaf each start: its device program first, then its limits; a leaf
                 // whose setup failed is removed, so no start runs in one without a program.
                 let dir = v2.new_app_leaf(&app.name)?;
-                let setup = crate::devices::restrict_cgroup2(&dir, [app])
-                    .and_then(|()| v2.set_app_limits(&app.name, limits));
+                let devices = match restrict_devices {
+                    true => crate::devices::restrict_cgroup2(&dir, [app]),
+                    false => Ok(()),
+                };
+                let setup = devices.and_then(|()| v2.set_app_limits(&app.name, limits));
                 if setup.is_err() {
                     v2.remove_app(&app.name);
                 }
                 setup
             }
         }
+    }
+
+    /// Makes the cgroups of the pod's `apps` ready for their first start
+    /// ([`PodCgroups::set_app_limits`]) before the pod's init exists. Moving the init into
+    /// the pod's cgroup waits for an RCU grace period (several milliseconds) holding the
+    /// kernel's cgroup lock, and making a cgroup meanwhile would wait behind it: made
+    /// beforehand, only each app's own join waits, once its root is in place. An app whose
+    /// cgroup fails here is left to the init, which reports the failure as the app's.
+    pub fn prepare_apps(&self, apps: &[orbit_stage1::App], restrict_devices: bool) {
+        for app in apps {
+            if self.set_app_limits(app, restrict_devices).is_ok() {
+                self.prepared.borrow_mut().push(app.name.clone());
+            }
+        }
+    }
+
+    /// Makes app `app`'s cgroup ready for a start: done already for its first start when
+    /// the supervisor prepared it ([`PodCgroups::prepare_apps`]), else done now.
+    pub fn ready_for_start(
+        &self,
+        app: &orbit_stage1::App,
+        restrict_devices: bool,
+    ) -> Result<(), String> {
+        let mut prepared = self.prepared.borrow_mut();
+        if let Some(i) = prepared.iter().position(|n| *n == app.name) {
+            prepared.swap_remove(i);
+            return Ok(());
+        }
+        drop(prepared);
+        self.set_app_limits(app, restrict_devices)
     }
 
     /// Restricts the devices of the pod's cgroup (and so of everything below it) to what
@@ -234,20 +324,13 @@ impl PodCgroups {
     /// Hands app `app`'s cgroup (already created) to a `--private-users` pod's root
     /// (host `uid`/`gid`) so the app can join it from inside its user namespace: its
     /// `cgroup.procs` and `tasks` files change owner; limits and device rules stay the host's.
-    /// Returns the app's v1 devices-controller directory, if any.
-    pub fn delegate_app(
-        &self,
-        app: &str,
-        uid: u32,
-        gid: u32,
-    ) -> Result<Option<std::path::PathBuf>, String> {
+    pub fn delegate_app(&self, app: &str, uid: u32, gid: u32) -> Result<(), String> {
         let (base, uuid) = match &self.backend {
             Backend::V1 { base, uuid } => (base, uuid),
-            Backend::V2(v2) => return v2.delegate_app(app, uid, gid).map(|()| None),
+            Backend::V2(v2) => return v2.delegate_app(app, uid, gid),
         };
         let rel = format!("orbit/{uuid}/{app}");
         let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone());
-        let mut devices = None;
         for sub in cg.subsystems() {
             let dir = sub.to_controller().path().to_path_buf();
             for f in ["cgroup.procs", "tasks"] {
@@ -257,11 +340,8 @@ impl PodCgroups {
                         .map_err(|e| format!("cannot delegate {}: {e}", p.display()))?;
                 }
             }
-            if sub.controller_name() == "devices" {
-                devices = Some(dir);
-            }
         }
-        Ok(devices)
+        Ok(())
     }
 
     /// Removes app `app`'s cgroups (a removed app of a mutable pod), killing what is left.
@@ -290,6 +370,47 @@ impl PodCgroups {
         {
             v1_remove(base, &rel);
         }
+    }
+}
+
+/// Opens cgroup directory `dir` (for `CLONE_INTO_CGROUP`).
+fn open_dir(dir: &Path) -> Result<OwnedFd, String> {
+    nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open cgroup {}: {e}", dir.display()))
+}
+
+/// An app's open `cgroup.procs` files ([`PodCgroups::app_membership`]).
+pub struct Membership {
+    app: String,
+    files: Vec<(PathBuf, std::fs::File)>,
+}
+
+impl Membership {
+    /// Nothing to join: the app started in its cgroup ([`PodCgroups::app_cgroup`]).
+    pub fn none() -> Membership {
+        Membership {
+            app: String::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Moves the calling process into the app's cgroup (`0` is the writer).
+    pub fn join(&self) -> Result<(), String> {
+        use std::io::Write;
+        for (path, file) in &self.files {
+            (&*file).write_all(b"0").map_err(|e| {
+                format!(
+                    "cannot move into app {}'s cgroup ({}): {e}",
+                    self.app,
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
     }
 }
 

@@ -180,6 +180,12 @@ impl Pod {
         )
     }
 
+    /// The leaf the pod's init is to start in (`CLONE_INTO_CGROUP`), unless it inherits it
+    /// from a supervisor that moved there itself.
+    pub fn stage1_leaf_for_init(&self) -> Option<PathBuf> {
+        (!self.supervisor_in_leaf).then(|| self.dir.join(STAGE1_LEAF))
+    }
+
     /// Sets the pod's limits.
     pub fn set_pod_limits(&self, r: &Resources) -> Result<(), String> {
         apply(&self.dir, r).map_err(|e| format!("pod cgroup: {e}"))
@@ -212,12 +218,6 @@ impl Pod {
             write(&dir, "memory.oom.group", "1")?;
         }
         Ok(())
-    }
-
-    /// Moves process `pid` into app `app`'s leaf.
-    pub fn join_app(&self, app: &str, pid: i32) -> Result<(), String> {
-        write(&self.app_dir(app), "cgroup.procs", &pid.to_string())
-            .map_err(|e| format!("cannot move pid {pid} into app {app}'s cgroup: {e}"))
     }
 
     /// True when the OOM killer killed a process of app `app`.

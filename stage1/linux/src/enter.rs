@@ -119,7 +119,11 @@ fn become_app_user_and_exec(
     }
     take_terminal();
     // Exactly the app's confinement: identity, capabilities, no_new_privs, seccomp.
-    if let Err(e) = crate::security::confine(app) {
+    let filter = match crate::security::seccomp_filter(app) {
+        Ok(filter) => filter,
+        Err(e) => return e,
+    };
+    if let Err(e) = crate::security::confine(app, filter.as_deref()) {
         return e;
     }
     // Dies with `enter` (credential changes above cleared any earlier setting): a CRI exec

@@ -230,7 +230,7 @@ impl Pod<'_> {
         let limits = match self.manifest.user_namespace {
             // The pod cgroup's limits (set by the supervisor) bound a --private-users pod.
             Some(_) => Ok(()),
-            None => self.cgroups.set_app_limits(&a),
+            None => self.cgroups.ready_for_start(&a, self.flavor == Flavor::Ns),
         };
         let result = limits
             .map_err(|message| app::Failure {

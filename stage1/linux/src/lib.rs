@@ -23,6 +23,7 @@ mod control;
 mod devbpf;
 mod devices;
 mod enter;
+mod fork;
 mod init;
 mod journal;
 mod kvm;

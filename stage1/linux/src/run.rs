@@ -172,6 +172,7 @@ fn run_locked_rest(
         cgroups.remove(manifest);
         return result;
     }
+    cgroups.prepare_apps(&manifest.apps, flavor == Flavor::Ns);
     let mut flags = CloneFlags::CLONE_NEWNS;
     if flavor == Flavor::Ns {
         flags |= CloneFlags::CLONE_NEWUTS;
@@ -188,14 +189,16 @@ fn run_locked_rest(
     let supervisor = nix::unistd::getpid();
     // Until the init runs, an error leaves nothing of the pod's cgroups behind.
     let forked = new_namespaces(flags)
-        .and_then(|()| supervisor_mask())
-        .and_then(|mask| {
+        .and_then(|()| cgroups.init_cgroup())
+        .and_then(|cgroup| Ok((cgroup, supervisor_mask()?)))
+        .and_then(|(cgroup, mask)| {
             // SAFETY: stage1 is single-threaded here; the child only calls async-signal-safe
             // functions until it runs the pod init, which is ordinary Rust in a fresh process.
-            let fork = unsafe { fork() }.map_err(|e| format!("cannot fork the pod init: {e}"))?;
+            let fork = unsafe { crate::fork::fork_into(cgroup.as_ref().map(|c| c.as_fd())) }
+                .map_err(|e| format!("cannot fork the pod init: {e}"))?;
             Ok((mask, fork))
         });
-    let (mask, forked) = match forked {
+    let (mask, (forked, in_cgroup)) = match forked {
         Ok(f) => f,
         Err(e) => {
             cgroups.remove(manifest);
@@ -222,7 +225,10 @@ fn run_locked_rest(
             ));
         }
         ForkResult::Parent { child } => {
-            let joined = cgroups.join_pod(child.as_raw());
+            let joined = match in_cgroup {
+                true => Ok(()),
+                false => cgroups.join_pod(child.as_raw()),
+            };
             let result = match joined {
                 Ok(()) => supervise(&pod, child, child, mask, relay.as_ref()),
                 Err(e) => {

@@ -16,8 +16,26 @@ pub fn not_dumpable() {
 /// device cgroup to refuse opening them (neither the v1 devices controller nor a pure
 /// cgroup2 host, whose app cgroups get a BPF device program), a node the app makes could be
 /// a host disk: no CAP_MKNOD then.
-pub fn confine(app: &App) -> Result<(), String> {
-    orbit_stage1::confine::confine(&app.user, &app.isolators, crate::devices::enforced())
+/// `filter` is the app's compiled seccomp filter ([`seccomp_filter`]).
+pub fn confine(
+    app: &App,
+    filter: Option<&[orbit_stage1::seccomp::BpfProgram]>,
+) -> Result<(), String> {
+    orbit_stage1::confine::confine_compiled(
+        &app.user,
+        &app.isolators,
+        crate::devices::enforced(),
+        filter,
+    )
+}
+
+/// The app's seccomp filter, compiled (`None`: the app has none).
+pub fn seccomp_filter(app: &App) -> Result<Option<Vec<orbit_stage1::seccomp::BpfProgram>>, String> {
+    app.isolators
+        .seccomp
+        .as_ref()
+        .map(orbit_stage1::seccomp::compile)
+        .transpose()
 }
 
 /// Sets the app's OOM score adjustment (before privileges are dropped: lowering it needs

@@ -161,11 +161,8 @@ fn make_parent(m: &Idmap) -> Result<(), String> {
 /// Makes app `a`'s cgroup with its limits and device rules, as the host's root, and hands it
 /// to the pod's root, who moves the app into it from inside the user namespace.
 pub fn app_cgroup(cgroups: &PodCgroups, a: &App, ns: &UserNamespace) -> Result<(), String> {
-    cgroups.set_app_limits(a)?;
-    if let Some(devices) = cgroups.delegate_app(&a.name, ns.uid_base, ns.gid_base)? {
-        crate::devices::restrict_dir(&devices, [a])?;
-    }
-    Ok(())
+    cgroups.set_app_limits(a, true)?;
+    cgroups.delegate_app(&a.name, ns.uid_base, ns.gid_base)
 }
 
 /// The host's part of `app-add` for app `name` of a running pod with a user namespace (a
