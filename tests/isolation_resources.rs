@@ -612,3 +612,69 @@ fn cgroups_are_removed_when_the_pod_exits() {
     assert_cgroups_gone(&uuid);
     assert_pod_gone(&uuid, None);
 }
+
+/// Kills process `pid` (the test's own leftover) when dropped, so a failing test leaves
+/// nothing running.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// True while process `pid` runs (a zombie has ended: state `Z`).
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let (_, after) = s.rsplit_once(") ")?;
+            after.chars().next()
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+#[test]
+fn what_a_fly_pod_leaves_behind_dies_with_its_cgroups() {
+    // fly shares the host's pid namespace: an app's background child outlives the pod's init
+    // and only the cgroups' removal ends it (which must kill it, not just try rmdir).
+    let w = pod_world();
+    let data = w.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let vol = format!("d,kind=host,source={}", data.display());
+    let out = orbit(
+        &w,
+        &[
+            "run",
+            "--stage1-name",
+            "fly",
+            "--volume",
+            &vol,
+            BUSYBOX,
+            "--mount",
+            "volume=d,target=/data",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > /data/pid",
+        ],
+    );
+    let pid: i32 = fs::read_to_string(data.join("pid"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid from the app: {}", common::text(&out.stderr)));
+    let _guard = KillOnDrop(Some(pid));
+    assert_eq!(code(&out), 0, "{}", common::text(&out.stderr));
+    assert!(!alive(pid), "the pod's leftover process {pid} still runs");
+    let uuid = only_pod(&w);
+    assert_cgroups_gone(&uuid);
+    out_ok(&w, &["gc", "--grace-period=0"]);
+    assert_no_pods(&w);
+}

@@ -1,8 +1,8 @@
 //! The pod's cgroups: `orbit/<uuid>` for the pod and `orbit/<uuid>/<app>` per app, below
 //! the cgroup `orbit run` was started in (so a caller's limits and accounting still apply).
-//! On a v1 or hybrid host, in every v1 hierarchy through cgroups-rs (the hybrid cgroup2
-//! mount only carries hugetlb); on a v2-only host, by `crate::cgroup2`, which also keeps
-//! the stage1's own processes in a leaf of their own.
+//! On a v1 or hybrid host, in the v1 hierarchies of `crate::cgroup1::CONTROLLERS` (the
+//! hybrid cgroup2 mount carries no controller); on a v2-only host, by `crate::cgroup2`,
+//! which also keeps the stage1's own processes in a leaf of their own.
 //! Where they are is recorded in the pod directory (`cgroups.json`), so `gc` can remove
 //! them after a supervisor that was killed never could.
 
@@ -12,51 +12,9 @@ use std::path::Path;
 
 use std::path::PathBuf;
 
-use cgroups_rs::fs::cgroup::get_cgroups_relative_paths;
-use cgroups_rs::fs::cpu::CpuController;
-use cgroups_rs::fs::memory::MemController;
-use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::{hierarchies, Cgroup, Controller, Hierarchy, MaxValue, Subsystem};
-use cgroups_rs::CgroupPid;
 use orbit_stage1::Resources;
 
-/// The controllers a pod's cgroups are made in: the ones orbit sets limits or rules in, plus
-/// cpuacct for accounting. On cgroup v1 every hierarchy costs a mkdir, a `cgroup.procs`
-/// write (slow: it synchronizes RCU) and an rmdir per pod and per app, so the rest stay out:
-/// cpuset (a new v1 cpuset cgroup also needs cpus/mems copied in), blkio and freezer (no
-/// I/O limits or pause yet), name=systemd (systemd tracks pods through their scope), and
-/// net_cls/net_prio/perf_event/hugetlb/rdma.
-const CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "devices"];
-
-/// The machine's hierarchy (v1 or v2, as cgroups-rs detects it) restricted to [`CONTROLLERS`].
-#[derive(Debug)]
-struct Selected(Box<dyn Hierarchy>);
-
-impl Hierarchy for Selected {
-    fn subsystems(&self) -> Vec<Subsystem> {
-        self.0
-            .subsystems()
-            .into_iter()
-            .filter(|s| CONTROLLERS.contains(&s.controller_name().as_str()))
-            .collect()
-    }
-    fn root(&self) -> PathBuf {
-        self.0.root()
-    }
-    fn root_control_group(&self) -> Cgroup {
-        self.0.root_control_group()
-    }
-    fn parent_control_group(&self, path: &str) -> Cgroup {
-        self.0.parent_control_group(path)
-    }
-    fn v2(&self) -> bool {
-        self.0.v2()
-    }
-}
-
-fn hierarchy() -> Box<dyn Hierarchy> {
-    Box::new(Selected(hierarchies::auto()))
-}
+use crate::cgroup1;
 
 /// Where the pod's cgroups live.
 pub struct PodCgroups {
@@ -67,7 +25,7 @@ pub struct PodCgroups {
 }
 
 enum Backend {
-    /// Every v1 hierarchy (cgroups-rs), below the caller's cgroup in each.
+    /// Every v1 hierarchy (`crate::cgroup1`), below the caller's cgroup in each.
     V1 {
         base: HashMap<String, String>,
         uuid: String,
@@ -94,13 +52,13 @@ impl PodCgroups {
         let base = if unified {
             HashMap::from([(UNIFIED_KEY.to_string(), crate::cgroup2::path_of("self")?)])
         } else {
-            get_cgroups_relative_paths()
-                .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?
+            cgroup1::own_paths()?
         };
         let record = serde_json::to_vec(&base).expect("a map serializes");
         orbit_stage1::status::write_atomic(&pod.join(RECORD), &record)
             .map_err(|e| format!("cannot write {RECORD}: {e}"))?;
         if !unified {
+            cgroup1::Cgroup::at(&base, &format!("orbit/{uuid}")).create()?;
             return Ok(PodCgroups::with(Backend::V1 {
                 base,
                 uuid: uuid.to_string(),
@@ -164,11 +122,9 @@ impl PodCgroups {
     /// into the pod's cgroup.
     pub fn join_pod(&self, pid: i32) -> Result<(), String> {
         match &self.backend {
-            Backend::V1 { base, uuid } => {
-                let cg = v1_cgroup(base, &format!("orbit/{uuid}"))?;
-                cg.add_task_by_tgid(CgroupPid::from(pid as u64))
-                    .map_err(|e| format!("cannot move pid {pid} into the pod cgroup: {e}"))
-            }
+            Backend::V1 { base, uuid } => cgroup1::Cgroup::at(base, &format!("orbit/{uuid}"))
+                .join(pid)
+                .map_err(|e| format!("cannot move pid {pid} into the pod cgroup: {e}")),
             Backend::V2(v2) => v2.join_stage1(pid),
         }
     }
@@ -177,20 +133,14 @@ impl PodCgroups {
     /// [`PodCgroups::ready_for_start`]), so the app can join its cgroup once its root is in
     /// place and the host's cgroup file system is out of its sight ([`Membership::join`]).
     pub fn app_membership(&self, app: &str) -> Result<Membership, String> {
-        let dirs = match &self.backend {
-            Backend::V1 { base, uuid } => {
-                let rel = format!("orbit/{uuid}/{app}");
-                Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone())
-                    .subsystems()
-                    .iter()
-                    .map(|s| s.to_controller().path().to_path_buf())
-                    .collect()
-            }
-            Backend::V2(v2) => vec![v2.app_dir(app)],
+        let paths: Vec<PathBuf> = match &self.backend {
+            Backend::V1 { base, uuid } => cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{app}"))
+                .procs_files()
+                .collect(),
+            Backend::V2(v2) => vec![v2.app_dir(app).join("cgroup.procs")],
         };
         let mut files = Vec::new();
-        for dir in dirs {
-            let path = dir.join("cgroup.procs");
+        for path in paths {
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -208,10 +158,9 @@ impl PodCgroups {
     pub fn set_pod_limits(&self, apps: &[&orbit_stage1::Resources]) -> Result<(), String> {
         let total = Resources::pod_total(apps);
         match &self.backend {
-            Backend::V1 { base, uuid } => {
-                let cg = v1_cgroup(base, &format!("orbit/{uuid}"))?;
-                apply(&cg, &total).map_err(|e| format!("pod cgroup: {e}"))
-            }
+            Backend::V1 { base, uuid } => cgroup1::Cgroup::at(base, &format!("orbit/{uuid}"))
+                .apply(&total)
+                .map_err(|e| format!("pod cgroup: {e}")),
             Backend::V2(v2) => v2.set_pod_limits(&total),
         }
     }
@@ -227,15 +176,12 @@ impl PodCgroups {
         let limits = &app.isolators.resources;
         match &self.backend {
             Backend::V1 { base, uuid } => {
-                let cg = v1_cgroup(base, &format!("orbit/{uuid}/{}", app.name))?;
-                apply(&cg, limits).map_err(|e| format!("app {}'s cgroup: {e}", app.name))?;
-                let devices = cg
-                    .subsystems()
-                    .iter()
-                    .find(|s| s.controller_name() == "devices")
-                    .map(|s| s.to_controller().path().to_path_buf());
-                match devices {
-                    Some(dir) if restrict_devices => crate::devices::restrict_dir(&dir, [app]),
+                let cg = cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{}", app.name));
+                cg.create()?;
+                cg.apply(limits)
+                    .map_err(|e| format!("app {}'s cgroup: {e}", app.name))?;
+                match cg.dir("devices") {
+                    Some(dir) if restrict_devices => crate::devices::restrict_dir(dir, [app]),
                     _ => Ok(()),
                 }
             }
@@ -298,57 +244,32 @@ impl PodCgroups {
 
     /// True when the kernel's OOM killer killed a process of app `app`'s cgroup.
     pub fn oom_killed(&self, app: &str) -> bool {
-        let (base, uuid) = match &self.backend {
-            Backend::V1 { base, uuid } => (base, uuid),
-            Backend::V2(v2) => return v2.oom_killed(app),
-        };
-        let rel = format!("orbit/{uuid}/{app}");
-        let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone());
-        let Some(mem) = cg.controller_of::<MemController>() else {
-            return false;
-        };
-        if cg.v2() {
-            // A hybrid host whose cgroup2 carries memory: cgroups-rs reads no
-            // `memory.events`.
-            let events = std::fs::read_to_string(mem.path().join("memory.events"));
-            return events
-                .ok()
-                .and_then(|e| crate::cgroup2::keyed(&e, "oom_kill"))
-                .unwrap_or(0)
-                > 0;
+        match &self.backend {
+            Backend::V1 { base, uuid } => {
+                cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{app}")).oom_killed()
+            }
+            Backend::V2(v2) => v2.oom_killed(app),
         }
-        // v1: `memory.oom_control`'s `oom_kill` counter (kernel 4.13 and later).
-        mem.memory_stat().oom_control.oom_kill > 0
     }
 
     /// Hands app `app`'s cgroup (already created) to a `--private-users` pod's root
     /// (host `uid`/`gid`) so the app can join it from inside its user namespace: its
-    /// `cgroup.procs` and `tasks` files change owner; limits and device rules stay the host's.
+    /// `cgroup.procs` (and v1 `tasks`) files change owner; limits and device rules stay the
+    /// host's.
     pub fn delegate_app(&self, app: &str, uid: u32, gid: u32) -> Result<(), String> {
-        let (base, uuid) = match &self.backend {
-            Backend::V1 { base, uuid } => (base, uuid),
-            Backend::V2(v2) => return v2.delegate_app(app, uid, gid),
-        };
-        let rel = format!("orbit/{uuid}/{app}");
-        let cg = Cgroup::load_with_relative_paths(hierarchy(), &rel, base.clone());
-        for sub in cg.subsystems() {
-            let dir = sub.to_controller().path().to_path_buf();
-            for f in ["cgroup.procs", "tasks"] {
-                let p = dir.join(f);
-                if p.exists() {
-                    std::os::unix::fs::chown(&p, Some(uid), Some(gid))
-                        .map_err(|e| format!("cannot delegate {}: {e}", p.display()))?;
-                }
+        match &self.backend {
+            Backend::V1 { base, uuid } => {
+                cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{app}")).delegate(uid, gid)
             }
+            Backend::V2(v2) => v2.delegate_app(app, uid, gid),
         }
-        Ok(())
     }
 
     /// Removes app `app`'s cgroups (a removed app of a mutable pod), killing what is left.
     pub fn remove_app(&self, app: &str) {
         match &self.backend {
             Backend::V1 { base, uuid } => {
-                v1_remove(base, &format!("orbit/{uuid}/{app}"));
+                cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{app}")).remove();
             }
             Backend::V2(v2) => v2.remove_app(app),
         }
@@ -368,7 +289,7 @@ impl PodCgroups {
             .map(|a| format!("{pod_rel}/{}", a.name))
             .chain([pod_rel.clone()])
         {
-            v1_remove(base, &rel);
+            cgroup1::Cgroup::at(base, &rel).remove();
         }
     }
 }
@@ -414,102 +335,6 @@ impl Membership {
     }
 }
 
-/// Kills what is left in v1 cgroup `rel` below `base` and removes it.
-fn v1_remove(base: &HashMap<String, String>, rel: &str) {
-    let cg = Cgroup::load_with_relative_paths(hierarchy(), rel, base.clone());
-    if !cg.exists() {
-        return;
-    }
-    let _ = cg.kill();
-    // Killed processes leave their cgroup only once the kernel has finished them: retry the
-    // removal for a bounded while instead of leaking an empty cgroup.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while cg.delete().is_err() && std::time::Instant::now() < deadline {
-        let _ = cg.kill();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-/// The v1 cgroup `rel` below `base`, created in every selected hierarchy.
-fn v1_cgroup(base: &HashMap<String, String>, rel: &str) -> Result<Cgroup, String> {
-    Cgroup::new_with_relative_paths(hierarchy(), rel, base.clone())
-        .map_err(|e| format!("cannot create cgroup {rel}: {e}"))
-}
-
-/// The CFS quota for `millis` millicores, as cgroups-rs takes it.
-fn cfs_quota(millis: u64) -> i64 {
-    i64::try_from(orbit_stage1::cgroup2::cfs_quota_us(millis)).unwrap_or(i64::MAX)
-}
-
-/// Writes the limits `r` sets into cgroup `cg` (v1 or v2); leaves the others as they are.
-fn apply(cg: &Cgroup, r: &Resources) -> Result<(), String> {
-    let v2 = cg.v2();
-    if let Some(bytes) = r.memory {
-        let mem: &MemController = cg
-            .controller_of()
-            .ok_or("no memory controller for --memory")?;
-        let limit = i64::try_from(bytes).map_err(|_| format!("memory limit {bytes} too large"))?;
-        if v2 {
-            mem.set_limit(limit)
-                .map_err(|e| format!("cannot set memory.max: {e}"))?;
-            // No swap: the limit is the memory the app gets (memory.swap.max only exists
-            // with swap accounting).
-            if mem.path().join("memory.swap.max").exists() {
-                mem.set_memswap_limit(0)
-                    .map_err(|e| format!("cannot set memory.swap.max: {e}"))?;
-            }
-        } else {
-            // memory+swap must stay >= memory: lift it first, then lower both to the limit,
-            // so the app cannot swap past its limit (memsw exists only with swap accounting).
-            let memsw = mem.path().join("memory.memsw.limit_in_bytes").exists();
-            if memsw {
-                mem.set_memswap_limit(-1)
-                    .map_err(|e| format!("cannot set memory.memsw.limit_in_bytes: {e}"))?;
-            }
-            mem.set_limit(limit)
-                .map_err(|e| format!("cannot set memory.limit_in_bytes: {e}"))?;
-            if memsw {
-                mem.set_memswap_limit(limit)
-                    .map_err(|e| format!("cannot set memory.memsw.limit_in_bytes: {e}"))?;
-            } else {
-                // Without swap accounting the best there is: keep the cgroup's anonymous
-                // memory out of swap. Best effort — the memory limit itself is in place.
-                let _ = mem.set_swappiness(0);
-            }
-        }
-    }
-    if r.cpu_millis.is_some() || r.cpu_shares.is_some() {
-        let cpu: &CpuController = cg
-            .controller_of()
-            .ok_or("no cpu controller for --cpu/--cpu-shares")?;
-        if let Some(millis) = r.cpu_millis {
-            // Period first: a v1 quota is checked against the period (and the parent's ratio).
-            cpu.set_cfs_quota_and_period(None, Some(orbit_stage1::cgroup2::CFS_PERIOD_US))
-                .and_then(|()| cpu.set_cfs_quota_and_period(Some(cfs_quota(millis)), None))
-                .map_err(|e| format!("cannot set the CPU quota: {e}"))?;
-        }
-        if let Some(shares) = r.cpu_shares {
-            // cgroups-rs writes the value as is: cpu.weight wants the converted one.
-            let value = if v2 {
-                orbit_stage1::cgroup2::shares_to_weight(shares)
-            } else {
-                shares.clamp(2, orbit_stage1::isolators::MAX_SHARES)
-            };
-            cpu.set_shares(value)
-                .map_err(|e| format!("cannot set the CPU shares: {e}"))?;
-        }
-    }
-    if let Some(n) = r.pids {
-        let pids: &PidController = cg
-            .controller_of()
-            .ok_or("no pids controller for --pids-limit")?;
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        pids.set_pid_max(MaxValue::Value(n))
-            .map_err(|e| format!("cannot set pids.max: {e}"))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,12 +370,5 @@ mod tests {
             Resources::pod_total(&[&big, &big]).cpu_shares,
             Some(orbit_stage1::isolators::MAX_SHARES)
         );
-    }
-
-    #[test]
-    fn quota_conversions() {
-        assert_eq!(cfs_quota(250), 25_000);
-        assert_eq!(cfs_quota(1000), 100_000);
-        assert_eq!(cfs_quota(1), 1_000, "clamped to the kernel minimum");
     }
 }

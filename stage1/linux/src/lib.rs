@@ -17,6 +17,7 @@ mod activation;
 mod app;
 mod args;
 mod cgroup;
+mod cgroup1;
 mod cgroup2;
 mod cgroupfs;
 mod control;
