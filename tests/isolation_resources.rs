@@ -628,17 +628,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// True while process `pid` runs (a zombie has ended: state `Z`).
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let (_, after) = s.rsplit_once(") ")?;
-            after.chars().next()
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
-}
-
 #[test]
 fn what_a_fly_pod_leaves_behind_dies_with_its_cgroups() {
     // fly shares the host's pid namespace: an app's background child outlives the pod's init
@@ -672,7 +661,10 @@ fn what_a_fly_pod_leaves_behind_dies_with_its_cgroups() {
         .unwrap_or_else(|_| panic!("no pid from the app: {}", common::text(&out.stderr)));
     let _guard = KillOnDrop(Some(pid));
     assert_eq!(code(&out), 0, "{}", common::text(&out.stderr));
-    assert!(!alive(pid), "the pod's leftover process {pid} still runs");
+    assert!(
+        !common::process_alive(pid),
+        "the pod's leftover process {pid} still runs"
+    );
     let uuid = only_pod(&w);
     assert_cgroups_gone(&uuid);
     out_ok(&w, &["gc", "--grace-period=0"]);

@@ -26,11 +26,6 @@ fn kvm<'a>(k: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-fn alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
 fn qemu_pid(w: &World, uuid: &str) -> i32 {
     fs::read_to_string(pod_dir(w, uuid).join("kvm/qemu.pid"))
         .unwrap()
@@ -41,7 +36,10 @@ fn qemu_pid(w: &World, uuid: &str) -> i32 {
 
 /// No VM, socket or mount of the pod is left.
 fn assert_vm_gone(w: &World, uuid: &str, qemu: i32) {
-    assert!(!alive(qemu), "QEMU {qemu} of pod {uuid} survived");
+    assert!(
+        !common::process_alive(qemu),
+        "QEMU {qemu} of pod {uuid} survived"
+    );
     for ext in ["agent", "ctl"] {
         let s = PathBuf::from(format!("/run/orbit/kvm/{uuid}.{ext}"));
         assert!(!s.exists(), "{} left", s.display());
@@ -200,14 +198,14 @@ fn kill_9_of_the_supervisor_takes_the_vm_down_and_gc_cleans_up() {
         &kvm(&k, &[BUSYBOX, "--exec", "/bin/sleep", "--", "1000"]),
     );
     let qemu = qemu_pid(&w, &a.uuid);
-    assert!(alive(qemu));
+    assert!(common::process_alive(qemu));
     // SAFETY: kill(2) of the orbit run process this test started.
     unsafe { libc::kill(a.run_pid() as i32, libc::SIGKILL) };
     a.wait(Duration::from_secs(30));
     poll(
         Duration::from_secs(10),
         "QEMU to die with its supervisor",
-        || (!alive(qemu)).then_some(()),
+        || (!common::process_alive(qemu)).then_some(()),
     );
     let uuid = a.uuid.clone();
     out_ok(&w, &["gc", "--grace-period=0"]);
@@ -348,7 +346,7 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     });
     let sb = run_kvm_sandbox(&mut rt, &config).await;
     let qemu = qemu_pid(&w, &sb);
-    assert!(alive(qemu));
+    assert!(common::process_alive(qemu));
     let cmdline = fs::read_to_string(format!("/proc/{qemu}/cmdline")).unwrap();
     let args: Vec<&str> = cmdline.split('\0').collect();
     assert!(args.windows(2).any(|w| w == ["-m", "512"]), "{args:?}");

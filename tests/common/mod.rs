@@ -356,3 +356,15 @@ impl Drop for TestMount {
         }
     }
 }
+
+/// True while process `pid` runs: it exists and is not a zombie (state `Z` or `X` in
+/// `/proc/PID/stat`), which has ended and holds nothing but its exit status.
+pub fn process_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let (_, after) = s.rsplit_once(") ")?;
+            after.chars().next()
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
