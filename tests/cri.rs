@@ -1670,6 +1670,22 @@ async fn a_sandbox_runs_below_the_kubelets_cgroup_parent_and_leaves_nothing_ther
         .unwrap();
     assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
 
+    // Once the sandbox is stopped its stage1 has removed its cgroups, the container's too,
+    // though the container was created after the sandbox started.
+    rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+        pod_sandbox_id: sb.clone(),
+    })
+    .await
+    .unwrap();
+    let stage1s: Vec<PathBuf> = cgroup_hierarchies()
+        .iter()
+        .flat_map(|root| walk_dirs(&root.join(&top)))
+        .filter(|d| d.ends_with(format!("orbit/{sb}")))
+        .collect();
+    assert!(
+        stage1s.is_empty(),
+        "left by the stopped sandbox: {stage1s:?}"
+    );
     remove_sandbox_leaving_nothing(&mut rt, &w, &sb).await;
     for root in cgroup_hierarchies() {
         let kubelets = root.starts_with("/sys/fs/cgroup/memory");

@@ -198,29 +198,46 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Kills what is left in the cgroup and removes it. Killed processes leave their cgroup
-    /// only once the kernel has finished them: the removal is retried for a bounded while
-    /// instead of leaking an empty cgroup. False when some directory stayed.
+    /// Kills what is left in the cgroup and removes it, with the cgroups below it (an app
+    /// added to a running pod is not in the manifest the supervisor started with). Killed
+    /// processes leave their cgroup only once the kernel has finished them: the removal is
+    /// retried for a bounded while instead of leaking an empty cgroup. False when some
+    /// directory stayed.
     pub fn remove(&self) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let mut all = true;
         for dir in self.distinct() {
-            loop {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) if std::time::Instant::now() < deadline => {
-                        kill_all(dir);
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    Err(_) => {
-                        all = false;
-                        break;
-                    }
-                }
-            }
+            all &= remove_tree(dir, deadline);
         }
         all
+    }
+}
+
+/// Removes cgroup directory `dir`, the cgroups below it first, killing their processes.
+fn remove_tree(dir: &Path, deadline: std::time::Instant) -> bool {
+    let children: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(_) => Vec::new(),
+    };
+    let mut children_gone = true;
+    for child in &children {
+        children_gone &= remove_tree(child, deadline);
+    }
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(_) if children_gone && std::time::Instant::now() < deadline => {
+                kill_all(dir);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => return false,
+        }
     }
 }
 
