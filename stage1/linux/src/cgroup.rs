@@ -58,7 +58,7 @@ impl PodCgroups {
         orbit_stage1::status::write_atomic(&pod.join(RECORD), &record)
             .map_err(|e| format!("cannot write {RECORD}: {e}"))?;
         if !unified {
-            cgroup1::Cgroup::at(&base, &format!("orbit/{uuid}")).create()?;
+            cgroup1::pod(&base, uuid).create()?;
             return Ok(PodCgroups::with(Backend::V1 {
                 base,
                 uuid: uuid.to_string(),
@@ -122,7 +122,7 @@ impl PodCgroups {
     /// into the pod's cgroup.
     pub fn join_pod(&self, pid: i32) -> Result<(), String> {
         match &self.backend {
-            Backend::V1 { base, uuid } => cgroup1::Cgroup::at(base, &format!("orbit/{uuid}"))
+            Backend::V1 { base, uuid } => cgroup1::pod(base, uuid)
                 .join(pid)
                 .map_err(|e| format!("cannot move pid {pid} into the pod cgroup: {e}")),
             Backend::V2(v2) => v2.join_stage1(pid),
@@ -134,9 +134,7 @@ impl PodCgroups {
     /// place and the host's cgroup file system is out of its sight ([`Membership::join`]).
     pub fn app_membership(&self, app: &str) -> Result<Membership, String> {
         let paths: Vec<PathBuf> = match &self.backend {
-            Backend::V1 { base, uuid } => cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{app}"))
-                .procs_files()
-                .collect(),
+            Backend::V1 { base, uuid } => cgroup1::app(base, uuid, app).procs_files().collect(),
             Backend::V2(v2) => vec![v2.app_dir(app).join("cgroup.procs")],
         };
         let mut files = Vec::new();
@@ -158,7 +156,7 @@ impl PodCgroups {
     pub fn set_pod_limits(&self, apps: &[&orbit_stage1::Resources]) -> Result<(), String> {
         let total = Resources::pod_total(apps);
         match &self.backend {
-            Backend::V1 { base, uuid } => cgroup1::Cgroup::at(base, &format!("orbit/{uuid}"))
+            Backend::V1 { base, uuid } => cgroup1::pod(base, uuid)
                 .apply(&total)
                 .map_err(|e| format!("pod cgroup: {e}")),
             Backend::V2(v2) => v2.set_pod_limits(&total),
@@ -176,7 +174,7 @@ impl PodCgroups {
         let limits = &app.isolators.resources;
         match &self.backend {
             Backend::V1 { base, uuid } => {
-                let cg = cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{}", app.name));
+                let cg = cgroup1::app(base, uuid, &app.name);
                 cg.create()?;
                 cg.apply(limits)
                     .map_err(|e| format!("app {}'s cgroup: {e}", app.name))?;
@@ -245,9 +243,7 @@ impl PodCgroups {
     /// True when the kernel's OOM killer killed a process of app `app`'s cgroup.
     pub fn oom_killed(&self, app: &str) -> bool {
         match &self.backend {
-            Backend::V1 { base, uuid } => {
-                cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{app}")).oom_killed()
-            }
+            Backend::V1 { base, uuid } => cgroup1::app(base, uuid, app).oom_killed(),
             Backend::V2(v2) => v2.oom_killed(app),
         }
     }
@@ -258,9 +254,7 @@ impl PodCgroups {
     /// host's.
     pub fn delegate_app(&self, app: &str, uid: u32, gid: u32) -> Result<(), String> {
         match &self.backend {
-            Backend::V1 { base, uuid } => {
-                cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{app}")).delegate(uid, gid)
-            }
+            Backend::V1 { base, uuid } => cgroup1::app(base, uuid, app).delegate(uid, gid),
             Backend::V2(v2) => v2.delegate_app(app, uid, gid),
         }
     }
@@ -268,28 +262,17 @@ impl PodCgroups {
     /// Removes app `app`'s cgroups (a removed app of a mutable pod), killing what is left.
     pub fn remove_app(&self, app: &str) {
         match &self.backend {
-            Backend::V1 { base, uuid } => {
-                cgroup1::Cgroup::at(base, &format!("orbit/{uuid}/{app}")).remove();
-            }
+            Backend::V1 { base, uuid } => cgroup1::app(base, uuid, app).remove(),
             Backend::V2(v2) => v2.remove_app(app),
         }
     }
 
-    /// Kills whatever is left in the pod's cgroups and removes them, apps first (on v2, all
-    /// of the pod's tree but the leaf the caller itself is in).
-    pub fn remove(&self, manifest: &orbit_stage1::PodManifest) {
-        let (base, uuid) = match &self.backend {
-            Backend::V1 { base, uuid } => (base, uuid),
-            Backend::V2(v2) => return v2.remove(),
-        };
-        let pod_rel = format!("orbit/{uuid}");
-        for rel in manifest
-            .apps
-            .iter()
-            .map(|a| format!("{pod_rel}/{}", a.name))
-            .chain([pod_rel.clone()])
-        {
-            cgroup1::Cgroup::at(base, &rel).remove();
+    /// Kills whatever is left in the pod's cgroups and removes them, deepest first (on v2,
+    /// all of the pod's tree but the leaf the caller itself is in).
+    pub fn remove(&self) {
+        match &self.backend {
+            Backend::V1 { base, uuid } => cgroup1::pod(base, uuid).remove(),
+            Backend::V2(v2) => v2.remove(),
         }
     }
 }

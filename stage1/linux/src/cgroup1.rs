@@ -52,22 +52,19 @@ fn mounts() -> &'static [(&'static str, PathBuf)] {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         CONTROLLERS
             .iter()
-            .filter_map(|c| mount_of(&info, c).map(|m| (*c, m)))
+            .filter_map(|c| crate::cgroupfs::mount_of(&info, c).map(|m| (*c, PathBuf::from(m))))
             .collect()
     })
 }
 
-/// The mount point of the v1 hierarchy that carries `controller`.
-fn mount_of(mountinfo: &str, controller: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        let mut post = post.split(' ');
-        let fstype = post.next()?;
-        let options = post.nth(1)?;
-        let point = pre.split(' ').nth(4)?;
-        (fstype == "cgroup" && options.split(',').any(|o| o == controller))
-            .then(|| PathBuf::from(point))
-    })
+/// Pod `uuid`'s cgroup below the paths `base` (see [`own_paths`]).
+pub fn pod(base: &HashMap<String, String>, uuid: &str) -> Cgroup {
+    Cgroup::at(base, &format!("orbit/{uuid}"))
+}
+
+/// App `app`'s cgroup in pod `uuid`'s.
+pub fn app(base: &HashMap<String, String>, uuid: &str, app: &str) -> Cgroup {
+    Cgroup::at(base, &format!("orbit/{uuid}/{app}"))
 }
 
 /// One cgroup in every hierarchy: the directory of each controller (co-mounted controllers,
@@ -77,8 +74,8 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Cgroup `rel` (`orbit/<uuid>[/<app>]`) below the paths `base` (see [`own_paths`]).
-    pub fn at(base: &HashMap<String, String>, rel: &str) -> Cgroup {
+    /// Cgroup `rel` below the paths `base` (see [`own_paths`]).
+    fn at(base: &HashMap<String, String>, rel: &str) -> Cgroup {
         let dirs = mounts()
             .iter()
             .filter_map(|(c, mount)| {
@@ -199,56 +196,11 @@ impl Cgroup {
     }
 
     /// Kills what is left in the cgroup and removes it, with the cgroups below it (an app
-    /// added to a running pod is not in the manifest the supervisor started with). Killed
-    /// processes leave their cgroup only once the kernel has finished them: the removal is
-    /// retried for a bounded while instead of leaking an empty cgroup. False when some
-    /// directory stayed.
-    pub fn remove(&self) -> bool {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        let mut all = true;
+    /// added to a running pod is not in the manifest the supervisor started with).
+    pub fn remove(&self) {
         for dir in self.distinct() {
-            all &= remove_tree(dir, deadline);
+            crate::cgroupfs::remove_tree(dir, Path::new(""), crate::cgroupfs::kill_listed);
         }
-        all
-    }
-}
-
-/// Removes cgroup directory `dir`, the cgroups below it first, killing their processes.
-fn remove_tree(dir: &Path, deadline: std::time::Instant) -> bool {
-    let children: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
-        Err(_) => Vec::new(),
-    };
-    let mut children_gone = true;
-    for child in &children {
-        children_gone &= remove_tree(child, deadline);
-    }
-    loop {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
-            Err(_) if children_gone && std::time::Instant::now() < deadline => {
-                kill_all(dir);
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(_) => return false,
-        }
-    }
-}
-
-/// SIGKILLs every process in cgroup directory `dir`.
-fn kill_all(dir: &Path) {
-    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
     }
 }
 
@@ -270,23 +222,6 @@ mod tests {
         assert_eq!(p["memory"], "/x:y");
         assert_eq!(p["name=systemd"], "/s");
         assert_eq!(p[""], "/u");
-    }
-
-    #[test]
-    fn the_hierarchy_of_a_controller_is_found_by_its_mount_options() {
-        let info =
-            "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct\n\
-                    31 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
-                    32 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            mount_of(info, "cpuacct"),
-            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
-        );
-        assert_eq!(
-            mount_of(info, "memory"),
-            Some(PathBuf::from("/sys/fs/cgroup/memory"))
-        );
-        assert_eq!(mount_of(info, "pids"), None);
     }
 
     #[test]

@@ -295,27 +295,7 @@ fn enable(dir: &Path, controllers: &[&str]) -> Result<(), String> {
 /// Kills and removes `dir`'s subtree, deepest first, sparing cgroup `own` (and its
 /// ancestors) and the calling process.
 fn remove_tree(dir: &Path, own: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                remove_tree(&e.path(), own);
-            }
-        }
-    }
-    if own.starts_with(dir) {
-        return;
-    }
-    kill_all(dir);
-    // Killed processes leave their cgroup only once the kernel has finished them: retry
-    // the removal for a bounded while instead of leaking the cgroup.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while let Err(e) = std::fs::remove_dir(dir) {
-        if e.kind() == std::io::ErrorKind::NotFound || std::time::Instant::now() >= deadline {
-            return;
-        }
-        kill_all(dir);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    crate::cgroupfs::remove_tree(dir, own, kill_all);
 }
 
 /// SIGKILLs every process of cgroup `dir` (`cgroup.kill`, Linux 5.14, or one by one).
@@ -323,16 +303,8 @@ fn kill_all(dir: &Path) {
     if keyed(&read(dir, "cgroup.events"), "populated") == Some(0) {
         return;
     }
-    if write(dir, "cgroup.kill", "1").is_ok() {
-        return;
-    }
-    for pid in read(dir, "cgroup.procs").lines() {
-        if let Ok(pid) = pid.trim().parse::<i32>() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    if write(dir, "cgroup.kill", "1").is_err() {
+        crate::cgroupfs::kill_listed(dir);
     }
 }
 

@@ -163,13 +163,13 @@ fn run_locked_rest(
         .map(|a| &a.isolators.resources)
         .collect();
     if let Err(e) = cgroups.set_pod_limits(&limits) {
-        cgroups.remove(manifest);
+        cgroups.remove();
         return Err(e);
     }
 
     if let (Flavor::Ns, Some(ns)) = (flavor, manifest.user_namespace) {
         let result = run_in_user_namespace(&pod, manifest, &ns, &cgroups, args, relay.as_ref());
-        cgroups.remove(manifest);
+        cgroups.remove();
         return result;
     }
     cgroups.prepare_apps(&manifest.apps, flavor == Flavor::Ns);
@@ -201,7 +201,7 @@ fn run_locked_rest(
     let (mask, (forked, in_cgroup)) = match forked {
         Ok(f) => f,
         Err(e) => {
-            cgroups.remove(manifest);
+            cgroups.remove();
             return Err(e);
         }
     };
@@ -237,7 +237,7 @@ fn run_locked_rest(
                     Err(e)
                 }
             };
-            cgroups.remove(manifest);
+            cgroups.remove();
             result
         }
     }
@@ -518,9 +518,8 @@ fn reap(init: Pid) -> Result<Option<i32>, String> {
 /// `gc`: removes the cgroups a killed supervisor left behind.
 pub fn gc(args: &Args) -> Result<i32, String> {
     let pod = std::env::current_dir().map_err(|e| format!("cannot find the pod directory: {e}"))?;
-    if let (Some(cgroups), Ok(manifest)) = (PodCgroups::load(&pod, &args.uuid), read_manifest(&pod))
-    {
-        cgroups.remove(&manifest);
+    if let Some(cgroups) = PodCgroups::load(&pod, &args.uuid) {
+        cgroups.remove();
     }
     Ok(0)
 }
