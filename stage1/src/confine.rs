@@ -23,20 +23,20 @@ fn cap_set(names: &[String]) -> Result<CapsHashSet, String> {
         .collect()
 }
 
-/// Drops this process to `user` with the privileges `iso` grants; the caller execs right
-/// after. Without `mknod` (no device control would stop a node it makes from being opened)
-/// CAP_MKNOD is never granted, unless `iso` grants every device anyway.
-pub fn confine(user: &AppUser, iso: &Isolators, mknod: bool) -> Result<(), String> {
-    let filter = iso
-        .seccomp
+/// `iso`'s seccomp filter, compiled for [`confine_compiled`] (`None`: the app has none).
+pub fn compile_filter(iso: &Isolators) -> Result<Option<Vec<BpfProgram>>, String> {
+    iso.seccomp
         .as_ref()
         .map(crate::seccomp::compile)
-        .transpose()?;
-    confine_compiled(user, iso, mknod, filter.as_deref())
+        .transpose()
 }
 
-/// [`confine`] with `iso`'s seccomp filter already compiled (`filter`; `iso.seccomp` is not
-/// looked at): for a process that must not carry the compiler (the kvm guest agent).
+/// Drops this process to `user` with the privileges `iso` grants; the caller execs right
+/// after. Without `mknod` (no device control would stop a node it makes from being opened)
+/// CAP_MKNOD is never granted, unless `iso` grants every device anyway. `filter` is `iso`'s
+/// seccomp filter, compiled ([`compile_filter`]; `iso.seccomp` is not looked at): compiled
+/// ahead of time by a caller that must not wait here, or by the host for a process that
+/// must not carry the compiler (the kvm guest agent).
 pub fn confine_compiled(
     user: &AppUser,
     iso: &Isolators,

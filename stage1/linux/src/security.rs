@@ -31,11 +31,7 @@ pub fn confine(
 
 /// The app's seccomp filter, compiled (`None`: the app has none).
 pub fn seccomp_filter(app: &App) -> Result<Option<Vec<orbit_stage1::seccomp::BpfProgram>>, String> {
-    app.isolators
-        .seccomp
-        .as_ref()
-        .map(orbit_stage1::seccomp::compile)
-        .transpose()
+    orbit_stage1::confine::compile_filter(&app.isolators)
 }
 
 /// Sets the app's OOM score adjustment (before privileges are dropped: lowering it needs

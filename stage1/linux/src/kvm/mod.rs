@@ -212,12 +212,7 @@ fn guest_app(
         target: format!("/etc/{f}"),
         read_only: false,
     };
-    let seccomp = a
-        .isolators
-        .seccomp
-        .as_ref()
-        .map(orbit_stage1::seccomp::compile)
-        .transpose()
+    let seccomp = orbit_stage1::confine::compile_filter(&a.isolators)
         .map_err(|e| format!("app {}: {e}", a.name))?;
     Ok(GuestApp {
         name: a.name.clone(),
