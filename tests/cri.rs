@@ -526,14 +526,7 @@ async fn host_network_sandboxes_and_privileged_containers() {
         ..Default::default()
     });
     let sb = run_sandbox(&mut rt, &config).await;
-    let mut c = container_config("priv", BUSYBOX, "exec sleep 600");
-    c.linux = Some(proto::LinuxContainerConfig {
-        security_context: Some(proto::LinuxContainerSecurityContext {
-            privileged: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let c = privileged(container_config("priv", BUSYBOX, "exec sleep 600"));
     let id = create(&mut rt, &sb, &config, c).await;
     start(&mut rt, &id).await;
     let out = exec(&mut rt, &id, &["cat", "/proc/net/dev"], 10)
@@ -1500,19 +1493,12 @@ async fn devices_and_mount_propagation_reach_the_container() {
     // A privileged container sees the host's devices and may open them; its bidirectional
     // mount is a peer of the host's: what it mounts there, the node sees (and the other
     // way round).
-    let mut p = container_config("priv", BUSYBOX, "exec sleep 600");
+    let mut p = privileged(container_config("priv", BUSYBOX, "exec sleep 600"));
     p.mounts = vec![mount(
         &shared,
         "/bd",
         proto::MountPropagation::PropagationBidirectional,
     )];
-    p.linux = Some(proto::LinuxContainerConfig {
-        security_context: Some(proto::LinuxContainerSecurityContext {
-            privileged: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
     let pid = create(&mut rt, &sb, &config, p).await;
     start(&mut rt, &pid).await;
     let (code, out) = sh(&mut rt, &pid, "exec 3<> /dev/loop-control && echo opened").await;

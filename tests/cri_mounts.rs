@@ -38,17 +38,6 @@ fn propagated(host: &Path, inside: &str, p: MountPropagation) -> proto::Mount {
     }
 }
 
-fn privileged(mut c: proto::ContainerConfig) -> proto::ContainerConfig {
-    c.linux = Some(proto::LinuxContainerConfig {
-        security_context: Some(proto::LinuxContainerSecurityContext {
-            privileged: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    c
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn read_only_mounts_are_top_only_unless_recursive() {
     let w = pod_world();

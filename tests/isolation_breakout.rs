@@ -973,9 +973,7 @@ fn host_disk_cannot_be_read_through_a_device_node(via: Via) {
     let w = world();
     let disks = host_disks();
     assert!(!disks.is_empty(), "no host disk in /sys/block");
-    let vol = w.path("vol");
-    fs::create_dir_all(&vol).unwrap();
-    let volume = format!("v,kind=host,source={}", vol.display());
+    let (_, volume) = host_volume(&w, "v", "vol");
     let mut script = String::new();
     // (label, what, host can open it)
     let mut labels = Vec::new();

@@ -615,16 +615,14 @@ fn cgroups_are_removed_when_the_pod_exits() {
 
 /// Kills process `pid` (the test's own leftover) when dropped, so a failing test leaves
 /// nothing running.
-struct KillOnDrop(Option<i32>);
+struct KillOnDrop(i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -633,9 +631,7 @@ fn what_a_fly_pod_leaves_behind_dies_with_its_cgroups() {
     // fly shares the host's pid namespace: an app's background child outlives the pod's init
     // and only the cgroups' removal ends it (which must kill it, not just try rmdir).
     let w = pod_world();
-    let data = w.path("data");
-    fs::create_dir_all(&data).unwrap();
-    let vol = format!("d,kind=host,source={}", data.display());
+    let (data, vol) = host_volume(&w, "d", "data");
     let out = orbit(
         &w,
         &[
@@ -659,7 +655,7 @@ fn what_a_fly_pod_leaves_behind_dies_with_its_cgroups() {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("no pid from the app: {}", common::text(&out.stderr)));
-    let _guard = KillOnDrop(Some(pid));
+    let _guard = KillOnDrop(pid);
     assert_eq!(code(&out), 0, "{}", common::text(&out.stderr));
     assert!(
         !common::process_alive(pid),

@@ -52,10 +52,8 @@ fn assert_vm_gone(w: &World, uuid: &str, qemu: i32) {
 fn a_two_app_pod_runs_in_a_vm_with_env_user_workdir_volume_and_logs() {
     let w = pod_world();
     let k = kernel();
-    let vol = w.path("vol");
-    fs::create_dir_all(&vol).unwrap();
+    let (vol, volume) = host_volume(&w, "data", "vol");
     fs::write(vol.join("in"), "from-host\n").unwrap();
-    let volume = format!("data,kind=host,source={}", vol.display());
     let script =
         "echo foo=$FOO; id; pwd; cat /data/in; echo from-guest > /data/out; uname -r; exit 3";
     let args = kvm(
@@ -354,19 +352,12 @@ async fn a_cri_sandbox_runs_its_containers_in_one_vm() {
     let vol = w.path("vm-vol");
     fs::create_dir_all(&vol).unwrap();
     fs::write(vol.join("in"), "from-host\n").unwrap();
-    let mut one = container_config(
+    // Privileged: it reaches the agent's root below (/proc/1/root) to play a hostile guest.
+    let mut one = privileged(container_config(
         "one",
         BUSYBOX,
         "echo hello-from-vm; cat /data/in; echo from-guest > /data/out; exec sleep 600",
-    );
-    // Privileged: it reaches the agent's root below (/proc/1/root) to play a hostile guest.
-    one.linux = Some(proto::LinuxContainerConfig {
-        security_context: Some(proto::LinuxContainerSecurityContext {
-            privileged: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    ));
     one.mounts = vec![proto::Mount {
         container_path: "/data".into(),
         host_path: vol.display().to_string(),
@@ -1018,15 +1009,8 @@ async fn a_cri_kvm_sandboxs_host_mounts_see_the_hosts_mounts_and_are_read_only_a
     let listed = list_containers(&mut rt).await;
     assert!(listed.is_empty(), "{listed:?}");
 
-    let mut c = container_config("vols", BUSYBOX, "exec sleep 600");
     // Privileged: it reaches the agent's root below (/proc/1/root) to play a hostile guest.
-    c.linux = Some(proto::LinuxContainerConfig {
-        security_context: Some(proto::LinuxContainerSecurityContext {
-            privileged: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let mut c = privileged(container_config("vols", BUSYBOX, "exec sleep 600"));
     c.mounts = vec![
         mount(&tree, "/hc", MountPropagation::PropagationHostToContainer),
         mount(&tree, "/pv", MountPropagation::PropagationPrivate),

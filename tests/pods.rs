@@ -364,9 +364,7 @@ fn apps_do_not_share_roots() {
 #[test]
 fn readonly_rootfs_but_writable_volume() {
     let w = pod_world();
-    let data = w.path("data");
-    fs::create_dir_all(&data).unwrap();
-    let vol = format!("data,kind=host,source={}", data.display());
+    let (data, vol) = host_volume(&w, "data", "data");
     let script = "if echo x > /x 2>/dev/null; then exit 10; fi; if touch /tmp/x 2>/dev/null; then exit 11; fi; echo ok > /data/ok || exit 12";
     run_expect(
         &w,
@@ -1042,9 +1040,7 @@ fn missing_exec_path_fails_the_pod_cleanly() {
 #[test]
 fn fly_stage1_runs_in_the_hosts_namespaces_with_volumes() {
     let w = pod_world();
-    let data = w.path("data");
-    fs::create_dir_all(&data).unwrap();
-    let vol = format!("d,kind=host,source={}", data.display());
+    let (data, vol) = host_volume(&w, "d", "data");
     let script = "readlink /proc/self/ns/pid; readlink /proc/self/ns/net; readlink /proc/self/ns/mnt; cat /etc/motd; echo fly > /data/f; exit 42";
     let out = run_expect(
         &w,

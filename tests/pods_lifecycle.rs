@@ -785,9 +785,7 @@ fn logs_since_compares_times_not_strings() {
 #[test]
 fn logs_follow_a_pod_until_it_exits() {
     let w = pod_world();
-    let gate = w.path("gate");
-    fs::create_dir_all(&gate).unwrap();
-    let vol = format!("gate,kind=host,source={}", gate.display());
+    let (gate, vol) = host_volume(&w, "gate", "gate");
     let script = "echo one; i=0; while [ ! -e /gate/go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo two; echo err-two >&2";
     let mut pod = BgPod::start(
         &w,

@@ -149,6 +149,18 @@ pub fn sandbox_config(w: &World, name: &str) -> proto::PodSandboxConfig {
     }
 }
 
+/// `c`, privileged.
+pub fn privileged(mut c: proto::ContainerConfig) -> proto::ContainerConfig {
+    c.linux = Some(proto::LinuxContainerConfig {
+        security_context: Some(proto::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c
+}
+
 pub fn container_config(name: &str, image: &str, script: &str) -> proto::ContainerConfig {
     proto::ContainerConfig {
         metadata: Some(proto::ContainerMetadata {

@@ -158,6 +158,15 @@ pub fn pod_world() -> World {
     w
 }
 
+/// Makes directory `dir` in the world and returns it with the `--volume` value of host
+/// volume `name` from it (`NAME,kind=host,source=DIR`).
+pub fn host_volume(w: &World, name: &str, dir: &str) -> (PathBuf, String) {
+    let path = w.path(dir);
+    fs::create_dir_all(&path).unwrap();
+    let volume = format!("{name},kind=host,source={}", path.display());
+    (path, volume)
+}
+
 /// Imports a layout into the world's store (unsigned).
 pub fn fetch(w: &World, layout: &Path) {
     let src = format!("oci:{}", layout.display());
