@@ -44,9 +44,9 @@ pub fn mount_of(mountinfo: &str, controllers: &str) -> Option<String> {
 }
 
 /// Kills and removes cgroup directory `dir`'s subtree, deepest first, sparing cgroup `keep`
-/// (and its ancestors: the caller's own cgroup). `kill` ends a cgroup's processes; killed
-/// processes leave their cgroup only once the kernel has finished them, so each removal is
-/// retried for a bounded while instead of leaking the cgroup.
+/// (and its ancestors: the caller's own cgroup). `kill` ends the processes of a cgroup that
+/// will not go; killed processes leave their cgroup only once the kernel has finished them,
+/// so each removal is retried for a bounded while instead of leaking the cgroup.
 pub fn remove_tree(dir: &Path, keep: &Path, kill: fn(&Path)) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -58,7 +58,7 @@ pub fn remove_tree(dir: &Path, keep: &Path, kill: fn(&Path)) {
     if keep.starts_with(dir) {
         return;
     }
-    kill(dir);
+    // An empty cgroup (the usual case: the pod's processes are gone) goes at the first try.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while let Err(e) = std::fs::remove_dir(dir) {
         if e.kind() == std::io::ErrorKind::NotFound || std::time::Instant::now() >= deadline {
